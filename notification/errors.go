@@ -1,0 +1,139 @@
+package notification
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Validation errors. A rejected notification or token returns a *FieldError
+// (several joined with errors.Join) that wraps one of these, so callers can
+// test with errors.Is.
+var (
+	// ErrRequired reports an empty field that must be set.
+	ErrRequired = errors.New("required")
+	// ErrTooLong reports a field longer than Herald accepts.
+	ErrTooLong = errors.New("too long")
+	// ErrInvalidUTF8 reports text that is not valid UTF-8 or contains a NUL byte.
+	ErrInvalidUTF8 = errors.New("not valid utf-8 text")
+	// ErrReservedDataKey reports a data key FCM reserves ("from",
+	// "notification", "message_type", or a "google"/"gcm" prefix).
+	ErrReservedDataKey = errors.New("reserved data key")
+	// ErrPayloadTooLarge reports a payload over FCM's 4096-byte limit. The
+	// error is a *PayloadTooLargeError carrying the sizes.
+	ErrPayloadTooLarge = errors.New("payload too large")
+	// ErrTTLOutOfRange reports a time to live outside FCM's 0 to 28 days.
+	ErrTTLOutOfRange = errors.New("ttl out of range")
+	// ErrInvalidToken reports a device token that cannot be an FCM token.
+	ErrInvalidToken = errors.New("invalid device token")
+	// ErrUnknownPlatform reports a platform other than the Platform constants.
+	ErrUnknownPlatform = errors.New("unknown platform")
+)
+
+// FieldError says which field of a notification, token or event failed
+// validation and why. Err is one of the validation sentinels above.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the sentinel, so errors.Is(err, ErrRequired) works.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// PayloadTooLargeError reports a notification whose FCM payload would exceed
+// the limit. It matches ErrPayloadTooLarge with errors.Is.
+type PayloadTooLargeError struct {
+	Size  int
+	Limit int
+}
+
+func (e *PayloadTooLargeError) Error() string {
+	return fmt.Sprintf("payload too large: %d bytes, limit %d", e.Size, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrPayloadTooLarge) true.
+func (e *PayloadTooLargeError) Is(target error) bool { return target == ErrPayloadTooLarge }
+
+// Event errors.
+var (
+	// ErrUnknownEvent reports an event type no rule is registered for.
+	ErrUnknownEvent = errors.New("unknown event type")
+	// ErrMalformedEvent reports an event or outbox message that cannot be decoded.
+	ErrMalformedEvent = errors.New("malformed event")
+	// ErrDuplicateRule reports a second rule registered for one event type.
+	ErrDuplicateRule = errors.New("rule already registered for event type")
+)
+
+// Delivery state errors.
+var (
+	// ErrInvalidTransition reports a delivery state change its state does not allow.
+	ErrInvalidTransition = errors.New("invalid delivery transition")
+	// ErrNotFound reports a notification, token or delivery that does not exist
+	// (or does not belong to the user asking).
+	ErrNotFound = errors.New("not found")
+)
+
+// Send outcome classes. Every failed push is a *SendError whose Class is one
+// of these; the sender decides what happens next from the class alone.
+var (
+	// ErrTokenUnregistered: FCM says the token expired or the app was removed
+	// (UNREGISTERED). The token is pruned.
+	ErrTokenUnregistered = errors.New("token unregistered")
+	// ErrTokenRejected: FCM says the token is not a valid registration token
+	// (INVALID_ARGUMENT about the token). The token is pruned.
+	ErrTokenRejected = errors.New("token rejected")
+	// ErrMessageRejected: FCM rejected the message itself (INVALID_ARGUMENT
+	// about the message). The delivery fails and is never retried.
+	ErrMessageRejected = errors.New("message rejected")
+	// ErrQuotaExceeded: FCM throttled us (QUOTA_EXCEEDED, HTTP 429). Retried no
+	// sooner than Retry-After, and all sending slows down.
+	ErrQuotaExceeded = errors.New("quota exceeded")
+	// ErrProviderUnavailable: FCM failed or did not answer in time (UNAVAILABLE,
+	// INTERNAL, a timeout, a network error). Retried with backoff; counts
+	// against the circuit breaker.
+	ErrProviderUnavailable = errors.New("provider unavailable")
+	// ErrMisconfigured: FCM refused our configuration (SENDER_ID_MISMATCH,
+	// THIRD_PARTY_AUTH_ERROR, our own credentials rejected). Failed with an
+	// alarm, not retried.
+	ErrMisconfigured = errors.New("provider configuration rejected")
+	// ErrCircuitOpen: the circuit breaker is open, so the push was not
+	// attempted. No attempt is counted; the delivery stays due.
+	ErrCircuitOpen = errors.New("circuit breaker open")
+)
+
+// SendError is what a failed push returns. Class is one of the send outcome
+// sentinels above; Code is the provider's own error code (for example
+// "UNREGISTERED"); RetryAfter is the provider's Retry-After, or zero.
+type SendError struct {
+	Class      error
+	Code       string
+	Reason     string
+	RetryAfter time.Duration
+	// CountsAgainstProvider is true for failures that say the provider, not
+	// this token or message, is in trouble: 5xx, timeouts, network errors,
+	// and our own credentials rejected. A circuit breaker counts only these.
+	CountsAgainstProvider bool
+	// Err is the underlying error, if any.
+	Err error
+}
+
+func (e *SendError) Error() string {
+	msg := e.Class.Error()
+	if e.Code != "" {
+		msg += " (" + e.Code + ")"
+	}
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
+
+// Unwrap returns the class and the underlying error.
+func (e *SendError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Class}
+	}
+	return []error{e.Class, e.Err}
+}

@@ -1,0 +1,224 @@
+package notification
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Limits Herald enforces before anything reaches FCM.
+const (
+	// MaxPayloadBytes is FCM's limit on a message payload: the JSON of the
+	// notification title and body and the data map.
+	MaxPayloadBytes = 4096
+	// MaxTTL is the longest time to live FCM accepts.
+	MaxTTL = 28 * 24 * time.Hour
+	// MaxRecipientLength bounds a recipient (user) id.
+	MaxRecipientLength = 255
+	// MaxTypeLength bounds a notification type.
+	MaxTypeLength = 100
+)
+
+// reservedDataKeys are data keys FCM rejects; keys starting with "google" or
+// "gcm" are reserved too.
+var reservedDataKeys = map[string]bool{"from": true, "notification": true, "message_type": true}
+
+// Content is what a notification says: the text shown on the device and the
+// data handed to the app. It is what a rule produces and what a push carries.
+type Content struct {
+	// Title and Body are shown by the device. Either may be empty for a
+	// data-only push, but a notification must carry a title, a body or data.
+	Title string
+	Body  string
+	// Data is delivered to the app as string pairs.
+	Data map[string]string
+	// TTL is how long FCM keeps the push for an offline device. Zero means
+	// FCM's default (28 days).
+	TTL time.Duration
+}
+
+// Draft is a notification a rule wants to send: who gets it, its type, and
+// what it says. Herald gives it an id and a creation time.
+type Draft struct {
+	// Recipient is the host application's user id.
+	Recipient string
+	// Type names the kind of notification, for example "comment_created".
+	Type string
+	Content
+}
+
+// Notification is one message to one user. It is the in-app inbox entry and
+// the source of one delivery per device of the recipient.
+type Notification struct {
+	id        uuid.UUID
+	recipient string
+	typ       string
+	content   Content
+	createdAt time.Time
+	readAt    time.Time
+}
+
+// NewNotification validates d and returns the notification. It fails with
+// *FieldError values (joined) wrapping ErrRequired, ErrTooLong,
+// ErrInvalidUTF8, ErrReservedDataKey or ErrTTLOutOfRange, or a
+// *PayloadTooLargeError.
+func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if id == uuid.Nil {
+		return nil, &FieldError{Field: "id", Err: ErrRequired}
+	}
+	if createdAt.IsZero() {
+		return nil, &FieldError{Field: "created_at", Err: ErrRequired}
+	}
+	return &Notification{
+		id:        id,
+		recipient: d.Recipient,
+		typ:       d.Type,
+		content:   d.Content.clone(),
+		createdAt: createdAt,
+	}, nil
+}
+
+// NotificationFromDatabase rebuilds a stored notification without validating
+// it. It is only for adapters reading what Herald wrote.
+func NotificationFromDatabase(id uuid.UUID, recipient, typ string, content Content, createdAt, readAt time.Time) *Notification {
+	return &Notification{id: id, recipient: recipient, typ: typ, content: content, createdAt: createdAt, readAt: readAt}
+}
+
+// ID returns the notification's id.
+func (n *Notification) ID() uuid.UUID { return n.id }
+
+// Recipient returns the recipient's user id.
+func (n *Notification) Recipient() string { return n.recipient }
+
+// Type returns the notification type.
+func (n *Notification) Type() string { return n.typ }
+
+// Content returns what the notification says. The data map is shared: do not
+// modify it.
+func (n *Notification) Content() Content { return n.content }
+
+// CreatedAt returns when the notification was created.
+func (n *Notification) CreatedAt() time.Time { return n.createdAt }
+
+// ReadAt returns when the recipient read it, or the zero time.
+func (n *Notification) ReadAt() time.Time { return n.readAt }
+
+// IsRead reports whether the recipient has read it.
+func (n *Notification) IsRead() bool { return !n.readAt.IsZero() }
+
+// MarkRead records that the recipient read it. Reading twice keeps the first time.
+func (n *Notification) MarkRead(at time.Time) {
+	if n.readAt.IsZero() {
+		n.readAt = at
+	}
+}
+
+// Validate checks a draft against Herald's and FCM's rules and reports every
+// problem at once.
+func (d Draft) Validate() error {
+	var errs []error
+	errs = append(errs, checkText("recipient", d.Recipient, true, MaxRecipientLength)...)
+	errs = append(errs, checkText("type", d.Type, true, MaxTypeLength)...)
+	errs = append(errs, d.Content.validate()...)
+	return errors.Join(errs...)
+}
+
+func (c Content) validate() []error {
+	var errs []error
+	errs = append(errs, checkText("title", c.Title, false, 0)...)
+	errs = append(errs, checkText("body", c.Body, false, 0)...)
+	if c.Title == "" && c.Body == "" && len(c.Data) == 0 {
+		errs = append(errs, &FieldError{Field: "content", Err: ErrRequired})
+	}
+	for k, v := range c.Data {
+		field := "data." + k
+		if k == "" {
+			errs = append(errs, &FieldError{Field: "data key", Err: ErrRequired})
+			continue
+		}
+		if !validText(k) {
+			errs = append(errs, &FieldError{Field: "data key", Err: ErrInvalidUTF8})
+			continue
+		}
+		if IsReservedDataKey(k) {
+			errs = append(errs, &FieldError{Field: field, Err: ErrReservedDataKey})
+		}
+		if !validText(v) {
+			errs = append(errs, &FieldError{Field: field, Err: ErrInvalidUTF8})
+		}
+	}
+	if c.TTL < 0 || c.TTL > MaxTTL {
+		errs = append(errs, &FieldError{Field: "ttl", Err: ErrTTLOutOfRange})
+	}
+	if len(errs) == 0 {
+		if size := c.PayloadSize(); size > MaxPayloadBytes {
+			errs = append(errs, &PayloadTooLargeError{Size: size, Limit: MaxPayloadBytes})
+		}
+	}
+	return errs
+}
+
+// PayloadSize is the size in bytes of the payload FCM counts against its
+// 4096-byte limit: the JSON of the title, body and data.
+func (c Content) PayloadSize() int {
+	payload := struct {
+		Notification *struct {
+			Title string `json:"title,omitempty"`
+			Body  string `json:"body,omitempty"`
+		} `json:"notification,omitempty"`
+		Data map[string]string `json:"data,omitempty"`
+	}{Data: c.Data}
+	if c.Title != "" || c.Body != "" {
+		payload.Notification = &struct {
+			Title string `json:"title,omitempty"`
+			Body  string `json:"body,omitempty"`
+		}{c.Title, c.Body}
+	}
+	b, err := json.Marshal(payload)
+	if err != nil { // cannot happen for strings and string maps
+		return MaxPayloadBytes + 1
+	}
+	return len(b)
+}
+
+func (c Content) clone() Content {
+	if c.Data != nil {
+		data := make(map[string]string, len(c.Data))
+		for k, v := range c.Data {
+			data[k] = v
+		}
+		c.Data = data
+	}
+	return c
+}
+
+// IsReservedDataKey reports whether FCM reserves the data key k.
+func IsReservedDataKey(k string) bool {
+	lower := strings.ToLower(k)
+	return reservedDataKeys[lower] || strings.HasPrefix(lower, "google") || strings.HasPrefix(lower, "gcm")
+}
+
+func checkText(field, s string, required bool, maxLen int) []error {
+	switch {
+	case s == "" && required:
+		return []error{&FieldError{Field: field, Err: ErrRequired}}
+	case !validText(s):
+		return []error{&FieldError{Field: field, Err: ErrInvalidUTF8}}
+	case maxLen > 0 && len(s) > maxLen:
+		return []error{&FieldError{Field: field, Err: ErrTooLong}}
+	}
+	return nil
+}
+
+// validText reports whether s is valid UTF-8 without NUL bytes (Postgres
+// text cannot hold NUL).
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}

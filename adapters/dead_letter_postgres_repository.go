@@ -1,0 +1,88 @@
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DeadLetter is an outbox message, or one event of it, that the relay could
+// not process, kept with the reason so an operator can inspect and replay it.
+type DeadLetter struct {
+	ID          int64
+	Topic       string
+	MessageUUID string
+	Payload     []byte
+	Metadata    map[string]string
+	Reason      string
+	CreatedAt   time.Time
+	ReplayedAt  time.Time
+}
+
+// PostgresDeadLetterRepository stores dead letters in herald_dead_letters.
+type PostgresDeadLetterRepository struct {
+	db DB
+}
+
+// NewPostgresDeadLetterRepository returns a repository on db; the relay
+// makes one on its transaction, so the dead letter commits with the ack.
+func NewPostgresDeadLetterRepository(db DB) *PostgresDeadLetterRepository {
+	if db == nil {
+		panic("adapters: nil db")
+	}
+	return &PostgresDeadLetterRepository{db: db}
+}
+
+// maxReasonLength bounds a stored reason.
+const maxReasonLength = 2000
+
+// Add stores a dead letter and returns its id.
+func (r *PostgresDeadLetterRepository) Add(ctx context.Context, dl DeadLetter) (int64, error) {
+	var metadata []byte
+	if len(dl.Metadata) > 0 {
+		var err error
+		if metadata, err = json.Marshal(dl.Metadata); err != nil {
+			return 0, fmt.Errorf("encode dead letter metadata: %w", err)
+		}
+	}
+	reason := dl.Reason
+	if len(reason) > maxReasonLength {
+		reason = reason[:maxReasonLength]
+	}
+	var id int64
+	err := r.db.QueryRow(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, metadata, reason, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		dl.Topic, dl.MessageUUID, dl.Payload, metadata, reason, dl.CreatedAt).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("store dead letter: %w", err)
+	}
+	return id, nil
+}
+
+// List returns up to limit dead letters, newest first; with pendingOnly,
+// only those not yet replayed.
+func (r *PostgresDeadLetterRepository) List(ctx context.Context, pendingOnly bool, limit int) ([]DeadLetter, error) {
+	rows, err := r.db.Query(ctx, `SELECT id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at
+		FROM herald_dead_letters WHERE NOT $1 OR replayed_at IS NULL ORDER BY id DESC LIMIT $2`, pendingOnly, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	dls, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeadLetter, error) {
+		var dl DeadLetter
+		var replayed *time.Time
+		if err := row.Scan(&dl.ID, &dl.Topic, &dl.MessageUUID, &dl.Payload, &dl.Metadata, &dl.Reason, &dl.CreatedAt, &replayed); err != nil {
+			return DeadLetter{}, err
+		}
+		if replayed != nil {
+			dl.ReplayedAt = *replayed
+		}
+		return dl, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return dls, nil
+}

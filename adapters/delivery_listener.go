@@ -1,0 +1,54 @@
+package adapters
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ListenForDeliveries calls wake each time a transaction that created
+// deliveries commits (the relay signals DeliveriesChannel), in this process
+// or any other on the same database, so a sender can claim at once instead
+// of waiting for its next poll. It holds one connection of pool, reconnects
+// after errors, and returns when ctx ends. log may be nil.
+func ListenForDeliveries(ctx context.Context, pool *pgxpool.Pool, wake func(), log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := listenOnce(ctx, pool, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("delivery listener lost its connection; reconnecting", "err", err, "retry_in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+func listenOnce(ctx context.Context, pool *pgxpool.Pool, wake func()) error {
+	pooled, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A listening connection must not go back to the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+DeliveriesChannel); err != nil {
+		return err
+	}
+	wake() // deliveries may have been created while we were not listening
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		wake()
+	}
+}

@@ -1,0 +1,219 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+)
+
+// DeliveriesChannel is the Postgres NOTIFY channel signalled, at commit, when
+// new deliveries are created, so senders wake without waiting for a poll.
+const DeliveriesChannel = "herald_deliveries"
+
+// PostgresDeliveryRepository stores deliveries in herald_deliveries and
+// implements app.DeliveryStore: claims are `FOR UPDATE SKIP LOCKED` with a
+// lease, outcomes are written in one statement per batch.
+type PostgresDeliveryRepository struct {
+	db DB
+}
+
+// NewPostgresDeliveryRepository returns a repository on db.
+func NewPostgresDeliveryRepository(db DB) *PostgresDeliveryRepository {
+	if db == nil {
+		panic("adapters: nil db")
+	}
+	return &PostgresDeliveryRepository{db: db}
+}
+
+// Expand creates one pending delivery for every current token of
+// the recipient of each notification, and returns how many it created. It
+// is idempotent: a (notification, token) pair that already has a delivery is
+// skipped. When it creates any, it signals DeliveriesChannel, which Postgres
+// delivers at commit. The relay makes the repository on its transaction.
+func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID, now time.Time) (int, error) {
+	var created int
+	err := r.db.QueryRow(ctx, `
+		WITH created AS (
+			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+			SELECT n.id, t.token, 'pending', $2, $2, $2
+			FROM herald_notifications n
+			JOIN herald_device_tokens t ON t.user_id = n.recipient
+			WHERE n.id = ANY($1::uuid[])
+			ON CONFLICT (notification_id, token) DO NOTHING
+			RETURNING 1
+		)
+		SELECT count(*) FROM created`, notificationIDs, now).Scan(&created)
+	if err != nil {
+		return 0, fmt.Errorf("expand notifications into deliveries: %w", err)
+	}
+	if created > 0 {
+		if _, err := r.db.Exec(ctx, `SELECT pg_notify($1, '')`, DeliveriesChannel); err != nil {
+			return 0, fmt.Errorf("signal new deliveries: %w", err)
+		}
+	}
+	return created, nil
+}
+
+// ClaimDue implements app.DeliveryStore: one statement leases up to limit
+// due deliveries (oldest due first) and returns them with their messages.
+func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, error) {
+	claimID := uuid.New()
+	rows, err := r.db.Query(ctx, `
+		WITH due AS (
+			SELECT id FROM herald_deliveries
+			WHERE status IN ('pending', 'retry_scheduled', 'claimed') AND due_at <= $1
+			ORDER BY due_at
+			LIMIT $2
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE herald_deliveries d
+		SET status = 'claimed', due_at = $3, claim_id = $4, updated_at = $1
+		FROM due, herald_notifications n
+		WHERE d.id = due.id AND n.id = d.notification_id
+		RETURNING d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
+			n.title, n.body, n.data, n.ttl_seconds`,
+		now, limit, now.Add(lease), claimID)
+	if err != nil {
+		return nil, fmt.Errorf("claim due deliveries: %w", err)
+	}
+	dispatches, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (app.Dispatch, error) {
+		var (
+			id                                   int64
+			notificationID                       uuid.UUID
+			token, lastError, code, title, body string
+			attempts                             int
+			data                                 map[string]string
+			ttl                                  int32
+		)
+		if err := row.Scan(&id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
+			return app.Dispatch{}, err
+		}
+		d := notification.DeliveryFromDatabase(id, notificationID, token, notification.StatusClaimed, attempts,
+			now.Add(lease), claimID, lastError, code, "", now)
+		msg := notification.Message{NotificationID: notificationID, Token: token, Content: notification.Content{
+			Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
+		}}
+		return app.Dispatch{Delivery: d, Message: msg}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim due deliveries: %w", err)
+	}
+	return dispatches, nil
+}
+
+// Record implements app.DeliveryStore. One statement (so one transaction)
+// saves every outcome whose claim is still current, deletes the tokens that
+// were pruned, and marks the other open deliveries to those tokens pruned
+// too, so no further request is spent on a dead token.
+func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
+	n := len(ds)
+	ids, attempts := make([]int64, n), make([]int32, n)
+	statuses, lastErrors, codes, names := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	due, updated := make([]time.Time, n), make([]time.Time, n)
+	claims := make([]uuid.UUID, n)
+	for i, d := range ds {
+		ids[i], attempts[i], statuses[i] = d.ID(), int32(d.Attempts()), string(d.Status())
+		lastErrors[i], codes[i], names[i] = d.LastError(), d.ErrorCode(), d.MessageName()
+		due[i], updated[i], claims[i] = d.DueAt(), d.UpdatedAt(), d.ClaimID()
+	}
+	var recorded int
+	err := r.db.QueryRow(ctx, `
+		WITH outcome AS (
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
+				$6::text[], $7::text[], $8::timestamptz[], $9::uuid[])
+				AS u(id, status, attempts, due_at, last_error, error_code, message_name, updated_at, claim_id)
+		), recorded AS (
+			UPDATE herald_deliveries d SET
+				status = u.status, attempts = u.attempts, due_at = u.due_at, last_error = u.last_error,
+				error_code = u.error_code, message_name = u.message_name, updated_at = u.updated_at,
+				claim_id = NULL
+			FROM outcome u
+			WHERE d.id = u.id AND d.claim_id = u.claim_id AND d.status = 'claimed'
+			RETURNING d.id, d.token, d.status, d.updated_at, d.error_code, d.last_error
+		), dead AS (
+			SELECT DISTINCT ON (token) token, updated_at, error_code, last_error
+			FROM recorded WHERE status = 'token_pruned'
+		), pruned_tokens AS (
+			DELETE FROM herald_device_tokens t USING dead WHERE t.token = dead.token
+		), pruned_siblings AS (
+			UPDATE herald_deliveries d SET status = 'token_pruned', updated_at = dead.updated_at,
+				error_code = dead.error_code, last_error = dead.last_error, claim_id = NULL
+			FROM dead
+			WHERE d.token = dead.token AND d.status IN ('pending', 'retry_scheduled')
+				AND d.id NOT IN (SELECT id FROM recorded)
+		)
+		-- Postgres runs every data-modifying WITH clause to completion.
+		SELECT count(*) FROM recorded`,
+		ids, statuses, attempts, due, lastErrors, codes, names, updated, claims).Scan(&recorded)
+	if err != nil {
+		return 0, fmt.Errorf("record delivery outcomes: %w", err)
+	}
+	return recorded, nil
+}
+
+// CountByStatus returns how many deliveries are in each status.
+func (r *PostgresDeliveryRepository) CountByStatus(ctx context.Context) (map[notification.DeliveryStatus]int, error) {
+	rows, err := r.db.Query(ctx, `SELECT status, count(*) FROM herald_deliveries GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("count deliveries: %w", err)
+	}
+	counts := map[notification.DeliveryStatus]int{}
+	var status string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&status, &n}, func() error {
+		counts[notification.DeliveryStatus(status)] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count deliveries: %w", err)
+	}
+	return counts, nil
+}
+
+// ListForNotification returns a notification's deliveries.
+func (r *PostgresDeliveryRepository) ListForNotification(ctx context.Context, notificationID uuid.UUID) ([]*notification.Delivery, error) {
+	return r.list(ctx, `WHERE notification_id = $1 ORDER BY id`, notificationID)
+}
+
+// ListByStatus returns up to limit deliveries in status, most recently
+// changed first.
+func (r *PostgresDeliveryRepository) ListByStatus(ctx context.Context, status notification.DeliveryStatus, limit int) ([]*notification.Delivery, error) {
+	return r.list(ctx, `WHERE status = $1 ORDER BY updated_at DESC, id DESC LIMIT $2`, string(status), limit)
+}
+
+func (r *PostgresDeliveryRepository) list(ctx context.Context, where string, args ...any) ([]*notification.Delivery, error) {
+	rows, err := r.db.Query(ctx, `SELECT id, notification_id, token, status, attempts, due_at, claim_id,
+		last_error, error_code, message_name, updated_at FROM herald_deliveries `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	ds, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*notification.Delivery, error) {
+		var (
+			id                                int64
+			notificationID                    uuid.UUID
+			token, status, lastErr, code, msg string
+			attempts                          int
+			due, updated                      time.Time
+			claim                             *uuid.UUID
+		)
+		if err := row.Scan(&id, &notificationID, &token, &status, &attempts, &due, &claim, &lastErr, &code, &msg, &updated); err != nil {
+			return nil, err
+		}
+		var claimID uuid.UUID
+		if claim != nil {
+			claimID = *claim
+		}
+		return notification.DeliveryFromDatabase(id, notificationID, token, notification.DeliveryStatus(status),
+			attempts, due, claimID, lastErr, code, msg, updated), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	return ds, nil
+}

@@ -1,0 +1,12 @@
+// Package adapters implements the interfaces of package app with real
+// technology: Postgres through pgx (PostgresNotificationRepository,
+// PostgresDeviceTokenRepository, PostgresDeliveryRepository,
+// PostgresDeadLetterRepository) and Firebase Cloud Messaging through the
+// firebase Go SDK behind a gobreaker circuit breaker (FCMSender).
+//
+// Vendor errors are classified here into the domain's errors
+// (notification.SendError and its classes), before anything wraps them.
+// Every repository method is one short transaction or runs in the
+// transaction it is given; none calls the network inside one. All types are
+// safe for concurrent use.
+package adapters

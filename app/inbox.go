@@ -1,0 +1,134 @@
+package app
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/herald-push/herald/notification"
+)
+
+// ErrInvalidCursor reports a page cursor that Herald did not make.
+var ErrInvalidCursor = errors.New("invalid inbox cursor")
+
+// InboxCursor is a position in an inbox: the last notification of a page.
+type InboxCursor struct {
+	CreatedAt time.Time
+	ID        uuid.UUID
+}
+
+// String encodes the cursor for an API response.
+func (c InboxCursor) String() string {
+	b := make([]byte, 8+16)
+	binary.BigEndian.PutUint64(b, uint64(c.CreatedAt.UnixMicro()))
+	copy(b[8:], c.ID[:])
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ParseInboxCursor decodes a cursor made by InboxCursor.String. It fails
+// with ErrInvalidCursor.
+func ParseInboxCursor(s string) (InboxCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != 24 {
+		return InboxCursor{}, ErrInvalidCursor
+	}
+	var id uuid.UUID
+	copy(id[:], b[8:])
+	return InboxCursor{CreatedAt: time.UnixMicro(int64(binary.BigEndian.Uint64(b))).UTC(), ID: id}, nil
+}
+
+// NotificationRepository is the inbox's view of stored notifications.
+type NotificationRepository interface {
+	ListForRecipient(ctx context.Context, recipient string, after *InboxCursor, limit int) ([]*notification.Notification, error)
+	CountUnread(ctx context.Context, recipient string) (int, error)
+	// Update loads one of recipient's notifications, applies fn and saves
+	// it in one transaction; notification.ErrNotFound if it is not theirs.
+	Update(ctx context.Context, recipient string, id uuid.UUID, fn func(*notification.Notification) error) error
+	MarkAllRead(ctx context.Context, recipient string, at time.Time) (int, error)
+}
+
+// InboxPage is one page of an inbox, newest first. Next is the cursor of
+// the following page, or "" on the last page.
+type InboxPage struct {
+	Notifications []*notification.Notification
+	Next          string
+}
+
+// Inbox is a user's in-app notification list. It is safe for concurrent use.
+type Inbox struct {
+	repo NotificationRepository
+	now  func() time.Time
+}
+
+// DefaultPageSize is the inbox page size when none is given; MaxPageSize caps it.
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 200
+)
+
+// NewInbox returns an Inbox on repo. now may be nil (time.Now).
+func NewInbox(repo NotificationRepository, now func() time.Time) *Inbox {
+	if repo == nil {
+		panic("app: NewInbox: nil repository")
+	}
+	return &Inbox{repo: repo, now: clockOrDefault(now)}
+}
+
+// List returns a page of user's notifications, newest first. cursor is ""
+// for the first page, or a previous page's Next. limit 0 means
+// DefaultPageSize; it is capped at MaxPageSize.
+func (in *Inbox) List(ctx context.Context, user, cursor string, limit int) (InboxPage, error) {
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	limit = min(limit, MaxPageSize)
+	var after *InboxCursor
+	if cursor != "" {
+		c, err := ParseInboxCursor(cursor)
+		if err != nil {
+			return InboxPage{}, err
+		}
+		after = &c
+	}
+	// One extra row tells whether another page follows.
+	ns, err := in.repo.ListForRecipient(ctx, user, after, limit+1)
+	if err != nil {
+		return InboxPage{}, err
+	}
+	page := InboxPage{Notifications: ns}
+	if len(ns) > limit {
+		page.Notifications = ns[:limit]
+		last := ns[limit-1]
+		page.Next = InboxCursor{CreatedAt: last.CreatedAt(), ID: last.ID()}.String()
+	}
+	return page, nil
+}
+
+// CountUnread counts user's unread notifications.
+func (in *Inbox) CountUnread(ctx context.Context, user string) (int, error) {
+	return in.repo.CountUnread(ctx, user)
+}
+
+// MarkRead marks one of user's notifications read. Marking it again is a
+// no-op. It fails with notification.ErrNotFound if it is not user's.
+func (in *Inbox) MarkRead(ctx context.Context, user string, id uuid.UUID) error {
+	err := in.repo.Update(ctx, user, id, func(n *notification.Notification) error {
+		n.MarkRead(in.now())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark notification %s read: %w", id, err)
+	}
+	return nil
+}
+
+// MarkAllRead marks all of user's notifications read and returns how many
+// were unread.
+func (in *Inbox) MarkAllRead(ctx context.Context, user string) (int, error) {
+	return in.repo.MarkAllRead(ctx, user, in.now())
+}

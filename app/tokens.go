@@ -1,0 +1,73 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/herald-push/herald/notification"
+)
+
+// DeviceTokenRepository is the registry's view of stored tokens.
+type DeviceTokenRepository interface {
+	// Upsert inserts a token or, if known, marks it seen and moves it to the
+	// token's user.
+	Upsert(ctx context.Context, t *notification.DeviceToken) error
+	Delete(ctx context.Context, token string) (bool, error)
+	ListForUser(ctx context.Context, userID string) ([]*notification.DeviceToken, error)
+	// DeleteSeenBefore removes at most limit tokens last seen before cutoff.
+	DeleteSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error)
+}
+
+// Tokens is the device token registry. It is safe for concurrent use.
+type Tokens struct {
+	repo DeviceTokenRepository
+	now  func() time.Time
+}
+
+// NewTokens returns the registry on repo. now may be nil (time.Now).
+func NewTokens(repo DeviceTokenRepository, now func() time.Time) *Tokens {
+	if repo == nil {
+		panic("app: NewTokens: nil repository")
+	}
+	return &Tokens{repo: repo, now: clockOrDefault(now)}
+}
+
+// Register records that user's app reported token. It is an idempotent
+// upsert: registering again marks the token seen; registering a token
+// another user had moves it to user. A malformed token fails with a
+// *notification.FieldError wrapping notification.ErrInvalidToken.
+func (ts *Tokens) Register(ctx context.Context, user, token string, platform notification.Platform) error {
+	t, err := notification.NewDeviceToken(user, token, platform, ts.now())
+	if err != nil {
+		return fmt.Errorf("register device token: %w", err)
+	}
+	return ts.repo.Upsert(ctx, t)
+}
+
+// Unregister removes a token (the user signed out, or the app reported it
+// gone). Removing an unknown token is not an error.
+func (ts *Tokens) Unregister(ctx context.Context, token string) error {
+	_, err := ts.repo.Delete(ctx, token)
+	return err
+}
+
+// List returns user's tokens, most recently seen first.
+func (ts *Tokens) List(ctx context.Context, user string) ([]*notification.DeviceToken, error) {
+	return ts.repo.ListForUser(ctx, user)
+}
+
+// SweepStale removes tokens not seen for longer than maxAge, in batches of
+// 1,000, and returns how many it removed. FCM considers a token unused for
+// a month stale, and Android tokens expire after 270 days.
+func (ts *Tokens) SweepStale(ctx context.Context, maxAge time.Duration) (int, error) {
+	cutoff := ts.now().Add(-maxAge)
+	total := 0
+	for {
+		n, err := ts.repo.DeleteSeenBefore(ctx, cutoff, 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
+	}
+}

@@ -1,0 +1,172 @@
+// Package herald makes push notifications reliable for Go monoliths on
+// Postgres: a transactional outbox from the host's domain events to Firebase
+// Cloud Messaging.
+//
+// It is the composition root. New wires the pieces of the subpackages:
+//
+//   - Raise, inside the host's own pgx transaction, turns domain events into
+//     notifications (the in-app inbox) and outbox events: a rollback sends
+//     nothing (package outbox).
+//   - Run relays committed events into one delivery per device token, and
+//     sends due deliveries to FCM outside any transaction, with bounded
+//     concurrency, a rate limit and a circuit breaker, retrying or pruning by
+//     FCM's error class (packages outbox, app, adapters).
+//   - Inbox and Tokens serve the app's notification list and device
+//     registration (package app).
+//
+// The schema comes from package migrations; package testutil has a
+// throwaway Postgres and a fake FCM for tests.
+package herald
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"firebase.google.com/go/v4/messaging"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/outbox"
+)
+
+// Config configures Herald. The zero value is a working configuration; each
+// part documents its own defaults.
+type Config struct {
+	// Relay configures the outbox relay.
+	Relay outbox.RelayConfig
+	// Sender configures claiming, concurrency, rate and retries.
+	Sender app.SenderConfig
+	// FCM configures request deadlines and the circuit breaker.
+	FCM adapters.FCMSenderConfig
+	// Logger receives every part's logs unless that part has its own.
+	// Tokens and message bodies are never logged. Defaults to discarding.
+	Logger *slog.Logger
+}
+
+// Validate reports every invalid field at once.
+func (c Config) Validate() error {
+	return errors.Join(c.Relay.Validate(), c.Sender.Validate(), c.FCM.Validate())
+}
+
+// Herald is one process's Herald. It is safe for concurrent use.
+type Herald struct {
+	pool       *pgxpool.Pool
+	outbox     *outbox.Outbox
+	relay      *outbox.Relay
+	sender     *app.Sender
+	fcm        *adapters.FCMSender
+	deliveries *adapters.PostgresDeliveryRepository
+	inbox      *app.Inbox
+	tokens     *app.Tokens
+	log        *slog.Logger
+}
+
+// New wires Herald on pool (the host's database, migrated with package
+// migrations), client (a firebase messaging client) and rules (the host's
+// event types and the notifications they cause). None may be nil.
+func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules, cfg Config) (*Herald, error) {
+	if pool == nil || client == nil || rules == nil {
+		panic("herald: New: nil pool, client or rules")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid herald config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Relay.Logger == nil {
+		cfg.Relay.Logger = log
+	}
+	if cfg.Sender.Logger == nil {
+		cfg.Sender.Logger = log
+	}
+	if cfg.FCM.Logger == nil {
+		cfg.FCM.Logger = log
+	}
+	relay, err := outbox.NewRelay(pool, rules, cfg.Relay)
+	if err != nil {
+		return nil, err
+	}
+	fcm, err := adapters.NewFCMSender(client, cfg.FCM)
+	if err != nil {
+		return nil, err
+	}
+	deliveries := adapters.NewPostgresDeliveryRepository(pool)
+	sender, err := app.NewSender(deliveries, fcm, cfg.Sender)
+	if err != nil {
+		return nil, err
+	}
+	return &Herald{
+		pool:       pool,
+		outbox:     outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
+		relay:      relay,
+		sender:     sender,
+		fcm:        fcm,
+		deliveries: deliveries,
+		inbox:      app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Sender.Now),
+		tokens:     app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Sender.Now),
+		log:        log,
+	}, nil
+}
+
+// Raise turns events into notifications and outbox events inside tx, the
+// host's own open transaction; see outbox.Outbox.Raise. If tx rolls back,
+// nothing is sent.
+func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
+	return h.outbox.Raise(ctx, tx, events...)
+}
+
+// Run relays and sends until ctx ends, then finishes the pushes in flight,
+// records their outcomes and returns. Run it once per process; several
+// processes may run it against one database.
+func (h *Herald) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		adapters.ListenForDeliveries(ctx, h.pool, h.sender.Wake, h.log)
+	}()
+	go func() {
+		defer wg.Done()
+		defer cancel() // if the relay stops, stop everything
+		errs[0] = h.relay.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		errs[1] = h.sender.Run(ctx)
+	}()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Inbox is the in-app notification list.
+func (h *Herald) Inbox() *app.Inbox { return h.inbox }
+
+// Tokens is the device token registry.
+func (h *Herald) Tokens() *app.Tokens { return h.tokens }
+
+// Deliveries gives read access to delivery records, for operators and tests.
+func (h *Herald) Deliveries() *adapters.PostgresDeliveryRepository { return h.deliveries }
+
+// Stats is a snapshot of what this process's Herald did.
+type Stats struct {
+	Relay   outbox.RelayStats
+	Sender  app.SenderStats
+	Breaker string
+}
+
+// Stats returns the counters so far and the circuit breaker's state.
+func (h *Herald) Stats() Stats {
+	return Stats{Relay: h.relay.Stats(), Sender: h.sender.Stats(), Breaker: h.fcm.BreakerState()}
+}

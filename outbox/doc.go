@@ -1,0 +1,20 @@
+// Package outbox is Herald's transactional outbox, and the only package that
+// knows watermill.
+//
+// Outbox.Raise runs inside the host application's own pgx transaction: it
+// applies the host's rules to domain events, stores the resulting
+// notifications and appends the events to the outbox topic (watermill-sql,
+// "herald_outbox") in that same transaction. If the transaction rolls back,
+// nothing was written and nothing is ever sent; if it commits, the relay will
+// see the events.
+//
+// Relay consumes the topic after commit with a watermill Router. Its handler
+// runs inside the subscriber's transaction and only writes: it expands each
+// event's notifications into one delivery per current device token of the
+// recipient, and commits with the ack, so the expansion happens exactly once.
+// It never calls FCM and never sleeps: any open transaction delays every
+// consumer of the topic, so the handler must be quick. A message it cannot
+// decode, or an event of an unknown type, is moved to herald_dead_letters
+// with the reason and acknowledged, so it never blocks the messages behind
+// it.
+package outbox

@@ -1,0 +1,110 @@
+package outbox
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+)
+
+// Topic is the watermill topic of Herald's outbox (table
+// watermill_herald_outbox, created by the migrations).
+const Topic = "herald_outbox"
+
+// envelopeVersion is the version of the outbox message format.
+const envelopeVersion = 1
+
+// maxNotificationsPerMessage bounds one outbox message, so the relay expands
+// a large campaign in bounded transactions and statements.
+const maxNotificationsPerMessage = 1000
+
+// envelope is one outbox message: events raised in one host transaction,
+// each with the notifications its rule created.
+type envelope struct {
+	Version int             `json:"v"`
+	Events  []envelopeEvent `json:"events"`
+}
+
+type envelopeEvent struct {
+	Type          string          `json:"type"`
+	Data          json.RawMessage `json:"data"`
+	Notifications []uuid.UUID     `json:"notifications"`
+}
+
+// encodeEnvelopes turns raised events into outbox payloads of at most
+// maxNotificationsPerMessage notifications each; an event with more is split
+// across messages.
+func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
+	var payloads [][]byte
+	cur := envelope{Version: envelopeVersion}
+	count := 0
+	emit := func() error {
+		if len(cur.Events) == 0 {
+			return nil
+		}
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return fmt.Errorf("encode outbox message: %w", err)
+		}
+		payloads = append(payloads, b)
+		cur, count = envelope{Version: envelopeVersion}, 0
+		return nil
+	}
+	for _, r := range raised {
+		data, err := json.Marshal(r.Event)
+		if err != nil {
+			return nil, fmt.Errorf("encode event %s: %w", r.Event.EventType(), err)
+		}
+		ids := make([]uuid.UUID, len(r.Notifications))
+		for i, n := range r.Notifications {
+			ids[i] = n.ID()
+		}
+		for len(ids) > 0 {
+			room := maxNotificationsPerMessage - count
+			if room == 0 {
+				if err := emit(); err != nil {
+					return nil, err
+				}
+				room = maxNotificationsPerMessage
+			}
+			take := min(room, len(ids))
+			cur.Events = append(cur.Events, envelopeEvent{Type: r.Event.EventType(), Data: data, Notifications: ids[:take]})
+			count += take
+			ids = ids[take:]
+		}
+	}
+	if err := emit(); err != nil {
+		return nil, err
+	}
+	return payloads, nil
+}
+
+// decodeEnvelope parses an outbox payload. It fails with
+// notification.ErrMalformedEvent.
+func decodeEnvelope(payload []byte) (envelope, error) {
+	var env envelope
+	if err := json.Unmarshal(payload, &env); err != nil {
+		return envelope{}, fmt.Errorf("%w: outbox message: %w", notification.ErrMalformedEvent, err)
+	}
+	if env.Version != envelopeVersion {
+		return envelope{}, fmt.Errorf("%w: outbox message version %d, want %d", notification.ErrMalformedEvent, env.Version, envelopeVersion)
+	}
+	if len(env.Events) == 0 {
+		return envelope{}, fmt.Errorf("%w: outbox message has no events", notification.ErrMalformedEvent)
+	}
+	for i, ev := range env.Events {
+		if ev.Type == "" {
+			return envelope{}, fmt.Errorf("%w: event %d has no type", notification.ErrMalformedEvent, i)
+		}
+	}
+	return env, nil
+}
+
+// encodeEvent wraps one event of a message as a message of its own, the
+// form in which a dead-lettered event can be replayed.
+func encodeEvent(ev envelopeEvent) ([]byte, error) {
+	return json.Marshal(envelope{Version: envelopeVersion, Events: []envelopeEvent{ev}})
+}

@@ -1,0 +1,201 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/notification"
+)
+
+// ConsumerGroup is the relay's watermill consumer group.
+const ConsumerGroup = "herald_relay"
+
+// RelayConfig configures a Relay. Zero values mean the documented defaults.
+type RelayConfig struct {
+	// PollInterval is how often the relay looks for committed events when
+	// it found none. Defaults to 25ms.
+	PollInterval time.Duration
+	// BatchSize is how many outbox messages one subscriber transaction reads.
+	// Defaults to 100.
+	BatchSize int
+	// Logger receives the relay's logs. Defaults to discarding.
+	Logger *slog.Logger
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every invalid field at once.
+func (c RelayConfig) Validate() error {
+	var errs []error
+	if c.PollInterval < 0 {
+		errs = append(errs, errors.New("poll interval must not be negative"))
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, errors.New("batch size must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *RelayConfig) setDefaults() {
+	if c.PollInterval == 0 {
+		c.PollInterval = 25 * time.Millisecond
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 100
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// RelayStats counts what a Relay did since it was made.
+type RelayStats struct {
+	Messages, Events, Deliveries, DeadLetters int64
+}
+
+// Relay moves committed events from the outbox to deliveries. Several
+// processes may each run one: watermill's consumer group hands every message
+// to exactly one of them, and the expansion commits with the ack. Run it in
+// one goroutine; Stats is safe for concurrent use.
+type Relay struct {
+	pool  *pgxpool.Pool
+	rules *notification.Rules
+	cfg   RelayConfig
+	log   *slog.Logger
+
+	stats struct{ messages, events, deliveries, deadLetters atomic.Int64 }
+}
+
+// NewRelay returns a relay reading the outbox in pool's database and
+// checking events against rules. pool and rules must not be nil.
+func NewRelay(pool *pgxpool.Pool, rules *notification.Rules, cfg RelayConfig) (*Relay, error) {
+	if pool == nil || rules == nil {
+		panic("outbox: NewRelay: nil pool or rules")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid relay config: %w", err)
+	}
+	cfg.setDefaults()
+	return &Relay{pool: pool, rules: rules, cfg: cfg, log: cfg.Logger.With("component", "herald_relay")}, nil
+}
+
+// Stats returns the counters so far.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{
+		Messages: r.stats.messages.Load(), Events: r.stats.events.Load(),
+		Deliveries: r.stats.deliveries.Load(), DeadLetters: r.stats.deadLetters.Load(),
+	}
+}
+
+// Run relays until ctx ends, then closes the router and returns nil, or
+// returns the error that stopped the router. Database outages are retried by
+// the subscriber; they do not stop it.
+func (r *Relay) Run(ctx context.Context) error {
+	wlog := watermill.NewSlogLoggerWithLevelMapping(r.cfg.Logger.With("component", "herald_relay_watermill"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	subscriber, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(r.pool), wsql.SubscriberConfig{
+		ConsumerGroup:  ConsumerGroup,
+		PollInterval:   r.cfg.PollInterval,
+		ResendInterval: time.Second,
+		RetryInterval:  time.Second,
+		SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize},
+		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
+		// The migrations create the tables.
+		InitializeSchema: false,
+	}, wlog)
+	if err != nil {
+		return fmt.Errorf("outbox subscriber: %w", err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	if err != nil {
+		return fmt.Errorf("outbox router: %w", err)
+	}
+	router.AddNoPublisherHandler("herald_relay", Topic, subscriber, r.handle)
+	if err := router.Run(ctx); err != nil {
+		return fmt.Errorf("outbox relay: %w", err)
+	}
+	return nil
+}
+
+// handle expands one outbox message inside the subscriber's transaction.
+// Input that can never succeed is dead-lettered and acked; only database
+// errors nack the message (it is then redelivered).
+func (r *Relay) handle(msg *message.Message) (err error) {
+	ctx := msg.Context()
+	wtx, ok := wsql.TxFromContext(ctx)
+	if !ok {
+		return errors.New("outbox relay: no subscriber transaction in message context")
+	}
+	var tx pgx.Tx
+	switch t := wtx.(type) {
+	case *wsql.PgxTx:
+		tx = t.Tx
+	case wsql.PgxTx:
+		tx = t.Tx
+	default:
+		return fmt.Errorf("outbox relay: subscriber transaction is %T, not pgx", wtx)
+	}
+	r.stats.messages.Add(1)
+	defer func() {
+		// A panic on one message must not stop the relay or loop forever on
+		// redelivery: move the message aside.
+		if p := recover(); p != nil {
+			err = r.deadLetter(ctx, tx, msg, msg.Payload, fmt.Sprintf("relay panicked: %v", p))
+		}
+	}()
+
+	env, decodeErr := decodeEnvelope(msg.Payload)
+	if decodeErr != nil {
+		return r.deadLetter(ctx, tx, msg, msg.Payload, decodeErr.Error())
+	}
+	var ids []uuid.UUID
+	for i, ev := range env.Events {
+		if _, err := r.rules.Decode(ev.Type, ev.Data); err != nil {
+			// Only this event is set aside; the others in the message proceed.
+			part, _ := encodeEvent(ev)
+			if dlErr := r.deadLetter(ctx, tx, msg, part, fmt.Sprintf("event %d: %v", i, err)); dlErr != nil {
+				return dlErr
+			}
+			continue
+		}
+		r.stats.events.Add(1)
+		ids = append(ids, ev.Notifications...)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	created, err := adapters.NewPostgresDeliveryRepository(tx).Expand(ctx, ids, r.cfg.Now())
+	if err != nil {
+		return err
+	}
+	r.stats.deliveries.Add(int64(created))
+	return nil
+}
+
+func (r *Relay) deadLetter(ctx context.Context, tx pgx.Tx, msg *message.Message, payload []byte, reason string) error {
+	_, err := adapters.NewPostgresDeadLetterRepository(tx).Add(ctx, adapters.DeadLetter{
+		Topic: Topic, MessageUUID: msg.UUID, Payload: payload, Metadata: msg.Metadata,
+		Reason: reason, CreatedAt: r.cfg.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	r.stats.deadLetters.Add(1)
+	r.log.Warn("outbox message moved to dead letters", "message_uuid", msg.UUID, "reason", reason)
+	return nil
+}

@@ -1,0 +1,12 @@
+//go:build unix && !linux
+
+package testutil
+
+import "os/exec"
+
+// startServerProcess starts the postmaster. Only Linux can tie its life to this process; here
+// a server left by a killed test binary is removed by the next StartCluster.
+func startServerProcess(cmd *exec.Cmd) error { return cmd.Start() }
+
+// processStartTime is unknown outside Linux.
+func processStartTime(int) string { return "" }

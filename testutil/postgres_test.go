@@ -1,0 +1,278 @@
+package testutil_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/migrations"
+	"github.com/herald-push/herald/testutil"
+)
+
+func TestNewPool_GivesMigratedDatabase(t *testing.T) {
+	t.Parallel()
+	pool := testutil.NewPool(t)
+
+	var deliveries *string
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT to_regclass('herald_deliveries')::text`).Scan(&deliveries))
+	require.NotNil(t, deliveries, "herald_deliveries does not exist")
+
+	versions := appliedVersions(t, pool)
+	require.Equal(t, []int{1}, versions)
+}
+
+func TestNewPool_TestsGetSeparateDatabases(t *testing.T) {
+	t.Parallel()
+	var (
+		mu    sync.Mutex
+		names []string
+	)
+	// Both subtests insert the same primary key: each sees only its own row.
+	t.Run("group", func(t *testing.T) {
+		for _, name := range []string{"first", "second"} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				pool := testutil.NewPool(t)
+				insertToken(t, pool, "shared-token")
+				require.Equal(t, 1, countTokens(t, pool))
+
+				var db string
+				require.NoError(t, pool.QueryRow(t.Context(), `SELECT current_database()`).Scan(&db))
+				mu.Lock()
+				names = append(names, db)
+				mu.Unlock()
+			})
+		}
+	})
+	require.Len(t, names, 2)
+	require.NotEqual(t, names[0], names[1])
+}
+
+func TestNewPool_WritesAreInvisibleToOtherDatabases(t *testing.T) {
+	t.Parallel()
+	written, other := testutil.NewPool(t), testutil.NewPool(t)
+	insertToken(t, written, "only-here")
+
+	require.Equal(t, 1, countTokens(t, written))
+	require.Equal(t, 0, countTokens(t, other))
+}
+
+// TestNewPool_ManyAtOnce creates 20 databases at the same moment: subtests started from
+// their own goroutines are not held back by -parallel, as t.Parallel subtests would be.
+func TestNewPool_ManyAtOnce(t *testing.T) {
+	t.Parallel()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			t.Run(fmt.Sprintf("pool%02d", i), func(t *testing.T) {
+				pool := testutil.NewPool(t)
+				require.Equal(t, []int{1}, appliedVersions(t, pool))
+			})
+		})
+	}
+	wg.Wait()
+}
+
+func TestNewDatabase_URLConnects(t *testing.T) {
+	t.Parallel()
+	url := testutil.NewDatabase(t)
+	conn, err := pgx.Connect(t.Context(), url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+
+	var db string
+	require.NoError(t, conn.QueryRow(t.Context(), `SELECT current_database()`).Scan(&db))
+	require.Contains(t, db, "newdatabase_urlconnects")
+	require.LessOrEqual(t, len(db), 63)
+}
+
+func TestMigrationsUp_ConcurrentCallsApplyOnce(t *testing.T) {
+	t.Parallel()
+	url := testutil.NewDatabase(t)
+	ctx := t.Context()
+
+	// The database comes migrated: revert so that the racing Up calls have work to do.
+	first := newPool(t, url)
+	reverted, err := migrations.Down(ctx, first, 1)
+	require.NoError(t, err)
+	require.Equal(t, []int{1}, reverted)
+
+	const callers = 8
+	pools := make([]*pgxpool.Pool, callers)
+	for i := range pools {
+		pools[i] = newPool(t, url)
+	}
+	applied := make([][]int, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i, pool := range pools {
+		wg.Go(func() { applied[i], errs[i] = migrations.Up(ctx, pool) })
+	}
+	wg.Wait()
+
+	var all []int
+	for i := range callers {
+		require.NoError(t, errs[i], "caller %d", i)
+		all = append(all, applied[i]...)
+	}
+	require.Equal(t, []int{1}, all, "exactly one caller applies version 1")
+	require.Equal(t, []int{1}, appliedVersions(t, first))
+}
+
+func TestMigrations_DownThenUpRoundTrips(t *testing.T) {
+	t.Parallel()
+	pool := testutil.NewPool(t)
+	ctx := t.Context()
+
+	reverted, err := migrations.Down(ctx, pool, 1)
+	require.NoError(t, err)
+	require.Equal(t, []int{1}, reverted)
+	require.Empty(t, appliedVersions(t, pool))
+	var deliveries *string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('herald_deliveries')::text`).Scan(&deliveries))
+	require.Nil(t, deliveries, "herald_deliveries survived Down")
+
+	applied, err := migrations.Up(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, []int{1}, applied)
+	require.Equal(t, []int{1}, appliedVersions(t, pool))
+	insertToken(t, pool, "after-round-trip")
+}
+
+func TestCluster_RestartKillsConnectionsAndPoolReconnects(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cluster, err := testutil.StartCluster(ctx, testutil.ClusterConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, cluster.Stop()) })
+
+	url := cluster.URL("postgres")
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	// Check connections on every acquire, not only after a second idle: the restart is faster.
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	require.NoError(t, pool.Ping(ctx))
+	require.NoError(t, conn.Ping(ctx))
+
+	for _, immediate := range []bool{true, false} {
+		require.NoError(t, cluster.Restart(ctx, immediate), "immediate=%v", immediate)
+
+		var one int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT 1`).Scan(&one), "immediate=%v", immediate)
+		require.Equal(t, 1, one)
+	}
+	require.Error(t, conn.Ping(ctx), "a connection from before the restart still works")
+}
+
+func TestCluster_StopIsIdempotentAndRemovesFiles(t *testing.T) {
+	t.Parallel()
+	cluster, err := testutil.StartCluster(t.Context(), testutil.ClusterConfig{})
+	require.NoError(t, err)
+	dataDir := filepath.Dir(cluster.LogPath())
+	require.DirExists(t, dataDir)
+
+	require.NoError(t, cluster.Stop())
+	require.NoError(t, cluster.Stop())
+	require.NoDirExists(t, dataDir)
+	_, err = pgx.Connect(t.Context(), cluster.URL("postgres"))
+	require.Error(t, err, "the server still accepts connections")
+	require.Error(t, cluster.Restart(t.Context(), false))
+}
+
+func TestCluster_StartReapsClustersOfDeadProcesses(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	// Not t.TempDir: when we are root, the postgres user must be able to enter it.
+	root, err := os.MkdirTemp("", "herald-reap-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(root, 0o755))
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+
+	stale, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, stale.Stop()) })
+	staleDir := filepath.Dir(filepath.Dir(stale.LogPath()))
+	// Hand the cluster to a process that has exited, as if its test binary had been killed.
+	exited := exec.Command("true")
+	require.NoError(t, exited.Run())
+	owner := fmt.Sprintf("%d\n", exited.Process.Pid)
+	require.NoError(t, os.WriteFile(filepath.Join(staleDir, "owner"), []byte(owner), 0o644))
+
+	fresh, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, fresh.Stop()) })
+
+	require.NoDirExists(t, staleDir)
+	_, err = pgx.Connect(ctx, stale.URL("postgres"))
+	require.Error(t, err, "the stale cluster's server still runs")
+	entries, err := os.ReadDir(root)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "only the fresh cluster is left")
+}
+
+func TestSharedCluster_IsTheOneNewDatabaseUses(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("HERALD_TEST_DATABASE_URL") != "" {
+		t.Skip("HERALD_TEST_DATABASE_URL is set: there is no shared cluster")
+	}
+	url := testutil.NewDatabase(t)
+	cluster, err := testutil.SharedCluster()
+	require.NoError(t, err)
+	require.NotNil(t, cluster)
+	cfg, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	require.Equal(t, uint16(cluster.Port()), cfg.Port)
+}
+
+// BenchmarkNewDatabase measures creating (and, at the end, dropping) one test database.
+func BenchmarkNewDatabase(b *testing.B) {
+	testutil.NewDatabase(b) // the shared cluster and the template are made once, outside the timing
+	for b.Loop() {
+		testutil.NewDatabase(b)
+	}
+}
+
+func newPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func appliedVersions(t *testing.T, pool *pgxpool.Pool) []int {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), `SELECT version FROM herald_schema_migrations ORDER BY version`)
+	require.NoError(t, err)
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(t, err)
+	return versions
+}
+
+func insertToken(t *testing.T, pool *pgxpool.Pool, token string) {
+	t.Helper()
+	_, err := pool.Exec(t.Context(), `INSERT INTO herald_device_tokens
+		(token, user_id, platform, registered_at, last_seen_at) VALUES ($1, 'u1', 'android', now(), now())`, token)
+	require.NoError(t, err)
+}
+
+func countTokens(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM herald_device_tokens`).Scan(&n))
+	return n
+}

@@ -44,6 +44,8 @@ type Config struct {
 	Sender app.SenderConfig
 	// FCM configures request deadlines and the circuit breaker.
 	FCM adapters.FCMSenderConfig
+	// Broadcast configures how broadcasts are expanded.
+	Broadcast app.BroadcastExpanderConfig
 	// Logger receives every part's logs unless that part has its own.
 	// Tokens and message bodies are never logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -51,7 +53,7 @@ type Config struct {
 
 // Validate reports every invalid field at once.
 func (c Config) Validate() error {
-	return errors.Join(c.Relay.Validate(), c.Sender.Validate(), c.FCM.Validate())
+	return errors.Join(c.Relay.Validate(), c.Sender.Validate(), c.FCM.Validate(), c.Broadcast.Validate())
 }
 
 // Herald is one process's Herald. It is safe for concurrent use.
@@ -60,6 +62,7 @@ type Herald struct {
 	outbox     *outbox.Outbox
 	relay      *outbox.Relay
 	sender     *app.Sender
+	expander   *app.BroadcastExpander
 	fcm        *adapters.FCMSender
 	deliveries *adapters.PostgresDeliveryRepository
 	inbox      *app.Inbox
@@ -90,6 +93,12 @@ func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules
 	if cfg.FCM.Logger == nil {
 		cfg.FCM.Logger = log
 	}
+	if cfg.Broadcast.Logger == nil {
+		cfg.Broadcast.Logger = log
+	}
+	if cfg.Broadcast.Now == nil {
+		cfg.Broadcast.Now = cfg.Sender.Now
+	}
 	relay, err := outbox.NewRelay(pool, rules, cfg.Relay)
 	if err != nil {
 		return nil, err
@@ -103,8 +112,13 @@ func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules
 	if err != nil {
 		return nil, err
 	}
+	expander, err := app.NewBroadcastExpander(deliveries, cfg.Broadcast)
+	if err != nil {
+		return nil, err
+	}
 	return &Herald{
 		pool:       pool,
+		expander:   expander,
 		outbox:     outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
 		relay:      relay,
 		sender:     sender,
@@ -130,11 +144,16 @@ func (h *Herald) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	wg.Add(3)
+	errs := make([]error, 3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		adapters.ListenForDeliveries(ctx, h.pool, h.sender.Wake, h.log)
+		adapters.ListenForDeliveries(ctx, h.pool, func() { h.sender.Wake(); h.expander.Wake() }, h.log)
+	}()
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		errs[2] = h.expander.Run(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -31,33 +31,92 @@ func NewPostgresDeliveryRepository(db DB) *PostgresDeliveryRepository {
 	return &PostgresDeliveryRepository{db: db}
 }
 
-// Expand creates one pending delivery for every current token of
-// the recipient of each notification, and returns how many it created. It
-// is idempotent: a (notification, token) pair that already has a delivery is
-// skipped. When it creates any, it signals DeliveriesChannel, which Postgres
-// delivers at commit. The relay makes the repository on its transaction.
+// Expand creates one pending delivery for every current token of the
+// recipient of each notification, and returns how many it created; for a
+// broadcast notification it records the broadcast instead, which
+// ExpandBroadcastChunk then expands in bounded chunks. It is idempotent: a
+// (notification, token) pair that already has a delivery is skipped. When it
+// creates anything it signals DeliveriesChannel, which Postgres delivers at
+// commit. The relay makes the repository on its transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID, now time.Time) (int, error) {
-	var created int
+	var created, broadcasts int
 	err := r.db.QueryRow(ctx, `
 		WITH created AS (
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
 			SELECT n.id, t.token, 'pending', $2, $2, $2
 			FROM herald_notifications n
 			JOIN herald_device_tokens t ON t.user_id = n.recipient
-			WHERE n.id = ANY($1::uuid[])
+			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NULL
 			ON CONFLICT (notification_id, token) DO NOTHING
 			RETURNING 1
+		), broadcasts AS (
+			INSERT INTO herald_broadcasts (notification_id, platforms, created_at)
+			SELECT n.id, ARRAY(SELECT jsonb_array_elements_text(coalesce(n.audience->'platforms', '[]'))), $2
+			FROM herald_notifications n
+			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NOT NULL
+			ON CONFLICT (notification_id) DO NOTHING
+			RETURNING 1
 		)
-		SELECT count(*) FROM created`, notificationIDs, now).Scan(&created)
+		SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM broadcasts)`, notificationIDs, now).Scan(&created, &broadcasts)
 	if err != nil {
 		return 0, fmt.Errorf("expand notifications into deliveries: %w", err)
 	}
-	if created > 0 {
-		if _, err := r.db.Exec(ctx, `SELECT pg_notify($1, '')`, DeliveriesChannel); err != nil {
-			return 0, fmt.Errorf("signal new deliveries: %w", err)
+	if created+broadcasts > 0 {
+		if err := r.signal(ctx); err != nil {
+			return 0, err
 		}
 	}
 	return created, nil
+}
+
+// ExpandBroadcastChunk creates the deliveries of the next chunk of at most
+// limit tokens of one unfinished broadcast (the oldest not being expanded by
+// someone else), in one statement, and advances its cursor. It returns how
+// many deliveries it created and whether any broadcast was found. A
+// broadcast is finished when a chunk comes back short. Tokens registered
+// after the cursor passed them are not included.
+func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, limit int, now time.Time) (created int, found bool, err error) {
+	err = r.db.QueryRow(ctx, `
+		WITH b AS (
+			SELECT notification_id, platforms, last_token FROM herald_broadcasts
+			WHERE finished_at IS NULL ORDER BY created_at LIMIT 1
+			FOR UPDATE SKIP LOCKED
+		), chunk AS (
+			SELECT b.notification_id, t.token FROM b, LATERAL (
+				SELECT token FROM herald_device_tokens t
+				WHERE t.token > b.last_token AND (cardinality(b.platforms) = 0 OR t.platform = ANY (b.platforms))
+				ORDER BY t.token LIMIT $1
+			) t
+		), created AS (
+			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+			SELECT notification_id, token, 'pending', $2, $2, $2 FROM chunk
+			ON CONFLICT (notification_id, token) DO NOTHING
+			RETURNING 1
+		), advanced AS (
+			UPDATE herald_broadcasts hb SET
+				last_token = coalesce((SELECT max(token) FROM chunk), hb.last_token),
+				expanded = hb.expanded + (SELECT count(*) FROM chunk),
+				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 THEN $2::timestamptz END
+			FROM b WHERE hb.notification_id = b.notification_id
+			RETURNING 1
+		)
+		SELECT (SELECT count(*) FROM created), EXISTS (SELECT 1 FROM advanced)`, limit, now).Scan(&created, &found)
+	if err != nil {
+		return 0, false, fmt.Errorf("expand broadcast chunk: %w", err)
+	}
+	if created > 0 {
+		if err := r.signal(ctx); err != nil {
+			return 0, false, err
+		}
+	}
+	return created, found, nil
+}
+
+func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
+	if _, err := r.db.Exec(ctx, `SELECT pg_notify($1, '')`, DeliveriesChannel); err != nil {
+		return fmt.Errorf("signal new deliveries: %w", err)
+	}
+	return nil
 }
 
 // ClaimDue implements app.DeliveryStore: one statement leases up to limit

@@ -45,6 +45,7 @@ func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notifica
 		bodies := make([]string, len(chunk))
 		data := make([]string, len(chunk))
 		ttls := make([]int32, len(chunk))
+		audiences := make([]*string, len(chunk))
 		created := make([]time.Time, len(chunk))
 		for i, n := range chunk {
 			c := n.Content()
@@ -58,11 +59,20 @@ func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notifica
 				b = []byte("{}")
 			}
 			data[i] = string(b)
+			if a := n.Broadcast(); a != nil {
+				b, err := json.Marshal(a)
+				if err != nil {
+					return fmt.Errorf("encode audience of notification %s: %w", n.ID(), err)
+				}
+				audience := string(b)
+				audiences[i] = &audience
+			}
 		}
 		_, err := r.db.Exec(ctx, `
-			INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at)
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[], $8::timestamptz[])`,
-			ids, recipients, types, titles, bodies, data, ttls, created)
+			INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience)
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
+				$8::timestamptz[], $9::jsonb[])`,
+			ids, recipients, types, titles, bodies, data, ttls, created, audiences)
 		if err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
@@ -70,7 +80,7 @@ func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notifica
 	return nil
 }
 
-const notificationColumns = `id, recipient, type, title, body, data, ttl_seconds, created_at, read_at`
+const notificationColumns = `id, recipient, audience, type, title, body, data, ttl_seconds, created_at, read_at`
 
 // Get returns one notification, or notification.ErrNotFound.
 func (r *PostgresNotificationRepository) Get(ctx context.Context, id uuid.UUID) (*notification.Notification, error) {
@@ -171,8 +181,9 @@ func scanNotification(row pgx.CollectableRow) (*notification.Notification, error
 		ttl                         int32
 		createdAt                   time.Time
 		readAt                      *time.Time
+		audience                    *notification.Audience
 	)
-	if err := row.Scan(&id, &recipient, &typ, &title, &body, &data, &ttl, &createdAt, &readAt); err != nil {
+	if err := row.Scan(&id, &recipient, &audience, &typ, &title, &body, &data, &ttl, &createdAt, &readAt); err != nil {
 		return nil, err
 	}
 	var read time.Time
@@ -180,5 +191,5 @@ func scanNotification(row pgx.CollectableRow) (*notification.Notification, error
 		read = *readAt
 	}
 	content := notification.Content{Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second}
-	return notification.NotificationFromDatabase(id, recipient, typ, content, createdAt, read), nil
+	return notification.NotificationFromDatabase(id, recipient, audience, typ, content, createdAt, read), nil
 }

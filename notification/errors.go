@@ -28,6 +28,9 @@ var (
 	ErrInvalidToken = errors.New("invalid device token")
 	// ErrUnknownPlatform reports a platform other than the Platform constants.
 	ErrUnknownPlatform = errors.New("unknown platform")
+	// ErrRecipientAndBroadcast reports a draft with both a recipient and a
+	// broadcast audience.
+	ErrRecipientAndBroadcast = errors.New("a broadcast has no single recipient")
 )
 
 // FieldError says which field of a notification, token or event failed

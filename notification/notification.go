@@ -41,11 +41,24 @@ type Content struct {
 	TTL time.Duration
 }
 
+// Audience is who a broadcast reaches: every registered device, or those of
+// some platforms.
+type Audience struct {
+	// Platforms limits the broadcast to these platforms. Empty means all.
+	Platforms []Platform `json:"platforms,omitempty"`
+}
+
 // Draft is a notification a rule wants to send: who gets it, its type, and
 // what it says. Herald gives it an id and a creation time.
 type Draft struct {
-	// Recipient is the host application's user id.
+	// Recipient is the host application's user id. It must be empty for a
+	// broadcast.
 	Recipient string
+	// Broadcast, when set, sends the notification to every device in the
+	// audience instead of one recipient's. A broadcast is expanded in
+	// bounded chunks however large the audience, and appears in nobody's
+	// inbox.
+	Broadcast *Audience
 	// Type names the kind of notification, for example "comment_created".
 	Type string
 	Content
@@ -56,6 +69,7 @@ type Draft struct {
 type Notification struct {
 	id        uuid.UUID
 	recipient string
+	audience  *Audience
 	typ       string
 	content   Content
 	createdAt time.Time
@@ -79,6 +93,7 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 	return &Notification{
 		id:        id,
 		recipient: d.Recipient,
+		audience:  d.Broadcast.clone(),
 		typ:       d.Type,
 		content:   d.Content.clone(),
 		createdAt: createdAt,
@@ -86,16 +101,20 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 }
 
 // NotificationFromDatabase rebuilds a stored notification without validating
-// it. It is only for adapters reading what Herald wrote.
-func NotificationFromDatabase(id uuid.UUID, recipient, typ string, content Content, createdAt, readAt time.Time) *Notification {
-	return &Notification{id: id, recipient: recipient, typ: typ, content: content, createdAt: createdAt, readAt: readAt}
+// it. It is only for adapters reading what Herald wrote. audience is nil
+// unless the notification is a broadcast.
+func NotificationFromDatabase(id uuid.UUID, recipient string, audience *Audience, typ string, content Content, createdAt, readAt time.Time) *Notification {
+	return &Notification{id: id, recipient: recipient, audience: audience, typ: typ, content: content, createdAt: createdAt, readAt: readAt}
 }
 
 // ID returns the notification's id.
 func (n *Notification) ID() uuid.UUID { return n.id }
 
-// Recipient returns the recipient's user id.
+// Recipient returns the recipient's user id, or "" for a broadcast.
 func (n *Notification) Recipient() string { return n.recipient }
+
+// Broadcast returns the audience of a broadcast, or nil.
+func (n *Notification) Broadcast() *Audience { return n.audience.clone() }
 
 // Type returns the notification type.
 func (n *Notification) Type() string { return n.typ }
@@ -124,7 +143,18 @@ func (n *Notification) MarkRead(at time.Time) {
 // problem at once.
 func (d Draft) Validate() error {
 	var errs []error
-	errs = append(errs, checkText("recipient", d.Recipient, true, MaxRecipientLength)...)
+	if d.Broadcast == nil {
+		errs = append(errs, checkText("recipient", d.Recipient, true, MaxRecipientLength)...)
+	} else {
+		if d.Recipient != "" {
+			errs = append(errs, &FieldError{Field: "recipient", Err: ErrRecipientAndBroadcast})
+		}
+		for _, p := range d.Broadcast.Platforms {
+			if !p.Valid() {
+				errs = append(errs, &FieldError{Field: "broadcast.platforms", Err: ErrUnknownPlatform})
+			}
+		}
+	}
 	errs = append(errs, checkText("type", d.Type, true, MaxTypeLength)...)
 	errs = append(errs, d.Content.validate()...)
 	return errors.Join(errs...)
@@ -186,6 +216,13 @@ func (c Content) PayloadSize() int {
 		return MaxPayloadBytes + 1
 	}
 	return len(b)
+}
+
+func (a *Audience) clone() *Audience {
+	if a == nil {
+		return nil
+	}
+	return &Audience{Platforms: append([]Platform(nil), a.Platforms...)}
 }
 
 func (c Content) clone() Content {

@@ -1,0 +1,109 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// BroadcastStore expands broadcasts into deliveries, one bounded chunk at a
+// time.
+type BroadcastStore interface {
+	// ExpandBroadcastChunk creates the deliveries of the next chunk of at
+	// most limit tokens of one unfinished broadcast, in one short
+	// transaction, and reports how many it created and whether it found a
+	// broadcast to work on.
+	ExpandBroadcastChunk(ctx context.Context, limit int, now time.Time) (created int, found bool, err error)
+}
+
+// BroadcastExpanderConfig configures a BroadcastExpander. Zero values mean
+// the documented defaults.
+type BroadcastExpanderConfig struct {
+	// ChunkSize is how many tokens one transaction expands. Defaults to 5,000.
+	ChunkSize int
+	// PollInterval is how often an idle expander looks for broadcasts when
+	// nothing wakes it. Defaults to 1s.
+	PollInterval time.Duration
+	// Logger receives errors. Defaults to discarding.
+	Logger *slog.Logger
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every invalid field at once.
+func (c BroadcastExpanderConfig) Validate() error {
+	var errs []error
+	if c.ChunkSize < 0 {
+		errs = append(errs, errors.New("chunk size must not be negative"))
+	}
+	if c.PollInterval < 0 {
+		errs = append(errs, errors.New("poll interval must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// BroadcastExpander turns broadcasts into deliveries in bounded chunks, so
+// an audience of millions never sits in memory or in one transaction.
+// Several processes may each run one; they share the work chunk by chunk.
+type BroadcastExpander struct {
+	store BroadcastStore
+	cfg   BroadcastExpanderConfig
+	log   *slog.Logger
+	wake  chan struct{}
+}
+
+// NewBroadcastExpander returns an expander on store, which must not be nil.
+func NewBroadcastExpander(store BroadcastStore, cfg BroadcastExpanderConfig) (*BroadcastExpander, error) {
+	if store == nil {
+		panic("app: NewBroadcastExpander: nil store")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid broadcast expander config: %w", err)
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = 5000
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Now = clockOrDefault(cfg.Now)
+	return &BroadcastExpander{store: store, cfg: cfg, log: cfg.Logger.With("component", "herald_broadcast"), wake: make(chan struct{}, 1)}, nil
+}
+
+// Wake tells the expander a broadcast may be waiting. It never blocks.
+func (e *BroadcastExpander) Wake() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run expands broadcasts until ctx ends, then returns nil. Database errors
+// are logged and retried with backoff.
+func (e *BroadcastExpander) Run(ctx context.Context) error {
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		_, found, err := e.store.ExpandBroadcastChunk(ctx, e.cfg.ChunkSize, e.cfg.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			wait := backoff.next()
+			e.log.Error("expand broadcast", "err", err, "retry_in", wait)
+			sleep(ctx, wait)
+		case err == nil && found:
+			backoff.reset()
+		default:
+			backoff.reset()
+			select {
+			case <-e.wake:
+			case <-time.After(e.cfg.PollInterval):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/herald-push/herald/migrations"
+)
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	down := fs.Int("down", 0, "revert this many migrations instead of applying")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	pool, err := connectDatabase(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if *down > 0 {
+		reverted, err := migrations.Down(ctx, pool, *down)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "reverted migrations %v\n", reverted)
+		return nil
+	}
+	applied, err := migrations.Up(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "schema is up to date")
+		return nil
+	}
+	fmt.Fprintf(stdout, "applied migrations %v\n", applied)
+	return nil
+}

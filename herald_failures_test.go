@@ -1,0 +1,224 @@
+package herald_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/testutil"
+)
+
+func (h *harness) deliveryFor(n *notification.Notification, token string) *notification.Delivery {
+	h.t.Helper()
+	ds, err := h.herald.Deliveries().ListForNotification(context.Background(), n.ID())
+	require.NoError(h.t, err)
+	for _, d := range ds {
+		if d.Token() == token {
+			return d
+		}
+	}
+	return nil
+}
+
+func (h *harness) tokenExists(token string) bool {
+	h.t.Helper()
+	var n int
+	require.NoError(h.t, h.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM herald_device_tokens WHERE token = $1`, token).Scan(&n))
+	return n == 1
+}
+
+func TestEachFCMErrorClassLeadsToItsOutcome(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, fastConfig())
+	for _, tok := range []string{"ok", "unregistered", "invalid-token", "invalid-message", "flaky", "mismatch", "third-party"} {
+		require.NoError(t, h.herald.Tokens().Register(context.Background(), "author", tok, notification.PlatformAndroid))
+	}
+	h.fake.FailToken("unregistered", testutil.Fault{Code: testutil.FaultUnregistered})
+	h.fake.FailToken("invalid-token", testutil.Fault{Code: testutil.FaultInvalidToken})
+	h.fake.FailToken("invalid-message", testutil.Fault{Code: testutil.FaultInvalidMessage})
+	h.fake.FailToken("flaky", testutil.Fault{Code: testutil.FaultInternal, Times: 2})
+	h.fake.FailToken("mismatch", testutil.Fault{Code: testutil.FaultSenderIDMismatch})
+	h.fake.FailToken("third-party", testutil.Fault{Code: testutil.FaultThirdPartyAuth})
+	h.run()
+
+	n := h.raise(true, comment("m1", "ann", "author"))[0]
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{
+		notification.StatusSent:        2, // ok, and flaky after two retries
+		notification.StatusTokenPruned: 2,
+		notification.StatusFailed:      3,
+	}, 15*time.Second)
+
+	tests := []struct {
+		token        string
+		status       notification.DeliveryStatus
+		code         string
+		attempts     int
+		tokenRemains bool
+	}{
+		{"ok", notification.StatusSent, "", 1, true},
+		{"unregistered", notification.StatusTokenPruned, "UNREGISTERED", 1, false},
+		{"invalid-token", notification.StatusTokenPruned, "INVALID_ARGUMENT", 1, false},
+		{"invalid-message", notification.StatusFailed, "INVALID_ARGUMENT", 1, true},
+		{"flaky", notification.StatusSent, "", 3, true},
+		{"mismatch", notification.StatusFailed, "SENDER_ID_MISMATCH", 1, true},
+		{"third-party", notification.StatusFailed, "THIRD_PARTY_AUTH_ERROR", 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.token, func(t *testing.T) {
+			d := h.deliveryFor(n, tt.token)
+			require.NotNil(t, d)
+			assert.Equal(t, tt.status, d.Status())
+			assert.Equal(t, tt.code, d.ErrorCode())
+			assert.Equal(t, tt.attempts, d.Attempts())
+			assert.Equal(t, tt.tokenRemains, h.tokenExists(tt.token))
+		})
+	}
+	assert.Len(t, h.fake.AcceptedFor("ok"), 1, "a token that succeeded is never sent again")
+	assert.Equal(t, int64(2), h.herald.Stats().Sender.ConfigAlarms)
+
+	// A later notification does not go to the pruned tokens at all.
+	n2 := h.raise(true, comment("m2", "ann", "author"))[0]
+	h.waitStatuses(n2, map[notification.DeliveryStatus]int{
+		notification.StatusSent: 2, notification.StatusFailed: 3,
+	}, 15*time.Second)
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("author", 1)
+	tok := "author-device-0000"
+	h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: 2 * time.Second, Times: 1})
+	h.run()
+
+	n := h.raise(true, comment("m1", "ann", "author"))[0]
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		d := h.deliveryFor(n, tok)
+		if assert.NotNil(c, d) {
+			assert.Equal(c, notification.StatusRetryScheduled, d.Status())
+		}
+	}, 5*time.Second, 10*time.Millisecond)
+	failedAt := time.Now()
+	d := h.deliveryFor(n, tok)
+	assert.Equal(t, "QUOTA_EXCEEDED", d.ErrorCode())
+	assert.GreaterOrEqual(t, d.DueAt().Sub(d.UpdatedAt()), 2*time.Second, "due no sooner than Retry-After")
+
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+	got := h.fake.AcceptedFor(tok)
+	require.Len(t, got, 1)
+	// failedAt is after the failure, so this bound is conservative.
+	assert.GreaterOrEqual(t, got[0].At.Sub(failedAt), 2*time.Second-100*time.Millisecond)
+	assert.Equal(t, int64(1), h.herald.Stats().Sender.QuotaExceeded)
+}
+
+func TestOutageOpensTheBreakerAndNothingIsLost(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.Sender.MaxInFlight = 5
+	cfg.FCM.SendTimeout = 1500 * time.Millisecond
+	cfg.FCM.BreakerOpenFor = 2 * time.Second
+	h := newHarness(t, cfg)
+	tokens := h.registerTokens("author", 20)
+	h.fake.FailAll(testutil.Fault{Code: testutil.FaultUnavailable})
+	h.run()
+
+	n := h.raise(true, comment("m1", "ann", "author"))[0]
+	require.Eventually(t, func() bool { return h.herald.Stats().Breaker == "open" }, 15*time.Second, 5*time.Millisecond)
+	before := h.fake.Requests()
+	time.Sleep(time.Second) // well inside the 2 s open window
+	assert.Equal(t, before, h.fake.Requests(), "no request reaches FCM while the breaker is open")
+	assert.Positive(t, h.herald.Stats().Sender.CircuitOpen, "sends were refused by the breaker, not attempted")
+
+	h.fake.ClearFaults()
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 20}, 20*time.Second)
+	for _, tok := range tokens {
+		assert.Len(t, h.fake.AcceptedFor(tok), 1, tok)
+	}
+	ds, err := h.herald.Deliveries().ListForNotification(context.Background(), n.ID())
+	require.NoError(t, err)
+	attempts := 0
+	for _, d := range ds {
+		attempts += d.Attempts()
+	}
+	assert.LessOrEqual(t, attempts, 20+cfg.Sender.MaxInFlight*2, "refused sends count no attempt")
+}
+
+func TestExpiredLeaseIsTakenOverByAnotherWorker(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.Sender.Lease = time.Second
+	cfg.FCM.SendTimeout = 4 * time.Second
+	stuck := newHarness(t, cfg)
+	tokens := stuck.registerTokens("author", 5)
+	stuck.fake.FailAll(testutil.Fault{Code: testutil.FaultHang})
+	stuck.run()
+	n := stuck.raise(true, comment("m1", "ann", "author"))[0]
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusClaimed: 5}, stuck.statuses(n))
+	}, 5*time.Second, 10*time.Millisecond)
+	claimedAt := time.Now()
+
+	// A second worker on the same database, with a healthy FCM.
+	healthy := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	client, err := healthy.MessagingClient(context.Background())
+	require.NoError(t, err)
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
+	other, err := herald.New(stuck.pool, client, rules, cfg)
+	require.NoError(t, err)
+	(&harness{t: t, pool: stuck.pool, fake: healthy, herald: other}).run()
+
+	stuck.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 5}, 10*time.Second)
+	for _, tok := range tokens {
+		got := healthy.AcceptedFor(tok)
+		require.Len(t, got, 1, tok)
+		assert.GreaterOrEqual(t, got[0].At.Sub(claimedAt), 900*time.Millisecond, "taken over only after the lease")
+	}
+	// The stuck worker's late timeouts must not overwrite the outcome.
+	time.Sleep(cfg.FCM.SendTimeout)
+	assert.Equal(t, map[notification.DeliveryStatus]int{notification.StatusSent: 5}, stuck.statuses(n))
+	assert.Zero(t, stuck.fake.AcceptedCount())
+}
+
+func TestPoisonMessagesAreMovedAside(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("author", 1)
+	ctx := context.Background()
+	poison := []string{
+		`{"hello":"world"}`,
+		`{"v":1,"events":[{"type":"no_such_event","data":{},"notifications":[]}]}`,
+		`{"v":1,"events":[{"type":"comment_created","data":{"course_id":1},"notifications":[]}]}`,
+		`[1,2,3]`,
+	}
+	for i, p := range poison {
+		_, err := h.pool.Exec(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
+			VALUES ($1, $2, '{}', pg_current_xact_id())`, fmt.Sprintf("poison-%d", i), p)
+		require.NoError(t, err)
+	}
+	h.run()
+	n := h.raise(true, comment("after-poison", "ann", "author"))[0]
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+
+	var reasons []string
+	rows, err := h.pool.Query(ctx, `SELECT message_uuid || ': ' || reason FROM herald_dead_letters ORDER BY id`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var r string
+		require.NoError(t, rows.Scan(&r))
+		reasons = append(reasons, r)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, reasons, 4, "%q", reasons)
+	assert.Contains(t, reasons[0], "malformed event")
+	assert.Contains(t, reasons[1], "unknown event type")
+	assert.Contains(t, reasons[2], "malformed event")
+	assert.Equal(t, int64(4), h.herald.Stats().Relay.DeadLetters)
+}

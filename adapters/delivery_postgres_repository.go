@@ -143,12 +143,12 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	}
 	dispatches, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (app.Dispatch, error) {
 		var (
-			id                                   int64
-			notificationID                       uuid.UUID
+			id                                  int64
+			notificationID                      uuid.UUID
 			token, lastError, code, title, body string
-			attempts                             int
-			data                                 map[string]string
-			ttl                                  int32
+			attempts                            int
+			data                                map[string]string
+			ttl                                 int32
 		)
 		if err := row.Scan(&id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
 			return app.Dispatch{}, err

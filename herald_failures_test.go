@@ -1,15 +1,22 @@
 package herald_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/migrations"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/testutil"
 )
@@ -221,4 +228,73 @@ func TestPoisonMessagesAreMovedAside(t *testing.T) {
 	assert.Contains(t, reasons[1], "unknown event type")
 	assert.Contains(t, reasons[2], "malformed event")
 	assert.Equal(t, int64(4), h.herald.Stats().Relay.DeadLetters)
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestLongOpenTransactionIsReportedAndThenEverythingIsDelivered(t *testing.T) {
+	t.Parallel()
+	// Its own cluster: a long transaction delays every database's outbox.
+	ctx := context.Background()
+	cluster, err := testutil.StartCluster(ctx, testutil.ClusterConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cluster.Stop() })
+	pool, err := pgxpool.New(ctx, cluster.URL("postgres"))
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = migrations.Up(ctx, pool)
+	require.NoError(t, err)
+
+	var logs syncBuffer
+	cfg := fastConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Relay.LongTransactionWarning = time.Second
+	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	client, err := fake.MessagingClient(ctx)
+	require.NoError(t, err)
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
+	hd, err := herald.New(pool, client, rules, cfg)
+	require.NoError(t, err)
+	h := &harness{t: t, pool: pool, fake: fake, herald: hd}
+	h.registerTokens("author", 1)
+	h.run()
+
+	// A host transaction that wrote something and stays open.
+	long, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer long.Rollback(ctx) //nolint:errcheck
+	var pid int32
+	require.NoError(t, long.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = long.Exec(ctx, `CREATE TABLE held_open (id int)`)
+	require.NoError(t, err)
+
+	n := h.raise(true, comment("behind-the-long-tx", "ann", "author"))[0]
+	require.Eventually(t, func() bool {
+		return h.herald.Stats().Relay.OldestTransactionAge > time.Second
+	}, 10*time.Second, 50*time.Millisecond)
+	assert.Equal(t, pid, h.herald.Stats().Relay.OldestTransactionPID)
+	assert.Empty(t, h.statuses(n), "the event waits behind the open transaction")
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "long open transaction") && strings.Contains(logs.String(), fmt.Sprint(pid))
+	}, 5*time.Second, 50*time.Millisecond)
+
+	require.NoError(t, long.Rollback(ctx))
+	testutil.WaitDelivered(t, pool, n.ID(), 10*time.Second)
 }

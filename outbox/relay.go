@@ -30,6 +30,13 @@ type RelayConfig struct {
 	// BatchSize is how many outbox messages one subscriber transaction reads.
 	// Defaults to 100.
 	BatchSize int
+	// LongTransactionWarning: the relay only sees events committed before
+	// the oldest transaction still open anywhere in the cluster (facts.md),
+	// so one long write transaction delays every event. When a transaction
+	// with an assigned xid has been open longer than this, the relay logs a
+	// warning naming its backend pid and age, and Stats reports it.
+	// Defaults to 5s.
+	LongTransactionWarning time.Duration
 	// Logger receives the relay's logs. Defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
@@ -45,6 +52,9 @@ func (c RelayConfig) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, errors.New("batch size must not be negative"))
 	}
+	if c.LongTransactionWarning < 0 {
+		errs = append(errs, errors.New("long transaction warning must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -54,6 +64,9 @@ func (c *RelayConfig) setDefaults() {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 100
+	}
+	if c.LongTransactionWarning == 0 {
+		c.LongTransactionWarning = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -66,6 +79,12 @@ func (c *RelayConfig) setDefaults() {
 // RelayStats counts what a Relay did since it was made.
 type RelayStats struct {
 	Messages, Events, Deliveries, DeadLetters int64
+	// OldestTransactionAge is the age of the oldest open write transaction
+	// in the cluster at the last check (every second), and
+	// OldestTransactionPID its backend; zero when there is none. Events
+	// committed after it started wait until it ends.
+	OldestTransactionAge time.Duration
+	OldestTransactionPID int32
 }
 
 // Relay moves committed events from the outbox to deliveries. Several
@@ -78,7 +97,10 @@ type Relay struct {
 	cfg   RelayConfig
 	log   *slog.Logger
 
-	stats struct{ messages, events, deliveries, deadLetters atomic.Int64 }
+	stats struct {
+		messages, events, deliveries, deadLetters, oldestTxAge atomic.Int64
+		oldestTxPID                                            atomic.Int32
+	}
 }
 
 // NewRelay returns a relay reading the outbox in pool's database and
@@ -99,6 +121,8 @@ func (r *Relay) Stats() RelayStats {
 	return RelayStats{
 		Messages: r.stats.messages.Load(), Events: r.stats.events.Load(),
 		Deliveries: r.stats.deliveries.Load(), DeadLetters: r.stats.deadLetters.Load(),
+		OldestTransactionAge: time.Duration(r.stats.oldestTxAge.Load()),
+		OldestTransactionPID: r.stats.oldestTxPID.Load(),
 	}
 }
 
@@ -126,10 +150,59 @@ func (r *Relay) Run(ctx context.Context) error {
 		return fmt.Errorf("outbox router: %w", err)
 	}
 	router.AddNoPublisherHandler("herald_relay", Topic, subscriber, r.handle)
-	if err := router.Run(ctx); err != nil {
+	monitorCtx, stopMonitor := context.WithCancel(ctx)
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		r.monitorLongTransactions(monitorCtx)
+	}()
+	err = router.Run(ctx)
+	stopMonitor()
+	<-monitorDone
+	if err != nil {
 		return fmt.Errorf("outbox relay: %w", err)
 	}
 	return nil
+}
+
+// monitorLongTransactions checks every second for the oldest open write
+// transaction in the cluster, which holds back every event committed after
+// it started, and warns (at most every 10 s) while it is older than
+// LongTransactionWarning.
+func (r *Relay) monitorLongTransactions(ctx context.Context) {
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	var lastWarning time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		var pid int32
+		var ageSeconds float64
+		err := r.pool.QueryRow(ctx, `
+			SELECT pid, extract(epoch FROM clock_timestamp() - xact_start)::float8
+			FROM pg_stat_activity
+			WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+			ORDER BY xact_start LIMIT 1`).Scan(&pid, &ageSeconds)
+		if errors.Is(err, pgx.ErrNoRows) {
+			r.stats.oldestTxAge.Store(0)
+			r.stats.oldestTxPID.Store(0)
+			continue
+		}
+		if err != nil {
+			continue // the relay itself reports database trouble
+		}
+		age := time.Duration(ageSeconds * float64(time.Second))
+		r.stats.oldestTxAge.Store(int64(age))
+		r.stats.oldestTxPID.Store(pid)
+		if age > r.cfg.LongTransactionWarning && time.Since(lastWarning) >= 10*time.Second {
+			lastWarning = time.Now()
+			r.log.Warn("a long open transaction is delaying the outbox: events committed after it started wait until it ends",
+				"blocking_pid", pid, "transaction_age", age.Round(time.Millisecond))
+		}
+	}
 }
 
 // handle expands one outbox message inside the subscriber's transaction.

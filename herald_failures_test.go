@@ -16,8 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/migrations"
 	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
 )
 
@@ -297,4 +299,67 @@ func TestLongOpenTransactionIsReportedAndThenEverythingIsDelivered(t *testing.T)
 
 	require.NoError(t, long.Rollback(ctx))
 	testutil.WaitDelivered(t, pool, n.ID(), 10*time.Second)
+}
+
+// OrderShipped is an event type the first deployment does not know.
+type OrderShipped struct {
+	UserID string `json:"user_id"`
+}
+
+func (OrderShipped) EventType() string { return "order_shipped" }
+
+func TestDeadLettersReplayOnceTheRuleExists(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("buyer", 1)
+	// An event the relay does not know reaches the outbox (say, raised by a
+	// newer version of the application).
+	_, err := h.pool.Exec(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
+		VALUES ('from-newer-version', '{"v":1,"events":[{"type":"order_shipped","data":{"user_id":"buyer"},"notifications":[]}]}', '{}', pg_current_xact_id())`)
+	require.NoError(t, err)
+	h.run()
+	require.Eventually(t, func() bool { return h.herald.Stats().Relay.DeadLetters == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	// Nothing replays twice: a second call finds nothing to do.
+	n, err := outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	n, err = outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	// Still unknown to this relay, so it is dead-lettered again, as a new entry.
+	require.Eventually(t, func() bool { return h.herald.Stats().Relay.DeadLetters == 2 }, 10*time.Second, 20*time.Millisecond)
+	dls, err := adapters.NewPostgresDeadLetterRepository(h.pool).List(ctx, true, 10)
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	assert.Equal(t, "1", dls[0].Metadata["herald_replay_of"])
+}
+
+func TestFailedDeliveriesCanBeRetriedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("author", 2)
+	tok := "author-device-0000"
+	h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultSenderIDMismatch})
+	h.run()
+	n := h.raise(true, comment("m1", "ann", "author"))[0]
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1, notification.StatusFailed: 1}, 10*time.Second)
+
+	// The operator fixes the configuration and retries the failed delivery.
+	h.fake.ClearFaults()
+	repo := h.herald.Deliveries()
+	failed, err := repo.ListByStatus(ctx, notification.StatusFailed, 10)
+	require.NoError(t, err)
+	require.Len(t, failed, 1)
+	assert.Equal(t, "SENDER_ID_MISMATCH", failed[0].ErrorCode())
+	changed, err := repo.RetryFailed(ctx, []int64{failed[0].ID()}, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, 1, changed)
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 2}, 10*time.Second)
+	changed, err = repo.RetryFailed(ctx, nil, time.Now())
+	require.NoError(t, err)
+	assert.Zero(t, changed, "retrying again changes nothing")
+	assert.Len(t, h.fake.AcceptedFor(tok), 1)
 }

@@ -86,3 +86,30 @@ func (r *PostgresDeadLetterRepository) List(ctx context.Context, pendingOnly boo
 	}
 	return dls, nil
 }
+
+// TakeForReplay locks the not yet replayed dead letters with the given ids
+// (every one when ids is empty), marks them replayed at now, and returns
+// them, all in tx: the caller republishes them in the same transaction, so
+// a dead letter is replayed once however often this runs.
+func (r *PostgresDeadLetterRepository) TakeForReplay(ctx context.Context, ids []int64, now time.Time) ([]DeadLetter, error) {
+	rows, err := r.db.Query(ctx, `
+		UPDATE herald_dead_letters SET replayed_at = $2
+		WHERE id IN (
+			SELECT id FROM herald_dead_letters
+			WHERE replayed_at IS NULL AND (coalesce(cardinality($1::bigint[]), 0) = 0 OR id = ANY ($1::bigint[]))
+			ORDER BY id FOR UPDATE
+		)
+		RETURNING id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at`, ids, now)
+	if err != nil {
+		return nil, fmt.Errorf("take dead letters for replay: %w", err)
+	}
+	dls, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeadLetter, error) {
+		var dl DeadLetter
+		err := row.Scan(&dl.ID, &dl.Topic, &dl.MessageUUID, &dl.Payload, &dl.Metadata, &dl.Reason, &dl.CreatedAt, &dl.ReplayedAt)
+		return dl, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("take dead letters for replay: %w", err)
+	}
+	return dls, nil
+}

@@ -276,3 +276,23 @@ func (r *PostgresDeliveryRepository) list(ctx context.Context, where string, arg
 	}
 	return ds, nil
 }
+
+// RetryFailed makes failed deliveries pending again, due at now with a
+// fresh attempt count, and returns how many it changed: those with the given
+// ids, or every failed delivery when ids is empty. It is idempotent: a
+// delivery that is no longer failed is left alone. Deliveries whose token
+// was pruned cannot be retried (the token is gone).
+func (r *PostgresDeliveryRepository) RetryFailed(ctx context.Context, ids []int64, now time.Time) (int, error) {
+	tag, err := r.db.Exec(ctx, `
+		UPDATE herald_deliveries SET status = 'pending', attempts = 0, due_at = $2, claim_id = NULL, updated_at = $2
+		WHERE status = 'failed' AND (coalesce(cardinality($1::bigint[]), 0) = 0 OR id = ANY ($1::bigint[]))`, ids, now)
+	if err != nil {
+		return 0, fmt.Errorf("retry failed deliveries: %w", err)
+	}
+	if tag.RowsAffected() > 0 {
+		if err := r.signal(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return int(tag.RowsAffected()), nil
+}

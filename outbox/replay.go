@@ -1,0 +1,51 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/herald-push/herald/adapters"
+)
+
+// ReplayDeadLetters puts dead-lettered messages back on the outbox topic,
+// for example after deploying the rule for an event type the relay did not
+// know. It replays those with the given ids, or every one not yet replayed
+// when ids is empty, and returns how many it replayed. Republishing and
+// marking happen in one transaction, so each dead letter is replayed once
+// however often this runs; a message that fails again is dead-lettered
+// again as a new entry.
+func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int, error) {
+	replayed := 0
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		dls, err := adapters.NewPostgresDeadLetterRepository(tx).TakeForReplay(ctx, ids, time.Now())
+		if err != nil {
+			return err
+		}
+		if len(dls) == 0 {
+			return nil
+		}
+		msgs := make([]*message.Message, len(dls))
+		for i, dl := range dls {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return fmt.Errorf("new message id: %w", err)
+			}
+			msgs[i] = message.NewMessage(id.String(), dl.Payload)
+			msgs[i].Metadata.Set("herald_replay_of", fmt.Sprint(dl.ID))
+		}
+		replayed = len(msgs)
+		return publish(tx, watermill.NewSlogLogger(slog.New(slog.DiscardHandler)), msgs)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replay dead letters: %w", err)
+	}
+	return replayed, nil
+}

@@ -363,3 +363,94 @@ func TestFailedDeliveriesCanBeRetriedOnce(t *testing.T) {
 	assert.Zero(t, changed, "retrying again changes nothing")
 	assert.Len(t, h.fake.AcceptedFor(tok), 1)
 }
+
+func TestBadInputIsContained(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("author", 1)
+
+	t.Run("malformed tokens are refused at registration", func(t *testing.T) {
+		for _, tok := range []string{"", strings.Repeat("x", notification.MaxTokenLength+1), "has space", "bad\xff"} {
+			err := h.herald.Tokens().Register(ctx, "author", tok, notification.PlatformAndroid)
+			require.ErrorIs(t, err, notification.ErrInvalidToken)
+		}
+	})
+	h.run()
+
+	t.Run("a recipient with no tokens gets an inbox entry and no push", func(t *testing.T) {
+		n := h.raise(true, comment("to-nobody", "ann", "author-without-devices"))[0]
+		testutil.WaitIdle(t, h.pool, 10*time.Second)
+		assert.Empty(t, h.statuses(n))
+		page, err := h.herald.Inbox().List(ctx, "author-without-devices", "", 10)
+		require.NoError(t, err)
+		assert.Len(t, page.Notifications, 1)
+	})
+
+	t.Run("a token removed before the push is not pushed", func(t *testing.T) {
+		require.NoError(t, h.herald.Tokens().Register(ctx, "leaver", "leaver-phone", notification.PlatformIOS))
+		// Raise while the relay cannot see it yet: hold a write transaction open.
+		blocker, err := h.pool.Begin(ctx)
+		require.NoError(t, err)
+		_, err = blocker.Exec(ctx, `CREATE TEMP TABLE hold (id int)`)
+		require.NoError(t, err)
+		n := h.raise(true, comment("to-leaver", "ann", "leaver"))[0]
+		require.NoError(t, h.herald.Tokens().Unregister(ctx, "leaver-phone"))
+		require.NoError(t, blocker.Rollback(ctx))
+		testutil.WaitIdle(t, h.pool, 10*time.Second)
+		// The token was gone before the relay expanded: no delivery at all.
+		assert.Empty(t, h.statuses(n))
+		assert.Empty(t, h.fake.AcceptedFor("leaver-phone"))
+	})
+
+	t.Run("invalid content is refused at raise, with the field named", func(t *testing.T) {
+		rules := notification.NewRules()
+		require.NoError(t, notification.On(rules, func(e OrderShipped) ([]notification.Draft, error) {
+			return []notification.Draft{{Recipient: e.UserID, Type: "order_shipped", Content: notification.Content{
+				Title: "bad \xff", Data: map[string]string{"from": "x", "google.x": "y"}, TTL: 29 * 24 * time.Hour,
+			}}}, nil
+		}))
+		o := outbox.New(rules, outbox.Config{})
+		tx, err := h.pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx) //nolint:errcheck
+		_, err = o.Raise(ctx, tx, OrderShipped{UserID: "author"})
+		require.ErrorIs(t, err, notification.ErrInvalidUTF8)
+		require.ErrorIs(t, err, notification.ErrReservedDataKey)
+		require.ErrorIs(t, err, notification.ErrTTLOutOfRange)
+		var fe *notification.FieldError
+		require.ErrorAs(t, err, &fe)
+		// The transaction is still usable.
+		_, err = tx.Exec(ctx, `SELECT 1`)
+		require.NoError(t, err)
+	})
+}
+
+func TestDeliveryForATokenRemovedAfterExpansionIsClosed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("author", 2)
+	// Expand without a sender: run only the relay by raising with no Run,
+	// then expanding through a relay of our own.
+	relay, err := outbox.NewRelay(h.pool, func() *notification.Rules {
+		r := notification.NewRules()
+		require.NoError(t, notification.On(r, notification.NotifyCourseAuthor))
+		return r
+	}(), outbox.RelayConfig{})
+	require.NoError(t, err)
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- relay.Run(relayCtx) }()
+	n := h.raise(true, comment("m1", "ann", "author"))[0]
+	require.Eventually(t, func() bool { return h.statuses(n)[notification.StatusPending] == 2 }, 10*time.Second, 20*time.Millisecond)
+	stopRelay()
+	require.NoError(t, <-relayDone)
+
+	require.NoError(t, h.herald.Tokens().Unregister(ctx, "author-device-0001"))
+	h.run()
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1, notification.StatusTokenPruned: 1}, 10*time.Second)
+	d := h.deliveryFor(n, "author-device-0001")
+	assert.Equal(t, "TOKEN_REMOVED", d.ErrorCode())
+	assert.Empty(t, h.fake.AcceptedFor("author-device-0001"))
+}

@@ -125,24 +125,35 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	claimID := uuid.New()
 	rows, err := r.db.Query(ctx, `
 		WITH due AS (
-			SELECT id FROM herald_deliveries
-			WHERE status IN ('pending', 'retry_scheduled', 'claimed') AND due_at <= $1
-			ORDER BY due_at
+			SELECT d.id, EXISTS (SELECT 1 FROM herald_device_tokens t WHERE t.token = d.token) AS live
+			FROM herald_deliveries d
+			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= $1
+			ORDER BY d.due_at
 			LIMIT $2
-			FOR UPDATE SKIP LOCKED
+			FOR UPDATE OF d SKIP LOCKED
 		)
-		UPDATE herald_deliveries d
-		SET status = 'claimed', due_at = $3, claim_id = $4, updated_at = $1
+		-- A delivery whose token left the registry since it was created (the
+		-- user signed out, or the token was pruned) is closed, not pushed.
+		UPDATE herald_deliveries d SET
+			status = CASE WHEN due.live THEN 'claimed' ELSE 'token_pruned' END,
+			due_at = $3, updated_at = $1,
+			claim_id = CASE WHEN due.live THEN $4::uuid END,
+			error_code = CASE WHEN due.live THEN d.error_code ELSE 'TOKEN_REMOVED' END,
+			last_error = CASE WHEN due.live THEN d.last_error
+				ELSE 'token removed from the registry before the push' END
 		FROM due, herald_notifications n
 		WHERE d.id = due.id AND n.id = d.notification_id
-		RETURNING d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
+		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
 			n.title, n.body, n.data, n.ttl_seconds`,
 		now, limit, now.Add(lease), claimID)
 	if err != nil {
 		return nil, fmt.Errorf("claim due deliveries: %w", err)
 	}
-	dispatches, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (app.Dispatch, error) {
+	defer rows.Close()
+	var dispatches []app.Dispatch
+	for rows.Next() {
 		var (
+			claimed                             bool
 			id                                  int64
 			notificationID                      uuid.UUID
 			token, lastError, code, title, body string
@@ -150,17 +161,20 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 			data                                map[string]string
 			ttl                                 int32
 		)
-		if err := row.Scan(&id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
-			return app.Dispatch{}, err
+		if err := rows.Scan(&claimed, &id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
+			return nil, fmt.Errorf("claim due deliveries: %w", err)
+		}
+		if !claimed {
+			continue
 		}
 		d := notification.DeliveryFromDatabase(id, notificationID, token, notification.StatusClaimed, attempts,
 			now.Add(lease), claimID, lastError, code, "", now)
 		msg := notification.Message{NotificationID: notificationID, Token: token, Content: notification.Content{
 			Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
 		}}
-		return app.Dispatch{Delivery: d, Message: msg}, nil
-	})
-	if err != nil {
+		dispatches = append(dispatches, app.Dispatch{Delivery: d, Message: msg})
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("claim due deliveries: %w", err)
 	}
 	return dispatches, nil

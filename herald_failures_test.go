@@ -454,3 +454,39 @@ func TestDeliveryForATokenRemovedAfterExpansionIsClosed(t *testing.T) {
 	assert.Equal(t, "TOKEN_REMOVED", d.ErrorCode())
 	assert.Empty(t, h.fake.AcceptedFor("author-device-0001"))
 }
+
+func TestLogsNeverCarryTokensOrBodies(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	cfg := fastConfig()
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h := newHarness(t, cfg)
+	secretTokens := []string{"secret-token-ok", "secret-token-dead", "secret-token-bad", "secret-token-flaky", "secret-token-mismatch"}
+	for _, tok := range secretTokens {
+		require.NoError(t, h.herald.Tokens().Register(context.Background(), "author", tok, notification.PlatformAndroid))
+	}
+	h.fake.FailToken("secret-token-dead", testutil.Fault{Code: testutil.FaultUnregistered})
+	h.fake.FailToken("secret-token-bad", testutil.Fault{Code: testutil.FaultInvalidMessage})
+	h.fake.FailToken("secret-token-flaky", testutil.Fault{Code: testutil.FaultInternal, Times: 1})
+	h.fake.FailToken("secret-token-mismatch", testutil.Fault{Code: testutil.FaultSenderIDMismatch})
+	_, err := h.pool.Exec(context.Background(), `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
+		VALUES ('poison', '{"v":1,"events":[{"type":"comment_created","data":{"course_id":"secret-course"},"notifications":[]}]}', '{}', pg_current_xact_id())`)
+	require.NoError(t, err)
+	h.run()
+	ev := comment("m1", "ann", "author")
+	ev.CourseTitle = "Secret Course Title"
+	ev.CommenterName = "Secret Commenter"
+	n := h.raise(true, ev)[0]
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{
+		notification.StatusSent: 2, notification.StatusTokenPruned: 1, notification.StatusFailed: 2,
+	}, 15*time.Second)
+
+	out := logs.String()
+	require.NotEmpty(t, out, "the failures above must have been logged")
+	for _, secret := range append(secretTokens, "Secret Course Title", "Secret Commenter", "secret-course") {
+		assert.NotContains(t, out, secret)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		assert.LessOrEqual(t, len(line), 2048, "a log record stays small: %.200s", line)
+	}
+}

@@ -53,6 +53,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *latency < 0 {
 		return usageError{"-latency must not be negative"}
 	}
+	if *realToken != "" && !realFCMConfigured() {
+		return usageError{"-token needs real FCM (GOOGLE_APPLICATION_CREDENTIALS or HERALD_FCM=real)"}
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
@@ -70,16 +73,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if env.Fake == nil && *realToken == "" {
 		log.Warn("real fcm without -token: every demo token is invented, so fcm rejects it and herald prunes it")
 	}
-	if env.Fake != nil && *realToken != "" {
-		return usageError{"-token needs real FCM (GOOGLE_APPLICATION_CREDENTIALS or HERALD_FCM=real)"}
-	}
 
 	d := newDemo(out, env, *realToken)
 	out.printf("  ready in  %.2fs\n", time.Since(began).Seconds())
 	out.printf("  database  %s\n", d.describeDatabase())
 	out.printf("  fcm       %s\n", d.describeFCM(*latency))
 	out.restartClock()
-	return d.run(ctx, demoConfig(log))
+	err = d.run(ctx, demoConfig(log))
+	if ctx.Err() != nil {
+		out.event("stop", "interrupted: Herald stopped cleanly; the demo ends here")
+	}
+	return err
 }
 
 // demoConfig is Herald's configuration for the demo: production behaviour
@@ -115,9 +119,9 @@ func (d *demo) describeFCM(latency time.Duration) string {
 	}
 	project := os.Getenv("FIREBASE_PROJECT_ID")
 	if project == "" {
-		project = "from application default credentials"
+		project = "named by the credentials"
 	}
-	return "real FCM (project " + project + "): faults cannot be injected, so the fault steps are skipped"
+	return "real FCM, project " + project + ": faults cannot be injected, so the fault steps are skipped"
 }
 
 // run plays the scenario and prints the summary. It returns an error if
@@ -161,15 +165,17 @@ func (d *demo) run(ctx context.Context, cfg herald.Config) (err error) {
 		}
 		problems = append(problems, err)
 	}
-	if counts, err := d.h.Deliveries().CountByStatus(ctx); err == nil && d.env.Cluster != nil {
-		d.out.event("final", "CountByStatus: %s", describeDemoCounts(counts))
+	counts, err := d.deliveryCounts(ctx)
+	if err != nil {
+		return err
 	}
+	d.out.event("final", "deliveries: %s", demoDescribeCounts(counts))
 	if err := d.stop(); err != nil {
 		return err
 	}
 	d.out.event("stop", "herald stopped: relay and sender returned, no push in flight")
 
-	if err := d.showInbox(ctx, d.users[0]); err != nil {
+	if err := d.showInbox(ctx, d.user("alice")); err != nil {
 		return err
 	}
 	s, err := d.account(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -55,14 +56,15 @@ type demoCourse struct {
 	author *demoUser
 }
 
-// commentOutcome is what became of a comment the host tried to post.
-type commentOutcome int
+// demoOutcome is what became of a comment the host tried to post.
+type demoOutcome int
 
 const (
-	commentNotified   commentOutcome = iota // committed with a notification
-	commentOwnCourse                        // committed; the rule notifies nobody
-	commentTooLarge                         // committed; Raise refused the notification
-	commentRolledBack                       // the host rolled back its transaction
+	demoPending    demoOutcome = iota // not committed or rolled back yet
+	demoNotified                      // committed with a notification
+	demoOwnCourse                     // committed; the rule notifies nobody
+	demoTooLarge                      // committed; Raise refused the notification
+	demoRolledBack                    // the host rolled back its transaction
 )
 
 type demoComment struct {
@@ -70,10 +72,9 @@ type demoComment struct {
 	id           string // stored
 	by           *demoUser
 	course       *demoCourse
-	outcome      commentOutcome
+	outcome      demoOutcome
 	notification *notification.Notification // committed or rolled back with the transaction
-	committedAt  time.Time
-	reported     bool // its deliveries were printed
+	reported     bool                       // its deliveries were printed
 }
 
 // demo is one run of the scenario.
@@ -106,7 +107,7 @@ func newDemo(out *demoConsole, env *environment, realToken string) *demo {
 		labels: map[string]string{}, courses: map[string]*demoCourse{}}
 	if env.Cluster == nil {
 		// A shared database keeps earlier runs' rows: keep this run's apart.
-		d.ns = "demo-" + time.Now().UTC().Format("20060102t150405") + "-"
+		d.ns = fmt.Sprintf("demo-%s-%04x-", time.Now().UTC().Format("20060102t150405"), rand.IntN(1<<16))
 	}
 	dead := &testutil.Fault{Code: testutil.FaultUnregistered}
 	flaky := &testutil.Fault{Code: testutil.FaultInternal, Times: 2}
@@ -310,7 +311,7 @@ func (d *demo) post(ctx context.Context, by, courseKey, body, rollbackReason str
 		if err := tx.Rollback(ctx); err != nil {
 			return nil, fmt.Errorf("roll back comment %s: %w", c.label, err)
 		}
-		c.outcome = commentRolledBack
+		c.outcome = demoRolledBack
 		d.out.event("rollback", "%s by %s on %s: %s", c.label, by, demoTitle(c.course.title), rollbackReason)
 		if c.notification != nil {
 			d.out.more("Raise had returned notification %s for %s; ROLLBACK discards it with the comment", demoShortID(c.notification), c.course.author.name)
@@ -320,19 +321,18 @@ func (d *demo) post(ctx context.Context, by, courseKey, body, rollbackReason str
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit comment %s: %w", c.label, err)
 	}
-	c.committedAt = time.Now()
 	d.printCommitted(c, "")
 	return c, nil
 }
 
 func (d *demo) printCommitted(c *demoComment, suffix string) {
 	if c.notification == nil {
-		c.outcome = commentOwnCourse
+		c.outcome = demoOwnCourse
 		d.out.event("commit", "%s by %s on their own course %s -> no notification (the rule skips the author)%s",
 			c.label, c.by.name, demoTitle(c.course.title), suffix)
 		return
 	}
-	c.outcome = commentNotified
+	c.outcome = demoNotified
 	d.out.event("commit", "%s by %s on %s -> notification %s for %s%s",
 		c.label, c.by.name, demoTitle(c.course.title), demoShortID(c.notification), c.course.author.name, suffix)
 }
@@ -353,7 +353,7 @@ func (d *demo) postOversized(ctx context.Context, by, courseKey, thenBy, thenCou
 	if !errors.As(raiseErr, &tooLarge) {
 		return fmt.Errorf("comment %s on an oversized title: want a *notification.PayloadTooLargeError, got %v", big.label, raiseErr)
 	}
-	big.outcome = commentTooLarge
+	big.outcome = demoTooLarge
 	d.out.event("rejected", "%s by %s on %s: Raise returned %T", big.label, by, demoTitle(big.course.title), tooLarge)
 	d.out.more("%v", raiseErr)
 	d.out.more("errors.Is(err, notification.ErrPayloadTooLarge) = %t; nothing was written, the transaction is intact",
@@ -371,20 +371,19 @@ func (d *demo) postOversized(ctx context.Context, by, courseKey, thenBy, thenCou
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit comments %s and %s: %w", big.label, next.label, err)
 	}
-	big.committedAt, next.committedAt = time.Now(), time.Now()
 	d.printCommitted(next, fmt.Sprintf(" (same transaction as %s, committed)", big.label))
 	return nil
 }
 
 func demoTitle(title string) string {
-	const max = 40
-	if len(title) <= max {
+	const shown = 40
+	if len(title) <= shown {
 		return `"` + title + `"`
 	}
-	return fmt.Sprintf(`"%s…" (%d-byte title)`, title[:max], len(title))
+	return fmt.Sprintf(`"%s…" (%d-byte title)`, title[:shown], len(title))
 }
 
-// shortID is the end of a notification id: its start is a timestamp,
+// demoShortID is the end of a notification id: its start is a timestamp,
 // the same for every notification of a run.
 func demoShortID(n *notification.Notification) string {
 	s := n.ID().String()

@@ -128,7 +128,7 @@ func (d *demo) settle(ctx context.Context, within time.Duration) (map[*demoComme
 			if err != nil {
 				return nil, err
 			}
-			open = openCount(counts)
+			open = demoOpenCount(counts)
 		}
 		if open == 0 && bare == 0 {
 			return byComment, nil
@@ -149,7 +149,7 @@ func (d *demo) deliveries(ctx context.Context) (map[*demoComment][]*notification
 	open, bare := 0, 0
 	events := 0
 	for _, c := range d.comments {
-		if c.outcome != commentNotified {
+		if c.outcome != demoNotified {
 			continue
 		}
 		events++
@@ -176,8 +176,27 @@ func (d *demo) deliveries(ctx context.Context) (map[*demoComment][]*notification
 	return byComment, open, bare, nil
 }
 
-// describeDemoCounts lists delivery counts, final statuses first.
-func describeDemoCounts(counts map[notification.DeliveryStatus]int) string {
+// deliveryCounts counts deliveries by status: all of them on a database of
+// our own, this run's on a shared one.
+func (d *demo) deliveryCounts(ctx context.Context) (map[notification.DeliveryStatus]int, error) {
+	if d.env.Cluster != nil {
+		return d.h.Deliveries().CountByStatus(ctx)
+	}
+	byComment, _, _, err := d.deliveries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[notification.DeliveryStatus]int{}
+	for _, ds := range byComment {
+		for _, del := range ds {
+			counts[del.Status()]++
+		}
+	}
+	return counts, nil
+}
+
+// demoDescribeCounts lists delivery counts, final statuses first.
+func demoDescribeCounts(counts map[notification.DeliveryStatus]int) string {
 	var parts []string
 	for _, st := range []notification.DeliveryStatus{notification.StatusSent, notification.StatusTokenPruned,
 		notification.StatusFailed, notification.StatusPending, notification.StatusClaimed, notification.StatusRetryScheduled} {
@@ -186,7 +205,7 @@ func describeDemoCounts(counts map[notification.DeliveryStatus]int) string {
 	return strings.Join(parts, ", ")
 }
 
-func openCount(counts map[notification.DeliveryStatus]int) int {
+func demoOpenCount(counts map[notification.DeliveryStatus]int) int {
 	open := 0
 	for status, n := range counts {
 		if !status.IsFinal() {
@@ -216,7 +235,7 @@ func (d *demo) report(byComment map[*demoComment][]*notification.Delivery) {
 		parts := make([]string, 0, len(ds))
 		for _, del := range ds {
 			final = final && del.Status().IsFinal()
-			parts = append(parts, d.label(del.Token())+" "+describeDemoDelivery(del))
+			parts = append(parts, d.label(del.Token())+" "+demoDescribeDelivery(del))
 		}
 		if !final {
 			continue
@@ -226,7 +245,7 @@ func (d *demo) report(byComment map[*demoComment][]*notification.Delivery) {
 	}
 }
 
-func describeDemoDelivery(del *notification.Delivery) string {
+func demoDescribeDelivery(del *notification.Delivery) string {
 	switch del.Status() {
 	case notification.StatusSent:
 		if del.Attempts() > 1 {
@@ -276,14 +295,14 @@ func (d *demo) account(ctx context.Context) (*demoSummary, error) {
 	rolledBack := map[string]bool{}
 	for _, c := range d.comments {
 		switch c.outcome {
-		case commentNotified:
+		case demoNotified:
 			s.notified++
 			notifiedIDs = append(notifiedIDs, c.id)
-		case commentOwnCourse:
+		case demoOwnCourse:
 			s.ownCourse++
-		case commentTooLarge:
+		case demoTooLarge:
 			s.tooLarge++
-		case commentRolledBack:
+		case demoRolledBack:
 			s.rolledBack++
 			rolledBackIDs = append(rolledBackIDs, c.id)
 			rolledBack[c.id] = true
@@ -303,21 +322,9 @@ func (d *demo) account(ctx context.Context) (*demoSummary, error) {
 		return nil, fmt.Errorf("count comments: %w", err)
 	}
 
-	byComment, _, _, err := d.deliveries(ctx)
-	if err != nil {
+	var err error
+	if s.deliveries, err = d.deliveryCounts(ctx); err != nil {
 		return nil, err
-	}
-	if d.env.Cluster != nil {
-		if s.deliveries, err = d.h.Deliveries().CountByStatus(ctx); err != nil {
-			return nil, err
-		}
-	} else {
-		s.deliveries = map[notification.DeliveryStatus]int{}
-		for _, ds := range byComment {
-			for _, del := range ds {
-				s.deliveries[del.Status()]++
-			}
-		}
 	}
 
 	// The tokens that are gone now were pruned: nothing is owed to them.
@@ -348,7 +355,7 @@ func (d *demo) account(ctx context.Context) (*demoSummary, error) {
 	}
 	expected := map[pair]bool{}
 	for _, c := range d.comments {
-		if c.outcome != commentNotified {
+		if c.outcome != demoNotified {
 			continue
 		}
 		for _, t := range c.course.author.tokens {
@@ -411,7 +418,7 @@ func (d *demo) printSummary(s *demoSummary) {
 		s.notifications, s.rolledBackNotifications, s.rolledBackRows)
 	p("  deliveries              sent %d   token pruned %d   failed %d   (open %d)\n",
 		s.deliveries[notification.StatusSent], s.deliveries[notification.StatusTokenPruned],
-		s.deliveries[notification.StatusFailed], openCount(s.deliveries))
+		s.deliveries[notification.StatusFailed], demoOpenCount(s.deliveries))
 	if s.fake {
 		p("  pushes accepted by FCM  %-3d (expected %d)   duplicates %d   lost %d", s.accepted, s.expected, s.duplicates, s.lost)
 		if s.unexpected > 0 {

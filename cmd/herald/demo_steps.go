@@ -34,17 +34,20 @@ func (d *demo) everyday(ctx context.Context) error {
 }
 
 // outage takes FCM down for a few seconds while comments keep coming: the
-// breaker opens, sends stop, and once FCM is back everything goes out.
+// breaker opens, sends stop, and once FCM is back everything goes out. With
+// real FCM the comments come all the same, without the outage.
 func (d *demo) outage(ctx context.Context) error {
 	d.out.section("FCM outage")
-	if d.fake == nil {
-		d.out.event("skip", "real FCM: an outage cannot be injected; step skipped")
-		return nil
+	begin := time.Now()
+	var requests int64
+	if d.fake != nil {
+		requests = d.fake.Requests()
+		d.fake.FailAll(testutil.Fault{Code: testutil.FaultUnavailable})
+		d.out.event("fault", "FCM down: every request answers 503 UNAVAILABLE (the SDK retries, then the %s send timeout ends it)",
+			d.cfg.FCM.SendTimeout)
+	} else {
+		d.out.event("skip", "real FCM: an outage cannot be injected; the comments below go out as usual")
 	}
-	begin, requests := time.Now(), d.fake.Requests()
-	d.fake.FailAll(testutil.Fault{Code: testutil.FaultUnavailable})
-	d.out.event("fault", "FCM down: every request answers 503 UNAVAILABLE (the SDK retries, then the %s send timeout ends it)",
-		d.cfg.FCM.SendTimeout)
 	for _, p := range []struct{ by, course, body string }{
 		{"bob", "go", "Does chapter 5 cover generics?"},
 		{"carol", "pg", "Vacuum finally makes sense."},
@@ -66,8 +69,14 @@ func (d *demo) outage(ctx context.Context) error {
 	if _, err := d.post(ctx, "dave", "go", "Loved the testing chapter.", ""); err != nil {
 		return err
 	}
+	if d.fake == nil {
+		if _, err := d.post(ctx, "carol", "go", "Any plans for a video course?", ""); err != nil {
+			return err
+		}
+		return d.settleAndReport(ctx)
+	}
 
-	// The breaker opens once enough pushes have failed.
+	// The breaker opens once enough pushes have failed in a row.
 	deadline := begin.Add(4 * (d.cfg.FCM.SendTimeout + d.cfg.FCM.BreakerOpenFor))
 	for d.breaker.opens() == 0 && time.Now().Before(deadline) {
 		if err := d.heraldDied(); err != nil {
@@ -79,12 +88,13 @@ func (d *demo) outage(ctx context.Context) error {
 	}
 	if d.breaker.opens() == 0 {
 		d.out.event("breaker", "did not open within %s", time.Since(begin).Round(time.Millisecond))
-	} else {
-		c, err := d.post(ctx, "carol", "go", "Any plans for a video course?", "")
-		if err != nil {
-			return err
-		}
-		d.out.more("committed while the breaker is open: %s waits in the database, no request is made", c.label)
+	}
+	c, err := d.post(ctx, "carol", "go", "Any plans for a video course?", "")
+	if err != nil {
+		return err
+	}
+	if d.breaker.opens() > 0 {
+		d.out.more("committed while the breaker is open: %s waits in the database, no request is made for it", c.label)
 	}
 	if rest := demoOutage - time.Since(begin); rest > 0 && !demoSleep(ctx, rest) {
 		return ctx.Err()
@@ -96,23 +106,23 @@ func (d *demo) outage(ctx context.Context) error {
 }
 
 // throttling makes FCM answer one push 429 QUOTA_EXCEEDED with Retry-After:
-// the retry waits at least that long.
+// the retry waits at least that long. With real FCM the comment goes out as
+// usual.
 func (d *demo) throttling(ctx context.Context) error {
 	d.out.section("FCM throttling")
-	carol := d.user("carol")
-	if d.fake == nil {
-		d.out.event("skip", "real FCM: QUOTA_EXCEEDED cannot be injected; step skipped")
-		return nil
+	tok := d.user("carol").tokens[0]
+	if d.fake != nil {
+		d.fake.FailToken(tok.token, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: demoQuotaRetry, Times: 1})
+		d.out.event("fault", "%s: the next request answers 429 QUOTA_EXCEEDED with Retry-After: %d", tok.label, int(demoQuotaRetry.Seconds()))
+	} else {
+		d.out.event("skip", "real FCM: QUOTA_EXCEEDED cannot be injected; the comment below goes out as usual")
 	}
-	tok := carol.tokens[0]
-	d.fake.FailToken(tok.token, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: demoQuotaRetry, Times: 1})
-	d.out.event("fault", "%s: the next request answers 429 QUOTA_EXCEEDED with Retry-After: %d", tok.label, int(demoQuotaRetry.Seconds()))
 	c, err := d.post(ctx, "bob", "k8s", "The networking chapter saved my weekend.", "")
 	if err != nil {
 		return err
 	}
-	if c.notification == nil {
-		return nil
+	if d.fake == nil || c.notification == nil {
+		return d.settleAndReport(ctx)
 	}
 	// Catch the delivery between the 429 and its retry.
 	var failed *notification.Delivery
@@ -125,10 +135,13 @@ func (d *demo) throttling(ctx context.Context) error {
 			return err
 		}
 		for _, del := range ds {
-			if del.Token() == tok.token && del.ErrorCode() == "QUOTA_EXCEEDED" && del.Status() == notification.StatusRetryScheduled {
+			if del.Token() != tok.token {
+				continue
+			}
+			if del.Status() == notification.StatusRetryScheduled && del.ErrorCode() == "QUOTA_EXCEEDED" {
 				failed = del
 			}
-			if del.Token() == tok.token && del.Status().IsFinal() {
+			if del.Status().IsFinal() {
 				deadline = time.Time{} // missed it: the outcome below still tells
 			}
 		}
@@ -144,17 +157,18 @@ func (d *demo) throttling(ctx context.Context) error {
 	if err := d.settleAndReport(ctx); err != nil {
 		return err
 	}
-	if failed != nil {
-		for _, r := range d.fake.AcceptedFor(tok.token) {
-			if r.Data["comment_id"] == c.id {
-				gap := r.At.Sub(d.quotaAt)
-				d.quotaGap = &gap
-				verdict := "no sooner than Retry-After"
-				if gap < demoQuotaRetry {
-					verdict = "TOO EARLY: sooner than Retry-After"
-				}
-				d.out.more("accepted %.2fs after the 429: %s", gap.Seconds(), verdict)
+	if failed == nil {
+		return nil
+	}
+	for _, r := range d.fake.AcceptedFor(tok.token) {
+		if r.Data["comment_id"] == c.id {
+			gap := r.At.Sub(d.quotaAt)
+			d.quotaGap = &gap
+			verdict := "no sooner than Retry-After"
+			if gap < demoQuotaRetry {
+				verdict = "TOO EARLY: sooner than Retry-After"
 			}
+			d.out.more("accepted %.2fs after the 429: %s", gap.Seconds(), verdict)
 		}
 	}
 	return nil

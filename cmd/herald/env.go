@@ -43,11 +43,11 @@ func realFCMConfigured() bool {
 }
 
 // openEnvironment starts or connects to a database (migrated) and an FCM.
-func openEnvironment(ctx context.Context, opts envOptions) (env *environment, err error) {
-	env = &environment{}
+func openEnvironment(ctx context.Context, opts envOptions) (_ *environment, err error) {
+	env := &environment{}
 	defer func() {
 		if err != nil {
-			env.Close()
+			env.Close() // env, not the nil result: release what was started
 		}
 	}()
 	log := opts.Log

@@ -46,6 +46,8 @@ type Config struct {
 	FCM adapters.FCMSenderConfig
 	// Broadcast configures how broadcasts are expanded.
 	Broadcast app.BroadcastExpanderConfig
+	// Housekeeping configures what is deleted when, and how often.
+	Housekeeping app.HousekeepingConfig
 	// Logger receives every part's logs unless that part has its own.
 	// Tokens and message bodies are never logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -53,21 +55,22 @@ type Config struct {
 
 // Validate reports every invalid field at once.
 func (c Config) Validate() error {
-	return errors.Join(c.Relay.Validate(), c.Sender.Validate(), c.FCM.Validate(), c.Broadcast.Validate())
+	return errors.Join(c.Relay.Validate(), c.Sender.Validate(), c.FCM.Validate(), c.Broadcast.Validate(), c.Housekeeping.Validate())
 }
 
 // Herald is one process's Herald. It is safe for concurrent use.
 type Herald struct {
-	pool       *pgxpool.Pool
-	outbox     *outbox.Outbox
-	relay      *outbox.Relay
-	sender     *app.Sender
-	expander   *app.BroadcastExpander
-	fcm        *adapters.FCMSender
-	deliveries *adapters.PostgresDeliveryRepository
-	inbox      *app.Inbox
-	tokens     *app.Tokens
-	log        *slog.Logger
+	pool        *pgxpool.Pool
+	outbox      *outbox.Outbox
+	relay       *outbox.Relay
+	sender      *app.Sender
+	expander    *app.BroadcastExpander
+	housekeeper *app.Housekeeper
+	fcm         *adapters.FCMSender
+	deliveries  *adapters.PostgresDeliveryRepository
+	inbox       *app.Inbox
+	tokens      *app.Tokens
+	log         *slog.Logger
 }
 
 // New wires Herald on pool (the host's database, migrated with package
@@ -99,6 +102,9 @@ func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules
 	if cfg.Broadcast.Now == nil {
 		cfg.Broadcast.Now = cfg.Sender.Now
 	}
+	if cfg.Housekeeping.Logger == nil {
+		cfg.Housekeeping.Logger = log
+	}
 	relay, err := outbox.NewRelay(pool, rules, cfg.Relay)
 	if err != nil {
 		return nil, err
@@ -116,17 +122,22 @@ func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules
 	if err != nil {
 		return nil, err
 	}
+	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), cfg.Housekeeping)
+	if err != nil {
+		return nil, err
+	}
 	return &Herald{
-		pool:       pool,
-		expander:   expander,
-		outbox:     outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
-		relay:      relay,
-		sender:     sender,
-		fcm:        fcm,
-		deliveries: deliveries,
-		inbox:      app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Sender.Now),
-		tokens:     app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Sender.Now),
-		log:        log,
+		pool:        pool,
+		expander:    expander,
+		housekeeper: housekeeper,
+		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
+		relay:       relay,
+		sender:      sender,
+		fcm:         fcm,
+		deliveries:  deliveries,
+		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Sender.Now),
+		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Sender.Now),
+		log:         log,
 	}, nil
 }
 
@@ -137,15 +148,19 @@ func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Ev
 	return h.outbox.Raise(ctx, tx, events...)
 }
 
-// Run relays and sends until ctx ends, then finishes the pushes in flight,
+// Run relays, expands broadcasts, sends and sweeps old rows until ctx ends, then finishes the pushes in flight,
 // records their outcomes and returns. Run it once per process; several
 // processes may run it against one database.
 func (h *Herald) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	wg.Add(4)
+	errs := make([]error, 4)
+	wg.Add(5)
+	go func() {
+		defer wg.Done()
+		errs[3] = h.housekeeper.Run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		adapters.ListenForDeliveries(ctx, h.pool, func() { h.sender.Wake(); h.expander.Wake() }, h.log)

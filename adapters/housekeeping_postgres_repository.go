@@ -1,0 +1,107 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// housekeepingLock is the advisory lock that lets one instance at a time
+// sweep ("herald-hk" read as an integer).
+const housekeepingLock int64 = 0x6865726b
+
+// PostgresHousekeepingRepository deletes what Herald no longer needs, in
+// bounded batches so no sweep holds a long transaction: consumed outbox
+// rows, old finished deliveries and broadcasts, replayed dead letters and
+// expired device tokens. It implements app.HousekeepingStore.
+type PostgresHousekeepingRepository struct {
+	pool *pgxpool.Pool
+}
+
+// NewPostgresHousekeepingRepository returns a repository on pool.
+func NewPostgresHousekeepingRepository(pool *pgxpool.Pool) *PostgresHousekeepingRepository {
+	if pool == nil {
+		panic("adapters: nil pool")
+	}
+	return &PostgresHousekeepingRepository{pool: pool}
+}
+
+// TryLock takes the housekeeping lock on a connection it keeps until
+// unlock is called; ok is false when another instance holds it.
+func (r *PostgresHousekeepingRepository) TryLock(ctx context.Context) (unlock func(), ok bool, err error) {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("housekeeping lock: %w", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, housekeepingLock).Scan(&ok); err != nil || !ok {
+		conn.Release()
+		if err != nil {
+			return nil, false, fmt.Errorf("housekeeping lock: %w", err)
+		}
+		return nil, false, nil
+	}
+	return func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, housekeepingLock)
+		conn.Release()
+	}, true, nil
+}
+
+// DeleteConsumedOutbox deletes up to limit outbox rows that the relay has
+// acknowledged and that were written before cutoff.
+func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	return r.exec(ctx, "delete consumed outbox rows", `
+		DELETE FROM watermill_herald_outbox WHERE ("transaction_id", "offset") IN (
+			SELECT m."transaction_id", m."offset"
+			FROM watermill_herald_outbox m
+			JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
+			WHERE (m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
+			  -- created_at is a timestamp without time zone in the session's zone
+			  AND m.created_at < ($1::timestamptz AT TIME ZONE current_setting('TimeZone'))
+			LIMIT $2)`, cutoff, limit)
+}
+
+// DeleteFinishedDeliveries deletes up to limit deliveries that were sent or
+// had their token pruned before cutoff, and up to limit failed ones before
+// failedCutoff (kept longer for operators to inspect and retry).
+func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Context, cutoff, failedCutoff time.Time, limit int) (int, error) {
+	n, err := r.exec(ctx, "delete finished deliveries", `
+		DELETE FROM herald_deliveries WHERE id IN (
+			SELECT id FROM herald_deliveries
+			WHERE status IN ('sent', 'token_pruned') AND updated_at < $1 LIMIT $2)`, cutoff, limit)
+	if err != nil {
+		return n, err
+	}
+	m, err := r.exec(ctx, "delete failed deliveries", `
+		DELETE FROM herald_deliveries WHERE id IN (
+			SELECT id FROM herald_deliveries WHERE status = 'failed' AND updated_at < $1 LIMIT $2)`, failedCutoff, limit)
+	return n + m, err
+}
+
+// DeleteFinishedBroadcasts deletes up to limit broadcasts expanded before cutoff.
+func (r *PostgresHousekeepingRepository) DeleteFinishedBroadcasts(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	return r.exec(ctx, "delete finished broadcasts", `
+		DELETE FROM herald_broadcasts WHERE notification_id IN (
+			SELECT notification_id FROM herald_broadcasts WHERE finished_at < $1 LIMIT $2)`, cutoff, limit)
+}
+
+// DeleteReplayedDeadLetters deletes up to limit dead letters replayed before cutoff.
+func (r *PostgresHousekeepingRepository) DeleteReplayedDeadLetters(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	return r.exec(ctx, "delete replayed dead letters", `
+		DELETE FROM herald_dead_letters WHERE id IN (
+			SELECT id FROM herald_dead_letters WHERE replayed_at < $1 LIMIT $2)`, cutoff, limit)
+}
+
+// DeleteTokensSeenBefore deletes up to limit device tokens last seen before cutoff.
+func (r *PostgresHousekeepingRepository) DeleteTokensSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	return NewPostgresDeviceTokenRepository(r.pool).DeleteSeenBefore(ctx, cutoff, limit)
+}
+
+func (r *PostgresHousekeepingRepository) exec(ctx context.Context, what, sql string, args ...any) (int, error) {
+	tag, err := r.pool.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return int(tag.RowsAffected()), nil
+}

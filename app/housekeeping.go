@@ -1,0 +1,180 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// HousekeepingStore deletes what Herald no longer needs, each call one
+// bounded batch.
+type HousekeepingStore interface {
+	// TryLock lets one instance at a time sweep.
+	TryLock(ctx context.Context) (unlock func(), ok bool, err error)
+	DeleteConsumedOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	DeleteFinishedDeliveries(ctx context.Context, cutoff, failedCutoff time.Time, limit int) (int, error)
+	DeleteFinishedBroadcasts(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	DeleteReplayedDeadLetters(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	DeleteTokensSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error)
+}
+
+// HousekeepingConfig configures a Housekeeper. Zero values mean the
+// documented defaults; a negative retention turns that sweep off.
+type HousekeepingConfig struct {
+	// Interval is the time between sweeps. Defaults to 10 minutes.
+	Interval time.Duration
+	// BatchSize is how many rows one statement deletes. Defaults to 5,000.
+	BatchSize int
+	// OutboxRetention keeps consumed outbox rows this long. Defaults to 1 hour.
+	OutboxRetention time.Duration
+	// DeliveryRetention keeps sent and token-pruned deliveries (and
+	// finished broadcasts) this long. Defaults to 7 days.
+	DeliveryRetention time.Duration
+	// FailedRetention keeps failed deliveries and replayed dead letters this
+	// long, for operators. Defaults to 30 days.
+	FailedRetention time.Duration
+	// TokenMaxAge deletes device tokens not seen for this long. FCM expires
+	// Android tokens after 270 days. Defaults to 270 days.
+	TokenMaxAge time.Duration
+	// Logger receives what each sweep removed. Defaults to discarding.
+	Logger *slog.Logger
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every invalid field at once.
+func (c HousekeepingConfig) Validate() error {
+	var errs []error
+	if c.Interval < 0 {
+		errs = append(errs, errors.New("housekeeping interval must not be negative"))
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, errors.New("housekeeping batch size must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *HousekeepingConfig) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Interval, 10*time.Minute)
+	def(&c.OutboxRetention, time.Hour)
+	def(&c.DeliveryRetention, 7*24*time.Hour)
+	def(&c.FailedRetention, 30*24*time.Hour)
+	def(&c.TokenMaxAge, 270*24*time.Hour)
+	if c.BatchSize == 0 {
+		c.BatchSize = 5000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Now = clockOrDefault(c.Now)
+}
+
+// HousekeepingReport counts what one sweep removed.
+type HousekeepingReport struct {
+	OutboxRows, Deliveries, Broadcasts, DeadLetters, Tokens int
+}
+
+// Housekeeper keeps Herald's tables small over months: consumed outbox rows
+// (watermill never deletes them), old finished deliveries and broadcasts,
+// replayed dead letters and expired tokens. The inbox (notifications) is
+// the host's to keep.
+type Housekeeper struct {
+	store HousekeepingStore
+	cfg   HousekeepingConfig
+	log   *slog.Logger
+}
+
+// NewHousekeeper returns a Housekeeper on store, which must not be nil.
+func NewHousekeeper(store HousekeepingStore, cfg HousekeepingConfig) (*Housekeeper, error) {
+	if store == nil {
+		panic("app: NewHousekeeper: nil store")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid housekeeping config: %w", err)
+	}
+	cfg.setDefaults()
+	return &Housekeeper{store: store, cfg: cfg, log: cfg.Logger.With("component", "herald_housekeeping")}, nil
+}
+
+// Run sweeps every Interval until ctx ends, then returns nil.
+func (h *Housekeeper) Run(ctx context.Context) error {
+	ticker := time.NewTicker(h.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+		report, err := h.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			h.log.Error("housekeeping sweep", "err", err)
+		}
+		if report != (HousekeepingReport{}) {
+			h.log.Info("housekeeping sweep", "outbox_rows", report.OutboxRows, "deliveries", report.Deliveries,
+				"broadcasts", report.Broadcasts, "dead_letters", report.DeadLetters, "tokens", report.Tokens)
+		}
+	}
+}
+
+// Sweep deletes, batch by batch, everything past its retention, unless
+// another instance is sweeping, and reports what it removed.
+func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
+	var report HousekeepingReport
+	unlock, ok, err := h.store.TryLock(ctx)
+	if err != nil || !ok {
+		return report, err
+	}
+	defer unlock()
+	now := h.cfg.Now()
+	cutoff := func(retention time.Duration) time.Time {
+		if retention < 0 {
+			return time.Time{} // that sweep is off: nothing is older than the zero time
+		}
+		return now.Add(-retention)
+	}
+	sweeps := []struct {
+		retention time.Duration
+		count     *int
+		batch     func(limit int) (int, error)
+	}{
+		{h.cfg.OutboxRetention, &report.OutboxRows, func(limit int) (int, error) {
+			return h.store.DeleteConsumedOutbox(ctx, cutoff(h.cfg.OutboxRetention), limit)
+		}},
+		{h.cfg.DeliveryRetention, &report.Deliveries, func(limit int) (int, error) {
+			return h.store.DeleteFinishedDeliveries(ctx, cutoff(h.cfg.DeliveryRetention), cutoff(h.cfg.FailedRetention), limit)
+		}},
+		{h.cfg.DeliveryRetention, &report.Broadcasts, func(limit int) (int, error) {
+			return h.store.DeleteFinishedBroadcasts(ctx, cutoff(h.cfg.DeliveryRetention), limit)
+		}},
+		{h.cfg.FailedRetention, &report.DeadLetters, func(limit int) (int, error) {
+			return h.store.DeleteReplayedDeadLetters(ctx, cutoff(h.cfg.FailedRetention), limit)
+		}},
+		{h.cfg.TokenMaxAge, &report.Tokens, func(limit int) (int, error) {
+			return h.store.DeleteTokensSeenBefore(ctx, cutoff(h.cfg.TokenMaxAge), limit)
+		}},
+	}
+	for _, s := range sweeps {
+		if s.retention < 0 {
+			continue
+		}
+		for {
+			n, err := s.batch(h.cfg.BatchSize)
+			*s.count += n
+			if err != nil {
+				return report, err
+			}
+			if n < h.cfg.BatchSize || ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	return report, nil
+}

@@ -1,0 +1,106 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/testutil"
+)
+
+func seedInbox(t *testing.T, user string, n int) (*app.Inbox, []uuid.UUID) {
+	t.Helper()
+	pool := testutil.NewPool(t)
+	repo := adapters.NewPostgresNotificationRepository(pool)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var ns []*notification.Notification
+	var ids []uuid.UUID
+	for i := range n {
+		// Pairs share a timestamp, so the cursor must break ties by id.
+		created := base.Add(time.Duration(i/2) * time.Minute)
+		nt, err := notification.NewNotification(uuid.New(), notification.Draft{Recipient: user, Type: "t",
+			Content: notification.Content{Title: fmt.Sprintf("n%d", i)}}, created)
+		require.NoError(t, err)
+		ns = append(ns, nt)
+		ids = append(ids, nt.ID())
+	}
+	other, err := notification.NewNotification(uuid.New(), notification.Draft{Recipient: "someone-else", Type: "t",
+		Content: notification.Content{Title: "not yours"}}, base)
+	require.NoError(t, err)
+	ns = append(ns, other)
+	require.NoError(t, pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		return adapters.NewPostgresNotificationRepository(tx).Add(context.Background(), ns)
+	}))
+	return app.NewInbox(repo, nil), ids
+}
+
+func TestInboxPagesNewestFirstWithoutGapsOrRepeats(t *testing.T) {
+	t.Parallel()
+	inbox, _ := seedInbox(t, "u1", 25)
+	ctx := context.Background()
+	var titles []string
+	cursor := ""
+	pages := 0
+	for {
+		page, err := inbox.List(ctx, "u1", cursor, 7)
+		require.NoError(t, err)
+		pages++
+		for _, n := range page.Notifications {
+			titles = append(titles, n.Content().Title)
+			assert.Equal(t, "u1", n.Recipient())
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	assert.Equal(t, 4, pages)
+	require.Len(t, titles, 25)
+	seen := map[string]bool{}
+	for _, title := range titles {
+		require.False(t, seen[title], "repeated %s", title)
+		seen[title] = true
+	}
+	assert.Contains(t, []string{"n24", "n25"}, titles[0], "newest first")
+}
+
+func TestInboxReadState(t *testing.T) {
+	t.Parallel()
+	inbox, ids := seedInbox(t, "u1", 3)
+	ctx := context.Background()
+	unread, err := inbox.CountUnread(ctx, "u1")
+	require.NoError(t, err)
+	assert.Equal(t, 3, unread)
+
+	require.NoError(t, inbox.MarkRead(ctx, "u1", ids[0]))
+	require.NoError(t, inbox.MarkRead(ctx, "u1", ids[0]), "marking twice is fine")
+	unread, err = inbox.CountUnread(ctx, "u1")
+	require.NoError(t, err)
+	assert.Equal(t, 2, unread)
+
+	err = inbox.MarkRead(ctx, "intruder", ids[1])
+	require.ErrorIs(t, err, notification.ErrNotFound, "nobody marks another user's notification")
+
+	n, err := inbox.MarkAllRead(ctx, "u1")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	unread, err = inbox.CountUnread(ctx, "u1")
+	require.NoError(t, err)
+	assert.Zero(t, unread)
+}
+
+func TestInboxRejectsForeignCursors(t *testing.T) {
+	t.Parallel()
+	inbox, _ := seedInbox(t, "u1", 1)
+	_, err := inbox.List(context.Background(), "u1", "not-a-cursor", 10)
+	require.ErrorIs(t, err, app.ErrInvalidCursor)
+}

@@ -143,9 +143,9 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 		defer cancel()
 		name, err := s.client.Send(ctx, fcmMessage(msg))
-		if err == nil || errorutils.HTTPResponse(err) != nil {
-			s.warm.Store(true) // FCM answered: a connection is established
-		}
+		// One attempt, answered or not, is enough: waiting for an answer
+		// would serialise every push behind a hanging FCM.
+		s.warm.Store(true)
 		if err != nil {
 			return "", ClassifyFCMError(err)
 		}

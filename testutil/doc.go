@@ -8,7 +8,7 @@
 // starts on first use (initdb, a free port on 127.0.0.1, durability off for speed) and that Main
 // stops, or on the server named by HERALD_TEST_DATABASE_URL when it is set. Migrations run once
 // per schema into a template database; each test database is a copy of it. A package using
-// them needs the PostgreSQL server binaries (initdb, postgres, pg_ctl) in PATH or in
+// them needs the PostgreSQL server binaries (initdb and postgres) in PATH or in
 // /usr/lib/postgresql/*/bin, or HERALD_TEST_DATABASE_URL, and this TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }

@@ -29,7 +29,7 @@ type ClusterConfig struct {
 	Dir string
 	// Port is the TCP port the server listens on at 127.0.0.1. Defaults to a free port.
 	Port int
-	// BinDir is the directory holding initdb, postgres and pg_ctl. Defaults to the directory
+	// BinDir is the directory holding initdb and postgres. Defaults to the directory
 	// of the initdb found in PATH (symbolic links resolved), else the highest version of
 	// /usr/lib/postgresql/*/bin.
 	BinDir string
@@ -125,10 +125,14 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, fmt.Errorf("create cluster directory: %w", err)
 		}
 	}
+	// Absolute, so that reapers in other working directories recognise our server.
+	if root, err = filepath.Abs(root); err != nil {
+		return nil, fmt.Errorf("cluster directory: %w", err)
+	}
 	if err := u.checkTraversable(root); err != nil {
 		return nil, err
 	}
-	reapStaleClusters(ctx, root, binDir, u)
+	reapStaleClusters(root)
 
 	dir, err := os.MkdirTemp(root, clusterDirPrefix)
 	if err != nil {
@@ -413,14 +417,14 @@ func findBinDir(configured string) (string, error) {
 			return dir, nil
 		}
 	}
-	return "", fmt.Errorf("no postgres server binaries (initdb, postgres, pg_ctl) in PATH or " +
+	return "", fmt.Errorf("no postgres server binaries (initdb and postgres) in PATH or " +
 		"/usr/lib/postgresql/*/bin: install PostgreSQL, set ClusterConfig.BinDir, or set " + databaseURLEnv)
 }
 
 // hasServerBinaries reports which of the binaries StartCluster runs dir lacks.
 func hasServerBinaries(dir string) error {
 	var errs []error
-	for _, name := range []string{"initdb", "postgres", "pg_ctl"} {
+	for _, name := range []string{"initdb", "postgres"} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		if err == nil && (info.IsDir() || info.Mode()&0o111 == 0) {
 			err = fmt.Errorf("%s is not an executable file", filepath.Join(dir, name))

@@ -3,6 +3,7 @@ package testutil
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -63,4 +64,14 @@ func processStartTime(pid int) string {
 		return ""
 	}
 	return fields[19]
+}
+
+// isPostmasterOf reports whether pid is a postgres server started (by StartCluster) on dataDir.
+func isPostmasterOf(pid int, dataDir string) bool {
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	return len(args) == 3 && filepath.Base(args[0]) == "postgres" && args[1] == "-D" && args[2] == dataDir
 }

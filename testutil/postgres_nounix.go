@@ -30,3 +30,5 @@ func processAlive(pid int) bool {
 func processStartTime(int) string { return "" }
 
 func signalServer(p *os.Process, _ bool) error { return p.Kill() }
+
+func isPostmasterOf(int, string) bool { return false }

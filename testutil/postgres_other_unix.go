@@ -10,3 +10,7 @@ func startServerProcess(cmd *exec.Cmd) error { return cmd.Start() }
 
 // processStartTime is unknown outside Linux.
 func processStartTime(int) string { return "" }
+
+// isPostmasterOf cannot tell outside Linux: it says no, and the server is left to notice that
+// its data directory is gone.
+func isPostmasterOf(int, string) bool { return false }

@@ -1,11 +1,8 @@
 package testutil
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -51,19 +48,30 @@ func ownerAlive(dir string) (alive, found bool) {
 	return true, true
 }
 
-// reapStaleClusters removes the clusters in root whose owner has died: it stops their server
-// (pg_ctl stop -m immediate) if it still runs, then deletes the directory. It is best effort:
-// a cluster it cannot remove is left for the next attempt.
-func reapStaleClusters(ctx context.Context, root, binDir string, u *serverUser) {
+// reapingPrefix marks a cluster directory claimed for removal.
+const reapingPrefix = "reaping-"
+
+// reapStaleClusters removes the clusters in root whose owner has died. It claims each by
+// renaming it (so that concurrent reapers do not collide), shuts its server down if one still
+// runs, and deletes it in the background: a large leftover cluster must not hold up the new
+// one. It is best effort: what it cannot remove now, a later call will.
+func reapStaleClusters(root string) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), clusterDirPrefix) {
+		dir := filepath.Join(root, e.Name())
+		switch {
+		case !e.IsDir():
+			continue
+		case strings.HasPrefix(e.Name(), reapingPrefix):
+			// A reaper died while deleting it, or is still at it: deleting twice is harmless.
+			go os.RemoveAll(dir)
+			continue
+		case !strings.HasPrefix(e.Name(), clusterDirPrefix):
 			continue
 		}
-		dir := filepath.Join(root, e.Name())
 		alive, found := ownerAlive(dir)
 		if alive {
 			continue
@@ -74,26 +82,36 @@ func reapStaleClusters(ctx context.Context, root, binDir string, u *serverUser) 
 				continue
 			}
 		}
-		_ = reapCluster(ctx, dir, binDir, u)
+		claimed := filepath.Join(root, reapingPrefix+e.Name())
+		if err := os.Rename(dir, claimed); err != nil {
+			continue // another reaper was faster
+		}
+		stopStaleServer(filepath.Join(dir, "data"), filepath.Join(claimed, "data"))
+		go os.RemoveAll(claimed)
 	}
 }
 
-// reapCluster stops the server of the cluster in dir, if one runs, and deletes dir.
-func reapCluster(ctx context.Context, dir, binDir string, u *serverUser) error {
-	dataDir := filepath.Join(dir, "data")
-	var stopErr error
-	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); err == nil {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		stop := exec.CommandContext(ctx, filepath.Join(binDir, "pg_ctl"), "stop",
-			"-D", dataDir, "-m", "immediate", "-w", "-t", "20")
-		stop.Dir = dir
-		u.apply(stop)
-		if out, err := stop.CombinedOutput(); err != nil && !strings.Contains(string(out), "Is server running?") {
-			// The directory goes anyway: a postmaster whose lock file disappears shuts
-			// itself down within a minute or so.
-			stopErr = fmt.Errorf("stop stale cluster %s: %w: %s", dir, err, strings.TrimSpace(string(out)))
-		}
+// stopStaleServer shuts down, immediately, the server started on dataDir (now at claimedDir)
+// if it still runs, and waits up to 10s for it to exit. That is pg_ctl stop -m immediate, with
+// one more check: pg_ctl signals whatever process has the pid in postmaster.pid, and a dead
+// server's pid may since have been given to another process (another test binary's server,
+// say). Where that check is impossible (outside Linux) the server is left alone: a postmaster
+// whose data directory lock file disappears shuts itself down within a minute.
+func stopStaleServer(dataDir, claimedDir string) {
+	content, err := os.ReadFile(filepath.Join(claimedDir, "postmaster.pid"))
+	if err != nil {
+		return
 	}
-	return errors.Join(stopErr, os.RemoveAll(dir))
+	pidText, _, _ := strings.Cut(string(content), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(pidText))
+	if err != nil || !isPostmasterOf(pid, dataDir) {
+		return
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil || signalServer(p, true) != nil {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && processAlive(pid); {
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -26,8 +26,7 @@ func TestNewPool_GivesMigratedDatabase(t *testing.T) {
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT to_regclass('herald_deliveries')::text`).Scan(&deliveries))
 	require.NotNil(t, deliveries, "herald_deliveries does not exist")
 
-	versions := appliedVersions(t, pool)
-	require.Equal(t, []int{1}, versions)
+	require.Equal(t, allVersions(t), appliedVersions(t, pool))
 }
 
 func TestNewPool_TestsGetSeparateDatabases(t *testing.T) {
@@ -75,7 +74,7 @@ func TestNewPool_ManyAtOnce(t *testing.T) {
 		wg.Go(func() {
 			t.Run(fmt.Sprintf("pool%02d", i), func(t *testing.T) {
 				pool := testutil.NewPool(t)
-				require.Equal(t, []int{1}, appliedVersions(t, pool))
+				require.Equal(t, allVersions(t), appliedVersions(t, pool))
 			})
 		})
 	}
@@ -100,11 +99,13 @@ func TestMigrationsUp_ConcurrentCallsApplyOnce(t *testing.T) {
 	url := testutil.NewDatabase(t)
 	ctx := t.Context()
 
-	// The database comes migrated: revert so that the racing Up calls have work to do.
+	// The database comes migrated: revert everything so that the racing Up calls have work to do.
+	want := allVersions(t)
 	first := newPool(t, url)
-	reverted, err := migrations.Down(ctx, first, 1)
+	reverted, err := migrations.Down(ctx, first, len(want))
 	require.NoError(t, err)
-	require.Equal(t, []int{1}, reverted)
+	require.ElementsMatch(t, want, reverted)
+	require.Empty(t, appliedVersions(t, first))
 
 	const callers = 8
 	pools := make([]*pgxpool.Pool, callers)
@@ -124,8 +125,8 @@ func TestMigrationsUp_ConcurrentCallsApplyOnce(t *testing.T) {
 		require.NoError(t, errs[i], "caller %d", i)
 		all = append(all, applied[i]...)
 	}
-	require.Equal(t, []int{1}, all, "exactly one caller applies version 1")
-	require.Equal(t, []int{1}, appliedVersions(t, first))
+	require.ElementsMatch(t, want, all, "each version is applied by exactly one caller")
+	require.Equal(t, want, appliedVersions(t, first))
 }
 
 func TestMigrations_DownThenUpRoundTrips(t *testing.T) {
@@ -133,18 +134,30 @@ func TestMigrations_DownThenUpRoundTrips(t *testing.T) {
 	pool := testutil.NewPool(t)
 	ctx := t.Context()
 
+	want := allVersions(t)
+	latest := want[len(want)-1]
+
+	// One step back and forth, then all the way.
 	reverted, err := migrations.Down(ctx, pool, 1)
 	require.NoError(t, err)
-	require.Equal(t, []int{1}, reverted)
+	require.Equal(t, []int{latest}, reverted)
+	require.Equal(t, want[:len(want)-1], appliedVersions(t, pool))
+	applied, err := migrations.Up(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, []int{latest}, applied)
+
+	reverted, err = migrations.Down(ctx, pool, len(want))
+	require.NoError(t, err)
+	require.Len(t, reverted, len(want))
 	require.Empty(t, appliedVersions(t, pool))
 	var deliveries *string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('herald_deliveries')::text`).Scan(&deliveries))
 	require.Nil(t, deliveries, "herald_deliveries survived Down")
 
-	applied, err := migrations.Up(ctx, pool)
+	applied, err = migrations.Up(ctx, pool)
 	require.NoError(t, err)
-	require.Equal(t, []int{1}, applied)
-	require.Equal(t, []int{1}, appliedVersions(t, pool))
+	require.Equal(t, want, applied)
+	require.Equal(t, want, appliedVersions(t, pool))
 	insertToken(t, pool, "after-round-trip")
 }
 
@@ -208,9 +221,10 @@ func TestCluster_StartReapsClustersOfDeadProcesses(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, stale.Stop()) })
 	staleDir := filepath.Dir(filepath.Dir(stale.LogPath()))
 	// Hand the cluster to a process that has exited, as if its test binary had been killed.
+	// The start time 0 matches no process, should the pid be in use again already.
 	exited := exec.Command("true")
 	require.NoError(t, exited.Run())
-	owner := fmt.Sprintf("%d\n", exited.Process.Pid)
+	owner := fmt.Sprintf("%d 0\n", exited.Process.Pid)
 	require.NoError(t, os.WriteFile(filepath.Join(staleDir, "owner"), []byte(owner), 0o644))
 
 	fresh, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
@@ -249,13 +263,26 @@ func newPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
+// allVersions returns the versions of every migration, in order.
+func allVersions(t *testing.T) []int {
+	t.Helper()
+	all, err := migrations.All()
+	require.NoError(t, err)
+	require.NotEmpty(t, all)
+	versions := make([]int, len(all))
+	for i, m := range all {
+		versions[i] = m.Version
+	}
+	return versions
+}
+
 func appliedVersions(t *testing.T, pool *pgxpool.Pool) []int {
 	t.Helper()
 	rows, err := pool.Query(t.Context(), `SELECT version FROM herald_schema_migrations ORDER BY version`)
 	require.NoError(t, err)
 	versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
 	require.NoError(t, err)
-	return versions
+	return append([]int{}, versions...) // never nil: comparable with an empty want
 }
 
 func insertToken(t *testing.T, pool *pgxpool.Pool, token string) {

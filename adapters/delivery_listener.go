@@ -17,11 +17,15 @@ func ListenForDeliveries(ctx context.Context, pool *pgxpool.Pool, wake func(), l
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	wait := 100 * time.Millisecond
+	const firstWait = 100 * time.Millisecond
+	wait := firstWait
 	for ctx.Err() == nil {
-		err := listenOnce(ctx, pool, wake)
+		listened, err := listenOnce(ctx, pool, wake)
 		if ctx.Err() != nil {
 			return
+		}
+		if listened {
+			wait = firstWait // it worked until now: back off from the start again
 		}
 		log.Warn("delivery listener lost its connection; reconnecting", "err", err, "retry_in", wait)
 		select {
@@ -33,21 +37,21 @@ func ListenForDeliveries(ctx context.Context, pool *pgxpool.Pool, wake func(), l
 	}
 }
 
-func listenOnce(ctx context.Context, pool *pgxpool.Pool, wake func()) error {
+func listenOnce(ctx context.Context, pool *pgxpool.Pool, wake func()) (listened bool, err error) {
 	pooled, err := pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// A listening connection must not go back to the pool.
 	conn := pooled.Hijack()
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+DeliveriesChannel); err != nil {
-		return err
+		return false, err
 	}
 	wake() // deliveries may have been created while we were not listening
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
+			return true, err
 		}
 		wake()
 	}

@@ -316,7 +316,10 @@ func (s *Sender) claimLoop(ctx context.Context, pushes *sync.WaitGroup) {
 
 // push sends one claimed delivery and hands its outcome to the recorder.
 func (s *Sender) push(ctx context.Context, d Dispatch) {
-	if !s.waitPause(ctx) || s.limiter.Wait(ctx) != nil {
+	// The pause is checked again after the rate limiter: a QUOTA_EXCEEDED
+	// may have arrived while this push queued for a token, and Retry-After
+	// holds for every push, not only for those that had not queued yet.
+	if !s.waitPause(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}

@@ -30,6 +30,12 @@ type RelayConfig struct {
 	// BatchSize is how many outbox messages one subscriber transaction reads.
 	// Defaults to 100.
 	BatchSize int
+	// AckDeadline bounds how long one message may take, retries included,
+	// before the subscriber gives up its transaction and starts a new one.
+	// The handler takes milliseconds; the deadline matters when the
+	// connection dies mid-message, since every retry inside the dead
+	// transaction fails until it passes. Defaults to 3s.
+	AckDeadline time.Duration
 	// LongTransactionWarning: the relay only sees events committed before
 	// the oldest transaction still open anywhere in the cluster (facts.md),
 	// so one long write transaction delays every event. When a transaction
@@ -52,6 +58,9 @@ func (c RelayConfig) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, errors.New("batch size must not be negative"))
 	}
+	if c.AckDeadline < 0 {
+		errs = append(errs, errors.New("ack deadline must not be negative"))
+	}
 	if c.LongTransactionWarning < 0 {
 		errs = append(errs, errors.New("long transaction warning must not be negative"))
 	}
@@ -67,6 +76,9 @@ func (c *RelayConfig) setDefaults() {
 	}
 	if c.LongTransactionWarning == 0 {
 		c.LongTransactionWarning = 5 * time.Second
+	}
+	if c.AckDeadline == 0 {
+		c.AckDeadline = 3 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -134,6 +146,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 	subscriber, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(r.pool), wsql.SubscriberConfig{
 		ConsumerGroup:  ConsumerGroup,
+		AckDeadline:    &r.cfg.AckDeadline,
 		PollInterval:   r.cfg.PollInterval,
 		ResendInterval: time.Second,
 		RetryInterval:  time.Second,
@@ -205,10 +218,12 @@ func (r *Relay) monitorLongTransactions(ctx context.Context) {
 	}
 }
 
-// handle expands one outbox message inside the subscriber's transaction.
+// handle expands one outbox message inside the subscriber's transaction,
+// under a savepoint: if a statement fails, the savepoint is rolled back and
+// the message nacked, and the transaction stays usable for the retry.
 // Input that can never succeed is dead-lettered and acked; only database
 // errors nack the message (it is then redelivered).
-func (r *Relay) handle(msg *message.Message) (err error) {
+func (r *Relay) handle(msg *message.Message) error {
 	ctx := msg.Context()
 	wtx, ok := wsql.TxFromContext(ctx)
 	if !ok {
@@ -223,30 +238,50 @@ func (r *Relay) handle(msg *message.Message) (err error) {
 	default:
 		return fmt.Errorf("outbox relay: subscriber transaction is %T, not pgx", wtx)
 	}
+	sp, err := tx.Begin(ctx) // a savepoint
+	if err != nil {
+		return fmt.Errorf("outbox relay: savepoint: %w", err)
+	}
+	var counts RelayStats
+	if err := r.process(ctx, sp, msg, &counts); err != nil {
+		_ = sp.Rollback(ctx)
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return fmt.Errorf("outbox relay: release savepoint: %w", err)
+	}
 	r.stats.messages.Add(1)
+	r.stats.events.Add(counts.Events)
+	r.stats.deliveries.Add(counts.Deliveries)
+	r.stats.deadLetters.Add(counts.DeadLetters)
+	return nil
+}
+
+func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, counts *RelayStats) (err error) {
 	defer func() {
 		// A panic on one message must not stop the relay or loop forever on
-		// redelivery: move the message aside.
+		// redelivery: move the message aside, on a savepoint of its own.
 		if p := recover(); p != nil {
-			err = r.deadLetter(ctx, tx, msg, msg.Payload, fmt.Sprintf("relay panicked: %v", p))
+			err = pgx.BeginFunc(ctx, tx, func(dl pgx.Tx) error {
+				return r.deadLetter(ctx, dl, msg, msg.Payload, fmt.Sprintf("relay panicked: %v", p), counts)
+			})
 		}
 	}()
-
 	env, decodeErr := decodeEnvelope(msg.Payload)
 	if decodeErr != nil {
-		return r.deadLetter(ctx, tx, msg, msg.Payload, decodeErr.Error())
+		return r.deadLetter(ctx, tx, msg, msg.Payload, decodeErr.Error(), counts)
 	}
 	var ids []uuid.UUID
 	for i, ev := range env.Events {
 		if _, err := r.rules.Decode(ev.Type, ev.Data); err != nil {
 			// Only this event is set aside; the others in the message proceed.
 			part, _ := encodeEvent(ev)
-			if dlErr := r.deadLetter(ctx, tx, msg, part, fmt.Sprintf("event %d: %v", i, err)); dlErr != nil {
+			if dlErr := r.deadLetter(ctx, tx, msg, part, fmt.Sprintf("event %d: %v", i, err), counts); dlErr != nil {
 				return dlErr
 			}
 			continue
 		}
-		r.stats.events.Add(1)
+		counts.Events++
 		ids = append(ids, ev.Notifications...)
 	}
 	if len(ids) == 0 {
@@ -256,11 +291,11 @@ func (r *Relay) handle(msg *message.Message) (err error) {
 	if err != nil {
 		return err
 	}
-	r.stats.deliveries.Add(int64(created))
+	counts.Deliveries += int64(created)
 	return nil
 }
 
-func (r *Relay) deadLetter(ctx context.Context, tx pgx.Tx, msg *message.Message, payload []byte, reason string) error {
+func (r *Relay) deadLetter(ctx context.Context, tx pgx.Tx, msg *message.Message, payload []byte, reason string, counts *RelayStats) error {
 	_, err := adapters.NewPostgresDeadLetterRepository(tx).Add(ctx, adapters.DeadLetter{
 		Topic: Topic, MessageUUID: msg.UUID, Payload: payload, Metadata: msg.Metadata,
 		Reason: reason, CreatedAt: r.cfg.Now(),
@@ -268,7 +303,7 @@ func (r *Relay) deadLetter(ctx context.Context, tx pgx.Tx, msg *message.Message,
 	if err != nil {
 		return err
 	}
-	r.stats.deadLetters.Add(1)
+	counts.DeadLetters++
 	r.log.Warn("outbox message moved to dead letters", "message_uuid", msg.UUID, "reason", reason)
 	return nil
 }

@@ -87,6 +87,13 @@ type FCMSender struct {
 	// all multiplex on one connection.
 	warm   atomic.Bool
 	warmMu sync.Mutex
+
+	// closed is cancelled when the breaker opens, which cancels the pushes
+	// in flight: the SDK retries 503s by itself, and those retries must not
+	// reach FCM while the breaker is open.
+	closedMu sync.Mutex
+	closed   context.Context
+	cancel   context.CancelFunc
 }
 
 // NewFCMSender returns a sender on client. client must not be nil.
@@ -100,7 +107,9 @@ func NewFCMSender(client *messaging.Client, cfg FCMSenderConfig) (*FCMSender, er
 	cfg.setDefaults()
 	log := cfg.Logger.With("component", "herald_fcm")
 	failures := cfg.BreakerFailures
-	breaker := gobreaker.NewCircuitBreaker[string](gobreaker.Settings{
+	s := &FCMSender{client: client, cfg: cfg}
+	s.closed, s.cancel = context.WithCancel(context.Background())
+	s.breaker = gobreaker.NewCircuitBreaker[string](gobreaker.Settings{
 		Name:        "fcm",
 		MaxRequests: cfg.BreakerProbes,
 		Timeout:     cfg.BreakerOpenFor,
@@ -113,6 +122,12 @@ func NewFCMSender(client *messaging.Client, cfg FCMSenderConfig) (*FCMSender, er
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			// Runs under the breaker's lock: must not call back into it.
+			if to == gobreaker.StateOpen {
+				s.closedMu.Lock()
+				s.cancel()
+				s.closed, s.cancel = context.WithCancel(context.Background())
+				s.closedMu.Unlock()
+			}
 			level := slog.LevelWarn
 			if to == gobreaker.StateClosed {
 				level = slog.LevelInfo
@@ -120,7 +135,7 @@ func NewFCMSender(client *messaging.Client, cfg FCMSenderConfig) (*FCMSender, er
 			log.Log(context.Background(), level, "fcm circuit breaker changed state", "from", from.String(), "to", to.String())
 		},
 	})
-	return &FCMSender{client: client, cfg: cfg, breaker: breaker}, nil
+	return s, nil
 }
 
 // BreakerState returns the circuit breaker's state: "closed", "half-open"
@@ -139,9 +154,13 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 			defer s.warmMu.Unlock()
 		}
 	}
+	s.closedMu.Lock()
+	closed := s.closed
+	s.closedMu.Unlock()
 	name, err := s.breaker.Execute(func() (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 		defer cancel()
+		defer context.AfterFunc(closed, cancel)()
 		name, err := s.client.Send(ctx, fcmMessage(msg))
 		// One attempt, answered or not, is enough: waiting for an answer
 		// would serialise every push behind a hanging FCM.
@@ -212,6 +231,10 @@ func ClassifyFCMError(err error) *notification.SendError {
 	case errorutils.IsNotFound(err):
 		// NOT_FOUND without UNREGISTERED: the project or endpoint is wrong.
 		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrMisconfigured, "NOT_FOUND", true
+	case errors.Is(err, context.Canceled):
+		// Cancelled because the breaker opened meanwhile: a failed attempt,
+		// but not one more failure for the breaker to count.
+		se.Class, se.Code = notification.ErrProviderUnavailable, "CANCELLED"
 	case errors.Is(err, context.DeadlineExceeded), errorutils.IsDeadlineExceeded(err):
 		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrProviderUnavailable, "DEADLINE_EXCEEDED", true
 	default:

@@ -138,3 +138,33 @@ func TestColdBurstUsesOneConnection(t *testing.T) {
 	assert.Equal(t, int64(128), fake.AcceptedCount())
 	assert.LessOrEqual(t, fake.Connections(), int64(2))
 }
+
+func TestOpeningBreakerCancelsTheSDKsOwnRetries(t *testing.T) {
+	t.Parallel()
+	fake, sender := newSender(t, adapters.FCMSenderConfig{BreakerFailures: 1, BreakerOpenFor: time.Minute})
+	fake.FailToken("slow", testutil.Fault{Code: testutil.FaultUnavailable}) // the SDK retries 503 by itself
+	fake.FailToken("fast", testutil.Fault{Code: testutil.FaultInternal})    // the SDK does not retry 500
+	_, err := sender.Push(context.Background(), message("warm-up"))
+	require.NoError(t, err)
+
+	slow := make(chan error, 1)
+	go func() {
+		_, err := sender.Push(context.Background(), message("slow"))
+		slow <- err
+	}()
+	require.Eventually(t, func() bool { return fake.Requests() >= 3 }, 5*time.Second, time.Millisecond,
+		"the SDK has sent the 503'd push and its immediate retry")
+	_, err = sender.Push(context.Background(), message("fast"))
+	require.ErrorIs(t, err, notification.ErrProviderUnavailable)
+	require.Equal(t, "open", sender.BreakerState())
+	opened := fake.Requests()
+
+	select {
+	case err := <-slow:
+		require.ErrorIs(t, err, notification.ErrProviderUnavailable)
+	case <-time.After(3 * time.Second):
+		t.Fatal("the push in flight was not cancelled when the breaker opened")
+	}
+	time.Sleep(1500 * time.Millisecond) // past the SDK's next retry, had it not been cancelled
+	assert.Equal(t, opened, fake.Requests(), "no retry reached FCM while the breaker was open")
+}

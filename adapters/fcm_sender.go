@@ -161,6 +161,10 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 		defer cancel()
 		defer context.AfterFunc(closed, cancel)()
+		if closed.Err() != nil {
+			// The breaker opened after Execute let this push through.
+			return "", &notification.SendError{Class: notification.ErrCircuitOpen, Reason: "breaker opened"}
+		}
 		name, err := s.client.Send(ctx, fcmMessage(msg))
 		// One attempt, answered or not, is enough: waiting for an answer
 		// would serialise every push behind a hanging FCM.

@@ -22,6 +22,10 @@ import (
 // ConsumerGroup is the relay's watermill consumer group.
 const ConsumerGroup = "herald_relay"
 
+// handlerMargin is how long before the ack deadline the handler stops
+// using the subscriber's transaction.
+const handlerMargin = time.Second
+
 // RelayConfig configures a Relay. Zero values mean the documented defaults.
 type RelayConfig struct {
 	// PollInterval is how often the relay looks for committed events when
@@ -58,8 +62,8 @@ func (c RelayConfig) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, errors.New("batch size must not be negative"))
 	}
-	if c.AckDeadline < 0 {
-		errs = append(errs, errors.New("ack deadline must not be negative"))
+	if c.AckDeadline != 0 && c.AckDeadline <= 2*handlerMargin {
+		errs = append(errs, fmt.Errorf("ack deadline must be longer than %s", 2*handlerMargin))
 	}
 	if c.LongTransactionWarning < 0 {
 		errs = append(errs, errors.New("long transaction warning must not be negative"))
@@ -237,6 +241,19 @@ func (r *Relay) handle(msg *message.Message) error {
 		tx = t.Tx
 	default:
 		return fmt.Errorf("outbox relay: subscriber transaction is %T, not pgx", wtx)
+	}
+	// watermill-sql gives up on the message at its ack deadline and then
+	// commits or rolls back the subscriber's transaction from its own
+	// goroutine. The handler must be done with the transaction before that,
+	// so its work stops a second earlier; if that moment has passed, it
+	// does not touch the transaction at all.
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-handlerMargin))
+		defer cancel()
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("outbox relay: no time left before the ack deadline: %w", err)
 	}
 	sp, err := tx.Begin(ctx) // a savepoint
 	if err != nil {

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-push/herald/testutil"
+)
+
+// TestMain runs a chaos worker instead of the tests when the sigkill
+// scenario started this test binary as one (see chaosWorkerMain).
+func TestMain(m *testing.M) {
+	if os.Getenv(chaosWorkerEnv) == "1" {
+		os.Exit(chaosWorkerMain())
+	}
+	os.Exit(testutil.Main(m))
+}
+
+// TestChaos runs every scenario of `herald chaos` in its short form, one
+// after another (each has its own Postgres and fake FCM; faults are timed,
+// so they do not share the machine with each other), and checks the
+// accounting of its JSON line: nothing lost, nothing for rolled-back
+// transactions, duplicates within the bound, and the scenario's own
+// promises (the command's "ok").
+func TestChaos(t *testing.T) {
+	t.Setenv("DATABASE_URL", "") // chaos always runs on its own throwaway clusters
+	for _, sc := range chaosScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			res := runChaosForTest(t, sc.name)
+			for _, key := range []string{"committed_events", "expected_pushes", "received"} {
+				if n, _ := res[key].(float64); n <= 0 {
+					t.Errorf("%s = %v, want > 0", key, res[key])
+				}
+			}
+			if res["lost"] != 0.0 {
+				t.Errorf("lost = %v, want 0", res["lost"])
+			}
+			if res["pushes_for_rolled_back"] != 0.0 {
+				t.Errorf("pushes_for_rolled_back = %v, want 0", res["pushes_for_rolled_back"])
+			}
+			if d, b := res["duplicates"].(float64), res["duplicates_bound"].(float64); d > b {
+				t.Errorf("duplicates = %v, more than duplicates_bound %v", d, b)
+			}
+			if rb, _ := res["rolled_back_events"].(float64); rb <= 0 {
+				t.Errorf("rolled_back_events = %v, want some", res["rolled_back_events"])
+			}
+			if res["ok"] != true {
+				t.Errorf("not ok: %v", res["reason"])
+			}
+		})
+	}
+}
+
+// runChaosForTest runs `herald chaos -short <name>` and returns its JSON
+// line. Progress goes to stderr with -v, and into the log on failure.
+func runChaosForTest(t *testing.T, name string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, progress bytes.Buffer
+	var stderr io.Writer = &progress
+	if testing.Verbose() {
+		stderr = io.MultiWriter(&progress, os.Stderr)
+	}
+	began := time.Now()
+	err := run(ctx, []string{"chaos", "-short", "-seed", "1", name}, &stdout, stderr)
+	t.Logf("herald chaos -short %s took %s", name, time.Since(began).Round(time.Millisecond))
+	defer func() {
+		if t.Failed() && !testing.Verbose() {
+			t.Logf("stderr:\n%s", chaosTail(progress.String(), 200))
+		}
+	}()
+	line := strings.TrimSpace(stdout.String())
+	t.Logf("%s", line)
+	var res map[string]any
+	if jsonErr := json.Unmarshal([]byte(line), &res); jsonErr != nil {
+		t.Fatalf("stdout is not one JSON line (%v; run error: %v):\n%s", jsonErr, err, line)
+	}
+	if res["scenario"] != name {
+		t.Errorf("scenario = %v, want %s", res["scenario"], name)
+	}
+	if (err == nil) != (res["ok"] == true) {
+		t.Errorf("exit error %v does not match ok = %v", err, res["ok"])
+	}
+	return res
+}
+
+// chaosTail returns the last n lines of s.
+func chaosTail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestChaosRejectsUnknownScenario(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"chaos", "-short", "no-such-scenario"}, &stdout, &stderr)
+	if _, ok := err.(usageError); !ok {
+		t.Fatalf("herald chaos no-such-scenario: got %v, want a usage error", err)
+	}
+	if stdout.Len() > 0 {
+		t.Errorf("stdout = %q, want nothing", stdout.String())
+	}
+}
+
+func TestChaosResultJSON(t *testing.T) {
+	t.Parallel()
+	res := &chaosResult{Scenario: "x", Lost: 1}
+	res.set("kills", 3)
+	res.check(false, "lost %d", 1)
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"scenario":"x","committed_events":0,"rolled_back_events":0,"expected_pushes":0,"received":0,` +
+		`"lost":1,"duplicates":0,"duplicates_bound":0,"crashes":0,"restarts":0,"seconds":0,"ok":false,` +
+		`"kills":3,"reason":"lost 1"}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}

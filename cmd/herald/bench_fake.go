@@ -1,0 +1,398 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/messaging"
+	"google.golang.org/api/option"
+
+	"github.com/herald-push/herald/testutil"
+)
+
+// benchFake is the fake FCM a bench sends to, with the accounting of what it
+// accepted. It runs in a child process by default, so that its memory is
+// not Herald's; or in this process (-fake inprocess).
+type benchFake interface {
+	// newClient returns a firebase messaging client pointed at the fake,
+	// built like testutil.FakeFCM.MessagingClient, on a connection pool of
+	// its own (so each phase's connections are counted alone).
+	newClient(ctx context.Context) (*messaging.Client, error)
+	// reset starts a phase expecting one message to each of the tokens with
+	// keys 0..n-1, and zeroes the fake's request and connection counters.
+	reset(n int) error
+	progress() (benchProgress, error)
+	stats() (benchFakeStats, error)
+	latency(segments []benchCommitSegment) (benchLatency, error)
+	// mode is "process" or "in-process".
+	mode() string
+	close() error
+}
+
+// benchFakeStats is a phase's account, with the fake's own counters.
+type benchFakeStats struct {
+	Tally       benchTallyStats `json:"tally"`
+	Connections int64           `json:"connections"`
+	Requests    int64           `json:"requests"`
+	// CPUSeconds is the CPU time the fake's process used so far (0 when the
+	// fake runs in Herald's process).
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// startBenchFake starts the fake FCM in a child process, or in this one.
+func startBenchFake(ctx context.Context, inProcess bool, latency time.Duration, stderr io.Writer) (benchFake, error) {
+	if inProcess {
+		if f, err := startBenchFakeInProcess(latency); err == nil {
+			return f, nil
+		} else {
+			return nil, err
+		}
+	}
+	f, err := startBenchFakeProcess(ctx, latency, stderr)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// benchMessagingClient builds a firebase messaging client for a fake at
+// url exactly as testutil.FakeFCM.MessagingClient does, with transport as
+// its HTTP transport.
+func benchMessagingClient(ctx context.Context, url, project string, transport *http.Transport) (*messaging.Client, error) {
+	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project},
+		option.WithEndpoint(url+"/v1"),
+		option.WithHTTPClient(&http.Client{Transport: transport}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create firebase app for fake fcm: %w", err)
+	}
+	client, err := app.Messaging(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create messaging client for fake fcm: %w", err)
+	}
+	return client, nil
+}
+
+// benchFakeTransport is the transport testutil.FakeFCM's own client uses: HTTP/2
+// over TLS trusting roots, HTTP/1.1 offered too.
+func benchFakeTransport(roots *x509.CertPool) *http.Transport {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	return &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		Protocols:           protocols,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+}
+
+// benchInProcessFake runs testutil.FakeFCM in this process.
+type benchInProcessFake struct {
+	fake  *testutil.FakeFCM
+	tally *benchTally
+}
+
+func startBenchFakeInProcess(latency time.Duration) (*benchInProcessFake, error) {
+	tally := &benchTally{}
+	tally.reset(0)
+	fake, err := testutil.StartFakeFCM(testutil.FakeFCMConfig{Latency: latency, DontRecord: true, OnAccept: tally.observe})
+	if err != nil {
+		return nil, fmt.Errorf("start fake fcm: %w", err)
+	}
+	return &benchInProcessFake{fake: fake, tally: tally}, nil
+}
+
+func (f *benchInProcessFake) newClient(ctx context.Context) (*messaging.Client, error) {
+	base, ok := f.fake.HTTPClient().Transport.(*http.Transport)
+	if !ok {
+		return nil, errors.New("fake fcm client has an unexpected transport")
+	}
+	return benchMessagingClient(ctx, f.fake.URL(), f.fake.ProjectID(), base.Clone())
+}
+
+func (f *benchInProcessFake) reset(n int) error {
+	f.tally.reset(n)
+	f.fake.ResetRecorded()
+	return nil
+}
+
+func (f *benchInProcessFake) progress() (benchProgress, error) { return f.tally.progress(), nil }
+
+func (f *benchInProcessFake) stats() (benchFakeStats, error) {
+	return benchFakeStats{Tally: f.tally.stats(), Connections: f.fake.Connections(), Requests: f.fake.Requests()}, nil
+}
+
+func (f *benchInProcessFake) latency(segments []benchCommitSegment) (benchLatency, error) {
+	return f.tally.latency(segments), nil
+}
+
+func (f *benchInProcessFake) mode() string { return "in-process" }
+
+func (f *benchInProcessFake) close() error {
+	f.fake.Close()
+	return nil
+}
+
+// The child process. `herald bench` re-executes its own binary (a test
+// binary too) with benchFakeEnv set; init then runs the fake instead of the
+// program. The child speaks JSON values on its stdin and stdout: first a
+// benchFakeHello, then one benchFakeResponse per benchFakeRequest. It exits when its stdin
+// closes, so it never outlives the bench.
+
+// benchFakeEnv, set to "1", makes the binary run as the bench's fake FCM.
+const benchFakeEnv = "HERALD_BENCH_FAKE_FCM"
+
+// benchFakeCommand is the hidden subcommand of the child.
+const benchFakeCommand = "bench-fake-fcm"
+
+func init() {
+	// Not in `order`: hidden from the usage text.
+	commands[benchFakeCommand] = command{"serve the bench's fake FCM on stdin/stdout (internal)", runBenchFakeFCM}
+	if os.Getenv(benchFakeEnv) != "1" {
+		return
+	}
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == benchFakeCommand {
+		args = args[1:]
+	}
+	if err := runBenchFakeFCM(context.Background(), args, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "herald bench fake fcm:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+type benchFakeHello struct {
+	URL     string `json:"url"`
+	Project string `json:"project"`
+	// CertPEM is the fake's self-signed certificate, for the parent to trust.
+	CertPEM string `json:"cert_pem"`
+}
+
+type benchFakeRequest struct {
+	Op       string               `json:"op"` // reset, progress, stats, latency
+	N        int                  `json:"n,omitempty"`
+	Segments []benchCommitSegment `json:"segments,omitempty"`
+}
+
+type benchFakeResponse struct {
+	Error  string          `json:"error,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// runBenchFakeFCM is the child: a testutil.FakeFCM that keeps no messages,
+// only an benchTally, answering requests on stdin until stdin closes.
+func runBenchFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(benchFakeCommand, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	latency := fs.Duration("latency", 20*time.Millisecond, "latency added to every request")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	tally := &benchTally{}
+	tally.reset(0)
+	fake, err := testutil.StartFakeFCM(testutil.FakeFCMConfig{Latency: *latency, DontRecord: true, OnAccept: tally.observe})
+	if err != nil {
+		return err
+	}
+	defer fake.Close()
+	certPEM, err := benchFakeCertPEM(fake)
+	if err != nil {
+		return err
+	}
+	fake.ResetRecorded() // forget the request that fetched the certificate
+
+	out := bufio.NewWriter(stdout)
+	enc := json.NewEncoder(out)
+	send := func(v any) error {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		return out.Flush()
+	}
+	if err := send(benchFakeHello{URL: fake.URL(), Project: fake.ProjectID(), CertPEM: certPEM}); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
+	for {
+		var req benchFakeRequest
+		if err := dec.Decode(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // the bench is done (or gone)
+			}
+			return fmt.Errorf("read request: %w", err)
+		}
+		var result any
+		switch req.Op {
+		case "reset":
+			tally.reset(req.N)
+			fake.ResetRecorded()
+			result = struct{}{}
+		case "progress":
+			result = tally.progress()
+		case "stats":
+			result = benchFakeStats{Tally: tally.stats(), Connections: fake.Connections(), Requests: fake.Requests(),
+				CPUSeconds: benchProcessCPU().Seconds()}
+		case "latency":
+			result = tally.latency(req.Segments)
+		default:
+			if err := send(benchFakeResponse{Error: "unknown op " + req.Op}); err != nil {
+				return err
+			}
+			continue
+		}
+		b, err := json.Marshal(result)
+		if err != nil {
+			return err
+		}
+		if err := send(benchFakeResponse{Result: b}); err != nil {
+			return err
+		}
+	}
+}
+
+// benchFakeCertPEM returns the certificate fake presents, fetched through
+// the fake's own (verifying) client.
+func benchFakeCertPEM(fake *testutil.FakeFCM) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fake.URL()+"/", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := fake.HTTPClient().Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetch fake fcm certificate: %w", err)
+	}
+	_ = resp.Body.Close()
+	if resp.TLS == nil || len(resp.TLS.PeerCertificates) == 0 {
+		return "", errors.New("fetch fake fcm certificate: no certificate presented")
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.TLS.PeerCertificates[0].Raw})), nil
+}
+
+// benchProcessFake is the parent's end of the child process.
+type benchProcessFake struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	enc   *json.Encoder
+	dec   *json.Decoder
+	mu    sync.Mutex // one request at a time
+	hello benchFakeHello
+	roots *x509.CertPool
+}
+
+func startBenchFakeProcess(ctx context.Context, latency time.Duration, stderr io.Writer) (*benchProcessFake, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable for the fake fcm: %w", err)
+	}
+	cmd := exec.Command(exe, benchFakeCommand, "-latency", latency.String())
+	cmd.Env = append(os.Environ(), benchFakeEnv+"=1")
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start fake fcm process: %w", err)
+	}
+	p := &benchProcessFake{cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), dec: json.NewDecoder(bufio.NewReader(stdout))}
+	hello := make(chan error, 1)
+	go func() { hello <- p.dec.Decode(&p.hello) }()
+	select {
+	case err = <-hello:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-time.After(30 * time.Second):
+		err = errors.New("no answer within 30s")
+	}
+	if err == nil {
+		p.roots = x509.NewCertPool()
+		if !p.roots.AppendCertsFromPEM([]byte(p.hello.CertPEM)) {
+			err = errors.New("no certificate in its hello")
+		}
+	}
+	if err != nil {
+		_ = p.close()
+		return nil, fmt.Errorf("start fake fcm process: %w", err)
+	}
+	return p, nil
+}
+
+func (p *benchProcessFake) call(req benchFakeRequest, result any) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.enc.Encode(req); err != nil {
+		return fmt.Errorf("fake fcm process: %s: %w", req.Op, err)
+	}
+	var resp benchFakeResponse
+	if err := p.dec.Decode(&resp); err != nil {
+		return fmt.Errorf("fake fcm process: %s: %w", req.Op, err)
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("fake fcm process: %s: %s", req.Op, resp.Error)
+	}
+	return json.Unmarshal(resp.Result, result)
+}
+
+func (p *benchProcessFake) newClient(ctx context.Context) (*messaging.Client, error) {
+	return benchMessagingClient(ctx, p.hello.URL, p.hello.Project, benchFakeTransport(p.roots))
+}
+
+func (p *benchProcessFake) reset(n int) error {
+	return p.call(benchFakeRequest{Op: "reset", N: n}, &struct{}{})
+}
+
+func (p *benchProcessFake) progress() (benchProgress, error) {
+	var r benchProgress
+	return r, p.call(benchFakeRequest{Op: "progress"}, &r)
+}
+
+func (p *benchProcessFake) stats() (benchFakeStats, error) {
+	var r benchFakeStats
+	return r, p.call(benchFakeRequest{Op: "stats"}, &r)
+}
+
+func (p *benchProcessFake) latency(segments []benchCommitSegment) (benchLatency, error) {
+	var r benchLatency
+	return r, p.call(benchFakeRequest{Op: "latency", Segments: segments}, &r)
+}
+
+func (p *benchProcessFake) mode() string { return "process" }
+
+// close ends the child by closing its stdin, and kills it if it lingers.
+func (p *benchProcessFake) close() error {
+	_ = p.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return <-done
+	}
+}

@@ -39,8 +39,15 @@ func NewPostgresDeliveryRepository(db DB) *PostgresDeliveryRepository {
 // creates anything it signals DeliveriesChannel, which Postgres delivers at
 // commit. The relay makes the repository on its transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID, now time.Time) (int, error) {
-	var created, broadcasts int
-	err := r.db.QueryRow(ctx, `
+	// Postgres re-plans this statement on every call with a custom plan
+	// (0.69 ms for one id, against 0.22 ms with the generic plan, which is
+	// as good here). SET LOCAL is undone by the second SET LOCAL, so the
+	// setting never leaks into the rest of the caller's transaction; the
+	// three statements travel in one round trip.
+	batch := &pgx.Batch{}
+	batch.Queue(`SET LOCAL plan_cache_mode = force_generic_plan`)
+	var created int
+	batch.Queue(`
 		WITH created AS (
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
 			SELECT n.id, t.token, 'pending', $2, $2, $2
@@ -56,15 +63,18 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NOT NULL
 			ON CONFLICT (notification_id) DO NOTHING
 			RETURNING 1
+		), counts AS (
+			SELECT (SELECT count(*) FROM created) AS created, (SELECT count(*) FROM broadcasts) AS broadcasts
 		)
-		SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM broadcasts)`, notificationIDs, now).Scan(&created, &broadcasts)
-	if err != nil {
+		-- The signal is delivered at commit, and only if something was created.
+		SELECT created, CASE WHEN created + broadcasts > 0 THEN pg_notify($3, '') END FROM counts`,
+		uuidArray(notificationIDs), now, DeliveriesChannel).QueryRow(func(row pgx.Row) error {
+		var notified any
+		return row.Scan(&created, &notified)
+	})
+	batch.Queue(`SET LOCAL plan_cache_mode = auto`)
+	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
 		return 0, fmt.Errorf("expand notifications into deliveries: %w", err)
-	}
-	if created+broadcasts > 0 {
-		if err := r.signal(ctx); err != nil {
-			return 0, err
-		}
 	}
 	return created, nil
 }
@@ -145,7 +155,7 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 		WHERE d.id = due.id AND n.id = d.notification_id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
 			n.title, n.body, n.data, n.ttl_seconds`,
-		now, limit, now.Add(lease), claimID)
+		now, limit, now.Add(lease), [16]byte(claimID))
 	if err != nil {
 		return nil, fmt.Errorf("claim due deliveries: %w", err)
 	}
@@ -189,7 +199,7 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 	ids, attempts := make([]int64, n), make([]int32, n)
 	statuses, lastErrors, codes, names := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	due, updated := make([]time.Time, n), make([]time.Time, n)
-	claims := make([]uuid.UUID, n)
+	claims := make([][16]byte, n)
 	for i, d := range ds {
 		ids[i], attempts[i], statuses[i] = d.ID(), int32(d.Attempts()), string(d.Status())
 		lastErrors[i], codes[i], names[i] = d.LastError(), d.ErrorCode(), d.MessageName()

@@ -72,7 +72,7 @@ func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notifica
 			INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience)
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
 				$8::timestamptz[], $9::jsonb[])`,
-			ids, recipients, types, titles, bodies, data, ttls, created, audiences)
+			uuidArray(ids), recipients, types, titles, bodies, data, ttls, created, audiences)
 		if err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}

@@ -56,8 +56,10 @@ type SenderConfig struct {
 	// bucket; FCM allows a project 600,000). Defaults to 600,000.
 	RatePerMinute int
 	// Lease is how long a claim holds a delivery. A sender that dies leaves
-	// its claims to expire; then another sender takes them. It must outlast
-	// SendTimeout. Defaults to 1 minute.
+	// its claims to expire; then another sender takes them. A claimed
+	// delivery is pushed only while at least half its lease remains, so the
+	// lease must be more than twice the Pusher's send timeout. Defaults to
+	// 1 minute.
 	Lease time.Duration
 	// PollInterval is how often an idle sender looks for due deliveries when
 	// nothing wakes it. Defaults to 500ms.
@@ -167,6 +169,8 @@ type SenderStats struct {
 	QuotaExceeded int64
 	// CircuitOpen counts pushes the circuit breaker stopped.
 	CircuitOpen int64
+	// InFlight is the number of pushes in flight now.
+	InFlight int64
 }
 
 // Sender claims due deliveries, pushes them outside any database
@@ -183,9 +187,8 @@ type Sender struct {
 	limiter    *rate.Limiter
 	pauseUntil atomic.Int64 // unix nanoseconds; sending waits until then
 	wake       chan struct{}
-	slots      chan struct{}
-	done       chan struct{} // a push finished: capacity is free
 	outcomes   chan *notification.Delivery
+	inFlight   atomic.Int64
 
 	running atomic.Bool
 	stats   struct {
@@ -213,8 +216,6 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 		log:      cfg.Logger.With("component", "herald_sender"),
 		limiter:  rate.NewLimiter(rate.Limit(perSecond), burst),
 		wake:     make(chan struct{}, 1),
-		slots:    make(chan struct{}, cfg.MaxInFlight),
-		done:     make(chan struct{}, 1),
 		outcomes: make(chan *notification.Delivery, cfg.MaxInFlight+cfg.BatchSize),
 	}, nil
 }
@@ -234,13 +235,19 @@ func (s *Sender) Stats() SenderStats {
 		Claimed: s.stats.claimed.Load(), Sent: s.stats.sent.Load(), TokensPruned: s.stats.pruned.Load(),
 		Failed: s.stats.failed.Load(), RetriesScheduled: s.stats.retries.Load(), Released: s.stats.released.Load(),
 		ConfigAlarms: s.stats.alarms.Load(), QuotaExceeded: s.stats.quota.Load(), CircuitOpen: s.stats.circuit.Load(),
+		InFlight: s.inFlight.Load(),
 	}
 }
 
 // Run sends until ctx ends, then stops claiming, waits for the pushes in
-// flight (each bounded by the Pusher's deadline), records their outcomes,
-// and returns nil. It returns an error only if it was already running.
-// Database errors are logged and retried with backoff; they do not stop it.
+// flight (each bounded by the Pusher's deadline), releases the deliveries
+// it had claimed but not started, records every outcome, and returns nil.
+// It returns an error only if it was already running. Database errors are
+// logged and retried with backoff; they do not stop it.
+//
+// MaxInFlight long-lived workers push; one goroutine keeps a queue of up to
+// BatchSize claimed deliveries ahead of them, so workers never wait for a
+// claim and claims come in large batches; one goroutine records outcomes.
 func (s *Sender) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sender is already running")
@@ -253,32 +260,52 @@ func (s *Sender) Run(ctx context.Context) error {
 		s.recordLoop()
 	}()
 
-	var pushes sync.WaitGroup
-	s.claimLoop(ctx, &pushes)
-	pushes.Wait()
+	queue := make(chan Dispatch, s.cfg.BatchSize)
+	var workers sync.WaitGroup
+	for range s.cfg.MaxInFlight {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for d := range queue {
+				if ctx.Err() != nil {
+					s.release(d.Delivery) // shutting down: not started, give it back
+					continue
+				}
+				s.inFlight.Add(1)
+				s.push(ctx, d)
+				s.inFlight.Add(-1)
+			}
+		}()
+	}
+	s.claimLoop(ctx, queue)
+	close(queue)
+	workers.Wait()
 	close(s.outcomes)
 	<-recorded
 	return nil
 }
 
-func (s *Sender) claimLoop(ctx context.Context, pushes *sync.WaitGroup) {
+// claimLoop keeps queue filled with claimed deliveries until ctx ends.
+func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
-	// Claim when at least this many slots are free, so that claims stay
-	// batched under load.
-	minFree := max(1, min(s.cfg.BatchSize, s.cfg.MaxInFlight)/4)
+	// Claim when at least half the queue is free, so that claims stay
+	// large, and often enough that the workers never run dry.
+	minRoom := max(1, cap(queue)/2)
+	// Never queue more than the rate limit lets out in a quarter of a
+	// lease, so that queued deliveries are pushed long before it ends.
+	perLease := int(float64(s.limiter.Limit()) * s.cfg.Lease.Seconds() / 4)
+	limit := max(1, min(cap(queue), perLease))
+	minRoom = min(minRoom, limit)
 	for ctx.Err() == nil {
 		if !s.waitPause(ctx) {
 			return
 		}
-		free := cap(s.slots) - len(s.slots)
-		if free < minFree {
-			select {
-			case <-s.done:
-			case <-ctx.Done():
-			}
+		room := limit - len(queue)
+		if room < minRoom {
+			sleep(ctx, s.cfg.FlushInterval)
 			continue
 		}
-		batch, err := s.store.ClaimDue(ctx, s.cfg.Now(), min(free, s.cfg.BatchSize), s.cfg.Lease)
+		batch, err := s.store.ClaimDue(ctx, s.cfg.Now(), room, s.cfg.Lease)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -289,27 +316,17 @@ func (s *Sender) claimLoop(ctx context.Context, pushes *sync.WaitGroup) {
 			continue
 		}
 		backoff.reset()
-		if len(batch) == 0 {
+		s.stats.claimed.Add(int64(len(batch)))
+		for _, d := range batch {
+			queue <- d // never blocks: we claimed at most the room left
+		}
+		if len(batch) < room {
+			// Nothing more is due: wait for new deliveries or the next poll.
 			select {
 			case <-s.wake:
 			case <-time.After(s.cfg.PollInterval):
 			case <-ctx.Done():
 			}
-			continue
-		}
-		s.stats.claimed.Add(int64(len(batch)))
-		for _, d := range batch {
-			s.slots <- struct{}{} // never blocks: we claimed at most the free slots
-			pushes.Add(1)
-			go func() {
-				defer pushes.Done()
-				s.push(ctx, d)
-				<-s.slots
-				select {
-				case s.done <- struct{}{}:
-				default:
-				}
-			}()
 		}
 	}
 }
@@ -320,6 +337,13 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// may have arrived while this push queued for a token, and Retry-After
 	// holds for every push, not only for those that had not queued yet.
 	if !s.waitPause(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
+		s.release(d.Delivery)
+		return
+	}
+	// A delivery that waited in the queue (a long pause, a slow rate) must
+	// not be pushed near the end of its lease: another sender may take it
+	// over meanwhile and push it too. Give it back to be claimed afresh.
+	if s.cfg.Now().After(d.Delivery.DueAt().Add(-s.cfg.Lease / 2)) {
 		s.release(d.Delivery)
 		return
 	}

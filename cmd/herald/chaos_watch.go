@@ -47,9 +47,14 @@ type chaosBreakerWatch struct {
 	prevRequests int64
 	prevAt       time.Time
 	opened       int           // transitions into open
+	openedAt     time.Time     // when the current open period was first seen
 	openFor      time.Duration // time seen open
 	whileOpen    int64         // requests that arrived between two samples that both saw it open
 }
+
+// chaosOpenGrace is how long after the breaker opens a request sent just
+// before may still arrive at the fake.
+const chaosOpenGrace = 50 * time.Millisecond
 
 func newChaosBreakerWatch(h *chaosHerald, fake *testutil.FakeFCM) *chaosBreakerWatch {
 	return &chaosBreakerWatch{h: h, fake: fake, prevState: h.Stats().Breaker, prevRequests: fake.Requests(), prevAt: time.Now()}
@@ -58,13 +63,18 @@ func newChaosBreakerWatch(h *chaosHerald, fake *testutil.FakeFCM) *chaosBreakerW
 // sample is every's callback. The state is read before the requests: a
 // request counted in an interval whose both ends saw the breaker open was
 // let through while it was open (a half-open probe keeps it half-open for
-// the whole push, far longer than the interval).
+// the whole push, far longer than the interval). A request already on the
+// wire when the breaker opened may arrive just after; the first
+// chaosOpenGrace of an open period does not count.
 func (w *chaosBreakerWatch) sample(now time.Time) {
 	state := w.h.Stats().Breaker
 	requests := w.fake.Requests()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if state == "open" && w.prevState == "open" {
+	if state == "open" && w.prevState != "open" {
+		w.openedAt = now
+	}
+	if state == "open" && w.prevState == "open" && now.Sub(w.openedAt) > chaosOpenGrace {
 		w.whileOpen += requests - w.prevRequests
 		w.openFor += now.Sub(w.prevAt)
 	}

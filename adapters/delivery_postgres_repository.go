@@ -133,7 +133,17 @@ func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
 // due deliveries (oldest due first) and returns them with their messages.
 func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, error) {
 	claimID := uuid.New()
-	rows, err := r.db.Query(ctx, `
+	// The only good plan walks the partial index on due_at in order and
+	// stops at the limit. Right after a bulk insert, before autovacuum has
+	// analysed the table, the planner believes it holds a few rows and
+	// sorts the whole backlog instead: measured 20-45 ms a claim instead of
+	// 2-4 ms, and a run four times slower. SET LOCAL, scoped to this
+	// round trip's transaction, takes that choice away.
+	batch := &pgx.Batch{}
+	batch.Queue(`SET LOCAL enable_bitmapscan = off`)
+	batch.Queue(`SET LOCAL enable_seqscan = off`)
+	var dispatches []app.Dispatch
+	batch.Queue(`
 		WITH due AS (
 			SELECT d.id, EXISTS (SELECT 1 FROM herald_device_tokens t WHERE t.token = d.token) AS live
 			FROM herald_deliveries d
@@ -155,12 +165,17 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 		WHERE d.id = due.id AND n.id = d.notification_id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
 			n.title, n.body, n.data, n.ttl_seconds`,
-		now, limit, now.Add(lease), [16]byte(claimID))
-	if err != nil {
+		now, limit, now.Add(lease), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
+		return scanClaims(rows, now, lease, claimID, &dispatches)
+	})
+	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, fmt.Errorf("claim due deliveries: %w", err)
 	}
+	return dispatches, nil
+}
+
+func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.UUID, dispatches *[]app.Dispatch) error {
 	defer rows.Close()
-	var dispatches []app.Dispatch
 	for rows.Next() {
 		var (
 			claimed                             bool
@@ -172,7 +187,7 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 			ttl                                 int32
 		)
 		if err := rows.Scan(&claimed, &id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
-			return nil, fmt.Errorf("claim due deliveries: %w", err)
+			return err
 		}
 		if !claimed {
 			continue
@@ -182,12 +197,9 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 		msg := notification.Message{NotificationID: notificationID, Token: token, Content: notification.Content{
 			Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
 		}}
-		dispatches = append(dispatches, app.Dispatch{Delivery: d, Message: msg})
+		*dispatches = append(*dispatches, app.Dispatch{Delivery: d, Message: msg})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("claim due deliveries: %w", err)
-	}
-	return dispatches, nil
+	return rows.Err()
 }
 
 // Record implements app.DeliveryStore. One statement (so one transaction)

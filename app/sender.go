@@ -65,7 +65,7 @@ type SenderConfig struct {
 	// nothing wakes it. Defaults to 500ms.
 	PollInterval time.Duration
 	// FlushInterval is the longest an outcome waits before being recorded.
-	// Defaults to 20ms.
+	// Defaults to 100ms.
 	FlushInterval time.Duration
 	// Retry decides when transient failures are retried. Defaults:
 	// MaxAttempts 12, BaseDelay 10s (after the SDK's own retries end),
@@ -104,7 +104,7 @@ func (c *SenderConfig) setDefaults() {
 		c.PollInterval = 500 * time.Millisecond
 	}
 	if c.FlushInterval == 0 {
-		c.FlushInterval = 20 * time.Millisecond
+		c.FlushInterval = 100 * time.Millisecond
 	}
 	if c.Retry.MaxAttempts == 0 {
 		c.Retry.MaxAttempts = 12

@@ -114,7 +114,6 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			assert.Equal(c, notification.StatusRetryScheduled, d.Status())
 		}
 	}, 5*time.Second, 10*time.Millisecond)
-	failedAt := time.Now()
 	d := h.deliveryFor(n, tok)
 	assert.Equal(t, "QUOTA_EXCEEDED", d.ErrorCode())
 	assert.GreaterOrEqual(t, d.DueAt().Sub(d.UpdatedAt()), 2*time.Second, "due no sooner than Retry-After")
@@ -122,8 +121,9 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
 	got := h.fake.AcceptedFor(tok)
 	require.Len(t, got, 1)
-	// failedAt is after the failure, so this bound is conservative.
-	assert.GreaterOrEqual(t, got[0].At.Sub(failedAt), 2*time.Second-100*time.Millisecond)
+	// UpdatedAt is when the sender handled the 429; the retry is due two
+	// seconds later and cannot be claimed before (1 ms for rounding).
+	assert.GreaterOrEqual(t, got[0].At.Sub(d.UpdatedAt()), 2*time.Second-time.Millisecond)
 	assert.Equal(t, int64(1), h.herald.Stats().Sender.QuotaExceeded)
 }
 

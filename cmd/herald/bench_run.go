@@ -148,7 +148,7 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 		b.waitIdle(ctx, pool)
 	}
 	// A late duplicate would arrive within a push's round trip.
-	benchSleep(ctx, 250*time.Millisecond+2*b.opts.fcmLatency)
+	sleepCtx(ctx, 250*time.Millisecond+2*b.opts.fcmLatency)
 
 	res.PeakRSSBytes, err = benchPeakRSS()
 	if err != nil {
@@ -375,7 +375,7 @@ func (b *bench) waitIdle(ctx context.Context, pool *pgxpool.Pool) {
 		if err != nil || open == 0 {
 			return
 		}
-		if !benchSleep(ctx, 20*time.Millisecond) {
+		if !sleepCtx(ctx, 20*time.Millisecond) {
 			return
 		}
 	}
@@ -422,18 +422,6 @@ func benchWriteHeapProfile(path string) error {
 		return fmt.Errorf("heap profile: %w", err)
 	}
 	return errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
-}
-
-// benchSleep sleeps d or until ctx ends, and reports whether it slept d.
-func benchSleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // benchInFlight summarises samples of Herald's claimed, unfinished

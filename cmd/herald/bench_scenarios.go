@@ -184,7 +184,7 @@ func benchLatencyScenario(o benchOptions) *benchScenario {
 			start := time.Now()
 			for k := range n {
 				at := start.Add(time.Duration(k) * time.Second / time.Duration(o.rate))
-				if !benchSleep(ctx, time.Until(at)) {
+				if !sleepCtx(ctx, time.Until(at)) {
 					break
 				}
 				wg.Add(1)

@@ -37,7 +37,7 @@ func runChaosConnectionCut(ctx context.Context, e *chaosEnv) (*chaosResult, erro
 	relayCaught := false
 	slice := over / time.Duration(cuts)
 	for i := range cuts {
-		if !chaosSleep(ctx, e.jitter(slice/2, slice)) {
+		if !sleepCtx(ctx, e.jitter(slice/2, slice)) {
 			return nil, ctx.Err()
 		}
 		var release func()
@@ -197,7 +197,7 @@ func (e *chaosEnv) holdRelayInExpansion(ctx context.Context) (release func(), er
 			release()
 			return nil, errors.New("the relay did not reach its expansion within 10s")
 		}
-		if !chaosSleep(ctx, 10*time.Millisecond) {
+		if !sleepCtx(ctx, 10*time.Millisecond) {
 			release()
 			return nil, ctx.Err()
 		}

@@ -229,7 +229,7 @@ func (e *chaosEnv) waitIdle(ctx context.Context, within time.Duration) error {
 			e.progress("draining: %d pushes received; %s", e.pushes.total(), e.openWork(ctx))
 			lastReport = time.Now()
 		}
-		if !chaosSleep(ctx, 50*time.Millisecond) {
+		if !sleepCtx(ctx, 50*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
@@ -379,18 +379,6 @@ func (h *chaosLogCapture) warnings() []chaosLogRecord {
 	h.store.mu.Lock()
 	defer h.store.mu.Unlock()
 	return append([]chaosLogRecord(nil), h.store.records...)
-}
-
-// chaosSleep waits d; it reports false if ctx ended first.
-func chaosSleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // errChaosHeraldStopped is returned when Herald's Run returned during a scenario.

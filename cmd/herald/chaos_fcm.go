@@ -40,7 +40,7 @@ func (r chaosFaultRun) during(ctx context.Context) {
 	r.e.fake.FailAll(r.fault)
 	began := time.Now()
 	r.load.run(ctx, chaosComments(r.deliveries/2), r.lasts*3/4, 3)
-	chaosSleep(ctx, time.Until(began.Add(r.lasts)))
+	sleepCtx(ctx, time.Until(began.Add(r.lasts)))
 	r.e.fake.ClearFaults()
 	r.e.progress("fcm recovered after %s; %d pushes received so far", time.Since(began).Round(time.Millisecond), r.e.pushes.total())
 }

@@ -129,7 +129,7 @@ func (l *chaosLoad) commitOne(ctx context.Context) {
 			return
 		}
 		l.hostErrors.Add(1)
-		chaosSleep(ctx, backoff)
+		sleepCtx(ctx, backoff)
 		backoff = min(2*backoff, time.Second)
 	}
 }
@@ -156,7 +156,7 @@ func (l *chaosLoad) rollbackOne(ctx context.Context) {
 			return
 		}
 		l.hostErrors.Add(1)
-		chaosSleep(ctx, 50*time.Millisecond)
+		sleepCtx(ctx, 50*time.Millisecond)
 	}
 }
 
@@ -182,7 +182,7 @@ func (l *chaosLoad) run(ctx context.Context, comments int, over time.Duration, w
 					return
 				}
 				at := start.Add(time.Duration(float64(over) * float64(i) / float64(comments)))
-				if !chaosSleep(ctx, time.Until(at)) {
+				if !sleepCtx(ctx, time.Until(at)) {
 					return
 				}
 				l.commitOne(ctx)

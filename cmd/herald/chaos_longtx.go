@@ -68,7 +68,7 @@ func runChaosLongTransaction(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	})
 	defer stopWatch()
 	load.run(ctx, chaosComments(deliveries/2), holdFor*3/4, 3)
-	chaosSleep(ctx, time.Until(opened.Add(holdFor)))
+	sleepCtx(ctx, time.Until(opened.Add(holdFor)))
 	deliveredWhileOpen := e.pushes.total() - receivedAtOpen
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit the long transaction: %w", err)

@@ -35,7 +35,7 @@ func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	slice := over / time.Duration(restarts)
 	for i := range restarts {
 		// Somewhere in the middle of this restart's share of the run.
-		if !chaosSleep(ctx, e.jitter(slice/3, 2*slice/3)) {
+		if !sleepCtx(ctx, e.jitter(slice/3, 2*slice/3)) {
 			return nil, ctx.Err()
 		}
 		before := e.pushes.total()
@@ -48,7 +48,7 @@ func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, er
 		down = append(down, chaosSeconds(took))
 		e.progress("restart %d: postgres shut down in immediate mode and back in %s (%d pushes received before)",
 			i+1, took.Round(time.Millisecond), before)
-		if i < restarts-1 && !chaosSleep(ctx, slice/3) {
+		if i < restarts-1 && !sleepCtx(ctx, slice/3) {
 			return nil, ctx.Err()
 		}
 	}

@@ -68,7 +68,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 		if time.Since(stormBegan) > e.drainTimeout() {
 			return nil, fmt.Errorf("the storm's %d answers were not used up after %s", answers, e.drainTimeout())
 		}
-		if !chaosSleep(ctx, 10*time.Millisecond) {
+		if !sleepCtx(ctx, 10*time.Millisecond) {
 			return nil, ctx.Err()
 		}
 	}

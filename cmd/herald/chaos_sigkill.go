@@ -54,7 +54,7 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	var kills, claimedAtKills, sentUnrecorded, unexpectedExits int
 	seenClaims := map[chaosClaim]bool{}
 	for {
-		if !chaosSleep(ctx, e.jitter(gapLo, gapHi)) {
+		if !sleepCtx(ctx, e.jitter(gapLo, gapHi)) {
 			return nil, ctx.Err()
 		}
 		if died, err := workers.died(); died {

@@ -136,7 +136,7 @@ func (d *demo) settle(ctx context.Context, within time.Duration) (map[*demoComme
 		if time.Now().After(deadline) {
 			return byComment, &demoNotSettledError{within: within, open: open, bare: bare}
 		}
-		if !demoSleep(ctx, 50*time.Millisecond) {
+		if !sleepCtx(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
 		}
 	}

@@ -57,13 +57,13 @@ func (d *demo) outage(ctx context.Context) error {
 			return err
 		}
 	}
-	if !demoSleep(ctx, 500*time.Millisecond) {
+	if !sleepCtx(ctx, 500*time.Millisecond) {
 		return ctx.Err()
 	}
 	if _, err := d.post(ctx, "dave", "pg", "first!!!", "the user pressed undo before the request finished"); err != nil {
 		return err
 	}
-	if !demoSleep(ctx, 500*time.Millisecond) {
+	if !sleepCtx(ctx, 500*time.Millisecond) {
 		return ctx.Err()
 	}
 	if _, err := d.post(ctx, "dave", "go", "Loved the testing chapter.", ""); err != nil {
@@ -82,7 +82,7 @@ func (d *demo) outage(ctx context.Context) error {
 		if err := d.heraldDied(); err != nil {
 			return err
 		}
-		if !demoSleep(ctx, 10*time.Millisecond) {
+		if !sleepCtx(ctx, 10*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
@@ -96,7 +96,7 @@ func (d *demo) outage(ctx context.Context) error {
 	if d.breaker.opens() > 0 {
 		d.out.more("committed while the breaker is open: %s waits in the database, no request is made for it", c.label)
 	}
-	if rest := demoOutage - time.Since(begin); rest > 0 && !demoSleep(ctx, rest) {
+	if rest := demoOutage - time.Since(begin); rest > 0 && !sleepCtx(ctx, rest) {
 		return ctx.Err()
 	}
 	d.fake.ClearFaults()
@@ -145,7 +145,7 @@ func (d *demo) throttling(ctx context.Context) error {
 				deadline = time.Time{} // missed it: the outcome below still tells
 			}
 		}
-		if failed == nil && !demoSleep(ctx, 10*time.Millisecond) {
+		if failed == nil && !sleepCtx(ctx, 10*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
@@ -214,16 +214,4 @@ func (d *demo) showInbox(ctx context.Context, u *demoUser) error {
 	}
 	d.out.printf("  MarkRead(%s) -> %d unread\n", demoShortID(first), after)
 	return nil
-}
-
-// sleep waits d or until ctx ends; it reports whether the full wait passed.
-func demoSleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // command is one subcommand: it gets its arguments (after its name) and
@@ -88,4 +89,16 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "environment: DATABASE_URL (default: a throwaway Postgres), GOOGLE_APPLICATION_CREDENTIALS")
 	fmt.Fprintln(w, "or HERALD_FCM=real for real FCM (default: an in-process fake FCM), FIREBASE_PROJECT_ID")
+}
+
+// sleepCtx waits d or until ctx ends, and reports whether the full wait passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

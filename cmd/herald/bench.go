@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -154,7 +153,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// The fake's process writes to stderr too.
-	stderr = &benchSyncWriter{w: stderr}
+	stderr = &lockedWriter{w: stderr}
 	level := slog.LevelWarn
 	if opts.verbose {
 		level = slog.LevelInfo
@@ -419,16 +418,4 @@ func copyFile(dst, src string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o644)
-}
-
-// benchSyncWriter serialises writes to w.
-type benchSyncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *benchSyncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }

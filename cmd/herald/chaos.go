@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -90,7 +89,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if opts.seed == 0 {
 		opts.seed = time.Now().UnixNano()
 	}
-	opts.stderr = &chaosLockedWriter{w: stderr}
+	opts.stderr = &lockedWriter{w: stderr}
 	fmt.Fprintf(opts.stderr, "herald chaos: %d scenario(s), %s form, seed %d\n",
 		len(selected), chaosSize(opts, "short", "long"), opts.seed)
 
@@ -262,17 +261,4 @@ func (r *chaosResult) MarshalJSON() ([]byte, error) {
 
 func chaosSeconds(d time.Duration) float64 {
 	return float64(d.Round(10*time.Millisecond)) / float64(time.Second)
-}
-
-// chaosLockedWriter serialises writes from several goroutines (Herald's logs,
-// workers' output, progress lines).
-type chaosLockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *chaosLockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }

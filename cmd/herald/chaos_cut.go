@@ -176,7 +176,9 @@ func (e *chaosEnv) holdRelayInExpansion(ctx context.Context) (release func(), er
 		release()
 		return nil, fmt.Errorf("lock device tokens: %w", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// Generous: under a loaded CI machine the relay's retry cycle (ack
+	// deadline 3 s, resend every 1 s) can take a few rounds to show.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var waiting bool
 		// The relay's expansion runs inside its subscriber transaction; the
@@ -195,7 +197,7 @@ func (e *chaosEnv) holdRelayInExpansion(ctx context.Context) (release func(), er
 		}
 		if time.Now().After(deadline) {
 			release()
-			return nil, errors.New("the relay did not reach its expansion within 10s")
+			return nil, errors.New("the relay did not reach its expansion within 30s")
 		}
 		if !sleepCtx(ctx, 10*time.Millisecond) {
 			release()

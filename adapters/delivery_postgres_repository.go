@@ -158,7 +158,7 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	var dispatches []app.Dispatch
 	batch.Queue(`
 		WITH due AS (
-			SELECT d.id, t.platform,
+			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds,
 				CASE
 					WHEN t.token IS NULL THEN 'token_pruned'
 					WHEN n.audience IS NULL AND t.user_id = n.recipient THEN 'claimed'
@@ -187,10 +187,10 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 			last_error = CASE due.next WHEN 'claimed' THEN d.last_error
 				WHEN 'token_pruned' THEN 'token removed from the registry before the push'
 				ELSE 'token registered to another user before the push' END
-		FROM due, herald_notifications n
-		WHERE d.id = due.id AND n.id = d.notification_id
+		FROM due
+		WHERE d.id = due.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
-			d.last_error, d.error_code, n.title, n.body, n.data, n.ttl_seconds`,
+			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds`,
 		limit, lease.Microseconds(), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
 		return scanClaims(rows, now, lease, claimID, &dispatches)
 	})

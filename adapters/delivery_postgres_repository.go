@@ -131,41 +131,67 @@ func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
 
 // ClaimDue implements app.DeliveryStore: one statement leases up to limit
 // due deliveries (oldest due first) and returns them with their messages.
+//
+// The database's clock decides what is due and when a lease ends, so
+// servers whose clocks disagree never take over each other's live leases.
+// now is only the caller's clock at the claim: the returned deliveries' due
+// times (their lease ends) are now+lease, so the caller measures what is
+// left of a lease with its own clock.
+//
+// A delivery is claimed only if its token still belongs to its
+// notification's recipient (for a broadcast: still exists and matches the
+// broadcast's platforms). One whose token left the registry is closed
+// token_pruned (TOKEN_REMOVED); one whose token now belongs to someone else
+// is closed token_moved (TOKEN_MOVED). Neither is returned.
 func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, error) {
 	claimID := uuid.New()
 	// The only good plan walks the partial index on due_at in order and
 	// stops at the limit. Right after a bulk insert, before autovacuum has
 	// analysed the table, the planner believes it holds a few rows and
 	// sorts the whole backlog instead: measured 20-45 ms a claim instead of
-	// 2-4 ms, and a run four times slower. SET LOCAL, scoped to this
-	// round trip's transaction, takes that choice away.
+	// 2-4 ms, and a run four times slower. The settings are local to the
+	// batch's one transaction (it ends at the batch's single Sync), and
+	// set_config, unlike SET LOCAL, does not make Postgres log a warning
+	// when that transaction is not an explicit block.
 	batch := &pgx.Batch{}
-	batch.Queue(`SET LOCAL enable_bitmapscan = off`)
-	batch.Queue(`SET LOCAL enable_seqscan = off`)
+	batch.Queue(`SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)`)
 	var dispatches []app.Dispatch
 	batch.Queue(`
 		WITH due AS (
-			SELECT d.id, EXISTS (SELECT 1 FROM herald_device_tokens t WHERE t.token = d.token) AS live
+			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds,
+				CASE
+					WHEN t.token IS NULL THEN 'token_pruned'
+					WHEN n.audience IS NULL AND t.user_id = n.recipient THEN 'claimed'
+					WHEN n.audience IS NOT NULL AND (coalesce(n.audience->'platforms', '[]') IN ('[]', 'null')
+						OR n.audience->'platforms' ? t.platform) THEN 'claimed'
+					ELSE 'token_moved'
+				END AS next
 			FROM herald_deliveries d
-			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= $1
+			JOIN herald_notifications n ON n.id = d.notification_id
+			LEFT JOIN herald_device_tokens t ON t.token = d.token
+			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= now()
 			ORDER BY d.due_at
-			LIMIT $2
+			LIMIT $1
 			FOR UPDATE OF d SKIP LOCKED
 		)
 		-- A delivery whose token left the registry since it was created (the
-		-- user signed out, or the token was pruned) is closed, not pushed.
+		-- user signed out, or the token was pruned), or now belongs to
+		-- another user, is closed, not pushed.
 		UPDATE herald_deliveries d SET
-			status = CASE WHEN due.live THEN 'claimed' ELSE 'token_pruned' END,
-			due_at = $3, updated_at = $1,
-			claim_id = CASE WHEN due.live THEN $4::uuid END,
-			error_code = CASE WHEN due.live THEN d.error_code ELSE 'TOKEN_REMOVED' END,
-			last_error = CASE WHEN due.live THEN d.last_error
-				ELSE 'token removed from the registry before the push' END
-		FROM due, herald_notifications n
-		WHERE d.id = due.id AND n.id = d.notification_id
-		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
-			n.title, n.body, n.data, n.ttl_seconds`,
-		now, limit, now.Add(lease), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
+			status = due.next,
+			due_at = CASE WHEN due.next = 'claimed' THEN now() + $2::bigint * interval '1 microsecond' ELSE now() END,
+			updated_at = now(),
+			claim_id = CASE WHEN due.next = 'claimed' THEN $3::uuid END,
+			error_code = CASE due.next WHEN 'claimed' THEN d.error_code
+				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' ELSE 'TOKEN_MOVED' END,
+			last_error = CASE due.next WHEN 'claimed' THEN d.last_error
+				WHEN 'token_pruned' THEN 'token removed from the registry before the push'
+				ELSE 'token registered to another user before the push' END
+		FROM due
+		WHERE d.id = due.id
+		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
+			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds`,
+		limit, lease.Microseconds(), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
 		return scanClaims(rows, now, lease, claimID, &dispatches)
 	})
 	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
@@ -174,19 +200,22 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	return dispatches, nil
 }
 
+// scanClaims reads ClaimDue's rows into dispatches, expressing each lease
+// end in the caller's clock (now+lease).
 func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.UUID, dispatches *[]app.Dispatch) error {
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			claimed                             bool
-			id                                  int64
-			notificationID                      uuid.UUID
-			token, lastError, code, title, body string
-			attempts                            int
-			data                                map[string]string
-			ttl                                 int32
+			claimed                                       bool
+			id                                            int64
+			notificationID                                uuid.UUID
+			token, platform, lastError, code, title, body string
+			attempts                                      int
+			data                                          map[string]string
+			ttl                                           int32
 		)
-		if err := rows.Scan(&claimed, &id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
+		if err := rows.Scan(&claimed, &id, &notificationID, &token, &platform, &attempts, &lastError, &code,
+			&title, &body, &data, &ttl); err != nil {
 			return err
 		}
 		if !claimed {
@@ -194,9 +223,10 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		}
 		d := notification.DeliveryFromDatabase(id, notificationID, token, notification.StatusClaimed, attempts,
 			now.Add(lease), claimID, lastError, code, "", now)
-		msg := notification.Message{NotificationID: notificationID, Token: token, Content: notification.Content{
-			Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
-		}}
+		msg := notification.Message{NotificationID: notificationID, Token: token,
+			Platform: notification.Platform(platform), Content: notification.Content{
+				Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
+			}}
 		*dispatches = append(*dispatches, app.Dispatch{Delivery: d, Message: msg})
 	}
 	return rows.Err()
@@ -205,39 +235,43 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 // Record implements app.DeliveryStore. One statement (so one transaction)
 // saves every outcome whose claim is still current, deletes the tokens that
 // were pruned, and marks the other open deliveries to those tokens pruned
-// too, so no further request is spent on a dead token.
+// too (through the partial index on open deliveries' tokens), so no further
+// request is spent on a dead token.
+//
+// Times are the database's: a delivery's next due time is the database's
+// now plus the delay the domain decided (its DueAt minus its UpdatedAt, both
+// in the sender's clock), and updated_at is the database's now.
 func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
 	n := len(ds)
-	ids, attempts := make([]int64, n), make([]int32, n)
+	ids, attempts, delays := make([]int64, n), make([]int32, n), make([]int64, n)
 	statuses, lastErrors, codes, names := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	due, updated := make([]time.Time, n), make([]time.Time, n)
 	claims := make([][16]byte, n)
 	for i, d := range ds {
 		ids[i], attempts[i], statuses[i] = d.ID(), int32(d.Attempts()), string(d.Status())
 		lastErrors[i], codes[i], names[i] = d.LastError(), d.ErrorCode(), d.MessageName()
-		due[i], updated[i], claims[i] = d.DueAt(), d.UpdatedAt(), d.ClaimID()
+		delays[i], claims[i] = max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds()), d.ClaimID()
 	}
 	var recorded int
 	err := r.db.QueryRow(ctx, `
 		WITH outcome AS (
-			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
-				$6::text[], $7::text[], $8::timestamptz[], $9::uuid[])
-				AS u(id, status, attempts, due_at, last_error, error_code, message_name, updated_at, claim_id)
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[],
+				$6::text[], $7::text[], $8::uuid[])
+				AS u(id, status, attempts, delay_us, last_error, error_code, message_name, claim_id)
 		), recorded AS (
 			UPDATE herald_deliveries d SET
-				status = u.status, attempts = u.attempts, due_at = u.due_at, last_error = u.last_error,
-				error_code = u.error_code, message_name = u.message_name, updated_at = u.updated_at,
-				claim_id = NULL
+				status = u.status, attempts = u.attempts, due_at = now() + u.delay_us * interval '1 microsecond',
+				last_error = u.last_error, error_code = u.error_code, message_name = u.message_name,
+				updated_at = now(), claim_id = NULL
 			FROM outcome u
 			WHERE d.id = u.id AND d.claim_id = u.claim_id AND d.status = 'claimed'
-			RETURNING d.id, d.token, d.status, d.updated_at, d.error_code, d.last_error
+			RETURNING d.id, d.token, d.status, d.error_code, d.last_error
 		), dead AS (
-			SELECT DISTINCT ON (token) token, updated_at, error_code, last_error
+			SELECT DISTINCT ON (token) token, error_code, last_error
 			FROM recorded WHERE status = 'token_pruned'
 		), pruned_tokens AS (
 			DELETE FROM herald_device_tokens t USING dead WHERE t.token = dead.token
 		), pruned_siblings AS (
-			UPDATE herald_deliveries d SET status = 'token_pruned', updated_at = dead.updated_at,
+			UPDATE herald_deliveries d SET status = 'token_pruned', updated_at = now(),
 				error_code = dead.error_code, last_error = dead.last_error, claim_id = NULL
 			FROM dead
 			WHERE d.token = dead.token AND d.status IN ('pending', 'retry_scheduled')
@@ -245,7 +279,7 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 		)
 		-- Postgres runs every data-modifying WITH clause to completion.
 		SELECT count(*) FROM recorded`,
-		ids, statuses, attempts, due, lastErrors, codes, names, updated, claims).Scan(&recorded)
+		ids, statuses, attempts, delays, lastErrors, codes, names, claims).Scan(&recorded)
 	if err != nil {
 		return 0, fmt.Errorf("record delivery outcomes: %w", err)
 	}
@@ -313,22 +347,89 @@ func (r *PostgresDeliveryRepository) list(ctx context.Context, where string, arg
 	return ds, nil
 }
 
-// RetryFailed makes failed deliveries pending again, due at now with a
-// fresh attempt count, and returns how many it changed: those with the given
-// ids, or every failed delivery when ids is empty. It is idempotent: a
-// delivery that is no longer failed is left alone. Deliveries whose token
-// was pruned cannot be retried (the token is gone).
-func (r *PostgresDeliveryRepository) RetryFailed(ctx context.Context, ids []int64, now time.Time) (int, error) {
+// RetryFailed makes failed deliveries pending again, due now by the
+// database's clock with a fresh attempt count, and returns how many it
+// changed: those with the given ids (RetryBatch per statement), or when ids
+// is empty at most limit failed deliveries, the oldest failures first
+// (RetryAll retries them all, batch by batch). It is idempotent: a delivery
+// that is no longer failed is left alone. Deliveries whose token was pruned
+// or moved cannot be retried, and a retried delivery is still pushed only
+// if its token belongs to its notification's recipient when it is claimed.
+func (r *PostgresDeliveryRepository) RetryFailed(ctx context.Context, ids []int64, limit int) (int, error) {
+	if len(ids) == 0 {
+		return r.retryOldest(ctx, nil, limit)
+	}
+	changed := 0
+	for start := 0; start < len(ids); start += RetryBatch {
+		tag, err := r.db.Exec(ctx, `
+			UPDATE herald_deliveries SET status = 'pending', attempts = 0, due_at = now(), claim_id = NULL, updated_at = now()
+			WHERE status = 'failed' AND id = ANY ($1::bigint[])`, ids[start:min(start+RetryBatch, len(ids))])
+		if err != nil {
+			return changed, fmt.Errorf("retry failed deliveries: %w", err)
+		}
+		changed += int(tag.RowsAffected())
+	}
+	return changed, r.signalIf(ctx, changed > 0)
+}
+
+// retryOldest makes at most limit failed deliveries pending, the oldest
+// failures first, only those that failed at or before failedBy if it is not
+// nil.
+func (r *PostgresDeliveryRepository) retryOldest(ctx context.Context, failedBy *time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("retry failed deliveries: limit %d must be positive", limit)
+	}
 	tag, err := r.db.Exec(ctx, `
-		UPDATE herald_deliveries SET status = 'pending', attempts = 0, due_at = $2, claim_id = NULL, updated_at = $2
-		WHERE status = 'failed' AND (coalesce(cardinality($1::bigint[]), 0) = 0 OR id = ANY ($1::bigint[]))`, ids, now)
+		UPDATE herald_deliveries SET status = 'pending', attempts = 0, due_at = now(), claim_id = NULL, updated_at = now()
+		WHERE id IN (
+			SELECT id FROM herald_deliveries
+			WHERE status = 'failed' AND ($2::timestamptz IS NULL OR updated_at <= $2)
+			ORDER BY updated_at, id LIMIT $1
+			FOR UPDATE SKIP LOCKED)`, limit, failedBy)
 	if err != nil {
 		return 0, fmt.Errorf("retry failed deliveries: %w", err)
 	}
-	if tag.RowsAffected() > 0 {
-		if err := r.signal(ctx); err != nil {
-			return 0, err
+	return int(tag.RowsAffected()), r.signalIf(ctx, tag.RowsAffected() > 0)
+}
+
+func (r *PostgresDeliveryRepository) signalIf(ctx context.Context, changed bool) error {
+	if !changed {
+		return nil
+	}
+	return r.signal(ctx)
+}
+
+// RetryBatch is how many failed deliveries RetryAll makes pending in one
+// statement (one short transaction).
+const RetryBatch = 1000
+
+// RetryAll makes every delivery that has failed by now (the database's
+// clock) pending again, RetryBatch at a time, each batch its own statement,
+// until none is left or ctx ends, and returns how many it changed. A
+// retried delivery that fails again while it runs is not retried again, so
+// it always ends. progress, if not nil, is called after each batch with the
+// running total. Each batch is idempotent: running it again, or after an
+// interruption, only retries what is still failed.
+func (r *PostgresDeliveryRepository) RetryAll(ctx context.Context, progress func(total int)) (int, error) {
+	var failedBy time.Time
+	if err := r.db.QueryRow(ctx, `SELECT now()`).Scan(&failedBy); err != nil {
+		return 0, fmt.Errorf("retry failed deliveries: %w", err)
+	}
+	total := 0
+	for {
+		n, err := r.retryOldest(ctx, &failedBy, RetryBatch)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if progress != nil && n > 0 {
+			progress(total)
+		}
+		if n < RetryBatch {
+			return total, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
 		}
 	}
-	return int(tag.RowsAffected()), nil
 }

@@ -24,18 +24,34 @@ func NewPostgresDeviceTokenRepository(db DB) *PostgresDeviceTokenRepository {
 	return &PostgresDeviceTokenRepository{db: db}
 }
 
+// openDeliveries is the SQL condition of a delivery that may still be pushed.
+const openDeliveries = `d.status IN ('pending', 'retry_scheduled', 'claimed')`
+
 // Upsert registers t: a new token is inserted; a known token is marked seen
 // and moves to t's user (its registration time restarts when it moves).
+//
+// In the same statement, every open delivery to the token addressed to
+// another user (pending, retry scheduled, or claimed) is closed
+// token_moved, so the device's new owner never receives the previous
+// owner's pushes; a sender holding such a claim finds it gone when it
+// records. Broadcast deliveries are left alone: any owner may receive a
+// broadcast.
 func (r *PostgresDeviceTokenRepository) Upsert(ctx context.Context, t *notification.DeviceToken) error {
 	_, err := r.db.Exec(ctx, `
-		INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
-		VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (token) DO UPDATE SET
-			user_id = excluded.user_id,
-			platform = excluded.platform,
-			last_seen_at = excluded.last_seen_at,
-			registered_at = CASE WHEN herald_device_tokens.user_id = excluded.user_id
-				THEN herald_device_tokens.registered_at ELSE excluded.registered_at END`,
+		WITH registered AS (
+			INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (token) DO UPDATE SET
+				user_id = excluded.user_id,
+				platform = excluded.platform,
+				last_seen_at = excluded.last_seen_at,
+				registered_at = CASE WHEN herald_device_tokens.user_id = excluded.user_id
+					THEN herald_device_tokens.registered_at ELSE excluded.registered_at END
+		)
+		`+moveDeliveries+`
+		FROM herald_notifications n
+		WHERE d.token = $1 AND `+openDeliveries+`
+			AND n.id = d.notification_id AND n.audience IS NULL AND n.recipient <> $2`,
 		t.Token(), t.UserID(), string(t.Platform()), t.RegisteredAt(), t.LastSeenAt())
 	if err != nil {
 		return fmt.Errorf("upsert device token: %w", err)
@@ -43,8 +59,14 @@ func (r *PostgresDeviceTokenRepository) Upsert(ctx context.Context, t *notificat
 	return nil
 }
 
+// moveDeliveries starts the UPDATE that closes the deliveries d whose
+// token now belongs to someone else.
+const moveDeliveries = `UPDATE herald_deliveries d SET status = 'token_moved', claim_id = NULL, updated_at = now(),
+			error_code = 'TOKEN_MOVED', last_error = 'token registered to another user before the push'`
+
 // UpsertMany registers many tokens in one statement per chunk; the last
-// occurrence of a repeated token wins.
+// occurrence of a repeated token wins. Like Upsert, it closes token_moved
+// the open deliveries to those tokens addressed to other users.
 func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*notification.DeviceToken) error {
 	for start := 0; start < len(ts); start += insertChunk {
 		chunk := dedupeTokens(ts[start:min(start+insertChunk, len(ts))])
@@ -55,14 +77,23 @@ func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*no
 			registered[i], seen[i] = t.RegisteredAt(), t.LastSeenAt()
 		}
 		_, err := r.db.Exec(ctx, `
-			INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
-			ON CONFLICT (token) DO UPDATE SET
-				user_id = excluded.user_id,
-				platform = excluded.platform,
-				last_seen_at = excluded.last_seen_at,
-				registered_at = CASE WHEN herald_device_tokens.user_id = excluded.user_id
-					THEN herald_device_tokens.registered_at ELSE excluded.registered_at END`,
+			WITH input AS (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+					AS i(token, user_id, platform, registered_at, last_seen_at)
+			), registered AS (
+				INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+				SELECT * FROM input
+				ON CONFLICT (token) DO UPDATE SET
+					user_id = excluded.user_id,
+					platform = excluded.platform,
+					last_seen_at = excluded.last_seen_at,
+					registered_at = CASE WHEN herald_device_tokens.user_id = excluded.user_id
+						THEN herald_device_tokens.registered_at ELSE excluded.registered_at END
+			)
+			`+moveDeliveries+`
+			FROM input i, herald_notifications n
+			WHERE d.token = i.token AND `+openDeliveries+`
+				AND n.id = d.notification_id AND n.audience IS NULL AND n.recipient <> i.user_id`,
 			tokens, users, platforms, registered, seen)
 		if err != nil {
 			return fmt.Errorf("upsert device tokens: %w", err)
@@ -88,13 +119,26 @@ func dedupeTokens(ts []*notification.DeviceToken) []*notification.DeviceToken {
 	return out
 }
 
-// Delete removes a token and reports whether it existed.
+// Delete removes a token and reports whether it existed. In the same
+// statement it closes the token's open deliveries (pending, retry
+// scheduled, or claimed) token_pruned with the code TOKEN_REMOVED, as a
+// claim does for a token that is gone: nothing is pushed to a token after
+// its owner removed it, except a push a sender had already handed to FCM.
 func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string) (bool, error) {
-	tag, err := r.db.Exec(ctx, `DELETE FROM herald_device_tokens WHERE token = $1`, token)
+	var existed bool
+	err := r.db.QueryRow(ctx, `
+		WITH deleted AS (
+			DELETE FROM herald_device_tokens WHERE token = $1 RETURNING 1
+		), closed AS (
+			UPDATE herald_deliveries d SET status = 'token_pruned', claim_id = NULL, updated_at = now(),
+				error_code = 'TOKEN_REMOVED', last_error = 'token removed from the registry before the push'
+			WHERE d.token = $1 AND `+openDeliveries+`
+		)
+		SELECT EXISTS (SELECT 1 FROM deleted)`, token).Scan(&existed)
 	if err != nil {
 		return false, fmt.Errorf("delete device token: %w", err)
 	}
-	return tag.RowsAffected() > 0, nil
+	return existed, nil
 }
 
 // ListForUser returns a user's tokens, most recently seen first.

@@ -15,7 +15,9 @@ const housekeepingLock int64 = 0x6865726b
 // PostgresHousekeepingRepository deletes what Herald no longer needs, in
 // bounded batches so no sweep holds a long transaction: consumed outbox
 // rows, old finished deliveries and broadcasts, replayed dead letters and
-// expired device tokens. It implements app.HousekeepingStore.
+// expired device tokens. It implements app.HousekeepingStore. Ages are
+// measured on the database's clock (now() minus the age), the clock that
+// wrote the rows' times.
 type PostgresHousekeepingRepository struct {
 	pool *pgxpool.Pool
 }
@@ -49,8 +51,8 @@ func (r *PostgresHousekeepingRepository) TryLock(ctx context.Context) (unlock fu
 }
 
 // DeleteConsumedOutbox deletes up to limit outbox rows that the relay has
-// acknowledged and that were written before cutoff.
-func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+// acknowledged and that were written more than olderThan ago.
+func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
 	return r.exec(ctx, "delete consumed outbox rows", `
 		DELETE FROM watermill_herald_outbox WHERE ("transaction_id", "offset") IN (
 			SELECT m."transaction_id", m."offset"
@@ -58,44 +60,60 @@ func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Contex
 			JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
 			WHERE (m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
 			  -- created_at is a timestamp without time zone in the session's zone
-			  AND m.created_at < ($1::timestamptz AT TIME ZONE current_setting('TimeZone'))
-			LIMIT $2)`, cutoff, limit)
+			  AND m.created_at < ((now() - $1::bigint * interval '1 microsecond') AT TIME ZONE current_setting('TimeZone'))
+			LIMIT $2)`, olderThan.Microseconds(), limit)
 }
 
-// DeleteFinishedDeliveries deletes up to limit deliveries that were sent or
-// had their token pruned before cutoff, and up to limit failed ones before
-// failedCutoff (kept longer for operators to inspect and retry).
-func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Context, cutoff, failedCutoff time.Time, limit int) (int, error) {
-	n, err := r.exec(ctx, "delete finished deliveries", `
-		DELETE FROM herald_deliveries WHERE id IN (
-			SELECT id FROM herald_deliveries
-			WHERE status IN ('sent', 'token_pruned') AND updated_at < $1 LIMIT $2)`, cutoff, limit)
-	if err != nil {
-		return n, err
+// DeleteFinishedDeliveries deletes up to limit deliveries that were sent,
+// had their token pruned or moved more than olderThan ago, and up to limit
+// failed ones more than failedOlderThan ago (kept longer for operators to
+// inspect and retry). A negative age deletes none of those.
+func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Context, olderThan, failedOlderThan time.Duration, limit int) (int, error) {
+	var n, m int
+	var err error
+	if olderThan >= 0 {
+		n, err = r.exec(ctx, "delete finished deliveries", `
+			DELETE FROM herald_deliveries WHERE id IN (
+				SELECT id FROM herald_deliveries
+				WHERE status IN ('sent', 'token_pruned', 'token_moved')
+					AND updated_at < now() - $1::bigint * interval '1 microsecond'
+				LIMIT $2)`, olderThan.Microseconds(), limit)
+		if err != nil {
+			return n, err
+		}
 	}
-	m, err := r.exec(ctx, "delete failed deliveries", `
-		DELETE FROM herald_deliveries WHERE id IN (
-			SELECT id FROM herald_deliveries WHERE status = 'failed' AND updated_at < $1 LIMIT $2)`, failedCutoff, limit)
+	if failedOlderThan >= 0 {
+		m, err = r.exec(ctx, "delete failed deliveries", `
+			DELETE FROM herald_deliveries WHERE id IN (
+				SELECT id FROM herald_deliveries
+				WHERE status = 'failed' AND updated_at < now() - $1::bigint * interval '1 microsecond'
+				LIMIT $2)`, failedOlderThan.Microseconds(), limit)
+	}
 	return n + m, err
 }
 
-// DeleteFinishedBroadcasts deletes up to limit broadcasts expanded before cutoff.
-func (r *PostgresHousekeepingRepository) DeleteFinishedBroadcasts(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+// DeleteFinishedBroadcasts deletes up to limit broadcasts expanded more than olderThan ago.
+func (r *PostgresHousekeepingRepository) DeleteFinishedBroadcasts(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
 	return r.exec(ctx, "delete finished broadcasts", `
 		DELETE FROM herald_broadcasts WHERE notification_id IN (
-			SELECT notification_id FROM herald_broadcasts WHERE finished_at < $1 LIMIT $2)`, cutoff, limit)
+			SELECT notification_id FROM herald_broadcasts
+			WHERE finished_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)`, olderThan.Microseconds(), limit)
 }
 
-// DeleteReplayedDeadLetters deletes up to limit dead letters replayed before cutoff.
-func (r *PostgresHousekeepingRepository) DeleteReplayedDeadLetters(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+// DeleteReplayedDeadLetters deletes up to limit dead letters replayed more than olderThan ago.
+func (r *PostgresHousekeepingRepository) DeleteReplayedDeadLetters(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
 	return r.exec(ctx, "delete replayed dead letters", `
 		DELETE FROM herald_dead_letters WHERE id IN (
-			SELECT id FROM herald_dead_letters WHERE replayed_at < $1 LIMIT $2)`, cutoff, limit)
+			SELECT id FROM herald_dead_letters
+			WHERE replayed_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)`, olderThan.Microseconds(), limit)
 }
 
-// DeleteTokensSeenBefore deletes up to limit device tokens last seen before cutoff.
-func (r *PostgresHousekeepingRepository) DeleteTokensSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error) {
-	return NewPostgresDeviceTokenRepository(r.pool).DeleteSeenBefore(ctx, cutoff, limit)
+// DeleteTokensUnseenFor deletes up to limit device tokens not seen for more than olderThan.
+func (r *PostgresHousekeepingRepository) DeleteTokensUnseenFor(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	return r.exec(ctx, "delete stale device tokens", `
+		DELETE FROM herald_device_tokens WHERE token IN (
+			SELECT token FROM herald_device_tokens
+			WHERE last_seen_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)`, olderThan.Microseconds(), limit)
 }
 
 func (r *PostgresHousekeepingRepository) exec(ctx context.Context, what, sql string, args ...any) (int, error) {

@@ -9,15 +9,20 @@ import (
 )
 
 // HousekeepingStore deletes what Herald no longer needs, each call one
-// bounded batch.
+// bounded batch. Ages are measured on the store's clock (the database's),
+// the clock that wrote the rows' times, so an application server whose
+// clock is off never deletes early.
 type HousekeepingStore interface {
 	// TryLock lets one instance at a time sweep.
 	TryLock(ctx context.Context) (unlock func(), ok bool, err error)
-	DeleteConsumedOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error)
-	DeleteFinishedDeliveries(ctx context.Context, cutoff, failedCutoff time.Time, limit int) (int, error)
-	DeleteFinishedBroadcasts(ctx context.Context, cutoff time.Time, limit int) (int, error)
-	DeleteReplayedDeadLetters(ctx context.Context, cutoff time.Time, limit int) (int, error)
-	DeleteTokensSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	DeleteConsumedOutbox(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	// DeleteFinishedDeliveries deletes sent, token-pruned and token-moved
+	// deliveries older than olderThan and failed ones older than
+	// failedOlderThan; a negative age deletes none of those.
+	DeleteFinishedDeliveries(ctx context.Context, olderThan, failedOlderThan time.Duration, limit int) (int, error)
+	DeleteFinishedBroadcasts(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	DeleteReplayedDeadLetters(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	DeleteTokensUnseenFor(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 }
 
 // HousekeepingConfig configures a Housekeeper. Zero values mean the
@@ -29,7 +34,7 @@ type HousekeepingConfig struct {
 	BatchSize int
 	// OutboxRetention keeps consumed outbox rows this long. Defaults to 1 hour.
 	OutboxRetention time.Duration
-	// DeliveryRetention keeps sent and token-pruned deliveries (and
+	// DeliveryRetention keeps sent, token-pruned and token-moved deliveries (and
 	// finished broadcasts) this long. Defaults to 7 days.
 	DeliveryRetention time.Duration
 	// FailedRetention keeps failed deliveries and replayed dead letters this
@@ -40,8 +45,6 @@ type HousekeepingConfig struct {
 	TokenMaxAge time.Duration
 	// Logger receives what each sweep removed. Defaults to discarding.
 	Logger *slog.Logger
-	// Now is the clock. Defaults to time.Now.
-	Now func() time.Time
 }
 
 // Validate reports every invalid field at once.
@@ -73,7 +76,6 @@ func (c *HousekeepingConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	c.Now = clockOrDefault(c.Now)
 }
 
 // HousekeepingReport counts what one sweep removed.
@@ -124,8 +126,9 @@ func (h *Housekeeper) Run(ctx context.Context) error {
 	}
 }
 
-// Sweep deletes, batch by batch, everything past its retention, unless
-// another instance is sweeping, and reports what it removed.
+// Sweep deletes, batch by batch, everything past its retention (measured
+// on the database's clock), unless another instance is sweeping, and
+// reports what it removed.
 func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
 	var report HousekeepingReport
 	unlock, ok, err := h.store.TryLock(ctx)
@@ -133,32 +136,25 @@ func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
 		return report, err
 	}
 	defer unlock()
-	now := h.cfg.Now()
-	cutoff := func(retention time.Duration) time.Time {
-		if retention < 0 {
-			return time.Time{} // that sweep is off: nothing is older than the zero time
-		}
-		return now.Add(-retention)
-	}
 	sweeps := []struct {
 		retention time.Duration
 		count     *int
 		batch     func(limit int) (int, error)
 	}{
 		{h.cfg.OutboxRetention, &report.OutboxRows, func(limit int) (int, error) {
-			return h.store.DeleteConsumedOutbox(ctx, cutoff(h.cfg.OutboxRetention), limit)
+			return h.store.DeleteConsumedOutbox(ctx, h.cfg.OutboxRetention, limit)
 		}},
 		{h.cfg.DeliveryRetention, &report.Deliveries, func(limit int) (int, error) {
-			return h.store.DeleteFinishedDeliveries(ctx, cutoff(h.cfg.DeliveryRetention), cutoff(h.cfg.FailedRetention), limit)
+			return h.store.DeleteFinishedDeliveries(ctx, h.cfg.DeliveryRetention, h.cfg.FailedRetention, limit)
 		}},
 		{h.cfg.DeliveryRetention, &report.Broadcasts, func(limit int) (int, error) {
-			return h.store.DeleteFinishedBroadcasts(ctx, cutoff(h.cfg.DeliveryRetention), limit)
+			return h.store.DeleteFinishedBroadcasts(ctx, h.cfg.DeliveryRetention, limit)
 		}},
 		{h.cfg.FailedRetention, &report.DeadLetters, func(limit int) (int, error) {
-			return h.store.DeleteReplayedDeadLetters(ctx, cutoff(h.cfg.FailedRetention), limit)
+			return h.store.DeleteReplayedDeadLetters(ctx, h.cfg.FailedRetention, limit)
 		}},
 		{h.cfg.TokenMaxAge, &report.Tokens, func(limit int) (int, error) {
-			return h.store.DeleteTokensSeenBefore(ctx, cutoff(h.cfg.TokenMaxAge), limit)
+			return h.store.DeleteTokensUnseenFor(ctx, h.cfg.TokenMaxAge, limit)
 		}},
 	}
 	for _, s := range sweeps {

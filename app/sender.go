@@ -24,15 +24,22 @@ type Dispatch struct {
 // DeliveryStore is the sender's view of stored deliveries.
 type DeliveryStore interface {
 	// ClaimDue leases up to limit due deliveries (pending, retry scheduled,
-	// or claimed with an expired lease) until now+lease under one claim id,
-	// in one short transaction, and returns them with their messages. Two
-	// senders never receive the same delivery for the same lease.
+	// or claimed with an expired lease) for lease under one claim id, in one
+	// short transaction, and returns them with their messages. Two senders
+	// never receive the same delivery for the same lease. The store's clock
+	// (the database's) decides what is due and when leases end, so senders'
+	// clocks may disagree; now is the caller's clock at the claim, and the
+	// returned deliveries' DueAt (their lease end) is now+lease in that
+	// clock. A delivery whose token no longer belongs to its recipient is
+	// closed (token_moved or token_pruned), never returned.
 	ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Dispatch, error)
 	// Record saves the new state of claimed deliveries in one short
 	// transaction and, for deliveries whose token was pruned, deletes the
 	// token in that same transaction. A delivery whose claim is no longer
-	// current (its lease expired and another sender claimed it) is left
-	// alone. It returns how many deliveries were recorded.
+	// current (its lease expired and another sender claimed it, or its
+	// token moved to another user) is left alone. A delivery due again is
+	// due after DueAt-UpdatedAt (the delay, in the caller's clock) on the
+	// store's clock. It returns how many deliveries were recorded.
 	Record(ctx context.Context, ds []*notification.Delivery) (int, error)
 }
 

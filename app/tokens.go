@@ -11,8 +11,12 @@ import (
 // DeviceTokenRepository is the registry's view of stored tokens.
 type DeviceTokenRepository interface {
 	// Upsert inserts a token or, if known, marks it seen and moves it to the
-	// token's user.
+	// token's user. In the same transaction it closes (token_moved) every
+	// open delivery to the token addressed to another user.
 	Upsert(ctx context.Context, t *notification.DeviceToken) error
+	// Delete removes a token and, in the same transaction, closes its open
+	// deliveries (token_pruned, TOKEN_REMOVED). It reports whether the
+	// token existed.
 	Delete(ctx context.Context, token string) (bool, error)
 	ListForUser(ctx context.Context, userID string) ([]*notification.DeviceToken, error)
 	// DeleteSeenBefore removes at most limit tokens last seen before cutoff.
@@ -35,8 +39,11 @@ func NewTokens(repo DeviceTokenRepository, now func() time.Time) *Tokens {
 
 // Register records that user's app reported token. It is an idempotent
 // upsert: registering again marks the token seen; registering a token
-// another user had moves it to user. A malformed token fails with a
-// *notification.FieldError wrapping notification.ErrInvalidToken.
+// another user had moves it to user, and the previous owner's pushes still
+// waiting for that token are closed token_moved, never sent to the new
+// owner's device (only a push a sender already had in hand may still leave;
+// see the README). A malformed token fails with a *notification.FieldError
+// wrapping notification.ErrInvalidToken.
 func (ts *Tokens) Register(ctx context.Context, user, token string, platform notification.Platform) error {
 	t, err := notification.NewDeviceToken(user, token, platform, ts.now())
 	if err != nil {
@@ -46,7 +53,8 @@ func (ts *Tokens) Register(ctx context.Context, user, token string, platform not
 }
 
 // Unregister removes a token (the user signed out, or the app reported it
-// gone). Removing an unknown token is not an error.
+// gone) and closes the pushes still waiting for it (token_pruned with the
+// code TOKEN_REMOVED). Removing an unknown token is not an error.
 func (ts *Tokens) Unregister(ctx context.Context, token string) error {
 	_, err := ts.repo.Delete(ctx, token)
 	return err

@@ -25,6 +25,12 @@ const (
 	StatusRetryScheduled DeliveryStatus = "retry_scheduled"
 	// StatusTokenPruned: FCM said the token is dead; the token was deleted.
 	StatusTokenPruned DeliveryStatus = "token_pruned"
+	// StatusTokenMoved: not sent because, when it came due, its token no
+	// longer belonged to the notification's recipient (the device was
+	// registered to another user). It is final: no path, operator retries
+	// included, sends it. Broadcast deliveries do not move: any current
+	// owner of a token may receive a broadcast.
+	StatusTokenMoved DeliveryStatus = "token_moved"
 	// StatusFailed: permanently failed (message rejected, configuration
 	// rejected, or attempts exhausted).
 	StatusFailed DeliveryStatus = "failed"
@@ -32,13 +38,16 @@ const (
 
 // IsFinal reports whether no more attempts will be made.
 func (s DeliveryStatus) IsFinal() bool {
-	return s == StatusSent || s == StatusTokenPruned || s == StatusFailed
+	return s == StatusSent || s == StatusTokenPruned || s == StatusTokenMoved || s == StatusFailed
 }
 
 // Message is one push: a notification's content addressed to one token.
 type Message struct {
 	NotificationID uuid.UUID
 	Token          string
+	// Platform is the platform the token was registered with, read when the
+	// delivery was claimed.
+	Platform Platform
 	Content
 }
 

@@ -50,9 +50,18 @@ func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if err != nil {
 			return err
 		}
-		n, err := repo.RetryFailed(ctx, ids, time.Now())
+		// Everything is retried in bounded batches, each its own short
+		// statement; an interrupted run can simply be started again.
+		var n int
+		if len(ids) > 0 {
+			n, err = repo.RetryFailed(ctx, ids, adapters.RetryBatch)
+		} else {
+			n, err = repo.RetryAll(ctx, func(total int) {
+				fmt.Fprintf(stderr, "%d failed deliveries made pending so far\n", total)
+			})
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("after %d failed deliveries made pending again: %w", n, err)
 		}
 		fmt.Fprintf(stdout, "%d failed deliveries made pending again\n", n)
 		return nil

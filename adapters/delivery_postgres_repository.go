@@ -145,7 +145,8 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	var dispatches []app.Dispatch
 	batch.Queue(`
 		WITH due AS (
-			SELECT d.id, EXISTS (SELECT 1 FROM herald_device_tokens t WHERE t.token = d.token) AS live
+			SELECT d.id, EXISTS (SELECT 1 FROM herald_device_tokens t WHERE t.token = d.token) AS live,
+				(SELECT t.platform FROM herald_device_tokens t WHERE t.token = d.token) AS platform
 			FROM herald_deliveries d
 			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= $1
 			ORDER BY d.due_at
@@ -164,7 +165,7 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 		FROM due, herald_notifications n
 		WHERE d.id = due.id AND n.id = d.notification_id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, d.attempts, d.last_error, d.error_code,
-			n.title, n.body, n.data, n.ttl_seconds`,
+			n.title, n.body, n.data, n.ttl_seconds, coalesce(due.platform, '')`,
 		now, limit, now.Add(lease), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
 		return scanClaims(rows, now, lease, claimID, &dispatches)
 	})
@@ -182,11 +183,12 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 			id                                  int64
 			notificationID                      uuid.UUID
 			token, lastError, code, title, body string
+			platform                            string
 			attempts                            int
 			data                                map[string]string
 			ttl                                 int32
 		)
-		if err := rows.Scan(&claimed, &id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl); err != nil {
+		if err := rows.Scan(&claimed, &id, &notificationID, &token, &attempts, &lastError, &code, &title, &body, &data, &ttl, &platform); err != nil {
 			return err
 		}
 		if !claimed {
@@ -194,7 +196,7 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		}
 		d := notification.DeliveryFromDatabase(id, notificationID, token, notification.StatusClaimed, attempts,
 			now.Add(lease), claimID, lastError, code, "", now)
-		msg := notification.Message{NotificationID: notificationID, Token: token, Content: notification.Content{
+		msg := notification.Message{NotificationID: notificationID, Token: token, Platform: notification.Platform(platform), Content: notification.Content{
 			Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
 		}}
 		*dispatches = append(*dispatches, app.Dispatch{Delivery: d, Message: msg})

@@ -115,13 +115,13 @@ var (
 	// (SENDER_ID_MISMATCH). It can never work here: the token is pruned,
 	// and the sender raises a configuration alarm (an app build may ship
 	// another project's configuration).
-	ErrSenderMismatch = fmt.Errorf("token belongs to another sender: %w", ErrMisconfigured)
+	ErrSenderMismatch = fmt.Errorf("%w: token of another firebase project", ErrMisconfigured)
 	// ErrPlatformAuthRejected: APNs or web push refused the credentials
 	// uploaded to Firebase (THIRD_PARTY_AUTH_ERROR), for example an expired
 	// APNs key. The push may work once an operator fixes the key, so the
 	// delivery is retried like a transient failure (its attempt counted);
 	// the sender raises an alarm and pauses that platform's pushes.
-	ErrPlatformAuthRejected = fmt.Errorf("platform credentials rejected: %w", ErrMisconfigured)
+	ErrPlatformAuthRejected = fmt.Errorf("%w: apns or web push credentials", ErrMisconfigured)
 )
 
 // SendError is what a failed push returns. Class is one of the send outcome

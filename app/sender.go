@@ -87,8 +87,8 @@ type SenderConfig struct {
 	// Otherwise only the throttled device waits: its delivery is retried no
 	// sooner than Retry-After, and its other pushes are held (released
 	// unattempted) for Retry-After or QuotaPause; every other push goes on.
-	// QuotaDevices 1 pauses all sending on every QUOTA_EXCEEDED. This is
-	// per process. Defaults: 3 devices within 2s.
+	// QuotaDevices 1 pauses all sending on every QUOTA_EXCEEDED; at most
+	// 1000. This is per process. Defaults: 3 devices within 2s.
 	QuotaDevices int
 	// QuotaWindow: see QuotaDevices. Defaults to 2s.
 	QuotaWindow time.Duration
@@ -121,6 +121,10 @@ type SenderConfig struct {
 	// to math/rand/v2.
 	Jitter func() float64
 }
+
+// maxQuotaDevices bounds SenderConfig.QuotaDevices: the detector keeps
+// twice as many answers.
+const maxQuotaDevices = 1000
 
 func (c *SenderConfig) setDefaults() {
 	if c.MaxInFlight == 0 {
@@ -209,8 +213,8 @@ func (c SenderConfig) Validate() error {
 	if c.Retry.MaxAttempts < 0 {
 		errs = append(errs, errors.New("retry max attempts must not be negative"))
 	}
-	if c.QuotaDevices < 0 {
-		errs = append(errs, errors.New("quota devices must not be negative"))
+	if c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices {
+		errs = append(errs, fmt.Errorf("quota devices must be between 0 and %d", maxQuotaDevices))
 	}
 	return errors.Join(errs...)
 }

@@ -235,3 +235,11 @@ func TestAlarmLogKindsStayBounded(t *testing.T) {
 	}
 	assert.LessOrEqual(t, len(a.kinds), maxAlarmKinds+1)
 }
+
+func TestSenderConfigRefusesAHugeQuotaDeviceCount(t *testing.T) {
+	t.Parallel()
+	assert.Error(t, SenderConfig{QuotaDevices: 1 << 30}.Validate(), "the detector keeps 2×QuotaDevices answers")
+	assert.Error(t, SenderConfig{QuotaDevices: -1}.Validate())
+	assert.Error(t, SenderConfig{PlatformPause: -time.Second}.Validate())
+	assert.NoError(t, SenderConfig{QuotaDevices: 1}.Validate())
+}

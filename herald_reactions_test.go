@@ -2,6 +2,7 @@ package herald_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -51,4 +52,44 @@ func TestOneThrottledDeviceDoesNotHoldUpPushesToHealthyDevices(t *testing.T) {
 	st := h.herald.Stats().Sender
 	assert.Equal(t, int64(1), st.QuotaExceeded)
 	assert.Zero(t, st.QuotaPauses, "one device's throttling never pauses all sending")
+}
+
+func TestFixedAPNsKeyNeedsNoRetryByHandAndAndroidNeverWaits(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.Sender.MaxInFlight = 1 // one push at a time: every iOS request is either a first rejection or a probe
+	cfg.Sender.PlatformPause = 100 * time.Millisecond
+	cfg.Sender.PlatformMaxPause = 400 * time.Millisecond
+	cfg.Sender.Retry.MaxAttempts = 100 // probes rotate over the deliveries; none may run out here
+	h := newHarness(t, cfg)
+	ctx := context.Background()
+	for i := range 3 {
+		require.NoError(t, h.herald.Tokens().Register(ctx, "author", fmt.Sprintf("ios-%d", i), notification.PlatformIOS))
+		require.NoError(t, h.herald.Tokens().Register(ctx, "author", fmt.Sprintf("android-%d", i), notification.PlatformAndroid))
+		// The APNs key uploaded to Firebase has expired.
+		h.fake.FailToken(fmt.Sprintf("ios-%d", i), testutil.Fault{Code: testutil.FaultThirdPartyAuth})
+	}
+	h.run()
+	ns := h.raise(true, comment("m1", "ann", "author"), comment("m2", "ann", "author"), comment("m3", "ann", "author"))
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		for _, tok := range []string{"android-0", "android-1", "android-2"} {
+			assert.Len(c, h.fake.AcceptedFor(tok), 3, tok)
+		}
+		assert.GreaterOrEqual(c, h.herald.Stats().Sender.PlatformPauses, int64(4), "the pause doubled a few times")
+	}, 15*time.Second, 20*time.Millisecond)
+	st := h.herald.Stats().Sender
+	assert.Zero(t, st.Failed, "rejected iOS pushes are retried, not failed")
+	iosRequests := h.fake.Requests() - h.fake.AcceptedCount()
+	assert.LessOrEqual(t, iosRequests, st.PlatformPauses+1,
+		"while the key is rejected, iOS gets one request per pause (the probe), not one per delivery")
+
+	// The operator uploads a new key. Nobody retries anything by hand.
+	h.fake.ClearFaults()
+	for _, n := range ns {
+		h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 6}, 15*time.Second)
+	}
+	for _, tok := range []string{"ios-0", "ios-1", "ios-2"} {
+		assert.Len(t, h.fake.AcceptedFor(tok), 3, tok)
+	}
 }

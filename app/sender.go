@@ -245,6 +245,13 @@ type SenderStats struct {
 // minute, and records the outcomes in batches. Run it in one goroutine per
 // process (several processes may run one each); Wake and Stats are safe
 // for concurrent use.
+//
+// FCM's answers that concern more than one delivery slow down only what
+// they concern: a device over its rate waits alone, a platform whose APNs or
+// web push credentials are rejected pauses alone, and all sending pauses
+// only for a project-wide quota or an open circuit breaker (see
+// SenderConfig.QuotaDevices and SenderConfig.PlatformPause). Repeated
+// alarms are logged once per SenderConfig.AlarmLogInterval.
 type Sender struct {
 	store  DeliveryStore
 	pusher Pusher

@@ -39,9 +39,8 @@ func (s DeliveryStatus) IsFinal() bool {
 type Message struct {
 	NotificationID uuid.UUID
 	Token          string
-	// Platform is the token's platform when it was claimed, or "" if
-	// unknown. The sender pauses one platform's pushes when its
-	// credentials are rejected (APNs for ios, web push for web).
+	// Platform is the platform the token was registered with, read when the
+	// delivery was claimed.
 	Platform Platform
 	Content
 }

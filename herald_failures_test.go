@@ -45,10 +45,13 @@ func (h *harness) tokenExists(token string) bool {
 
 func TestEachFCMErrorClassLeadsToItsOutcome(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, fastConfig())
-	for _, tok := range []string{"ok", "unregistered", "invalid-token", "invalid-message", "flaky", "mismatch", "third-party"} {
+	cfg := fastConfig()
+	cfg.Sender.PlatformPause = time.Minute // the rejected iOS push stays scheduled while we look
+	h := newHarness(t, cfg)
+	for _, tok := range []string{"ok", "unregistered", "invalid-token", "invalid-message", "flaky", "mismatch"} {
 		require.NoError(t, h.herald.Tokens().Register(context.Background(), "author", tok, notification.PlatformAndroid))
 	}
+	require.NoError(t, h.herald.Tokens().Register(context.Background(), "author", "third-party", notification.PlatformIOS))
 	h.fake.FailToken("unregistered", testutil.Fault{Code: testutil.FaultUnregistered})
 	h.fake.FailToken("invalid-token", testutil.Fault{Code: testutil.FaultInvalidToken})
 	h.fake.FailToken("invalid-message", testutil.Fault{Code: testutil.FaultInvalidMessage})
@@ -59,9 +62,10 @@ func TestEachFCMErrorClassLeadsToItsOutcome(t *testing.T) {
 
 	n := h.raise(true, comment("m1", "ann", "author"))[0]
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{
-		notification.StatusSent:        2, // ok, and flaky after two retries
-		notification.StatusTokenPruned: 2,
-		notification.StatusFailed:      3,
+		notification.StatusSent:           2, // ok, and flaky after two retries
+		notification.StatusTokenPruned:    3,
+		notification.StatusFailed:         1,
+		notification.StatusRetryScheduled: 1, // third-party: retried once the APNs key is fixed
 	}, 15*time.Second)
 
 	tests := []struct {
@@ -76,8 +80,8 @@ func TestEachFCMErrorClassLeadsToItsOutcome(t *testing.T) {
 		{"invalid-token", notification.StatusTokenPruned, "INVALID_ARGUMENT", 1, false},
 		{"invalid-message", notification.StatusFailed, "INVALID_ARGUMENT", 1, true},
 		{"flaky", notification.StatusSent, "", 3, true},
-		{"mismatch", notification.StatusFailed, "SENDER_ID_MISMATCH", 1, true},
-		{"third-party", notification.StatusFailed, "THIRD_PARTY_AUTH_ERROR", 1, true},
+		{"mismatch", notification.StatusTokenPruned, "SENDER_ID_MISMATCH", 1, false},
+		{"third-party", notification.StatusRetryScheduled, "THIRD_PARTY_AUTH_ERROR", 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.token, func(t *testing.T) {
@@ -92,10 +96,11 @@ func TestEachFCMErrorClassLeadsToItsOutcome(t *testing.T) {
 	assert.Len(t, h.fake.AcceptedFor("ok"), 1, "a token that succeeded is never sent again")
 	assert.Equal(t, int64(2), h.herald.Stats().Sender.ConfigAlarms)
 
-	// A later notification does not go to the pruned tokens at all.
+	// A later notification does not go to the pruned tokens at all; the
+	// iOS push waits for its platform's pause to end.
 	n2 := h.raise(true, comment("m2", "ann", "author"))[0]
 	h.waitStatuses(n2, map[notification.DeliveryStatus]int{
-		notification.StatusSent: 2, notification.StatusFailed: 3,
+		notification.StatusSent: 2, notification.StatusFailed: 1, notification.StatusPending: 1,
 	}, 15*time.Second)
 }
 
@@ -354,18 +359,18 @@ func TestFailedDeliveriesCanBeRetriedOnce(t *testing.T) {
 	h := newHarness(t, fastConfig())
 	h.registerTokens("author", 2)
 	tok := "author-device-0000"
-	h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultSenderIDMismatch})
+	h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultInvalidMessage})
 	h.run()
 	n := h.raise(true, comment("m1", "ann", "author"))[0]
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1, notification.StatusFailed: 1}, 10*time.Second)
 
-	// The operator fixes the configuration and retries the failed delivery.
+	// The operator fixes the cause and retries the failed delivery.
 	h.fake.ClearFaults()
 	repo := h.herald.Deliveries()
 	failed, err := repo.ListByStatus(ctx, notification.StatusFailed, 10)
 	require.NoError(t, err)
 	require.Len(t, failed, 1)
-	assert.Equal(t, "SENDER_ID_MISMATCH", failed[0].ErrorCode())
+	assert.Equal(t, "INVALID_ARGUMENT", failed[0].ErrorCode())
 	changed, err := repo.RetryFailed(ctx, []int64{failed[0].ID()}, adapters.RetryBatch)
 	require.NoError(t, err)
 	assert.Equal(t, 1, changed)
@@ -490,7 +495,7 @@ func TestLogsNeverCarryTokensOrBodies(t *testing.T) {
 	ev.CommenterName = "Secret Commenter"
 	n := h.raise(true, ev)[0]
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{
-		notification.StatusSent: 2, notification.StatusTokenPruned: 1, notification.StatusFailed: 2,
+		notification.StatusSent: 2, notification.StatusTokenPruned: 2, notification.StatusFailed: 1,
 	}, 15*time.Second)
 
 	out := logs.String()

@@ -19,7 +19,7 @@ func TestHousekeepingRemovesWhatIsNoLongerNeeded(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, fastConfig())
 	h.registerTokens("author", 2)
-	h.fake.FailToken("author-device-0001", testutil.Fault{Code: testutil.FaultSenderIDMismatch})
+	h.fake.FailToken("author-device-0001", testutil.Fault{Code: testutil.FaultInvalidMessage})
 	h.run()
 	first := h.raise(true, comment("m1", "ann", "author"))[0]
 	h.waitStatuses(first, map[notification.DeliveryStatus]int{notification.StatusSent: 1, notification.StatusFailed: 1}, 10*time.Second)

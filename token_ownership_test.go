@@ -72,7 +72,7 @@ func TestAnOperatorRetryNeverPushesToATokenThatChangedOwner(t *testing.T) {
 	const phone, tablet = "alice-phone", "alice-tablet"
 	for _, tok := range []string{phone, tablet} {
 		require.NoError(t, h.herald.Tokens().Register(ctx, "alice", tok, notification.PlatformAndroid))
-		h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultSenderIDMismatch})
+		h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultInvalidMessage})
 	}
 	h.run()
 	forAlice := h.raise(true, comment("for-alice", "ann", "alice"))[0]

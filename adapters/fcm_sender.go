@@ -206,10 +206,15 @@ func ClassifyFCMError(err error) *notification.SendError {
 	case messaging.IsUnregistered(err):
 		se.Class, se.Code = notification.ErrTokenUnregistered, "UNREGISTERED"
 	case messaging.IsSenderIDMismatch(err):
-		se.Class, se.Code = notification.ErrMisconfigured, "SENDER_ID_MISMATCH"
+		// One token of another Firebase project: prune it, raise an alarm.
+		se.Class, se.Code = notification.ErrSenderMismatch, "SENDER_ID_MISMATCH"
 	case messaging.IsThirdPartyAuthError(err):
-		se.Class, se.Code = notification.ErrMisconfigured, "THIRD_PARTY_AUTH_ERROR"
+		// APNs or web push credentials: one platform is affected, not FCM,
+		// so it does not count against the breaker.
+		se.Class, se.Code = notification.ErrPlatformAuthRejected, "THIRD_PARTY_AUTH_ERROR"
 	case messaging.IsQuotaExceeded(err):
+		// The project's quota or one device's rate: the SDK does not say
+		// which; the sender tells them apart across answers.
 		se.Class, se.Code = notification.ErrQuotaExceeded, "QUOTA_EXCEEDED"
 		se.RetryAfter = retryAfter(err)
 	case messaging.IsInvalidArgument(err):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -81,9 +82,43 @@ type SenderConfig struct {
 	// CircuitOpenPause is how long sending pauses when the circuit breaker
 	// refuses a push. Defaults to 1s.
 	CircuitOpenPause time.Duration
-	// QuotaPause is how long sending pauses after QUOTA_EXCEEDED without
-	// Retry-After. Defaults to 5s.
+	// QuotaPause is how long all sending pauses when QUOTA_EXCEEDED is
+	// project-wide (see QuotaDevices), and how long a throttled device's
+	// other pushes are held, when FCM sent no Retry-After. Defaults to 5s.
 	QuotaPause time.Duration
+	// QuotaDevices and QuotaWindow tell a project-wide QUOTA_EXCEEDED from
+	// one device over its own rate (240 a minute or 5,000 an hour on
+	// Android): FCM answers both alike. All sending pauses (for Retry-After,
+	// or QuotaPause) only when QuotaDevices distinct devices were throttled
+	// among the last 2×QuotaDevices answers, all within QuotaWindow.
+	// Otherwise only the throttled device waits: its delivery is retried no
+	// sooner than Retry-After, and its other pushes are held (released
+	// unattempted) for Retry-After or QuotaPause; every other push goes on.
+	// QuotaDevices 1 pauses all sending on every QUOTA_EXCEEDED; at most
+	// 1000. This is per process. Defaults: 3 devices within 2s.
+	QuotaDevices int
+	// QuotaWindow: see QuotaDevices. Defaults to 2s.
+	QuotaWindow time.Duration
+	// PlatformPause is how long one platform's pushes pause after FCM says
+	// its APNs (ios) or web push (web) credentials were rejected
+	// (THIRD_PARTY_AUTH_ERROR). Meanwhile that platform's pushes are released
+	// unattempted, due when the pause ends, and the rejected delivery is
+	// retried then (its attempt counted), so an operator who fixes the key
+	// retries nothing by hand. When the pause ends one probe push goes out:
+	// rejected again, the pause doubles, up to PlatformMaxPause; any success
+	// on that platform ends it. Other platforms go on at full speed; a
+	// message of unknown platform ("") is a platform of its own. Defaults to
+	// 10s.
+	PlatformPause time.Duration
+	// PlatformMaxPause caps the doubling of PlatformPause. Defaults to 10
+	// minutes.
+	PlatformMaxPause time.Duration
+	// AlarmLogInterval is how often at most one kind of alarm or failure
+	// (a configuration alarm per code and platform, throttling, failed
+	// deliveries per code) is logged: the first at once, the following
+	// ones counted into the next line of that kind, whose "count" says how
+	// many events it stands for. Defaults to 10s.
+	AlarmLogInterval time.Duration
 	// Logger receives the sender's logs. Tokens and message bodies are never
 	// logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -93,6 +128,10 @@ type SenderConfig struct {
 	// to math/rand/v2.
 	Jitter func() float64
 }
+
+// maxQuotaDevices bounds SenderConfig.QuotaDevices: the detector keeps
+// twice as many answers.
+const maxQuotaDevices = 1000
 
 func (c *SenderConfig) setDefaults() {
 	if c.MaxInFlight == 0 {
@@ -128,6 +167,22 @@ func (c *SenderConfig) setDefaults() {
 	if c.QuotaPause == 0 {
 		c.QuotaPause = 5 * time.Second
 	}
+	if c.QuotaDevices == 0 {
+		c.QuotaDevices = 3
+	}
+	if c.QuotaWindow == 0 {
+		c.QuotaWindow = 2 * time.Second
+	}
+	if c.PlatformPause == 0 {
+		c.PlatformPause = 10 * time.Second
+	}
+	if c.PlatformMaxPause == 0 {
+		c.PlatformMaxPause = 10 * time.Minute
+	}
+	c.PlatformMaxPause = max(c.PlatformMaxPause, c.PlatformPause)
+	if c.AlarmLogInterval == 0 {
+		c.AlarmLogInterval = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -155,6 +210,8 @@ func (c SenderConfig) Validate() error {
 		"lease": c.Lease, "poll interval": c.PollInterval, "flush interval": c.FlushInterval,
 		"retry base delay": c.Retry.BaseDelay, "retry max delay": c.Retry.MaxDelay,
 		"circuit open pause": c.CircuitOpenPause, "quota pause": c.QuotaPause,
+		"quota window": c.QuotaWindow, "platform pause": c.PlatformPause,
+		"platform max pause": c.PlatformMaxPause, "alarm log interval": c.AlarmLogInterval,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
@@ -162,6 +219,9 @@ func (c SenderConfig) Validate() error {
 	}
 	if c.Retry.MaxAttempts < 0 {
 		errs = append(errs, errors.New("retry max attempts must not be negative"))
+	}
+	if c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices {
+		errs = append(errs, fmt.Errorf("quota devices must be between 0 and %d", maxQuotaDevices))
 	}
 	return errors.Join(errs...)
 }
@@ -174,6 +234,13 @@ type SenderStats struct {
 	ConfigAlarms int64
 	// QuotaExceeded counts QUOTA_EXCEEDED answers.
 	QuotaExceeded int64
+	// QuotaPauses counts the times all sending paused because
+	// QUOTA_EXCEEDED was evidently project-wide (see
+	// SenderConfig.QuotaDevices).
+	QuotaPauses int64
+	// PlatformPauses counts the times one platform's pushes were paused, or
+	// the pause doubled, after THIRD_PARTY_AUTH_ERROR.
+	PlatformPauses int64
 	// CircuitOpen counts pushes the circuit breaker stopped.
 	CircuitOpen int64
 	// InFlight is the number of pushes in flight now.
@@ -185,6 +252,13 @@ type SenderStats struct {
 // minute, and records the outcomes in batches. Run it in one goroutine per
 // process (several processes may run one each); Wake and Stats are safe
 // for concurrent use.
+//
+// FCM's answers that concern more than one delivery slow down only what
+// they concern: a device over its rate waits alone, a platform whose APNs or
+// web push credentials are rejected pauses alone, and all sending pauses
+// only for a project-wide quota or an open circuit breaker (see
+// SenderConfig.QuotaDevices and SenderConfig.PlatformPause). Repeated
+// alarms are logged once per SenderConfig.AlarmLogInterval.
 type Sender struct {
 	store  DeliveryStore
 	pusher Pusher
@@ -200,7 +274,15 @@ type Sender struct {
 	running atomic.Bool
 	stats   struct {
 		claimed, sent, pruned, failed, retries, released, alarms, quota, circuit atomic.Int64
+		quotaPauses, platformPauses                                              atomic.Int64
 	}
+
+	// Reactions to answers that concern more than one delivery.
+	seed      maphash.Seed // keys devices by a hash of their token
+	quota     *quotaDetector
+	holds     *deviceHolds
+	platforms *platformGate
+	alarms    *alarmLog
 }
 
 // NewSender returns a Sender. store and pusher must not be nil.
@@ -216,14 +298,21 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 	// A burst of 1% of a second's rate keeps any one-second window within
 	// a few percent of the limit.
 	burst := max(1, int(perSecond/100))
+	log := cfg.Logger.With("component", "herald_sender")
 	return &Sender{
 		store:    store,
 		pusher:   pusher,
 		cfg:      cfg,
-		log:      cfg.Logger.With("component", "herald_sender"),
+		log:      log,
 		limiter:  rate.NewLimiter(rate.Limit(perSecond), burst),
 		wake:     make(chan struct{}, 1),
 		outcomes: make(chan *notification.Delivery, cfg.MaxInFlight+cfg.BatchSize),
+
+		seed:      maphash.MakeSeed(),
+		quota:     newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
+		holds:     newDeviceHolds(),
+		platforms: newPlatformGate(cfg.PlatformPause, cfg.PlatformMaxPause),
+		alarms:    newAlarmLog(log, cfg.AlarmLogInterval),
 	}, nil
 }
 
@@ -242,6 +331,7 @@ func (s *Sender) Stats() SenderStats {
 		Claimed: s.stats.claimed.Load(), Sent: s.stats.sent.Load(), TokensPruned: s.stats.pruned.Load(),
 		Failed: s.stats.failed.Load(), RetriesScheduled: s.stats.retries.Load(), Released: s.stats.released.Load(),
 		ConfigAlarms: s.stats.alarms.Load(), QuotaExceeded: s.stats.quota.Load(), CircuitOpen: s.stats.circuit.Load(),
+		QuotaPauses: s.stats.quotaPauses.Load(), PlatformPauses: s.stats.platformPauses.Load(),
 		InFlight: s.inFlight.Load(),
 	}
 }
@@ -345,6 +435,7 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 
 // push sends one claimed delivery and hands its outcome to the recorder.
 func (s *Sender) push(ctx context.Context, d Dispatch) {
+	s.alarms.flush(s.cfg.Now())
 	// The pause is checked again after the rate limiter: a QUOTA_EXCEEDED
 	// may have arrived while this push queued for a token, and Retry-After
 	// holds for every push, not only for those that had not queued yet.
@@ -355,15 +446,32 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// A delivery that waited in the queue (a long pause, a slow rate) must
 	// not be pushed near the end of its lease: another sender may take it
 	// over meanwhile and push it too. Give it back to be claimed afresh.
-	if s.cfg.Now().After(d.Delivery.DueAt().Add(-s.cfg.Lease / 2)) {
+	now := s.cfg.Now()
+	if now.After(d.Delivery.DueAt().Add(-s.cfg.Lease / 2)) {
 		s.release(d.Delivery)
+		return
+	}
+	// A throttled device, or a platform whose credentials are rejected,
+	// waits; nothing else does.
+	device := maphash.String(s.seed, d.Message.Token)
+	if until, held := s.holds.heldUntil(device, now); held {
+		s.releaseUntil(d.Delivery, until)
+		return
+	}
+	ticket, until, ok := s.platforms.admit(d.Message.Platform, now)
+	if !ok {
+		s.releaseUntil(d.Delivery, until)
 		return
 	}
 	// The push itself is not cancelled when Run's ctx ends: it finishes
 	// within the Pusher's deadline and its outcome is recorded.
 	name, err := s.pusher.Push(context.WithoutCancel(ctx), d.Message)
-	now := s.cfg.Now()
+	now = s.cfg.Now()
 	if err == nil {
+		s.quota.observe(now, device, false)
+		if s.platforms.answered(d.Message.Platform, ticket, true) {
+			s.log.Info("platform credentials accepted again: pushes resumed", "platform", platformName(d.Message.Platform))
+		}
 		if markErr := d.Delivery.MarkSent(name, now); markErr != nil {
 			s.log.Error("mark delivery sent", "delivery_id", d.Delivery.ID(), "err", markErr)
 			return
@@ -372,7 +480,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 		s.outcomes <- d.Delivery
 		return
 	}
-	s.onFailure(err)
+	err = s.onFailure(d, device, ticket, err, now)
 	status, recErr := d.Delivery.RecordFailure(err, s.cfg.Retry, now, s.cfg.Jitter())
 	if recErr != nil {
 		s.log.Error("record delivery failure", "delivery_id", d.Delivery.ID(), "err", recErr)
@@ -383,9 +491,10 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 		s.stats.pruned.Add(1)
 	case notification.StatusFailed:
 		s.stats.failed.Add(1)
-		s.log.Warn("delivery failed", "delivery_id", d.Delivery.ID(),
-			"notification_id", d.Delivery.NotificationID(), "code", d.Delivery.ErrorCode(),
-			"attempts", d.Delivery.Attempts(), "err", err)
+		code := d.Delivery.ErrorCode()
+		s.alarms.add(now, "delivery_failed:"+code, slog.LevelWarn, "delivery failed",
+			"delivery_id", d.Delivery.ID(), "notification_id", d.Delivery.NotificationID(), "code", code,
+			"attempts", d.Delivery.Attempts(), "err", d.Delivery.LastError())
 	case notification.StatusRetryScheduled, notification.StatusPending:
 		if errors.Is(err, notification.ErrCircuitOpen) {
 			s.stats.released.Add(1)
@@ -396,10 +505,21 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	s.outcomes <- d.Delivery
 }
 
-// onFailure reacts to failures that concern all sending, not one delivery.
-func (s *Sender) onFailure(err error) {
+// onFailure reacts to a failed push in what concerns more than its delivery
+// (pauses, holds, alarms), and returns the error the delivery is to record:
+// a push rejected for its platform's credentials is due again no sooner
+// than the platform's pause ends.
+func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err error, now time.Time) error {
 	var se *notification.SendError
-	errors.As(err, &se)
+	if !errors.As(err, &se) {
+		se = &notification.SendError{}
+	}
+	platform := d.Message.Platform
+	projectWide := false
+	if !errors.Is(err, notification.ErrCircuitOpen) {
+		// The breaker's refusal is not an answer from FCM.
+		projectWide = s.quota.observe(now, device, errors.Is(err, notification.ErrQuotaExceeded))
+	}
 	switch {
 	case errors.Is(err, notification.ErrCircuitOpen):
 		s.stats.circuit.Add(1)
@@ -407,23 +527,66 @@ func (s *Sender) onFailure(err error) {
 	case errors.Is(err, notification.ErrQuotaExceeded):
 		s.stats.quota.Add(1)
 		wait := s.cfg.QuotaPause
-		if se != nil && se.RetryAfter > 0 {
+		if se.RetryAfter > 0 {
 			wait = se.RetryAfter
 		}
-		s.pause(wait)
-		s.log.Warn("fcm quota exceeded: pausing all sends", "pause", wait)
+		if projectWide {
+			s.stats.quotaPauses.Add(1)
+			s.pause(wait)
+			s.alarms.add(now, "quota_project", slog.LevelWarn,
+				"fcm quota exceeded on several devices at once: pausing all sends",
+				"pause", wait, "devices", s.cfg.QuotaDevices, "window", s.cfg.QuotaWindow)
+		} else {
+			s.holds.hold(device, wait, now)
+			s.alarms.add(now, "quota_device", slog.LevelWarn,
+				"fcm quota exceeded for one device: holding its pushes, the others go on",
+				"hold", wait, "delivery_id", d.Delivery.ID())
+		}
+	case errors.Is(err, notification.ErrPlatformAuthRejected):
+		s.stats.alarms.Add(1)
+		until, paused := s.platforms.rejected(platform, ticket, now)
+		if paused {
+			s.stats.platformPauses.Add(1)
+		}
+		s.alarms.add(now, "platform_auth:"+string(platform), slog.LevelError,
+			"configuration alarm: APNs or web push credentials rejected (THIRD_PARTY_AUTH_ERROR): pausing this platform's pushes",
+			"platform", platformName(platform), "code", se.Code, "paused_until", until, "err", se.Reason)
+		if wait := until.Sub(now); wait > se.RetryAfter {
+			retry := *se
+			retry.RetryAfter = wait
+			return &retry
+		}
+	case errors.Is(err, notification.ErrSenderMismatch):
+		s.stats.alarms.Add(1)
+		s.alarms.add(now, "sender_id_mismatch", slog.LevelError,
+			"configuration alarm: a token belongs to another Firebase project (SENDER_ID_MISMATCH): token pruned",
+			"code", se.Code, "delivery_id", d.Delivery.ID(), "platform", platformName(platform))
 	case errors.Is(err, notification.ErrMisconfigured):
 		s.stats.alarms.Add(1)
-		code := ""
-		if se != nil {
-			code = se.Code
-		}
-		s.log.Error("configuration alarm: fcm refused our configuration", "code", code, "err", err)
+		s.alarms.add(now, "misconfigured:"+se.Code, slog.LevelError,
+			"configuration alarm: fcm refused our configuration", "code", se.Code, "err", se.Reason)
 	}
+	if !errors.Is(err, notification.ErrPlatformAuthRejected) {
+		s.platforms.answered(platform, ticket, false)
+	}
+	return err
+}
+
+// platformName names p in logs.
+func platformName(p notification.Platform) string {
+	if p == "" {
+		return "unknown"
+	}
+	return string(p)
 }
 
 func (s *Sender) release(d *notification.Delivery) {
-	if err := d.Release(s.cfg.Now(), s.cfg.Now()); err != nil {
+	s.releaseUntil(d, s.cfg.Now())
+}
+
+// releaseUntil gives a claimed delivery back unattempted, due at until.
+func (s *Sender) releaseUntil(d *notification.Delivery, until time.Time) {
+	if err := d.Release(until, s.cfg.Now()); err != nil {
 		s.log.Error("release delivery", "delivery_id", d.ID(), "err", err)
 		return
 	}

@@ -131,9 +131,11 @@ func (d *Delivery) MarkSent(messageName string, now time.Time) error {
 }
 
 // RecordFailure applies a failed push's outcome, decided by its class (see
-// SendError): a dead token is pruned; a rejected message or configuration
-// fails for good; a transient failure or throttling is retried after the
-// policy's delay (never before Retry-After) until attempts run out; a push
+// SendError): a dead token, or one of another Firebase project
+// (ErrSenderMismatch), is pruned; a rejected message or configuration fails
+// for good; a transient failure, throttling, or rejected APNs or web push
+// credentials (ErrPlatformAuthRejected) is retried after the policy's delay
+// (never before Retry-After) until attempts run out; a push
 // the circuit breaker stopped is released, due again at now plus the
 // policy's base delay, with no attempt counted. jitter is a random number in
 // [0, 1). It returns the new status.
@@ -156,9 +158,12 @@ func (d *Delivery) RecordFailure(err error, policy RetryPolicy, now time.Time, j
 	d.attempts++
 	d.lastError, d.errorCode = truncate(se.Error(), maxErrorLength), se.Code
 	switch {
-	case errors.Is(se.Class, ErrTokenUnregistered), errors.Is(se.Class, ErrTokenRejected):
+	case errors.Is(se.Class, ErrTokenUnregistered), errors.Is(se.Class, ErrTokenRejected),
+		errors.Is(se.Class, ErrSenderMismatch):
 		d.status = StatusTokenPruned
-	case errors.Is(se.Class, ErrMessageRejected), errors.Is(se.Class, ErrMisconfigured):
+	case errors.Is(se.Class, ErrMessageRejected),
+		// Rejected platform credentials may be fixed: retried below.
+		errors.Is(se.Class, ErrMisconfigured) && !errors.Is(se.Class, ErrPlatformAuthRejected):
 		d.status = StatusFailed
 	case d.attempts >= policy.MaxAttempts:
 		d.status = StatusFailed

@@ -106,6 +106,24 @@ var (
 	ErrCircuitOpen = errors.New("circuit breaker open")
 )
 
+// Configuration alarms that concern one token or one platform rather than
+// every push. Each also matches ErrMisconfigured with errors.Is, so code that
+// raises an alarm on ErrMisconfigured still does; RecordFailure checks them
+// first.
+var (
+	// ErrSenderMismatch: the token belongs to another Firebase project
+	// (SENDER_ID_MISMATCH). It can never work here: the token is pruned,
+	// and the sender raises a configuration alarm (an app build may ship
+	// another project's configuration).
+	ErrSenderMismatch = fmt.Errorf("%w: token of another firebase project", ErrMisconfigured)
+	// ErrPlatformAuthRejected: APNs or web push refused the credentials
+	// uploaded to Firebase (THIRD_PARTY_AUTH_ERROR), for example an expired
+	// APNs key. The push may work once an operator fixes the key, so the
+	// delivery is retried like a transient failure (its attempt counted);
+	// the sender raises an alarm and pauses that platform's pushes.
+	ErrPlatformAuthRejected = fmt.Errorf("%w: apns or web push credentials", ErrMisconfigured)
+)
+
 // SendError is what a failed push returns. Class is one of the send outcome
 // sentinels above; Code is the provider's own error code (for example
 // "UNREGISTERED"); RetryAfter is the provider's Retry-After, or zero.

@@ -1,0 +1,240 @@
+package app_test
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/notification"
+)
+
+// These tests run a real Sender on in-memory fakes with a clock that stands
+// still unless a test moves it: any pause the sender takes lasts until the
+// test advances the clock, so "not slowed down" means "done without moving
+// the clock".
+
+func TestOneThrottledDeviceDoesNotSlowTheOthers(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	// The hot device comes first, with three pushes waiting.
+	hot := []int64{
+		store.add("hot-device", notification.PlatformAndroid, clock.Now()),
+		store.add("hot-device", notification.PlatformAndroid, clock.Now()),
+		store.add("hot-device", notification.PlatformAndroid, clock.Now()),
+	}
+	for i := range 100 {
+		store.add(fmt.Sprintf("healthy-%03d", i), notification.PlatformAndroid, clock.Now())
+	}
+	pusher := newFakePusher(func(msg notification.Message) error {
+		if msg.Token == "hot-device" {
+			return sendErr(notification.ErrQuotaExceeded, "QUOTA_EXCEEDED", 30*time.Second)
+		}
+		return nil
+	})
+	s := runSender(t, store, pusher, senderConfig(clock))
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: 100}, store.statuses(hasPrefix("healthy-")))
+		assert.Equal(c, map[notification.DeliveryStatus]int{
+			notification.StatusRetryScheduled: 1, notification.StatusPending: 2,
+		}, store.statuses(hasPrefix("hot-")))
+	}, waitFor, 5*time.Millisecond, "every healthy device is served without the clock moving")
+
+	assert.Equal(t, 1, pusher.callsTo(hasPrefix("hot-")), "the hot device's other pushes are held, not sent")
+	throttled := store.delivery(hot[0])
+	assert.Equal(t, 1, throttled.Attempts())
+	assert.Equal(t, "QUOTA_EXCEEDED", throttled.ErrorCode())
+	assert.False(t, throttled.DueAt().Before(clock.Now().Add(30*time.Second)), "retried no sooner than Retry-After")
+	for _, id := range hot[1:] {
+		held := store.delivery(id)
+		assert.Zero(t, held.Attempts(), "a held push is not an attempt")
+		assert.Equal(t, clock.Now().Add(30*time.Second), held.DueAt(), "held until the device's Retry-After")
+	}
+	st := s.Stats()
+	assert.Equal(t, int64(1), st.QuotaExceeded)
+	assert.Zero(t, st.QuotaPauses, "one device's throttling never pauses all sending")
+
+	// After Retry-After, the device gets its pushes.
+	pusher.setAnswer(func(notification.Message) error { return nil })
+	clock.Advance(30 * time.Second)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: 3}, store.statuses(hasPrefix("hot-")))
+	}, waitFor, 5*time.Millisecond)
+}
+
+func TestThrottlingAcrossManyDevicesPausesAllSending(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	for i := range 10 {
+		store.add(fmt.Sprintf("device-%02d", i), notification.PlatformAndroid, clock.Now())
+	}
+	pusher := newFakePusher(func(notification.Message) error {
+		return sendErr(notification.ErrQuotaExceeded, "QUOTA_EXCEEDED", 0)
+	})
+	cfg := senderConfig(clock) // QuotaDevices 3 in QuotaWindow 2s, QuotaPause 5s by default
+	s := runSender(t, store, pusher, cfg)
+
+	require.Eventually(t, func() bool { return s.Stats().QuotaPauses == 1 }, waitFor, 5*time.Millisecond)
+	assert.Equal(t, 3, pusher.callsTo(hasPrefix("device-")), "three devices throttled in a row: the quota is the project's")
+	time.Sleep(200 * time.Millisecond) // the clock stands still: the pause must hold
+	assert.Equal(t, 3, pusher.callsTo(hasPrefix("device-")), "no push while all sending is paused")
+	assert.Equal(t, int64(3), s.Stats().QuotaExceeded)
+
+	// When the pause ends and the quota is back, everything goes out.
+	pusher.setAnswer(func(notification.Message) error { return nil })
+	clock.Advance(5 * time.Second)
+	require.Eventually(t, func() bool { return pusher.callsTo(hasPrefix("device-")) > 3 }, waitFor, 5*time.Millisecond)
+	clock.Advance(10 * time.Second) // the throttled deliveries' own retry time (BaseDelay)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: 10}, store.statuses(hasPrefix("device-")))
+	}, waitFor, 5*time.Millisecond)
+	assert.Equal(t, 13, pusher.callsTo(hasPrefix("device-")))
+}
+
+func TestExpiredAPNsKeyBacksOffIOSAndKeepsAndroidAtFullSpeed(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	t0 := clock.Now()
+	store := newMemStore()
+	for i := range 10 {
+		store.add(fmt.Sprintf("ios-%02d", i), notification.PlatformIOS, t0)
+		store.add(fmt.Sprintf("android-%02d", i), notification.PlatformAndroid, t0)
+	}
+	apnsKeyExpired := func(msg notification.Message) error {
+		if msg.Platform == notification.PlatformIOS {
+			return sendErr(notification.ErrPlatformAuthRejected, "THIRD_PARTY_AUTH_ERROR", 0)
+		}
+		return nil
+	}
+	pusher := newFakePusher(apnsKeyExpired)
+	cfg := senderConfig(clock) // PlatformPause 10s, doubling
+	s := runSender(t, store, pusher, cfg)
+	isIOS := hasPrefix("ios-")
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: 10}, store.statuses(hasPrefix("android-")))
+		assert.Equal(c, map[notification.DeliveryStatus]int{
+			notification.StatusRetryScheduled: 1, notification.StatusPending: 9,
+		}, store.statuses(isIOS))
+	}, waitFor, 5*time.Millisecond, "android goes on; ios is retried later, not failed")
+	assert.Equal(t, 1, pusher.callsTo(isIOS), "one rejection pauses every ios push")
+	first := store.delivery(1) // ios-00, the first pushed
+	assert.Equal(t, 1, first.Attempts(), "the rejected push counts an attempt")
+	assert.Equal(t, "THIRD_PARTY_AUTH_ERROR", first.ErrorCode())
+	assert.Equal(t, t0.Add(10*time.Second), first.DueAt(), "retried when the pause ends")
+	st := s.Stats()
+	assert.Equal(t, int64(1), st.PlatformPauses)
+	assert.Equal(t, int64(1), st.ConfigAlarms)
+	assert.Zero(t, st.Failed)
+
+	// The pause ends: one probe, rejected again, doubles the pause.
+	clock.Advance(10 * time.Second)
+	require.Eventually(t, func() bool { return s.Stats().PlatformPauses == 2 }, waitFor, 5*time.Millisecond)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		counts := store.statuses(isIOS)
+		assert.Equal(c, 10, counts[notification.StatusRetryScheduled]+counts[notification.StatusPending])
+	}, waitFor, 5*time.Millisecond)
+	assert.Equal(t, 2, pusher.callsTo(isIOS), "one probe when the pause ends")
+
+	// The operator fixes the key. Nothing goes out before the doubled pause
+	// ends; then the probe succeeds and every held push follows.
+	pusher.setAnswer(func(notification.Message) error { return nil })
+	clock.Advance(19 * time.Second)
+	time.Sleep(100 * time.Millisecond)
+	assert.Equal(t, 2, pusher.callsTo(isIOS), "the pause doubled to 20s")
+	clock.Advance(time.Second)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: 10}, store.statuses(isIOS))
+	}, waitFor, 5*time.Millisecond, "no retry by hand: held and rejected pushes all go out")
+	assert.Equal(t, 12, pusher.callsTo(isIOS), "two rejected attempts, then one push each")
+}
+
+func TestTokenOfAnotherFirebaseProjectIsPrunedWithAnAlarm(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	foreign := store.add("token-of-another-project", notification.PlatformAndroid, clock.Now())
+	store.add("token-ok", notification.PlatformAndroid, clock.Now())
+	pusher := newFakePusher(func(msg notification.Message) error {
+		if msg.Token == "token-of-another-project" {
+			return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
+		}
+		return nil
+	})
+	var logs logBuffer
+	cfg := senderConfig(clock)
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	s := runSender(t, store, pusher, cfg)
+
+	require.Eventually(t, func() bool {
+		return store.delivery(foreign).Status() == notification.StatusTokenPruned
+	}, waitFor, 5*time.Millisecond)
+	assert.Equal(t, "SENDER_ID_MISMATCH", store.delivery(foreign).ErrorCode())
+	assert.False(t, store.hasToken("token-of-another-project"), "the useless token is deleted")
+	assert.True(t, store.hasToken("token-ok"))
+	st := s.Stats()
+	assert.Equal(t, int64(1), st.TokensPruned)
+	assert.Equal(t, int64(1), st.ConfigAlarms)
+	assert.Zero(t, st.Failed)
+	alarms := logs.lines(t, "configuration alarm")
+	require.Len(t, alarms, 1)
+	assert.Equal(t, "ERROR", alarms[0]["level"])
+	assert.Equal(t, "SENDER_ID_MISMATCH", alarms[0]["code"])
+	assert.NotContains(t, logs.String(), "token-of-another-project")
+}
+
+func TestRepeatedAlarmsLogOneLinePerInterval(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	for i := range 20 {
+		store.add(fmt.Sprintf("foreign-%02d", i), notification.PlatformAndroid, clock.Now())
+		store.add(fmt.Sprintf("bad-message-%02d", i), notification.PlatformAndroid, clock.Now())
+	}
+	pusher := newFakePusher(func(msg notification.Message) error {
+		switch {
+		case strings.HasPrefix(msg.Token, "foreign-"):
+			return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
+		case strings.HasPrefix(msg.Token, "bad-message-"):
+			return sendErr(notification.ErrMessageRejected, "INVALID_ARGUMENT", 0)
+		}
+		return nil
+	})
+	var logs logBuffer
+	cfg := senderConfig(clock) // AlarmLogInterval 10s
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	s := runSender(t, store, pusher, cfg)
+
+	require.Eventually(t, func() bool {
+		st := s.Stats()
+		return st.TokensPruned == 20 && st.Failed == 20
+	}, waitFor, 5*time.Millisecond)
+	withCode := func(code string) []map[string]any {
+		return logs.linesWhere(t, func(rec map[string]any) bool { return rec["code"] == code })
+	}
+	require.Len(t, withCode("SENDER_ID_MISMATCH"), 1, "twenty alarms, one line")
+	require.Len(t, withCode("INVALID_ARGUMENT"), 1, "twenty failures, one line")
+
+	// After the interval, the next push writes what was counted meanwhile.
+	clock.Advance(10 * time.Second)
+	store.add("healthy", notification.PlatformAndroid, clock.Now())
+	s.Wake()
+	require.Eventually(t, func() bool { return len(withCode("INVALID_ARGUMENT")) == 2 }, waitFor, 5*time.Millisecond)
+	for _, code := range []string{"SENDER_ID_MISMATCH", "INVALID_ARGUMENT"} {
+		lines := withCode(code)
+		require.Len(t, lines, 2, code)
+		assert.EqualValues(t, 1, lines[0]["count"], code)
+		assert.EqualValues(t, 19, lines[1]["count"], code)
+	}
+	out := logs.String()
+	for _, secret := range []string{"foreign-", "bad-message-", "healthy", "secret title", "secret body"} {
+		assert.NotContains(t, out, secret, "never a token or a body in a log line")
+	}
+}

@@ -54,9 +54,12 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 		return nil
 	}
 	for _, r := range raised {
-		data, err := json.Marshal(r.Event)
-		if err != nil {
-			return nil, fmt.Errorf("encode event %s: %w", r.Event.EventType(), err)
+		data := r.Data
+		if data == nil { // raised without app.Raiser.Prepare
+			var err error
+			if data, err = json.Marshal(r.Event); err != nil {
+				return nil, fmt.Errorf("%w: encode event %s: %w", notification.ErrMalformedEvent, r.Event.EventType(), err)
+			}
 		}
 		ids := make([]uuid.UUID, len(r.Notifications))
 		for i, n := range r.Notifications {
@@ -95,10 +98,17 @@ func decodeEnvelope(payload []byte) (envelope, error) {
 	if len(env.Events) == 0 {
 		return envelope{}, fmt.Errorf("%w: outbox message has no events", notification.ErrMalformedEvent)
 	}
+	total := 0
 	for i, ev := range env.Events {
 		if ev.Type == "" {
 			return envelope{}, fmt.Errorf("%w: event %d has no type", notification.ErrMalformedEvent, i)
 		}
+		total += len(ev.Notifications)
+	}
+	// Raise never writes more; the bound keeps the relay's statements small.
+	if total > maxNotificationsPerMessage {
+		return envelope{}, fmt.Errorf("%w: outbox message names %d notifications, more than %d",
+			notification.ErrMalformedEvent, total, maxNotificationsPerMessage)
 	}
 	return env, nil
 }

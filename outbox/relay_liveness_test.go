@@ -185,6 +185,12 @@ func TestRecipientWith200000TokensGetsEveryDeliveryAndLaterEventsAreNotHeldUp(t 
 	waitDeliveries(t, pool, later, 1, 15*time.Second)
 	waitDeliveries(t, pool, crowd, tokens, 60*time.Second)
 	assert.Empty(t, deadLetters(t, pool))
+	// Each transaction created at most a chunk: deliveries are stamped with
+	// their transaction's start (the database clock).
+	var largest int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT max(c) FROM (SELECT count(*) AS c FROM herald_deliveries
+		WHERE notification_id = $1 GROUP BY created_at) per_transaction`, crowd.ID()).Scan(&largest))
+	assert.LessOrEqual(t, largest, adapters.ExpandChunkSize)
 }
 
 // curse makes every delivery to token fail with the given SQLSTATE, for the

@@ -43,7 +43,7 @@ const maxReasonLength = 2000
 
 // Add stores a dead letter and returns its id. It stores anything: a nil
 // payload is stored empty; the reason is made valid text (invalid UTF-8 and
-// NUL replaced) and cut to 2,000 bytes on a character boundary; NUL in
+// NUL replaced, so a reason quoting bad input is kept) and cut to 2,000 bytes on a character boundary; NUL in
 // metadata (which jsonb cannot hold) is replaced too.
 func (r *PostgresDeadLetterRepository) Add(ctx context.Context, dl DeadLetter) (int64, error) {
 	var metadata []byte
@@ -72,7 +72,7 @@ func (r *PostgresDeadLetterRepository) Add(ctx context.Context, dl DeadLetter) (
 }
 
 // storableText returns s as text Postgres accepts: valid UTF-8 without NUL,
-// each offending byte replaced by U+FFFD.
+// each NUL and each run of invalid bytes replaced by U+FFFD.
 func storableText(s string) string {
 	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
 		return s

@@ -12,6 +12,12 @@ import (
 	"github.com/herald-push/herald/notification"
 )
 
+// MaxEventBytes bounds the JSON of one raised event (1 MiB), so that every
+// outbox message stays small enough for the relay to handle in one short
+// transaction. Raise refuses a larger event with a *notification.FieldError
+// wrapping ErrTooLong.
+const MaxEventBytes = 1 << 20
+
 // Raised is one event with the notifications its rule produced and its JSON
 // encoding, as it travels in the outbox.
 type Raised struct {
@@ -88,7 +94,8 @@ func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.E
 // Prepare applies the rules, validates and encodes each event as JSON,
 // without writing anything: an event that does not encode (a NaN float, a
 // channel, a failing MarshalJSON) fails here with
-// notification.ErrMalformedEvent. Raise calls it; it is exported for callers
+// notification.ErrMalformedEvent, one whose JSON is over MaxEventBytes with
+// notification.ErrTooLong. Raise calls it; it is exported for callers
 // that batch writes themselves.
 func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notification.Notification, error) {
 	now := r.now()
@@ -121,6 +128,11 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 		if err != nil {
 			errs = append(errs, fmt.Errorf("event %d (%s): %w: does not encode as JSON: %w",
 				i, ev.EventType(), notification.ErrMalformedEvent, err))
+			continue
+		}
+		if len(data) > MaxEventBytes {
+			errs = append(errs, fmt.Errorf("event %d (%s): its JSON is %d bytes, more than %d: %w",
+				i, ev.EventType(), len(data), MaxEventBytes, &notification.FieldError{Field: "event", Err: notification.ErrTooLong}))
 			continue
 		}
 		raised = append(raised, Raised{Event: ev, Data: data, Notifications: ns})

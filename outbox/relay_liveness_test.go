@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,14 @@ func (e sealedEvent) Validate() error {
 	return nil
 }
 
+// noteEvent carries text of any size.
+type noteEvent struct {
+	UserID string `json:"user_id"`
+	Text   string `json:"text"`
+}
+
+func (noteEvent) EventType() string { return "note" }
+
 func toUser(userID string) []notification.Draft {
 	return []notification.Draft{{Recipient: userID, Type: "ping", Content: notification.Content{Title: "hi"}}}
 }
@@ -61,6 +70,7 @@ func livenessRules(t *testing.T) *notification.Rules {
 	require.NoError(t, notification.On(rules, func(e pingEvent) ([]notification.Draft, error) { return toUser(e.UserID), nil }))
 	require.NoError(t, notification.On(rules, func(e ratingEvent) ([]notification.Draft, error) { return toUser(e.UserID), nil }))
 	require.NoError(t, notification.On(rules, func(e sealedEvent) ([]notification.Draft, error) { return toUser(e.UserID), nil }))
+	require.NoError(t, notification.On(rules, func(e noteEvent) ([]notification.Draft, error) { return toUser(e.UserID), nil }))
 	return rules
 }
 
@@ -251,5 +261,33 @@ func TestTransientFailureIsRetriedUntilItPassesAndNeverDeadLettered(t *testing.T
 
 	n := raise(t, pool, ob, pingEvent{UserID: "u1"})[0]
 	waitDeliveries(t, pool, n, 1, 30*time.Second)
+	assert.Empty(t, deadLetters(t, pool))
+}
+
+func TestEventsOfAnySizeRaiseAcceptsAreRelayed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	ob := outbox.New(rules, outbox.Config{})
+	addTokens(t, pool, "u1", "u1-token")
+
+	// Over app.MaxEventBytes: refused before anything is written.
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := ob.Raise(ctx, tx, noteEvent{UserID: "u1", Text: strings.Repeat("x", app.MaxEventBytes)})
+		return err
+	})
+	require.ErrorIs(t, err, notification.ErrTooLong)
+
+	// Just under it, many at once: every one is relayed, none set aside.
+	events := make([]notification.Event, 24)
+	for i := range events {
+		events[i] = noteEvent{UserID: "u1", Text: strings.Repeat("y", app.MaxEventBytes-100)}
+	}
+	ns := raise(t, pool, ob, events...)
+	runRelay(t, pool, rules)
+	for _, n := range ns {
+		waitDeliveries(t, pool, n, 1, 30*time.Second)
+	}
 	assert.Empty(t, deadLetters(t, pool))
 }

@@ -63,6 +63,13 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 	share := max(ExpandChunkSize/len(notificationIDs), minDirectPerNotification)
 	var created int
 	var notified any
+	// No plan_cache_mode tweak (it was SET LOCAL, which logs a warning
+	// outside a transaction block): measured on this statement, one
+	// notification per call, 3,000 calls, 4 runs each, begin + Expand +
+	// rollback took 200-273 us with the default and 207-273 us with
+	// force_generic_plan; after five executions Postgres keeps the generic
+	// plan by itself.
+	//
 	// The token filters repeat the predicate of the partial index
 	// herald_device_tokens_user_token_idx literally, so the planner uses it:
 	// each recipient's tokens are read in order and the scan stops at its

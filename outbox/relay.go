@@ -238,10 +238,10 @@ func (r *Relay) monitorLongTransactions(ctx context.Context) {
 // an event type with no rule) is dead-lettered at once and the message
 // acked. A transient database failure (see transient) nacks the message: it
 // is redelivered, however often that takes. A deterministic failure is
-// retried maxTries times; then the message's events are expanded one by
-// one, each under its own savepoint, and only those that fail alone are
-// dead-lettered with the reason, so the good events of the message are still
-// delivered and nothing behind it waits any longer.
+// retried maxTries times; then the message's events are expanded in
+// halves under savepoints (see expandIsolating), and only those that fail
+// alone are dead-lettered with the reason, so the good events of the message
+// are still delivered and nothing behind it waits any longer.
 func (r *Relay) handle(msg *message.Message) error {
 	ctx := msg.Context()
 	wtx, ok := wsql.TxFromContext(ctx)
@@ -305,10 +305,12 @@ const (
 	maxDeadPayloadKept = 64 << 10
 )
 
-// process expands msg in tx. With isolate, each event is expanded under a
-// savepoint of its own and an event that fails for a deterministic reason
-// is dead-lettered; otherwise all events are expanded in one statement and
-// any failure is returned.
+// process expands msg in tx. With isolate, the events are expanded under
+// savepoints, halving the set until each failure is down to one event,
+// which is dead-lettered if it fails for a deterministic reason (a few
+// statements per failing event, however many events the message holds);
+// otherwise all events are expanded in one statement and any failure is
+// returned.
 func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, isolate bool, counts *RelayStats) (err error) {
 	defer func() {
 		// A panic on one message must not stop the relay or loop forever on
@@ -331,7 +333,7 @@ func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, is
 	if decodeErr != nil {
 		return r.deadLetter(ctx, tx, msg, msg.Payload, decodeErr.Error(), counts)
 	}
-	var ids []uuid.UUID
+	var known []indexedEvent
 	for i, ev := range env.Events {
 		// Raise validated the event itself; the relay needs only the
 		// notification ids, and that this application knows the type (an
@@ -344,44 +346,64 @@ func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, is
 			}
 			continue
 		}
-		if !isolate {
-			counts.Events++
-			ids = append(ids, ev.Notifications...)
-			continue
-		}
-		created, err := expandAlone(ctx, tx, ev.Notifications)
-		if err != nil {
-			if transient(ctx, err) {
-				return err
-			}
-			reason := fmt.Sprintf("event %d: expansion failed %d times: %v", i, maxTries, err)
-			if err := r.deadLetterEvent(ctx, tx, msg, ev, reason, counts); err != nil {
-				return err
-			}
-			continue
-		}
-		counts.Events++
-		counts.Deliveries += int64(created)
+		known = append(known, indexedEvent{index: i, event: ev})
 	}
-	if len(ids) == 0 {
+	if len(known) == 0 {
 		return nil
 	}
-	created, err := adapters.NewPostgresDeliveryRepository(tx).Expand(ctx, ids)
+	if isolate {
+		return r.expandIsolating(ctx, tx, msg, known, counts)
+	}
+	created, err := adapters.NewPostgresDeliveryRepository(tx).Expand(ctx, notificationIDs(known))
 	if err != nil {
 		return err
 	}
+	counts.Events += int64(len(known))
 	counts.Deliveries += int64(created)
 	return nil
 }
 
-// expandAlone expands one event's notifications under a savepoint of
-// their own, which is rolled back if it fails.
-func expandAlone(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (created int, err error) {
-	err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		created, err = adapters.NewPostgresDeliveryRepository(sp).Expand(ctx, ids)
+// indexedEvent is an event with its position in its message.
+type indexedEvent struct {
+	index int
+	event envelopeEvent
+}
+
+func notificationIDs(events []indexedEvent) []uuid.UUID {
+	var ids []uuid.UUID
+	for _, e := range events {
+		ids = append(ids, e.event.Notifications...)
+	}
+	return ids
+}
+
+// expandIsolating expands events under a savepoint; if that fails for a
+// deterministic reason it rolls the savepoint back and tries each half, down
+// to single events, which it dead-letters with the reason. A transient
+// failure is returned.
+func (r *Relay) expandIsolating(ctx context.Context, tx pgx.Tx, msg *message.Message, events []indexedEvent, counts *RelayStats) error {
+	var created int
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		var err error
+		created, err = adapters.NewPostgresDeliveryRepository(sp).Expand(ctx, notificationIDs(events))
 		return err
 	})
-	return created, err
+	switch {
+	case err == nil:
+		counts.Events += int64(len(events))
+		counts.Deliveries += int64(created)
+		return nil
+	case transient(ctx, err):
+		return err
+	case len(events) == 1:
+		reason := fmt.Sprintf("event %d: expansion failed %d times: %v", events[0].index, maxTries, err)
+		return r.deadLetterEvent(ctx, tx, msg, events[0].event, reason, counts)
+	}
+	mid := len(events) / 2
+	if err := r.expandIsolating(ctx, tx, msg, events[:mid], counts); err != nil {
+		return err
+	}
+	return r.expandIsolating(ctx, tx, msg, events[mid:], counts)
 }
 
 // deadLetterEvent sets one event of msg aside, in the form in which it can

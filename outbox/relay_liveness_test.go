@@ -225,29 +225,54 @@ func pgQuote(s string) string { return "'" + s + "'" }
 
 func TestMessageFailingForADeterministicReasonIsDeadLetteredEventByEvent(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
 	ob := outbox.New(rules, outbox.Config{})
 	addTokens(t, pool, "cursed", "cursed-token")
-	addTokens(t, pool, "fine", "fine-token")
 	addTokens(t, pool, "later", "later-token")
+	_, err := pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+		SELECT 'fine-token-' || g, 'fine-' || g, 'android', now(), now() FROM generate_series(0, 99) g`)
+	require.NoError(t, err)
 	curse(t, pool, "cursed-token", "22023", math.MaxInt32) // invalid_parameter_value, every time
 	relay := runRelay(t, pool, rules)
 
-	// One host transaction, so one outbox message with both events.
-	ns := raise(t, pool, ob, pingEvent{UserID: "cursed"}, pingEvent{UserID: "fine"})
+	// One host transaction, so one outbox message; the cursed recipient's
+	// events are the 1st and the 38th of 102.
+	var events []notification.Event
+	for i := range 100 {
+		if i == 0 || i == 37 {
+			events = append(events, pingEvent{UserID: "cursed"})
+		}
+		events = append(events, pingEvent{UserID: fmt.Sprint("fine-", i)})
+	}
+	ns := raise(t, pool, ob, events...)
 	later := raise(t, pool, ob, pingEvent{UserID: "later"})[0]
-	waitDeliveries(t, pool, ns[1], 1, 20*time.Second)
 	waitDeliveries(t, pool, later, 1, 20*time.Second)
-	assert.Zero(t, deliveriesOf(t, pool, ns[0].ID()))
+	for i, n := range ns {
+		if n.Recipient() == "cursed" {
+			assert.Zero(t, deliveriesOf(t, pool, n.ID()), "event %d", i)
+		} else {
+			assert.Equal(t, 1, deliveriesOf(t, pool, n.ID()), "event %d", i)
+		}
+	}
 
 	dls := deadLetters(t, pool)
-	require.Len(t, dls, 1)
-	assert.Contains(t, dls[0].Reason, "event 0")
-	assert.Contains(t, dls[0].Reason, "this delivery is cursed")
-	assert.Contains(t, string(dls[0].Payload), ns[0].ID().String(), "the letter holds the failing event alone")
-	assert.NotContains(t, string(dls[0].Payload), ns[1].ID().String())
-	assert.Equal(t, int64(1), relay.Stats().DeadLetters)
+	require.Len(t, dls, 2)
+	for _, dl := range dls {
+		assert.Contains(t, dl.Reason, "this delivery is cursed")
+		assert.NotContains(t, dl.Reason, "cursed-token")
+	}
+	reasons := dls[0].Reason + " | " + dls[1].Reason
+	assert.Contains(t, reasons, "event 0:")
+	assert.Contains(t, reasons, "event 38:")
+	// Each letter holds its failing event alone, replayable.
+	for _, dl := range dls {
+		assert.Equal(t, 1, strings.Count(string(dl.Payload), `"type"`))
+		assert.NotContains(t, string(dl.Payload), ns[1].ID().String())
+	}
+	assert.Equal(t, int64(2), relay.Stats().DeadLetters)
+	assert.Equal(t, int64(101), relay.Stats().Events)
 }
 
 func TestTransientFailureIsRetriedUntilItPassesAndNeverDeadLettered(t *testing.T) {

@@ -212,7 +212,7 @@ func TestPoisonMessagesAreMovedAside(t *testing.T) {
 	poison := []string{
 		`{"hello":"world"}`,
 		`{"v":1,"events":[{"type":"no_such_event","data":{},"notifications":[]}]}`,
-		`{"v":1,"events":[{"type":"comment_created","data":{"course_id":1},"notifications":[]}]}`,
+		`{"v":1,"events":[{"type":"comment_created","data":{},"notifications":["not-a-uuid"]}]}`,
 		`[1,2,3]`,
 	}
 	for i, p := range poison {

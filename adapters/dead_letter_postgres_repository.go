@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -36,21 +38,28 @@ func NewPostgresDeadLetterRepository(db DB) *PostgresDeadLetterRepository {
 	return &PostgresDeadLetterRepository{db: db}
 }
 
-// maxReasonLength bounds a stored reason.
+// maxReasonLength bounds a stored reason, in bytes.
 const maxReasonLength = 2000
 
-// Add stores a dead letter and returns its id.
+// Add stores a dead letter and returns its id. It stores anything: a nil
+// payload is stored empty; the reason is made valid text (invalid UTF-8 and
+// NUL replaced, so a reason quoting bad input is kept) and cut to 2,000 bytes on a character boundary; NUL in
+// metadata (which jsonb cannot hold) is replaced too.
 func (r *PostgresDeadLetterRepository) Add(ctx context.Context, dl DeadLetter) (int64, error) {
 	var metadata []byte
 	if len(dl.Metadata) > 0 {
+		clean := make(map[string]string, len(dl.Metadata))
+		for k, v := range dl.Metadata {
+			clean[storableText(k)] = storableText(v)
+		}
 		var err error
-		if metadata, err = json.Marshal(dl.Metadata); err != nil {
+		if metadata, err = json.Marshal(clean); err != nil {
 			return 0, fmt.Errorf("encode dead letter metadata: %w", err)
 		}
 	}
-	reason := dl.Reason
-	if len(reason) > maxReasonLength {
-		reason = reason[:maxReasonLength]
+	reason := truncateText(storableText(dl.Reason), maxReasonLength)
+	if dl.Payload == nil {
+		dl.Payload = []byte{}
 	}
 	var id int64
 	err := r.db.QueryRow(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, metadata, reason, created_at)
@@ -60,6 +69,27 @@ func (r *PostgresDeadLetterRepository) Add(ctx context.Context, dl DeadLetter) (
 		return 0, fmt.Errorf("store dead letter: %w", err)
 	}
 	return id, nil
+}
+
+// storableText returns s as text Postgres accepts: valid UTF-8 without NUL,
+// each NUL and each run of invalid bytes replaced by U+FFFD.
+func storableText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// truncateText cuts valid UTF-8 s to at most n bytes without splitting a
+// character.
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // List returns up to limit dead letters, newest first; with pendingOnly,

@@ -14,8 +14,8 @@ type BroadcastStore interface {
 	// ExpandBroadcastChunk creates the deliveries of the next chunk of at
 	// most limit tokens of one unfinished broadcast, in one short
 	// transaction, and reports how many it created and whether it found a
-	// broadcast to work on.
-	ExpandBroadcastChunk(ctx context.Context, limit int, now time.Time) (created int, found bool, err error)
+	// broadcast to work on. The deliveries are due at the store's clock.
+	ExpandBroadcastChunk(ctx context.Context, limit int) (created int, found bool, err error)
 }
 
 // BroadcastExpanderConfig configures a BroadcastExpander. Zero values mean
@@ -28,7 +28,9 @@ type BroadcastExpanderConfig struct {
 	PollInterval time.Duration
 	// Logger receives errors. Defaults to discarding.
 	Logger *slog.Logger
-	// Now is the clock. Defaults to time.Now.
+	// Now is not used: deliveries are due at the database's clock, like
+	// every time the database compares. It is kept so that configurations
+	// setting it still compile.
 	Now func() time.Time
 }
 
@@ -71,7 +73,6 @@ func NewBroadcastExpander(store BroadcastStore, cfg BroadcastExpanderConfig) (*B
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.Now = clockOrDefault(cfg.Now)
 	return &BroadcastExpander{store: store, cfg: cfg, log: cfg.Logger.With("component", "herald_broadcast"), wake: make(chan struct{}, 1)}, nil
 }
 
@@ -88,7 +89,7 @@ func (e *BroadcastExpander) Wake() {
 func (e *BroadcastExpander) Run(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
-		_, found, err := e.store.ExpandBroadcastChunk(ctx, e.cfg.ChunkSize, e.cfg.Now())
+		_, found, err := e.store.ExpandBroadcastChunk(ctx, e.cfg.ChunkSize)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			wait := backoff.next()

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,19 +12,32 @@ import (
 	"github.com/herald-push/herald/notification"
 )
 
-// Raised is one event with the notifications its rule produced.
+// MaxEventBytes bounds the JSON of one raised event (1 MiB), so that every
+// outbox message stays small enough for the relay to handle in one short
+// transaction. Raise refuses a larger event with a *notification.FieldError
+// wrapping ErrTooLong.
+const MaxEventBytes = 1 << 20
+
+// Raised is one event with the notifications its rule produced and its JSON
+// encoding, as it travels in the outbox.
 type Raised struct {
 	Event         notification.Event
+	Data          json.RawMessage
 	Notifications []*notification.Notification
 }
 
 // RaiseTx is what raising needs from the host's open transaction: storing
-// the notifications and appending the events to the outbox, each in one
-// round trip per batch. Both writes belong to the host's transaction, so a
+// the notifications and appending the events to the outbox, in a few round
+// trips per batch. Both writes belong to the host's transaction, so a
 // rollback undoes them together.
+//
+// Write must be all or nothing: everything that can fail without the
+// database (encoding the outbox entries, making their ids) must fail before
+// its first write, so such an error leaves the transaction untouched and
+// usable. A database error aborts the host's transaction, as any failed
+// statement does, so it can never commit half of the writes.
 type RaiseTx interface {
-	AddNotifications(ctx context.Context, ns []*notification.Notification) error
-	AppendEvents(ctx context.Context, raised []Raised) error
+	Write(ctx context.Context, ns []*notification.Notification, raised []Raised) error
 }
 
 // RaiserConfig configures a Raiser.
@@ -54,12 +68,14 @@ func NewRaiser(rules *notification.Rules, cfg RaiserConfig) *Raiser {
 	return &Raiser{rules: rules, now: clockOrDefault(cfg.Now), newID: newID}
 }
 
-// Raise applies each event's rule, validates the notifications, and writes
-// them and the events through tx. Nothing is written when any event or
-// notification is invalid: the error names the event's index and wraps
-// notification.ErrUnknownEvent, the event's validation error, or the
-// notification's *FieldError / *PayloadTooLargeError. On error the host's
-// transaction is left as it was, still usable. It returns the notifications
+// Raise applies each event's rule, validates the notifications, encodes the
+// events, and writes them all through tx. Nothing is written when any event
+// or notification is invalid or any event does not encode: the error names
+// the event's index and wraps notification.ErrUnknownEvent,
+// ErrMalformedEvent, the event's validation error, or the notification's
+// *FieldError / *PayloadTooLargeError. On such an error the host's
+// transaction is left as it was, still usable; a database error aborts it
+// (see RaiseTx). It returns the notifications
 // created, in event order.
 func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.Event) ([]*notification.Notification, error) {
 	raised, all, err := r.Prepare(events...)
@@ -69,17 +85,18 @@ func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.E
 	if len(raised) == 0 {
 		return nil, nil
 	}
-	if err := tx.AddNotifications(ctx, all); err != nil {
-		return nil, fmt.Errorf("store notifications: %w", err)
-	}
-	if err := tx.AppendEvents(ctx, raised); err != nil {
-		return nil, fmt.Errorf("append events to outbox: %w", err)
+	if err := tx.Write(ctx, all, raised); err != nil {
+		return nil, err
 	}
 	return all, nil
 }
 
-// Prepare applies the rules and validates without writing anything. Raise
-// calls it; it is exported for callers that batch writes themselves.
+// Prepare applies the rules, validates and encodes each event as JSON,
+// without writing anything: an event that does not encode (a NaN float, a
+// channel, a failing MarshalJSON) fails here with
+// notification.ErrMalformedEvent, one whose JSON is over MaxEventBytes with
+// notification.ErrTooLong. Raise calls it; it is exported for callers
+// that batch writes themselves.
 func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notification.Notification, error) {
 	now := r.now()
 	raised := make([]Raised, 0, len(events))
@@ -104,10 +121,22 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 			}
 			ns = append(ns, n)
 		}
-		if len(ns) > 0 { // an event that notifies nobody needs no outbox entry
-			raised = append(raised, Raised{Event: ev, Notifications: ns})
-			all = append(all, ns...)
+		if len(ns) == 0 { // an event that notifies nobody needs no outbox entry
+			continue
 		}
+		data, err := json.Marshal(ev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("event %d (%s): %w: does not encode as JSON: %w",
+				i, ev.EventType(), notification.ErrMalformedEvent, err))
+			continue
+		}
+		if len(data) > MaxEventBytes {
+			errs = append(errs, fmt.Errorf("event %d (%s): its JSON is %d bytes, more than %d: %w",
+				i, ev.EventType(), len(data), MaxEventBytes, &notification.FieldError{Field: "event", Err: notification.ErrTooLong}))
+			continue
+		}
+		raised = append(raised, Raised{Event: ev, Data: data, Notifications: ns})
+		all = append(all, ns...)
 	}
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)

@@ -6,8 +6,12 @@ import (
 	"unicode"
 )
 
-// MaxTokenLength bounds a device token. Real FCM tokens are about 160 bytes.
-const MaxTokenLength = 4096
+// MaxTokenLength bounds a device token, in bytes. Real FCM tokens are a few
+// hundred bytes; the bound keeps every index on a token (Postgres refuses a
+// btree entry over 2,704 bytes, and the deliveries' (notification, token)
+// key adds 16) well within limits. Register refuses longer tokens with
+// ErrInvalidToken, and expansion skips any longer token found in the table.
+const MaxTokenLength = 1024
 
 // Platform is the kind of device a token belongs to.
 type Platform string

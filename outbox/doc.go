@@ -13,8 +13,12 @@
 // event's notifications into one delivery per current device token of the
 // recipient, and commits with the ack, so the expansion happens exactly once.
 // It never calls FCM and never sleeps: any open transaction delays every
-// consumer of the topic, so the handler must be quick. A message it cannot
-// decode, or an event of an unknown type, is moved to herald_dead_letters
-// with the reason and acknowledged, so it never blocks the messages behind
-// it.
+// consumer of the topic, so the handler must be quick, and each statement is
+// bounded (a recipient with many tokens is continued in chunks by the
+// broadcast expander). Whatever a row of the outbox table holds, it never
+// blocks the messages behind it: a row that is not a Herald message (bad
+// payload or metadata), an event of an unknown type, or an event whose
+// expansion keeps failing for a deterministic reason is moved to
+// herald_dead_letters with the reason and acknowledged; only transient
+// database failures are retried without end.
 package outbox

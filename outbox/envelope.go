@@ -21,6 +21,12 @@ const envelopeVersion = 1
 // a large campaign in bounded transactions and statements.
 const maxNotificationsPerMessage = 1000
 
+// maxEventBytesPerMessage: events are added to a message while their JSON
+// totals less than this, so a message stays far below the relay's
+// maxPayloadBytes (one event is at most app.MaxEventBytes, and 1,000 ids
+// take some 40 KB).
+const maxEventBytesPerMessage = 4 << 20
+
 // envelope is one outbox message: events raised in one host transaction,
 // each with the notifications its rule created.
 type envelope struct {
@@ -35,12 +41,13 @@ type envelopeEvent struct {
 }
 
 // encodeEnvelopes turns raised events into outbox payloads of at most
-// maxNotificationsPerMessage notifications each; an event with more is split
-// across messages.
+// maxNotificationsPerMessage notifications and about maxEventBytesPerMessage
+// of event JSON each; an event with more notifications is split across
+// messages.
 func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 	var payloads [][]byte
 	cur := envelope{Version: envelopeVersion}
-	count := 0
+	count, size := 0, 0
 	emit := func() error {
 		if len(cur.Events) == 0 {
 			return nil
@@ -50,13 +57,16 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 			return fmt.Errorf("encode outbox message: %w", err)
 		}
 		payloads = append(payloads, b)
-		cur, count = envelope{Version: envelopeVersion}, 0
+		cur, count, size = envelope{Version: envelopeVersion}, 0, 0
 		return nil
 	}
 	for _, r := range raised {
-		data, err := json.Marshal(r.Event)
-		if err != nil {
-			return nil, fmt.Errorf("encode event %s: %w", r.Event.EventType(), err)
+		data := r.Data
+		if data == nil { // raised without app.Raiser.Prepare
+			var err error
+			if data, err = json.Marshal(r.Event); err != nil {
+				return nil, fmt.Errorf("%w: encode event %s: %w", notification.ErrMalformedEvent, r.Event.EventType(), err)
+			}
 		}
 		ids := make([]uuid.UUID, len(r.Notifications))
 		for i, n := range r.Notifications {
@@ -64,7 +74,7 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 		}
 		for len(ids) > 0 {
 			room := maxNotificationsPerMessage - count
-			if room == 0 {
+			if room == 0 || (count > 0 && size+len(data) > maxEventBytesPerMessage) {
 				if err := emit(); err != nil {
 					return nil, err
 				}
@@ -73,6 +83,7 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 			take := min(room, len(ids))
 			cur.Events = append(cur.Events, envelopeEvent{Type: r.Event.EventType(), Data: data, Notifications: ids[:take]})
 			count += take
+			size += len(data)
 			ids = ids[take:]
 		}
 	}
@@ -95,10 +106,17 @@ func decodeEnvelope(payload []byte) (envelope, error) {
 	if len(env.Events) == 0 {
 		return envelope{}, fmt.Errorf("%w: outbox message has no events", notification.ErrMalformedEvent)
 	}
+	total := 0
 	for i, ev := range env.Events {
 		if ev.Type == "" {
 			return envelope{}, fmt.Errorf("%w: event %d has no type", notification.ErrMalformedEvent, i)
 		}
+		total += len(ev.Notifications)
+	}
+	// Raise never writes more; the bound keeps the relay's statements small.
+	if total > maxNotificationsPerMessage {
+		return envelope{}, fmt.Errorf("%w: outbox message names %d notifications, more than %d",
+			notification.ErrMalformedEvent, total, maxNotificationsPerMessage)
 	}
 	return env, nil
 }

@@ -52,11 +52,17 @@ func New(rules *notification.Rules, cfg Config) *Outbox {
 // rolls back, nothing is ever sent; if it commits, every notification is
 // delivered to every device its recipient has when the relay expands it.
 //
-// Invalid input (an event type with no rule, an invalid event, a
-// notification over FCM's payload limit, a reserved data key) fails before
-// anything is written, so tx stays usable: errors.Is works with
-// notification.ErrUnknownEvent, ErrPayloadTooLarge, ErrReservedDataKey and
-// the other validation sentinels. It returns the notifications created.
+// It is all or nothing. Invalid input (an event type with no rule, an
+// invalid event, an event that does not encode as JSON, a notification over
+// FCM's payload limit, a reserved data key) fails before anything is
+// written, so tx stays usable: errors.Is works with
+// notification.ErrUnknownEvent, ErrMalformedEvent, ErrPayloadTooLarge,
+// ErrReservedDataKey and the other validation sentinels. A database error
+// aborts tx, as any failed statement does, so it can only roll back. (No
+// savepoint is taken: a host raising many times in one transaction would
+// pile up subtransactions, which slow down every backend once a transaction
+// holds more than 64.) The relay expands what Raise accepted without
+// validating the events again. It returns the notifications created.
 func (o *Outbox) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
 	return o.raiser.Raise(ctx, raiseTx{tx: tx, log: o.log}, events...)
 }
@@ -67,11 +73,9 @@ type raiseTx struct {
 	log watermill.LoggerAdapter
 }
 
-func (r raiseTx) AddNotifications(ctx context.Context, ns []*notification.Notification) error {
-	return adapters.NewPostgresNotificationRepository(r.tx).Add(ctx, ns)
-}
-
-func (r raiseTx) AppendEvents(ctx context.Context, raised []app.Raised) error {
+// Write implements app.RaiseTx: it encodes the outbox messages and makes
+// the publisher first, so only the database can fail once it has written.
+func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, raised []app.Raised) error {
 	payloads, err := encodeEnvelopes(raised)
 	if err != nil {
 		return err
@@ -85,18 +89,37 @@ func (r raiseTx) AppendEvents(ctx context.Context, raised []app.Raised) error {
 		msgs[i] = message.NewMessage(id.String(), p)
 		msgs[i].SetContext(ctx)
 	}
-	return publish(r.tx, r.log, msgs)
+	pub, err := newPublisher(r.tx, r.log)
+	if err != nil {
+		return err
+	}
+	if err := adapters.NewPostgresNotificationRepository(r.tx).Add(ctx, ns); err != nil {
+		return fmt.Errorf("store notifications: %w", err)
+	}
+	if err := pub.Publish(Topic, msgs...); err != nil {
+		return fmt.Errorf("append events to outbox: %w", err)
+	}
+	return nil
 }
 
-// publish appends messages to the outbox topic in tx, in one statement.
-func publish(tx pgx.Tx, log watermill.LoggerAdapter, msgs []*message.Message) error {
+// newPublisher returns a publisher appending to the outbox in tx.
+func newPublisher(tx pgx.Tx, log watermill.LoggerAdapter) (*wsql.Publisher, error) {
 	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{
 		SchemaAdapter: wsql.DefaultPostgreSQLSchema{},
 		// The schema is created by the migrations, never in a transaction.
 		AutoInitializeSchema: false,
 	}, log)
 	if err != nil {
-		return fmt.Errorf("outbox publisher: %w", err)
+		return nil, fmt.Errorf("outbox publisher: %w", err)
+	}
+	return pub, nil
+}
+
+// publish appends messages to the outbox topic in tx, in one statement.
+func publish(tx pgx.Tx, log watermill.LoggerAdapter, msgs []*message.Message) error {
+	pub, err := newPublisher(tx, log)
+	if err != nil {
+		return err
 	}
 	if err := pub.Publish(Topic, msgs...); err != nil {
 		return fmt.Errorf("publish to outbox: %w", err)

@@ -117,6 +117,10 @@ type Relay struct {
 		messages, events, deliveries, deadLetters, oldestTxAge atomic.Int64
 		oldestTxPID                                            atomic.Int32
 	}
+	// known holds the event types that have a rule, read once in Run
+	// (rules are registered before use).
+	known    map[string]bool
+	failures failureCounter
 }
 
 // NewRelay returns a relay reading the outbox in pool's database and
@@ -154,7 +158,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		PollInterval:   r.cfg.PollInterval,
 		ResendInterval: time.Second,
 		RetryInterval:  time.Second,
-		SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize},
+		SchemaAdapter:  relaySchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
 		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
 		// The migrations create the tables.
 		InitializeSchema: false,
@@ -165,6 +169,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return fmt.Errorf("outbox router: %w", err)
+	}
+	r.known = map[string]bool{}
+	for _, t := range r.rules.Types() {
+		r.known[t] = true
 	}
 	router.AddNoPublisherHandler("herald_relay", Topic, subscriber, r.handle)
 	monitorCtx, stopMonitor := context.WithCancel(ctx)
@@ -224,9 +232,16 @@ func (r *Relay) monitorLongTransactions(ctx context.Context) {
 
 // handle expands one outbox message inside the subscriber's transaction,
 // under a savepoint: if a statement fails, the savepoint is rolled back and
-// the message nacked, and the transaction stays usable for the retry.
-// Input that can never succeed is dead-lettered and acked; only database
-// errors nack the message (it is then redelivered).
+// the transaction stays usable.
+//
+// Input that can never succeed (a payload or metadata that does not decode,
+// an event type with no rule) is dead-lettered at once and the message
+// acked. A transient database failure (see transient) nacks the message: it
+// is redelivered, however often that takes. A deterministic failure is
+// retried maxTries times; then the message's events are expanded in
+// halves under savepoints (see expandIsolating), and only those that fail
+// alone are dead-lettered with the reason, so the good events of the message
+// are still delivered and nothing behind it waits any longer.
 func (r *Relay) handle(msg *message.Message) error {
 	ctx := msg.Context()
 	wtx, ok := wsql.TxFromContext(ctx)
@@ -255,18 +270,25 @@ func (r *Relay) handle(msg *message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("outbox relay: no time left before the ack deadline: %w", err)
 	}
-	sp, err := tx.Begin(ctx) // a savepoint
-	if err != nil {
-		return fmt.Errorf("outbox relay: savepoint: %w", err)
-	}
 	var counts RelayStats
-	if err := r.process(ctx, sp, msg, &counts); err != nil {
-		_ = sp.Rollback(ctx)
-		return err
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return r.process(ctx, sp, msg, false, &counts) })
+	if err != nil {
+		if transient(ctx, err) {
+			r.log.Warn("outbox message failed, will retry", "message_uuid", msg.UUID, "err", err)
+			return err
+		}
+		tries := r.failures.fail(msg.UUID)
+		if tries < maxTries {
+			r.log.Warn("outbox message failed", "message_uuid", msg.UUID, "tries", tries, "err", err)
+			return err
+		}
+		counts = RelayStats{}
+		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return r.process(ctx, sp, msg, true, &counts) })
+		if err != nil {
+			return err // transient: isolation dead-letters every deterministic failure
+		}
 	}
-	if err := sp.Commit(ctx); err != nil {
-		return fmt.Errorf("outbox relay: release savepoint: %w", err)
-	}
+	r.failures.forget(msg.UUID)
 	r.stats.messages.Add(1)
 	r.stats.events.Add(counts.Events)
 	r.stats.deliveries.Add(counts.Deliveries)
@@ -274,7 +296,22 @@ func (r *Relay) handle(msg *message.Message) error {
 	return nil
 }
 
-func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, counts *RelayStats) (err error) {
+// maxPayloadBytes bounds an outbox message the relay reads. Raise writes at
+// most maxNotificationsPerMessage notification ids and the events' JSON; a
+// larger payload was not written by Raise. Only its first
+// maxDeadPayloadKept bytes are kept in its dead letter.
+const (
+	maxPayloadBytes    = 16 << 20
+	maxDeadPayloadKept = 64 << 10
+)
+
+// process expands msg in tx. With isolate, the events are expanded under
+// savepoints, halving the set until each failure is down to one event,
+// which is dead-lettered if it fails for a deterministic reason (a few
+// statements per failing event, however many events the message holds);
+// otherwise all events are expanded in one statement and any failure is
+// returned.
+func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, isolate bool, counts *RelayStats) (err error) {
 	defer func() {
 		// A panic on one message must not stop the relay or loop forever on
 		// redelivery: move the message aside, on a savepoint of its own.
@@ -284,39 +321,118 @@ func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, co
 			})
 		}
 	}()
+	if _, bad := msg.Metadata[invalidMetadataKey]; bad { // the raw text is kept in the letter's metadata
+		return r.deadLetter(ctx, tx, msg, msg.Payload, "outbox message metadata is not a JSON object of strings", counts)
+	}
+	if len(msg.Payload) > maxPayloadBytes {
+		return r.deadLetter(ctx, tx, msg, msg.Payload[:maxDeadPayloadKept], fmt.Sprintf(
+			"outbox message of %d bytes is over the relay's limit of %d (only its first %d bytes are kept)",
+			len(msg.Payload), maxPayloadBytes, maxDeadPayloadKept), counts)
+	}
 	env, decodeErr := decodeEnvelope(msg.Payload)
 	if decodeErr != nil {
 		return r.deadLetter(ctx, tx, msg, msg.Payload, decodeErr.Error(), counts)
 	}
-	var ids []uuid.UUID
+	var known []indexedEvent
 	for i, ev := range env.Events {
-		if _, err := r.rules.Decode(ev.Type, ev.Data); err != nil {
-			// Only this event is set aside; the others in the message proceed.
-			part, _ := encodeEvent(ev)
-			if dlErr := r.deadLetter(ctx, tx, msg, part, fmt.Sprintf("event %d: %v", i, err), counts); dlErr != nil {
-				return dlErr
+		// Raise validated the event itself; the relay needs only the
+		// notification ids, and that this application knows the type (an
+		// event from a newer version waits in the dead letters until the
+		// rule is deployed, then is replayed).
+		if !r.known[ev.Type] {
+			err := fmt.Errorf("event %d: %w: %q", i, notification.ErrUnknownEvent, ev.Type)
+			if err := r.deadLetterEvent(ctx, tx, msg, ev, err.Error(), counts); err != nil {
+				return err
 			}
 			continue
 		}
-		counts.Events++
-		ids = append(ids, ev.Notifications...)
+		known = append(known, indexedEvent{index: i, event: ev})
 	}
-	if len(ids) == 0 {
+	if len(known) == 0 {
 		return nil
 	}
-	created, err := adapters.NewPostgresDeliveryRepository(tx).Expand(ctx, ids, r.cfg.Now())
+	if isolate {
+		return r.expandIsolating(ctx, tx, msg, known, counts)
+	}
+	created, err := adapters.NewPostgresDeliveryRepository(tx).Expand(ctx, notificationIDs(known))
 	if err != nil {
 		return err
 	}
+	counts.Events += int64(len(known))
 	counts.Deliveries += int64(created)
 	return nil
 }
 
+// indexedEvent is an event with its position in its message.
+type indexedEvent struct {
+	index int
+	event envelopeEvent
+}
+
+func notificationIDs(events []indexedEvent) []uuid.UUID {
+	var ids []uuid.UUID
+	for _, e := range events {
+		ids = append(ids, e.event.Notifications...)
+	}
+	return ids
+}
+
+// expandIsolating expands events under a savepoint; if that fails for a
+// deterministic reason it rolls the savepoint back and tries each half, down
+// to single events, which it dead-letters with the reason. A transient
+// failure is returned.
+func (r *Relay) expandIsolating(ctx context.Context, tx pgx.Tx, msg *message.Message, events []indexedEvent, counts *RelayStats) error {
+	var created int
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		var err error
+		created, err = adapters.NewPostgresDeliveryRepository(sp).Expand(ctx, notificationIDs(events))
+		return err
+	})
+	switch {
+	case err == nil:
+		counts.Events += int64(len(events))
+		counts.Deliveries += int64(created)
+		return nil
+	case transient(ctx, err):
+		return err
+	case len(events) == 1:
+		reason := fmt.Sprintf("event %d: expansion failed %d times: %v", events[0].index, maxTries, err)
+		return r.deadLetterEvent(ctx, tx, msg, events[0].event, reason, counts)
+	}
+	mid := len(events) / 2
+	if err := r.expandIsolating(ctx, tx, msg, events[:mid], counts); err != nil {
+		return err
+	}
+	return r.expandIsolating(ctx, tx, msg, events[mid:], counts)
+}
+
+// deadLetterEvent sets one event of msg aside, in the form in which it can
+// be replayed on its own; the other events of msg proceed.
+func (r *Relay) deadLetterEvent(ctx context.Context, tx pgx.Tx, msg *message.Message, ev envelopeEvent, reason string, counts *RelayStats) error {
+	part, err := encodeEvent(ev)
+	if err != nil {
+		part = msg.Payload
+	}
+	return r.deadLetter(ctx, tx, msg, part, reason, counts)
+}
+
 func (r *Relay) deadLetter(ctx context.Context, tx pgx.Tx, msg *message.Message, payload []byte, reason string, counts *RelayStats) error {
-	_, err := adapters.NewPostgresDeadLetterRepository(tx).Add(ctx, adapters.DeadLetter{
+	if len(payload) > maxPayloadBytes {
+		payload = payload[:maxDeadPayloadKept]
+	}
+	dl := adapters.DeadLetter{
 		Topic: Topic, MessageUUID: msg.UUID, Payload: payload, Metadata: msg.Metadata,
 		Reason: reason, CreatedAt: r.cfg.Now(),
+	}
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		_, err := adapters.NewPostgresDeadLetterRepository(sp).Add(ctx, dl)
+		return err
 	})
+	if err != nil && !transient(ctx, err) {
+		// Whatever the metadata held, the letter itself must be stored.
+		dl.Metadata = nil
+		_, err = adapters.NewPostgresDeadLetterRepository(tx).Add(ctx, dl)
+	}
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/testutil"
 )
@@ -28,7 +30,9 @@ func (h *harness) lastOutboxRow() int64 {
 // stored position and the outbox rows at the given offsets get ids a
 // million past this cluster's next one. consumed rows sit at or before the
 // stored position, unconsumed ones after it.
-func (h *harness) simulateLogicalRestore(consumed, unconsumed []int64) {
+// Events given are raised in the same transaction, as unconsumed restored
+// rows, so that a running relay never sees them before.
+func (h *harness) simulateLogicalRestore(consumed, unconsumed []int64, events ...notification.Event) []*notification.Notification {
 	h.t.Helper()
 	ctx := context.Background()
 	var future uint64
@@ -37,6 +41,14 @@ func (h *harness) simulateLogicalRestore(consumed, unconsumed []int64) {
 	tx, err := h.pool.Begin(ctx)
 	require.NoError(h.t, err)
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	var raised []*notification.Notification
+	if len(events) > 0 {
+		raised, err = h.herald.Raise(ctx, tx, events...)
+		require.NoError(h.t, err)
+		var offset int64
+		require.NoError(h.t, tx.QueryRow(ctx, `SELECT max("offset") FROM watermill_herald_outbox`).Scan(&offset))
+		unconsumed = append(unconsumed, offset)
+	}
 	position := int64(0)
 	for _, off := range consumed {
 		_, err := tx.Exec(ctx, `UPDATE watermill_herald_outbox SET transaction_id = ($1::bigint - 10)::text::xid8
@@ -55,6 +67,7 @@ func (h *harness) simulateLogicalRestore(consumed, unconsumed []int64) {
 	require.NoError(h.t, err)
 	require.Equal(h.t, int64(1), tag.RowsAffected())
 	require.NoError(h.t, tx.Commit(ctx))
+	return raised
 }
 
 func TestEventsRaisedAfterALogicalRestoreAreDelivered(t *testing.T) {
@@ -100,11 +113,11 @@ func TestEventsRaisedAfterALogicalRestoreAreDelivered(t *testing.T) {
 	assert.Equal(t, int64(1), h.herald.Stats().Relay.RestoredOffsetsRepaired)
 
 	// A cut-over under the running process: the periodic check repairs.
-	h.raise(true, comment("c4", "ann", "consumed2"))
+	// The old cluster had consumed (and pushed) one event and not another.
+	consumed2N := h.raise(true, comment("c4", "ann", "consumed2"))[0]
 	consumed2 := h.lastOutboxRow()
-	unconsumed2N := h.raise(true, comment("c5", "ann", "unconsumed2"))[0]
-	unconsumed2 := h.lastOutboxRow()
-	h.simulateLogicalRestore([]int64{consumed2}, []int64{unconsumed2})
+	testutil.WaitDelivered(t, h.pool, consumed2N.ID(), 15*time.Second)
+	unconsumed2N := h.simulateLogicalRestore([]int64{consumed2}, nil, comment("c5", "ann", "unconsumed2"))[0]
 	later := h.raise(true, comment("c6", "ann", "later"))[0]
 	testutil.WaitDelivered(t, h.pool, unconsumed2N.ID(), 15*time.Second)
 	testutil.WaitDelivered(t, h.pool, later.ID(), 15*time.Second)
@@ -112,12 +125,13 @@ func TestEventsRaisedAfterALogicalRestoreAreDelivered(t *testing.T) {
 	assert.Equal(t, int64(2), h.herald.Stats().Relay.RestoredOffsetsRepaired)
 
 	// Every unconsumed or new event reached each device once; the
-	// consumed ones were not read again.
+	// consumed ones were not read again (consumed2 was pushed once, before
+	// the cut-over; consumed never).
 	counts := map[string]int{}
 	for _, r := range h.fake.Accepted() {
 		counts[r.Token[:strings.Index(r.Token, "-device-")]]++
 	}
-	assert.Equal(t, map[string]int{"before": 2, "unconsumed": 2, "after": 2, "unconsumed2": 2, "later": 2}, counts)
+	assert.Equal(t, map[string]int{"before": 2, "unconsumed": 2, "after": 2, "consumed2": 2, "unconsumed2": 2, "later": 2}, counts)
 	var repairs int
 	for _, r := range logs.since(0, slog.LevelError) {
 		if strings.Contains(r.Message, "outbox position was ahead") {
@@ -127,5 +141,33 @@ func TestEventsRaisedAfterALogicalRestoreAreDelivered(t *testing.T) {
 	assert.Equal(t, 2, repairs, "each repair is logged once, as an error")
 	stop()
 	require.NoError(t, <-done)
-	_ = notification.StatusSent
+}
+
+func TestHousekeepingNeverDeletesEventsARestoreMadeLookConsumed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	h.registerTokens("author", 2)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- h.herald.Run(runCtx) }()
+	first := h.raise(true, comment("m1", "ann", "author"))[0]
+	testutil.WaitDelivered(t, h.pool, first.ID(), 10*time.Second)
+	stop()
+	require.NoError(t, <-done)
+
+	// Restored; an event raised on the new cluster waits while no relay
+	// runs (a deploy, an outage) past the outbox retention.
+	h.simulateLogicalRestore(nil, nil)
+	waiting := h.raise(true, comment("m2", "ann", "author"))[0]
+	later := time.Now().Add(2 * time.Hour)
+	hk, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(h.pool),
+		app.HousekeepingConfig{Now: func() time.Time { return later }})
+	require.NoError(t, err)
+	report, err := hk.Sweep(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, report.OutboxRows, "nothing is consumed while the position is a restored one")
+
+	h.run()
+	testutil.WaitDelivered(t, h.pool, waiting.ID(), 15*time.Second)
 }

@@ -17,4 +17,11 @@
 // decode, or an event of an unknown type, is moved to herald_dead_letters
 // with the reason and acknowledged, so it never blocks the messages behind
 // it.
+//
+// Relay.Run outlives database outages (it restarts its subscriber with
+// backoff), stops without pulling the subscriber's transaction from under
+// a running handler, repairs a consumer-group position that a logical
+// restore or cut-over left ahead of the cluster's transaction ids
+// (offsets.go), and warns about long write transactions elsewhere in the
+// cluster, which hold every later event back (long_transactions.go).
 package outbox

@@ -201,7 +201,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			wait.reset() // it ran for a while: back off from the start again
 		}
 		d := wait.next()
-		r.log.Error("outbox relay stopped; starting it again", "err", err, "retry_in", d)
+		r.log.Error("outbox relay is not running; starting it again", "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():
 		case <-time.After(d):
@@ -256,9 +256,21 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 		case <-routerDone:
 			return
 		}
-		<-d.stop()
-		_ = subscriber.Close() // commits what was acked; it never fails
+		<-d.stop() // the handler's own deadline bounds this wait
+		// Closing commits what was acked. It waits for the subscriber's
+		// query in progress; if that hangs (a dead connection), the
+		// router's context cancels it after one ack deadline.
+		closed := make(chan struct{})
+		go func() {
+			defer close(closed)
+			_ = subscriber.Close() // it never fails
+		}()
+		select {
+		case <-closed:
+		case <-time.After(r.cfg.AckDeadline):
+		}
 		cancelRouter()
+		<-closed // prompt once the query in progress is cancelled
 	}()
 	err = router.Run(routerCtx)
 	close(routerDone)

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"firebase.google.com/go/v4/messaging"
 	"github.com/jackc/pgx/v5"
@@ -53,11 +54,6 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Validate reports every invalid field at once.
-func (c Config) Validate() error {
-	return errors.Join(c.Relay.Validate(), c.Sender.Validate(), c.FCM.Validate(), c.Broadcast.Validate(), c.Housekeeping.Validate())
-}
-
 // Herald is one process's Herald. It is safe for concurrent use.
 type Herald struct {
 	pool        *pgxpool.Pool
@@ -71,7 +67,12 @@ type Herald struct {
 	inbox       *app.Inbox
 	tokens      *app.Tokens
 	log         *slog.Logger
+	running     atomic.Bool
 }
+
+// ErrAlreadyRunning is returned by Run while another Run of the same Herald
+// has not returned.
+var ErrAlreadyRunning = errors.New("herald: already running")
 
 // New wires Herald on pool (the host's database, migrated with package
 // migrations), client (a firebase messaging client) and rules (the host's
@@ -148,10 +149,18 @@ func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Ev
 	return h.outbox.Raise(ctx, tx, events...)
 }
 
-// Run relays, expands broadcasts, sends and sweeps old rows until ctx ends, then finishes the pushes in flight,
-// records their outcomes and returns. Run it once per process; several
-// processes may run it against one database.
+// Run relays, expands broadcasts, sends and sweeps old rows until ctx ends,
+// then finishes the pushes in flight, records their outcomes and returns
+// nil. While the database is unreachable, at start as later, every part
+// logs and retries with backoff: Run returns only when ctx ends. It returns
+// ErrAlreadyRunning at once, starting nothing, while another Run of this
+// Herald is running; it may be called again after it returned. Run one per
+// process; several processes may run it against one database.
 func (h *Herald) Run(ctx context.Context) error {
+	if !h.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer h.running.Store(false)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

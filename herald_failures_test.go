@@ -169,37 +169,58 @@ func TestOutageOpensTheBreakerAndNothingIsLost(t *testing.T) {
 
 func TestExpiredLeaseIsTakenOverByAnotherWorker(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	cfg := fastConfig()
-	cfg.Sender.Lease = time.Second
-	cfg.FCM.SendTimeout = 4 * time.Second
+	cfg.Sender.Lease = 2 * time.Second
+	cfg.FCM.SendTimeout = time.Second
+	// A sender whose process stops after its claim (SIGKILL, a frozen VM):
+	// a relay alone expands the event, then the claim is taken and never
+	// pushed or recorded. (A live sender cannot outlast its lease: Validate
+	// makes the lease at least twice the send timeout.)
 	stuck := newHarness(t, cfg)
 	tokens := stuck.registerTokens("author", 5)
-	stuck.fake.FailAll(testutil.Fault{Code: testutil.FaultHang})
-	stuck.run()
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
+	relay, err := outbox.NewRelay(stuck.pool, rules, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+	require.NoError(t, err)
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- relay.Run(relayCtx) }()
 	n := stuck.raise(true, comment("m1", "ann", "author"))[0]
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusClaimed: 5}, stuck.statuses(n))
-	}, 5*time.Second, 10*time.Millisecond)
+	stuck.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusPending: 5}, 10*time.Second)
+	stopRelay()
+	require.NoError(t, <-relayDone)
+	repo := adapters.NewPostgresDeliveryRepository(stuck.pool)
+	claimed, err := repo.ClaimDue(ctx, time.Now(), 10, cfg.Sender.Lease)
+	require.NoError(t, err)
+	require.Len(t, claimed, 5)
 	claimedAt := time.Now()
 
 	// A second worker on the same database, with a healthy FCM.
 	healthy := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := healthy.MessagingClient(context.Background())
+	client, err := healthy.MessagingClient(ctx)
 	require.NoError(t, err)
-	rules := notification.NewRules()
-	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
 	other, err := herald.New(stuck.pool, client, rules, cfg)
 	require.NoError(t, err)
 	(&harness{t: t, pool: stuck.pool, fake: healthy, herald: other}).run()
 
-	stuck.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 5}, 10*time.Second)
+	stuck.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 5}, 15*time.Second)
 	for _, tok := range tokens {
 		got := healthy.AcceptedFor(tok)
 		require.Len(t, got, 1, tok)
-		assert.GreaterOrEqual(t, got[0].At.Sub(claimedAt), 900*time.Millisecond, "taken over only after the lease")
+		assert.GreaterOrEqual(t, got[0].At.Sub(claimedAt), cfg.Sender.Lease-100*time.Millisecond, "taken over only after the lease")
 	}
-	// The stuck worker's late timeouts must not overwrite the outcome.
-	time.Sleep(cfg.FCM.SendTimeout)
+	// The stuck worker's late outcomes must not overwrite the new one.
+	var late []*notification.Delivery
+	for _, d := range claimed {
+		_, err := d.Delivery.RecordFailure(&notification.SendError{Class: notification.ErrProviderUnavailable, CountsAgainstProvider: true},
+			cfg.Sender.Retry, time.Now(), 0)
+		require.NoError(t, err)
+		late = append(late, d.Delivery)
+	}
+	recorded, err := repo.Record(ctx, late)
+	require.NoError(t, err)
+	assert.Zero(t, recorded, "a claim that expired records nothing")
 	assert.Equal(t, map[notification.DeliveryStatus]int{notification.StatusSent: 5}, stuck.statuses(n))
 	assert.Zero(t, stuck.fake.AcceptedCount())
 }

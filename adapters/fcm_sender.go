@@ -63,10 +63,10 @@ func (c *FCMSenderConfig) setDefaults() {
 func (c FCMSenderConfig) Validate() error {
 	var errs []error
 	if c.SendTimeout < 0 {
-		errs = append(errs, errors.New("send timeout must not be negative"))
+		errs = append(errs, errors.New("SendTimeout must not be negative"))
 	}
 	if c.BreakerOpenFor < 0 {
-		errs = append(errs, errors.New("breaker open duration must not be negative"))
+		errs = append(errs, errors.New("BreakerOpenFor must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -59,6 +59,9 @@ func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Contex
 			FROM watermill_herald_outbox m
 			JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
 			WHERE (m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
+			  -- A position at or past the cluster's next id comes from a logical
+			  -- restore: every row looks consumed until the relay repairs it.
+			  AND o.last_processed_transaction_id < pg_snapshot_xmax(pg_current_snapshot())
 			  -- created_at is a timestamp without time zone in the session's zone
 			  AND m.created_at < ((now() - $1::bigint * interval '1 microsecond') AT TIME ZONE current_setting('TimeZone'))
 			LIMIT $2)`, olderThan.Microseconds(), limit)

@@ -38,10 +38,10 @@ type BroadcastExpanderConfig struct {
 func (c BroadcastExpanderConfig) Validate() error {
 	var errs []error
 	if c.ChunkSize < 0 {
-		errs = append(errs, errors.New("chunk size must not be negative"))
+		errs = append(errs, errors.New("ChunkSize must not be negative"))
 	}
 	if c.PollInterval < 0 {
-		errs = append(errs, errors.New("poll interval must not be negative"))
+		errs = append(errs, errors.New("PollInterval must not be negative"))
 	}
 	return errors.Join(errs...)
 }

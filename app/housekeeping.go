@@ -51,10 +51,10 @@ type HousekeepingConfig struct {
 func (c HousekeepingConfig) Validate() error {
 	var errs []error
 	if c.Interval < 0 {
-		errs = append(errs, errors.New("housekeeping interval must not be negative"))
+		errs = append(errs, errors.New("Interval must not be negative"))
 	}
 	if c.BatchSize < 0 {
-		errs = append(errs, errors.New("housekeeping batch size must not be negative"))
+		errs = append(errs, errors.New("BatchSize must not be negative"))
 	}
 	return errors.Join(errs...)
 }

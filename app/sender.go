@@ -194,34 +194,43 @@ func (c *SenderConfig) setDefaults() {
 	}
 }
 
-// Validate reports every invalid field at once.
+// Validate reports every invalid field at once, naming each by its Go
+// field name, always in the order of the fields.
 func (c SenderConfig) Validate() error {
 	var errs []error
-	if c.MaxInFlight < 0 {
-		errs = append(errs, errors.New("max in flight must not be negative"))
-	}
-	if c.BatchSize < 0 {
-		errs = append(errs, errors.New("batch size must not be negative"))
-	}
-	if c.RatePerMinute < 0 {
-		errs = append(errs, errors.New("rate per minute must not be negative"))
-	}
-	for name, d := range map[string]time.Duration{
-		"lease": c.Lease, "poll interval": c.PollInterval, "flush interval": c.FlushInterval,
-		"retry base delay": c.Retry.BaseDelay, "retry max delay": c.Retry.MaxDelay,
-		"circuit open pause": c.CircuitOpenPause, "quota pause": c.QuotaPause,
-		"quota window": c.QuotaWindow, "platform pause": c.PlatformPause,
-		"platform max pause": c.PlatformMaxPause, "alarm log interval": c.AlarmLogInterval,
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{
+		{"MaxInFlight", int64(c.MaxInFlight)},
+		{"BatchSize", int64(c.BatchSize)},
+		{"RatePerMinute", int64(c.RatePerMinute)},
+		{"Lease", int64(c.Lease)},
+		{"PollInterval", int64(c.PollInterval)},
+		{"FlushInterval", int64(c.FlushInterval)},
+		{"Retry.MaxAttempts", int64(c.Retry.MaxAttempts)},
+		{"Retry.BaseDelay", int64(c.Retry.BaseDelay)},
+		{"Retry.MaxDelay", int64(c.Retry.MaxDelay)},
+		{"CircuitOpenPause", int64(c.CircuitOpenPause)},
+		{"QuotaPause", int64(c.QuotaPause)},
+		{"QuotaWindow", int64(c.QuotaWindow)},
+		{"PlatformPause", int64(c.PlatformPause)},
+		{"PlatformMaxPause", int64(c.PlatformMaxPause)},
+		{"AlarmLogInterval", int64(c.AlarmLogInterval)},
 	} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		if f.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", f.name))
 		}
 	}
-	if c.Retry.MaxAttempts < 0 {
-		errs = append(errs, errors.New("retry max attempts must not be negative"))
+	if c.Retry.BaseDelay >= 0 && c.Retry.MaxDelay >= 0 {
+		d := c.WithDefaults()
+		if d.Retry.MaxDelay < d.Retry.BaseDelay {
+			errs = append(errs, fmt.Errorf("Retry.MaxDelay (%s) must not be shorter than Retry.BaseDelay (%s)",
+				d.Retry.MaxDelay, d.Retry.BaseDelay))
+		}
 	}
 	if c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices {
-		errs = append(errs, fmt.Errorf("quota devices must be between 0 and %d", maxQuotaDevices))
+		errs = append(errs, fmt.Errorf("QuotaDevices must be between 0 and %d", maxQuotaDevices))
 	}
 	return errors.Join(errs...)
 }
@@ -340,7 +349,8 @@ func (s *Sender) Stats() SenderStats {
 // flight (each bounded by the Pusher's deadline), releases the deliveries
 // it had claimed but not started, records every outcome, and returns nil.
 // It returns an error only if it was already running. Database errors are
-// logged and retried with backoff; they do not stop it.
+// logged and retried with backoff; they do not stop it. Run may be called
+// again after it returned: each run has its own queues.
 //
 // MaxInFlight long-lived workers push; one goroutine keeps a queue of up to
 // BatchSize claimed deliveries ahead of them, so workers never wait for a
@@ -351,6 +361,9 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 
+	// Per run: the previous run closed its channel. Set before any
+	// goroutine of this run starts, read only by them.
+	s.outcomes = make(chan *notification.Delivery, s.cfg.MaxInFlight+s.cfg.BatchSize)
 	recorded := make(chan struct{})
 	go func() {
 		defer close(recorded)

@@ -21,4 +21,11 @@
 // expansion keeps failing for a deterministic reason is moved to
 // herald_dead_letters with the reason and acknowledged; only transient
 // database failures are retried without end.
+//
+// Relay.Run outlives database outages (it restarts its subscriber with
+// backoff), stops without pulling the subscriber's transaction from under
+// a running handler, repairs a consumer-group position that a logical
+// restore or cut-over left ahead of the cluster's transaction ids
+// (offsets.go), and warns about long write transactions elsewhere in the
+// cluster, which hold every later event back (long_transactions.go).
 package outbox

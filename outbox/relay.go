@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,9 +45,15 @@ type RelayConfig struct {
 	// the oldest transaction still open anywhere in the cluster (facts.md),
 	// so one long write transaction delays every event. When a transaction
 	// with an assigned xid has been open longer than this, the relay logs a
-	// warning naming its backend pid and age, and Stats reports it.
-	// Defaults to 5s.
+	// warning naming its backend pid and age, and Stats reports the oldest.
+	// Herald's own relay transactions are never reported. Defaults to 5s.
 	LongTransactionWarning time.Duration
+	// RestoreCheckInterval is how often the running relay checks that the
+	// consumer group's stored position is not ahead of the database's
+	// transaction ids, as it is after a logical dump and restore or a
+	// logical-replication cut-over (it also checks at each start). One
+	// cheap query that takes no lock. Defaults to 10s.
+	RestoreCheckInterval time.Duration
 	// Logger receives the relay's logs. Defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
@@ -57,16 +64,19 @@ type RelayConfig struct {
 func (c RelayConfig) Validate() error {
 	var errs []error
 	if c.PollInterval < 0 {
-		errs = append(errs, errors.New("poll interval must not be negative"))
+		errs = append(errs, errors.New("PollInterval must not be negative"))
 	}
 	if c.BatchSize < 0 {
-		errs = append(errs, errors.New("batch size must not be negative"))
+		errs = append(errs, errors.New("BatchSize must not be negative"))
 	}
 	if c.AckDeadline != 0 && c.AckDeadline <= 2*handlerMargin {
-		errs = append(errs, fmt.Errorf("ack deadline must be longer than %s", 2*handlerMargin))
+		errs = append(errs, fmt.Errorf("AckDeadline must be longer than %s", 2*handlerMargin))
 	}
 	if c.LongTransactionWarning < 0 {
-		errs = append(errs, errors.New("long transaction warning must not be negative"))
+		errs = append(errs, errors.New("LongTransactionWarning must not be negative"))
+	}
+	if c.RestoreCheckInterval < 0 {
+		errs = append(errs, errors.New("RestoreCheckInterval must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -84,6 +94,9 @@ func (c *RelayConfig) setDefaults() {
 	if c.AckDeadline == 0 {
 		c.AckDeadline = 3 * time.Second
 	}
+	if c.RestoreCheckInterval == 0 {
+		c.RestoreCheckInterval = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -98,9 +111,16 @@ type RelayStats struct {
 	// OldestTransactionAge is the age of the oldest open write transaction
 	// in the cluster at the last check (every second), and
 	// OldestTransactionPID its backend; zero when there is none. Events
-	// committed after it started wait until it ends.
+	// committed after it started wait until it ends. Herald's relay
+	// transactions are left out. Without pg_read_all_stats, the age of
+	// another role's transaction is measured from when the relay first saw
+	// it (so it may be younger than the truth).
 	OldestTransactionAge time.Duration
 	OldestTransactionPID int32
+	// RestoredOffsetsRepaired counts how many times the relay found the
+	// consumer group's stored position ahead of the database's transaction
+	// ids (a logical restore or cut-over) and reset it.
+	RestoredOffsetsRepaired int64
 }
 
 // Relay moves committed events from the outbox to deliveries. Several
@@ -114,8 +134,8 @@ type Relay struct {
 	log   *slog.Logger
 
 	stats struct {
-		messages, events, deliveries, deadLetters, oldestTxAge atomic.Int64
-		oldestTxPID                                            atomic.Int32
+		messages, events, deliveries, deadLetters, oldestTxAge, offsetsRepaired atomic.Int64
+		oldestTxPID                                                             atomic.Int32
 	}
 	// known holds the event types that have a rule, read once in Run
 	// (rules are registered before use).
@@ -141,17 +161,65 @@ func (r *Relay) Stats() RelayStats {
 	return RelayStats{
 		Messages: r.stats.messages.Load(), Events: r.stats.events.Load(),
 		Deliveries: r.stats.deliveries.Load(), DeadLetters: r.stats.deadLetters.Load(),
-		OldestTransactionAge: time.Duration(r.stats.oldestTxAge.Load()),
-		OldestTransactionPID: r.stats.oldestTxPID.Load(),
+		OldestTransactionAge:    time.Duration(r.stats.oldestTxAge.Load()),
+		OldestTransactionPID:    r.stats.oldestTxPID.Load(),
+		RestoredOffsetsRepaired: r.stats.offsetsRepaired.Load(),
 	}
 }
 
-// Run relays until ctx ends, then closes the router and returns nil, or
-// returns the error that stopped the router. Database outages are retried by
-// the subscriber; they do not stop it.
+// Run relays until ctx ends, then closes the router and returns nil. It
+// never gives up while ctx lasts: if the database is unreachable (at start
+// as later) or the router stops, it logs the error and starts again with
+// backoff. Before each start, and every RestoreCheckInterval while it runs,
+// it checks that the consumer group's stored position is not ahead of the
+// database's transaction ids (see checkRestoredOffsets). Run may be called
+// again after it returned.
 func (r *Relay) Run(ctx context.Context) error {
-	wlog := watermill.NewSlogLoggerWithLevelMapping(r.cfg.Logger.With("component", "herald_relay_watermill"),
+	var side sync.WaitGroup
+	sideCtx, stopSide := context.WithCancel(ctx)
+	defer func() { stopSide(); side.Wait() }()
+	side.Add(2)
+	go func() {
+		defer side.Done()
+		r.monitorLongTransactions(sideCtx)
+	}()
+	go func() {
+		defer side.Done()
+		r.watchOffsets(sideCtx)
+	}()
+
+	// The watermill logger drops to debug once ctx has ended: what the
+	// subscriber reports about its cancelled queries then is the shutdown
+	// itself, not a problem.
+	wlog := watermill.NewSlogLoggerWithLevelMapping(
+		slog.New(quietAfter(ctx, r.cfg.Logger.Handler())).With("component", "herald_relay_watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wait := newRetryWait(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := r.runOnce(ctx, wlog)
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(started) > time.Minute {
+			wait.reset() // it ran for a while: back off from the start again
+		}
+		d := wait.next()
+		r.log.Error("outbox relay is not running; starting it again", "err", err, "retry_in", d)
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+	return nil
+}
+
+// runOnce repairs restored offsets, then runs one subscriber and router
+// until ctx ends (nil) or they fail (the error).
+func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error {
+	if err := r.checkRestoredOffsets(ctx); err != nil {
+		return err
+	}
 	subscriber, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(r.pool), wsql.SubscriberConfig{
 		ConsumerGroup:  ConsumerGroup,
 		AckDeadline:    &r.cfg.AckDeadline,
@@ -174,60 +242,54 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, t := range r.rules.Types() {
 		r.known[t] = true
 	}
-	router.AddNoPublisherHandler("herald_relay", Topic, subscriber, r.handle)
-	monitorCtx, stopMonitor := context.WithCancel(ctx)
-	monitorDone := make(chan struct{})
+	defer router.Close() //nolint:errcheck // closing a stopped router only reports it stopped
+	d := newDrain()
+	router.AddNoPublisherHandler("herald_relay", Topic, subscriber, func(msg *message.Message) error {
+		if !d.enter() {
+			return errStopping
+		}
+		defer d.leave()
+		return r.handle(msg)
+	})
+	// See drain: ctx reaches the router and subscriber only once no
+	// handler is running.
+	routerCtx, cancelRouter := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRouter()
+	routerDone := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
-		defer close(monitorDone)
-		r.monitorLongTransactions(monitorCtx)
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-routerDone:
+			return
+		}
+		<-d.stop() // the handler's own deadline bounds this wait
+		// Closing commits what was acked. It waits for the subscriber's
+		// query in progress; if that hangs (a dead connection), the
+		// router's context cancels it after one ack deadline.
+		closed := make(chan struct{})
+		go func() {
+			defer close(closed)
+			_ = subscriber.Close() // it never fails
+		}()
+		select {
+		case <-closed:
+		case <-time.After(r.cfg.AckDeadline):
+		}
+		cancelRouter()
+		<-closed // prompt once the query in progress is cancelled
 	}()
-	err = router.Run(ctx)
-	stopMonitor()
-	<-monitorDone
+	err = router.Run(routerCtx)
+	close(routerDone)
+	<-stopped
 	if err != nil {
 		return fmt.Errorf("outbox relay: %w", err)
 	}
-	return nil
-}
-
-// monitorLongTransactions checks every second for the oldest open write
-// transaction in the cluster, which holds back every event committed after
-// it started, and warns (at most every 10 s) while it is older than
-// LongTransactionWarning.
-func (r *Relay) monitorLongTransactions(ctx context.Context) {
-	ticker := time.NewTicker(time.Second)
-	defer ticker.Stop()
-	var lastWarning time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-		var pid int32
-		var ageSeconds float64
-		err := r.pool.QueryRow(ctx, `
-			SELECT pid, extract(epoch FROM clock_timestamp() - xact_start)::float8
-			FROM pg_stat_activity
-			WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
-			ORDER BY xact_start LIMIT 1`).Scan(&pid, &ageSeconds)
-		if errors.Is(err, pgx.ErrNoRows) {
-			r.stats.oldestTxAge.Store(0)
-			r.stats.oldestTxPID.Store(0)
-			continue
-		}
-		if err != nil {
-			continue // the relay itself reports database trouble
-		}
-		age := time.Duration(ageSeconds * float64(time.Second))
-		r.stats.oldestTxAge.Store(int64(age))
-		r.stats.oldestTxPID.Store(pid)
-		if age > r.cfg.LongTransactionWarning && time.Since(lastWarning) >= 10*time.Second {
-			lastWarning = time.Now()
-			r.log.Warn("a long open transaction is delaying the outbox: events committed after it started wait until it ends",
-				"blocking_pid", pid, "transaction_age", age.Round(time.Millisecond))
-		}
+	if ctx.Err() == nil {
+		return errors.New("outbox relay: router stopped")
 	}
+	return nil
 }
 
 // handle expands one outbox message inside the subscriber's transaction,

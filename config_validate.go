@@ -1,0 +1,62 @@
+package herald
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Validate reports every invalid setting at once, each named by its path in
+// Config ("Sender.Lease must not be negative"), always in the same order:
+// the parts in field order, then the relations between parts. Relations
+// are checked on the values in effect, defaults applied:
+//
+//   - Sender.Lease must be at least twice FCM.SendTimeout: a claimed
+//     delivery is pushed only while half its lease remains, so a push that
+//     runs to its deadline still ends inside the lease, and no other sender
+//     takes the delivery over while it is on the wire.
+func (c Config) Validate() error {
+	var errs []error
+	for _, part := range []struct {
+		name string
+		err  error
+	}{
+		{"Relay", c.Relay.Validate()},
+		{"Sender", c.Sender.Validate()},
+		{"FCM", c.FCM.Validate()},
+		{"Broadcast", c.Broadcast.Validate()},
+		{"Housekeeping", c.Housekeeping.Validate()},
+	} {
+		errs = appendPrefixed(errs, part.name, part.err)
+	}
+	if c.Sender.Lease >= 0 && c.FCM.SendTimeout >= 0 {
+		lease, timeout := c.Sender.WithDefaults().Lease, c.FCM.WithDefaults().SendTimeout
+		if lease < 2*timeout {
+			errs = append(errs, fmt.Errorf("Sender.Lease (%s) must be at least twice FCM.SendTimeout (%s)", lease, timeout))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// appendPrefixed appends each error joined in err to errs, its message
+// prefixed with the path of the part it came from.
+func appendPrefixed(errs []error, prefix string, err error) []error {
+	if err == nil {
+		return errs
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			errs = appendPrefixed(errs, prefix, e)
+		}
+		return errs
+	}
+	return append(errs, &fieldError{path: prefix, err: err})
+}
+
+// fieldError is a part's error with the path of that part in Config.
+type fieldError struct {
+	path string
+	err  error
+}
+
+func (e *fieldError) Error() string { return e.path + "." + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }

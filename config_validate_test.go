@@ -1,0 +1,107 @@
+package herald_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/outbox"
+)
+
+// TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder: an operator
+// reads which setting is wrong, by its path in herald.Config, and reads the
+// same message, in the same order, every time.
+func TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  herald.Config
+		want string // "" means valid
+	}{
+		{name: "zero value is valid", cfg: herald.Config{}},
+		{name: "test configuration is valid", cfg: fastConfig()},
+		{
+			name: "every negative sender duration, in field order",
+			cfg: herald.Config{Sender: app.SenderConfig{
+				MaxInFlight: -1, Lease: -1, PollInterval: -1, FlushInterval: -1,
+				Retry:            notification.RetryPolicy{MaxAttempts: -1, BaseDelay: -1, MaxDelay: -1},
+				CircuitOpenPause: -1, QuotaPause: -1,
+			}},
+			want: "Sender.MaxInFlight must not be negative\n" +
+				"Sender.Lease must not be negative\n" +
+				"Sender.PollInterval must not be negative\n" +
+				"Sender.FlushInterval must not be negative\n" +
+				"Sender.Retry.MaxAttempts must not be negative\n" +
+				"Sender.Retry.BaseDelay must not be negative\n" +
+				"Sender.Retry.MaxDelay must not be negative\n" +
+				"Sender.CircuitOpenPause must not be negative\n" +
+				"Sender.QuotaPause must not be negative",
+		},
+		{
+			name: "parts in field order",
+			cfg: herald.Config{
+				Housekeeping: app.HousekeepingConfig{Interval: -1},
+				Broadcast:    app.BroadcastExpanderConfig{ChunkSize: -1},
+				FCM:          adapters.FCMSenderConfig{BreakerOpenFor: -1},
+				Sender:       app.SenderConfig{BatchSize: -1},
+				Relay:        outbox.RelayConfig{AckDeadline: time.Second},
+			},
+			want: "Relay.AckDeadline must be longer than 2s\n" +
+				"Sender.BatchSize must not be negative\n" +
+				"FCM.BreakerOpenFor must not be negative\n" +
+				"Broadcast.ChunkSize must not be negative\n" +
+				"Housekeeping.Interval must not be negative",
+		},
+		{
+			name: "lease shorter than twice the send timeout",
+			cfg: herald.Config{
+				Sender: app.SenderConfig{Lease: 10 * time.Second},
+				FCM:    adapters.FCMSenderConfig{SendTimeout: 6 * time.Second},
+			},
+			want: "Sender.Lease (10s) must be at least twice FCM.SendTimeout (6s)",
+		},
+		{
+			name: "default lease against a long send timeout",
+			cfg:  herald.Config{FCM: adapters.FCMSenderConfig{SendTimeout: 31 * time.Second}},
+			want: "Sender.Lease (1m0s) must be at least twice FCM.SendTimeout (31s)",
+		},
+		{
+			name: "short lease against the default send timeout",
+			cfg:  herald.Config{Sender: app.SenderConfig{Lease: 39 * time.Second}},
+			want: "Sender.Lease (39s) must be at least twice FCM.SendTimeout (20s)",
+		},
+		{
+			name: "lease exactly twice the send timeout",
+			cfg: herald.Config{
+				Sender: app.SenderConfig{Lease: 2 * time.Second},
+				FCM:    adapters.FCMSenderConfig{SendTimeout: time.Second},
+			},
+		},
+		{
+			name: "retry cap below the default base delay",
+			cfg:  herald.Config{Sender: app.SenderConfig{Retry: notification.RetryPolicy{MaxDelay: time.Second}}},
+			want: "Sender.Retry.MaxDelay (1s) must not be shorter than Retry.BaseDelay (10s)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.cfg.Validate()
+			if tt.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, tt.want, err.Error())
+			for range 10 { // a map's order would change from call to call
+				assert.Equal(t, tt.want, tt.cfg.Validate().Error())
+			}
+		})
+	}
+}

@@ -380,7 +380,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 			"notification_id", d.Delivery.NotificationID(), "code", d.Delivery.ErrorCode(),
 			"attempts", d.Delivery.Attempts(), "err", err)
 	case notification.StatusRetryScheduled, notification.StatusPending:
-		if errors.Is(err, notification.ErrCircuitOpen) {
+		if !notification.CountsAsAttempt(err) {
 			s.stats.released.Add(1)
 		} else {
 			s.stats.retries.Add(1)

@@ -99,6 +99,9 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.base.RoundTrip(req)
 	verdict := judgeAttempt(ctx, resp, err, ps)
+	if verdict != errAttemptExcluded {
+		b.window.record(time.Now(), verdict != nil)
+	}
 	done(verdict)
 	b.ramp.release(verdict == nil)
 	return resp, err
@@ -177,8 +180,9 @@ func peekFCMErrorCode(resp *http.Response) string {
 // fcmBreaker is the circuit breaker over every HTTP attempt, with the ramp
 // and the context that is cancelled each time it opens.
 type fcmBreaker struct {
-	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
-	ramp *ramp
+	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
+	ramp   *ramp
+	window outcomeWindow
 
 	openedMu sync.Mutex
 	opened   context.Context // cancelled when the breaker opens
@@ -190,28 +194,81 @@ type fcmBreaker struct {
 const (
 	breakerWindow  = time.Second
 	breakerBuckets = 10
+	breakerBucket  = breakerWindow / breakerBuckets
 )
+
+// outcomeWindow counts attempt outcomes by the time they completed, over
+// the last breakerWindow. It is safe for concurrent use.
+type outcomeWindow struct {
+	mu      sync.Mutex
+	buckets [breakerBuckets]struct {
+		slot       int64 // which breakerBucket-long slot of time it counts
+		ok, failed uint32
+	}
+}
+
+func (w *outcomeWindow) record(now time.Time, failed bool) {
+	slot := now.UnixNano() / int64(breakerBucket)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := &w.buckets[slot%breakerBuckets]
+	if b.slot != slot {
+		b.slot, b.ok, b.failed = slot, 0, 0
+	}
+	if failed {
+		b.failed++
+	} else {
+		b.ok++
+	}
+}
+
+func (w *outcomeWindow) counts(now time.Time) (ok, failed uint32) {
+	slot := now.UnixNano() / int64(breakerBucket)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.buckets {
+		if b.slot > slot-breakerBuckets && b.slot <= slot {
+			ok += b.ok
+			failed += b.failed
+		}
+	}
+	return ok, failed
+}
+
+func (w *outcomeWindow) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.buckets {
+		w.buckets[i].ok, w.buckets[i].failed = 0, 0
+	}
+}
 
 func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 	b := &fcmBreaker{ramp: newRamp(cfg.RampMax)}
 	b.opened, b.cancel = context.WithCancel(context.Background())
 	failures := cfg.BreakerFailures
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:         "fcm",
-		MaxRequests:  cfg.BreakerProbes,
-		Timeout:      cfg.BreakerOpenFor,
-		Interval:     breakerWindow,
-		BucketPeriod: breakerWindow / breakerBuckets,
+		Name:        "fcm",
+		MaxRequests: cfg.BreakerProbes,
+		Timeout:     cfg.BreakerOpenFor,
 		// Consecutive failures catch an outage at low traffic; the ratio
-		// catches it at high traffic, where answers to requests sent before
-		// it began still come back as successes among the failures.
+		// over the last second catches it at high traffic, where answers
+		// to requests sent before it began still come back as successes
+		// among the failures. The window is ours, by completion time:
+		// gobreaker's own rolling window files an outcome under the time
+		// its request started and drops it once that is out of the window,
+		// so a timeout longer than the window would never count.
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= failures ||
-				(c.TotalFailures >= failures && c.TotalFailures >= c.TotalSuccesses)
+			if c.ConsecutiveFailures >= failures {
+				return true
+			}
+			ok, failed := b.window.counts(time.Now())
+			return failed >= failures && failed >= ok
 		},
 		IsExcluded: func(err error) bool { return errors.Is(err, errAttemptExcluded) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			// Runs under the breaker's lock: must not call back into it.
+			b.window.reset()
 			switch to {
 			case gobreaker.StateOpen:
 				// Cancel the pushes in flight: their retries would reach

@@ -220,3 +220,16 @@ func TestAnFCMClientServesOneSender(t *testing.T) {
 	_, err = adapters.NewFCMSender(client, adapters.FCMSenderConfig{})
 	require.Error(t, err)
 }
+
+func TestTimeoutsLongerThanTheBreakersWindowStillOpenIt(t *testing.T) {
+	t.Parallel()
+	// A hanging FCM answers nothing: each attempt ends at the push deadline,
+	// more than a second after it started.
+	fake, sender := newSender(t, adapters.FCMSenderConfig{SendTimeout: 1200 * time.Millisecond, BreakerFailures: 2, BreakerOpenFor: time.Minute})
+	fake.FailAll(testutil.Fault{Code: testutil.FaultHang})
+	for range 2 {
+		_, err := sender.Push(context.Background(), message("tok"))
+		require.ErrorIs(t, err, notification.ErrProviderUnavailable)
+	}
+	assert.Equal(t, "open", sender.BreakerState())
+}

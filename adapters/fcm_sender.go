@@ -40,11 +40,12 @@ type FCMSenderConfig struct {
 	// if all succeed it closes, and the first that fails opens it again.
 	// Defaults to 3.
 	BreakerProbes uint32
-	// RampMax ends the ramp: after a start and after the breaker closes or
-	// opens, one request may be in flight, then twice as many each time as
-	// many attempts as the bound have succeeded, until the bound reaches
-	// RampMax and requests are no longer bounded here (the sender's
-	// MaxInFlight still is). Defaults to 256.
+	// RampMax ends the ramp: at the start and each time the breaker opens
+	// (so for its probes and the traffic after them), one request may be
+	// in flight, then twice as many each time as many attempts as the
+	// bound have succeeded, until the bound reaches RampMax and requests
+	// are no longer bounded here (the sender's MaxInFlight still is).
+	// Defaults to 256.
 	RampMax int
 	// Logger receives breaker state changes. Defaults to discarding.
 	Logger *slog.Logger

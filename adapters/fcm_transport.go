@@ -269,17 +269,16 @@ func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			// Runs under the breaker's lock: must not call back into it.
 			b.window.reset()
-			switch to {
-			case gobreaker.StateOpen:
+			if to == gobreaker.StateOpen {
 				// Cancel the pushes in flight: their retries would reach
-				// a failing FCM. Then start again from one request.
+				// a failing FCM. The probes and what follows them start
+				// again from one request: a recovering FCM gets a ramp,
+				// not every worker at once.
 				b.openedMu.Lock()
 				b.cancel()
 				b.opened, b.cancel = context.WithCancel(context.Background())
 				b.openedMu.Unlock()
 				b.ramp.restart()
-			case gobreaker.StateClosed:
-				b.ramp.restart() // a recovering FCM gets a ramp, not a stampede
 			}
 			level := slog.LevelWarn
 			if to == gobreaker.StateClosed {
@@ -301,7 +300,8 @@ func (b *fcmBreaker) openedContext() context.Context {
 // ramp bounds the requests in flight: one until an attempt succeeds, then
 // twice as many each time as many successes as the bound have come back,
 // until the bound reaches max and the ramp stops bounding. It starts over
-// when the breaker opens or closes.
+// when the breaker opens, so the half-open probes and the traffic after
+// them ramp up again.
 //
 // The first bound of one keeps a cold burst on one connection: Go cannot
 // know a new host speaks HTTP/2 before the TLS handshake, so N concurrent

@@ -3,6 +3,8 @@ package adapters_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -232,4 +234,71 @@ func TestTimeoutsLongerThanTheBreakersWindowStillOpenIt(t *testing.T) {
 		require.ErrorIs(t, err, notification.ErrProviderUnavailable)
 	}
 	assert.Equal(t, "open", sender.BreakerState())
+}
+
+func TestARecoveringFCMIsRampedUpNotStampeded(t *testing.T) {
+	t.Parallel()
+	const workers = 128
+	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
+	require.NoError(t, err)
+	// Below the breaker: how many requests are on the wire when each starts.
+	var mu sync.Mutex
+	inFlight := 0
+	var concurrency []int
+	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			inFlight++
+			concurrency = append(concurrency, inFlight)
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+			return next.RoundTrip(r)
+		})
+	})
+	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{BreakerFailures: 2, BreakerOpenFor: 200 * time.Millisecond})
+	require.NoError(t, err)
+	// Before the outage, traffic has widened the ramp to full speed.
+	var warm sync.WaitGroup
+	for i := range workers {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			for j := range 3 {
+				_, err := sender.Push(context.Background(), message(fmt.Sprintf("warm-%d-%d", i, j)))
+				assert.NoError(t, err)
+			}
+		}()
+	}
+	warm.Wait()
+	fake.FailAll(testutil.Fault{Code: testutil.FaultInternal})
+	for range 2 {
+		_, _ = sender.Push(context.Background(), message("tok"))
+	}
+	require.Equal(t, "open", sender.BreakerState())
+	fake.ClearFaults()
+	fake.SetLatency(20 * time.Millisecond) // answers take a while: a stampede would show
+	mu.Lock()
+	concurrency = nil
+	mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, pushUntilSent(ctx, sender, message(fmt.Sprintf("tok-%d", i))))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(workers*4), fake.AcceptedCount())
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(concurrency), 15)
+	// 1, then 2, then 4, then 8 at once: the first 15 requests after the
+	// outage never meet more than 8 on the wire.
+	assert.LessOrEqual(t, slices.Max(concurrency[:15]), 8, "concurrency of the first requests: %v", concurrency[:15])
+	assert.Greater(t, slices.Max(concurrency), 8, "the ramp widens to full speed")
 }

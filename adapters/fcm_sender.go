@@ -239,6 +239,9 @@ func ClassifyFCMError(err error) *notification.SendError {
 		// A 400 without an FCM error detail: FCM refused this request as
 		// it is, and would refuse it again.
 		se.Class, se.Code = notification.ErrMessageRejected, "INVALID_ARGUMENT"
+	case permanentHTTPStatus(httpStatus(err)):
+		// Another 4xx verdict on the request itself (413 too large...).
+		se.Class, se.Code = notification.ErrMessageRejected, "HTTP_"+strconv.Itoa(httpStatus(err))
 	case errors.Is(err, context.Canceled):
 		// Cancelled by Herald (shutdown) or its caller: says nothing
 		// about FCM and is not an attempt.
@@ -288,6 +291,22 @@ func httpStatus(err error) int {
 	return 0
 }
 
+// permanentHTTPStatus reports whether an HTTP status is a verdict on the
+// request that a retry would get again: a 4xx other than 401, 403 and 404
+// (credentials or project, classified before), 408 and 429.
+func permanentHTTPStatus(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
+		http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return false
+	}
+	return status >= 400 && status < 500
+}
+
+// maxRetryAfter caps a Retry-After: a hostile or broken answer must not
+// park a delivery for years (or overflow a time.Duration).
+const maxRetryAfter = 24 * time.Hour
+
 // retryAfter reads the Retry-After header (seconds or an HTTP date) of the
 // response behind err, or returns zero.
 func retryAfter(err error) time.Duration {
@@ -302,11 +321,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs > 0 {
-		return time.Duration(secs) * time.Second
+	if secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && secs > 0 {
+		return min(time.Duration(min(secs, int64(maxRetryAfter/time.Second)))*time.Second, maxRetryAfter)
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

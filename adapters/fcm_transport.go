@@ -98,7 +98,14 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ps.mu.Unlock()
 	}
 	resp, err := t.base.RoundTrip(req)
-	verdict := judgeAttempt(ctx, resp, err, ps)
+	var body []byte
+	if err == nil && resp.StatusCode >= 400 {
+		// Read an error answer now: if it opens the breaker, the pushes
+		// in flight are cancelled, this one too, and its answer must not
+		// be lost to a cancelled body read.
+		body = bufferBody(resp)
+	}
+	verdict := judgeAttempt(ctx, resp, body, err, ps)
 	if verdict != errAttemptExcluded {
 		b.window.record(time.Now(), verdict != nil)
 	}
@@ -119,7 +126,7 @@ func closeRequestBody(req *http.Request) {
 // per-token FCM error code). An attempt Herald cancelled says nothing.
 // Everything else is FCM working: a 2xx, a per-token or per-message 4xx
 // verdict, and a 429 (throttling, not failure).
-func judgeAttempt(ctx context.Context, resp *http.Response, err error, ps *pushState) error {
+func judgeAttempt(ctx context.Context, resp *http.Response, body []byte, err error, ps *pushState) error {
 	if err != nil {
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return errAttemptExcluded
@@ -137,7 +144,7 @@ func judgeAttempt(ctx context.Context, resp *http.Response, err error, ps *pushS
 		}
 		return errProviderFailure
 	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
-		switch peekFCMErrorCode(resp) {
+		switch fcmErrorCode(body) {
 		case "THIRD_PARTY_AUTH_ERROR", "SENDER_ID_MISMATCH", "UNREGISTERED":
 			return nil // a verdict on one token or platform: FCM is working
 		}
@@ -147,17 +154,42 @@ func judgeAttempt(ctx context.Context, resp *http.Response, err error, ps *pushS
 	}
 }
 
-// peekFCMErrorCode reads the FcmError errorCode of an error response and
-// leaves the body readable from the start for the SDK.
-func peekFCMErrorCode(resp *http.Response) string {
+// maxErrorBody is how much of an error answer is read ahead; FCM's are a
+// few hundred bytes.
+const maxErrorBody = 64 << 10
+
+// bufferBody reads up to maxErrorBody of resp's body into memory and leaves
+// the body readable from the start for the SDK. What it read is returned.
+func bufferBody(resp *http.Response) []byte {
 	if resp.Body == nil {
-		return ""
+		return nil
 	}
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil || len(head) < maxErrorBody {
+		// All of it (or all there will be): the connection can go back.
+		_ = resp.Body.Close()
+		resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(head), errReader{err}))
+		return head
+	}
 	resp.Body = struct {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return head
+}
+
+// errReader returns err, or io.EOF when err is nil.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) {
+	if r.err == nil {
+		return 0, io.EOF
+	}
+	return 0, r.err
+}
+
+// fcmErrorCode returns the FcmError errorCode of an FCM error body, or "".
+func fcmErrorCode(body []byte) string {
 	var parsed struct {
 		Error struct {
 			Details []struct {
@@ -166,7 +198,7 @@ func peekFCMErrorCode(resp *http.Response) string {
 			} `json:"details"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(head, &parsed) != nil {
+	if json.Unmarshal(body, &parsed) != nil {
 		return ""
 	}
 	for _, d := range parsed.Error.Details {

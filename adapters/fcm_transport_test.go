@@ -77,9 +77,12 @@ func TestAFailingProbeReopensTheBreakerAtOnce(t *testing.T) {
 	require.Equal(t, "open", sender.BreakerState())
 	time.Sleep(300 * time.Millisecond)
 	require.Equal(t, "half-open", sender.BreakerState())
+	// The probe gets a 503, which the SDK would retry up to 4 times over
+	// 7 s: its first answer reopens the breaker and its retries never go.
+	fake.FailAll(testutil.Fault{Code: testutil.FaultUnavailable})
 	before := fake.Requests()
 	_, err := sender.Push(context.Background(), message("tok"))
-	require.ErrorIs(t, err, notification.ErrProviderUnavailable)
+	require.ErrorIs(t, err, notification.ErrCircuitOpen, "the breaker stopped the probe's retries")
 	assert.Equal(t, "open", sender.BreakerState(), "one failed probe is enough")
 	assert.Equal(t, before+1, fake.Requests())
 }

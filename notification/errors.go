@@ -98,8 +98,9 @@ var (
 	// against the circuit breaker.
 	ErrProviderUnavailable = errors.New("provider unavailable")
 	// ErrMisconfigured: FCM refused our configuration (SENDER_ID_MISMATCH,
-	// THIRD_PARTY_AUTH_ERROR, our own credentials rejected). Failed with an
-	// alarm, not retried.
+	// THIRD_PARTY_AUTH_ERROR). Failed with an alarm, not retried. Our own
+	// credentials rejected is its case ErrCredentialsRejected, which is
+	// released instead.
 	ErrMisconfigured = errors.New("provider configuration rejected")
 	// ErrCircuitOpen: the circuit breaker is open, so the push was not
 	// attempted, or it opened while the push was in flight and cancelled
@@ -150,7 +151,8 @@ type SendError struct {
 	RetryAfter time.Duration
 	// CountsAgainstProvider is true for failures that say the provider, not
 	// this token or message, is in trouble: 5xx, timeouts, network errors,
-	// and our own credentials rejected. A circuit breaker counts only these.
+	// and our own credentials rejected. The FCM adapter's circuit breaker
+	// judges each HTTP attempt by the same rule.
 	CountsAgainstProvider bool
 	// Err is the underlying error, if any.
 	Err error

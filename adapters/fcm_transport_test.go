@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,4 +305,38 @@ func TestARecoveringFCMIsRampedUpNotStampeded(t *testing.T) {
 	// outage never meet more than 8 on the wire.
 	assert.LessOrEqual(t, slices.Max(concurrency[:15]), 8, "concurrency of the first requests: %v", concurrency[:15])
 	assert.Greater(t, slices.Max(concurrency), 8, "the ramp widens to full speed")
+}
+
+func TestAnOutageInFullFlowCostsOneRoundOfRequestsNotTheirRetries(t *testing.T) {
+	t.Parallel()
+	const workers = 128
+	fake, sender := newSender(t, adapters.FCMSenderConfig{BreakerOpenFor: 500 * time.Millisecond, SendTimeout: 10 * time.Second})
+	fake.SetLatency(20 * time.Millisecond) // 128 requests on the wire at any moment
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; !stop.Load(); j++ {
+				assert.NoError(t, pushUntilSent(ctx, sender, message(fmt.Sprintf("tok-%d-%d", i, j))))
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return fake.AcceptedCount() > 2000 }, 30*time.Second, time.Millisecond,
+		"full flow before the outage")
+	before := fake.Requests()
+	fake.FailAll(testutil.Fault{Code: testutil.FaultUnavailable})
+	time.Sleep(3 * time.Second)
+	during := fake.Requests() - before
+	t.Logf("requests during the outage: %d", during)
+	fake.ClearFaults()
+	stop.Store(true)
+	wg.Wait()
+	// The requests already on their way when FCM began failing reach it;
+	// after that, only probes. The SDK's retries of each would be 4 more
+	// per worker.
+	assert.LessOrEqual(t, during, int64(workers+50))
 }

@@ -18,7 +18,7 @@ import (
 // FCM, as another application server would, until the test ends.
 func (h *harness) anotherInstance(cfg herald.Config) *harness {
 	h.t.Helper()
-	client, err := h.fake.MessagingClient(context.Background())
+	client, err := herald.NewFCM(context.Background(), h.fake.ProjectID(), h.fake.ClientOptions()...)
 	require.NoError(h.t, err)
 	rules := notification.NewRules()
 	require.NoError(h.t, notification.On(rules, notification.NotifyCourseAuthor))

@@ -48,12 +48,13 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	// 3. Herald on the host's pool and a firebase messaging client.
-	client, err := fake.MessagingClient(ctx) // real: app, _ := firebase.NewApp(ctx, nil); app.Messaging(ctx)
+	// 3. Herald on the host's pool and an FCM client. For real FCM:
+	// herald.NewFCM(ctx, "") with GOOGLE_APPLICATION_CREDENTIALS set.
+	fcm, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	if err != nil {
 		log.Fatal(err)
 	}
-	h, err := herald.New(pool, client, rules, herald.Config{})
+	h, err := herald.New(pool, fcm, rules, herald.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}

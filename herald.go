@@ -26,9 +26,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"firebase.google.com/go/v4/messaging"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/api/option"
 
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
@@ -74,12 +74,39 @@ type Herald struct {
 // has not returned.
 var ErrAlreadyRunning = errors.New("herald: already running")
 
+// FCM is Herald's connection to Firebase Cloud Messaging: a firebase
+// messaging client whose HTTP transport carries Herald's circuit breaker,
+// so that the breaker sees every HTTP attempt, the SDK's own retries
+// included. Build it with NewFCM. One FCM serves one Herald: New returns an
+// error when given an FCM that already serves another.
+type FCM = adapters.FCMClient
+
+// NewFCM builds the FCM client for projectID from the firebase SDK's client
+// options.
+//
+// For real FCM, pass no options to use the standard credentials
+// (GOOGLE_APPLICATION_CREDENTIALS, then Application Default Credentials)
+// and endpoint (https://fcm.googleapis.com/v1), or pass credentials
+// explicitly (option.WithCredentialsFile, option.WithTokenSource...).
+// projectID "" means detect it as firebase.NewApp(ctx, nil) does: from
+// FIREBASE_CONFIG, the credentials, or GOOGLE_CLOUD_PROJECT.
+//
+// For the fake FCM in package testutil:
+//
+//	fcm, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
+//
+// Options that carry an HTTP client (option.WithHTTPClient) are used as
+// given: that client does its own authentication, if any.
+func NewFCM(ctx context.Context, projectID string, opts ...option.ClientOption) (*FCM, error) {
+	return adapters.NewFCMClient(ctx, projectID, opts...)
+}
+
 // New wires Herald on pool (the host's database, migrated with package
-// migrations), client (a firebase messaging client) and rules (the host's
+// migrations), fcm (from NewFCM; one per Herald) and rules (the host's
 // event types and the notifications they cause). None may be nil.
-func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules, cfg Config) (*Herald, error) {
-	if pool == nil || client == nil || rules == nil {
-		panic("herald: New: nil pool, client or rules")
+func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*Herald, error) {
+	if pool == nil || fcm == nil || rules == nil {
+		panic("herald: New: nil pool, fcm or rules")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid herald config: %w", err)
@@ -110,12 +137,12 @@ func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules
 	if err != nil {
 		return nil, err
 	}
-	fcm, err := adapters.NewFCMSender(client, cfg.FCM)
+	pusher, err := adapters.NewFCMSender(fcm, cfg.FCM)
 	if err != nil {
 		return nil, err
 	}
 	deliveries := adapters.NewPostgresDeliveryRepository(pool)
-	sender, err := app.NewSender(deliveries, fcm, cfg.Sender)
+	sender, err := app.NewSender(deliveries, pusher, cfg.Sender)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +161,7 @@ func New(pool *pgxpool.Pool, client *messaging.Client, rules *notification.Rules
 		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
 		relay:       relay,
 		sender:      sender,
-		fcm:         fcm,
+		fcm:         pusher,
 		deliveries:  deliveries,
 		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Sender.Now),
 		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Sender.Now),

@@ -198,7 +198,7 @@ func TestExpiredLeaseIsTakenOverByAnotherWorker(t *testing.T) {
 
 	// A second worker on the same database, with a healthy FCM.
 	healthy := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := healthy.MessagingClient(ctx)
+	client, err := herald.NewFCM(context.Background(), healthy.ProjectID(), healthy.ClientOptions()...)
 	require.NoError(t, err)
 	other, err := herald.New(stuck.pool, client, rules, cfg)
 	require.NoError(t, err)
@@ -297,7 +297,7 @@ func TestLongOpenTransactionIsReportedAndThenEverythingIsDelivered(t *testing.T)
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg.Relay.LongTransactionWarning = time.Second
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := fake.MessagingClient(ctx)
+	client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))

@@ -49,7 +49,7 @@ func newHarness(t *testing.T, cfg herald.Config) *harness {
 	t.Helper()
 	pool := testutil.NewPool(t)
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := fake.MessagingClient(context.Background())
+	client, err := herald.NewFCM(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
@@ -253,7 +253,7 @@ func TestBroadcastReachesEveryDeviceInChunks(t *testing.T) {
 	cfg.Broadcast.ChunkSize = 700
 	pool := testutil.NewPool(t)
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := fake.MessagingClient(context.Background())
+	client, err := herald.NewFCM(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, func(a Announcement) ([]notification.Draft, error) {

@@ -74,7 +74,7 @@ func TestRunsWithoutSuperuser(t *testing.T) {
 	// The runtime role raises, relays, sends and records.
 	pool := asRole(runtime)
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := fake.MessagingClient(ctx)
+	client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))

@@ -101,7 +101,7 @@ func TestEventsRaisedAfterAPgDumpAndPgRestoreAreDelivered(t *testing.T) {
 	require.True(t, ahead, "the restored position (%s) is ahead of the new cluster's ids (%s)", stored, xmax)
 
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := fake.MessagingClient(ctx)
+	client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))

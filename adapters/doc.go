@@ -2,7 +2,9 @@
 // technology: Postgres through pgx (PostgresNotificationRepository,
 // PostgresDeviceTokenRepository, PostgresDeliveryRepository,
 // PostgresDeadLetterRepository) and Firebase Cloud Messaging through the
-// firebase Go SDK behind a gobreaker circuit breaker (FCMSender).
+// firebase Go SDK (FCMSender on an FCMClient), with a gobreaker circuit
+// breaker in the client's HTTP transport that judges every attempt, the
+// SDK's own retries included.
 //
 // Vendor errors are classified here into the domain's errors
 // (notification.SendError and its classes), before anything wraps them.

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"firebase.google.com/go/v4/errorutils"
@@ -27,16 +25,28 @@ type FCMSenderConfig struct {
 	// SendTimeout is the deadline of one push, the SDK's own retries
 	// included (the SDK's http.Client has none). Defaults to 20s.
 	SendTimeout time.Duration
-	// BreakerFailures is how many consecutive provider-wide failures (5xx,
-	// timeouts, network errors, our credentials rejected) open the circuit
-	// breaker. Per-token verdicts never count. Defaults to 5.
+	// BreakerFailures opens the circuit breaker: that many consecutive
+	// failed HTTP attempts, or at least that many failed attempts making up
+	// half or more of the attempts answered in the last second. The breaker
+	// sees every attempt, the SDK's own retries included. A failed attempt
+	// is a 5xx, a timeout, a network error, or our own credentials or
+	// project rejected; per-token and per-message verdicts, 429s, and
+	// attempts Herald cancelled never count. Defaults to 5.
 	BreakerFailures uint32
 	// BreakerOpenFor is how long the breaker stays open before it lets probe
 	// requests through. Defaults to 10s.
 	BreakerOpenFor time.Duration
 	// BreakerProbes is how many requests a half-open breaker lets through;
-	// if all succeed it closes. Defaults to 3.
+	// if all succeed it closes, and the first that fails opens it again.
+	// Defaults to 3.
 	BreakerProbes uint32
+	// RampMax ends the ramp: at the start and each time the breaker opens
+	// (so for its probes and the traffic after them), one request may be
+	// in flight, then twice as many each time as many attempts as the
+	// bound have succeeded, until the bound reaches RampMax and requests
+	// are no longer bounded here (the sender's MaxInFlight still is).
+	// Defaults to 256.
+	RampMax int
 	// Logger receives breaker state changes. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -54,6 +64,9 @@ func (c *FCMSenderConfig) setDefaults() {
 	if c.BreakerProbes == 0 {
 		c.BreakerProbes = 3
 	}
+	if c.RampMax == 0 {
+		c.RampMax = 256
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -68,116 +81,102 @@ func (c FCMSenderConfig) Validate() error {
 	if c.BreakerOpenFor < 0 {
 		errs = append(errs, errors.New("BreakerOpenFor must not be negative"))
 	}
+	if c.RampMax < 0 {
+		errs = append(errs, errors.New("ramp max must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
 // FCMSender pushes messages with the firebase messaging client, one HTTP v1
-// request each, behind a circuit breaker, and classifies FCM's answers into
-// *notification.SendError. It implements app.Pusher and is safe for
-// concurrent use.
+// request each, and classifies FCM's answers into *notification.SendError.
+// Its circuit breaker lives in the client's transport and judges every HTTP
+// attempt (see FCMSenderConfig.BreakerFailures). It implements app.Pusher
+// and is safe for concurrent use.
 type FCMSender struct {
 	client  *messaging.Client
 	cfg     FCMSenderConfig
-	breaker *gobreaker.CircuitBreaker[string]
-
-	// Until one request has been answered, pushes go one at a time: Go's
-	// transport cannot know a new host speaks HTTP/2 before the TLS
-	// handshake, so a cold burst of N pushes would dial N connections
-	// (measured: 143 for 128 concurrent sends). After the first answer they
-	// all multiplex on one connection.
-	warm   atomic.Bool
-	warmMu sync.Mutex
-
-	// closed is cancelled when the breaker opens, which cancels the pushes
-	// in flight: the SDK retries 503s by itself, and those retries must not
-	// reach FCM while the breaker is open.
-	closedMu sync.Mutex
-	closed   context.Context
-	cancel   context.CancelFunc
+	breaker *fcmBreaker
 }
 
-// NewFCMSender returns a sender on client. client must not be nil.
-func NewFCMSender(client *messaging.Client, cfg FCMSenderConfig) (*FCMSender, error) {
+// NewFCMSender returns a sender on client, and installs its circuit breaker
+// in client's transport. client must not be nil; it serves this sender
+// only: a client already serving another sender is an error.
+func NewFCMSender(client *FCMClient, cfg FCMSenderConfig) (*FCMSender, error) {
 	if client == nil {
 		panic("adapters: NewFCMSender: nil client")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid fcm sender config: %w", err)
 	}
+	if !client.used.CompareAndSwap(false, true) {
+		return nil, errClientInUse
+	}
 	cfg.setDefaults()
-	log := cfg.Logger.With("component", "herald_fcm")
-	failures := cfg.BreakerFailures
-	s := &FCMSender{client: client, cfg: cfg}
-	s.closed, s.cancel = context.WithCancel(context.Background())
-	s.breaker = gobreaker.NewCircuitBreaker[string](gobreaker.Settings{
-		Name:        "fcm",
-		MaxRequests: cfg.BreakerProbes,
-		Timeout:     cfg.BreakerOpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsSuccessful: func(err error) bool {
-			var se *notification.SendError
-			return err == nil || (errors.As(err, &se) && !se.CountsAgainstProvider)
-		},
-		// A push cancelled by our own shutdown says nothing about FCM.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			// Runs under the breaker's lock: must not call back into it.
-			if to == gobreaker.StateOpen {
-				s.closedMu.Lock()
-				s.cancel()
-				s.closed, s.cancel = context.WithCancel(context.Background())
-				s.closedMu.Unlock()
-			}
-			level := slog.LevelWarn
-			if to == gobreaker.StateClosed {
-				level = slog.LevelInfo
-			}
-			log.Log(context.Background(), level, "fcm circuit breaker changed state", "from", from.String(), "to", to.String())
-		},
-	})
-	return s, nil
+	b := newFCMBreaker(cfg, cfg.Logger.With("component", "herald_fcm"))
+	client.transport.breaker.Store(b)
+	return &FCMSender{client: client.messaging, cfg: cfg, breaker: b}, nil
 }
 
 // BreakerState returns the circuit breaker's state: "closed", "half-open"
 // or "open".
-func (s *FCMSender) BreakerState() string { return s.breaker.State().String() }
+func (s *FCMSender) BreakerState() string { return s.breaker.cb.State().String() }
 
 // Push implements app.Pusher: it sends msg within SendTimeout and returns
 // FCM's message name, or a *notification.SendError. When the breaker is
-// open it returns notification.ErrCircuitOpen without a request.
+// open it returns notification.ErrCircuitOpen without a request; when the
+// breaker opens while the push is in flight, the push is cancelled (the
+// SDK's retries with it) and also returns ErrCircuitOpen. A push whose
+// ctx ends, or that got no request out before its deadline, returns
+// notification.ErrPushCancelled. A push that ends in its deadline while
+// the SDK waits out a 503's Retry-After carries that Retry-After.
 func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string, error) {
-	if !s.warm.Load() {
-		s.warmMu.Lock()
-		if s.warm.Load() {
-			s.warmMu.Unlock()
-		} else {
-			defer s.warmMu.Unlock()
-		}
+	if s.breaker.cb.State() == gobreaker.StateOpen {
+		return "", &notification.SendError{Class: notification.ErrCircuitOpen, Reason: gobreaker.ErrOpenState.Error()}
 	}
-	s.closedMu.Lock()
-	closed := s.closed
-	s.closedMu.Unlock()
-	name, err := s.breaker.Execute(func() (string, error) {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
-		defer cancel()
-		defer context.AfterFunc(closed, cancel)()
-		if closed.Err() != nil {
-			// The breaker opened after Execute let this push through.
-			return "", &notification.SendError{Class: notification.ErrCircuitOpen, Reason: "breaker opened"}
-		}
-		name, err := s.client.Send(ctx, fcmMessage(msg))
-		// One attempt, answered or not, is enough: waiting for an answer
-		// would serialise every push behind a hanging FCM.
-		s.warm.Store(true)
-		if err != nil {
-			return "", ClassifyFCMError(err)
-		}
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ctx, cancelTimeout := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancelTimeout()
+	ps := &pushState{cancel: cancel}
+	ctx = context.WithValue(ctx, pushStateKey{}, ps)
+	defer context.AfterFunc(s.breaker.openedContext(), func() { cancel(errBreakerOpened) })()
+
+	name, err := s.client.Send(ctx, fcmMessage(msg))
+	if err == nil {
 		return name, nil
-	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-		return "", &notification.SendError{Class: notification.ErrCircuitOpen, Reason: err.Error()}
 	}
-	return name, err
+	return "", classifyPushError(parent, ctx, ps, err)
+}
+
+// classifyPushError classifies a failed push, telling Herald's own
+// cancellations and deadlines apart from FCM's answers.
+func classifyPushError(parent, ctx context.Context, ps *pushState, err error) *notification.SendError {
+	sent, retryAfter := ps.snapshot()
+	if errorutils.HTTPResponse(err) == nil && ctx.Err() != nil {
+		// The push ended without a final answer from FCM.
+		switch {
+		case errors.Is(context.Cause(ctx), errBreakerOpened):
+			return &notification.SendError{Class: notification.ErrCircuitOpen, Code: "CANCELLED",
+				Reason: "breaker opened", Err: err}
+		case parent.Err() != nil && !errors.Is(parent.Err(), context.DeadlineExceeded):
+			return &notification.SendError{Class: notification.ErrPushCancelled, Code: "CANCELLED",
+				Reason: "cancelled by the caller", Err: err}
+		case sent == 0:
+			return &notification.SendError{Class: notification.ErrPushCancelled, Code: "NOT_SENT",
+				Reason: "no request got out before the deadline", Err: err}
+		case retryAfter > 0:
+			// The SDK was waiting out a 503's Retry-After when the deadline came.
+			return &notification.SendError{Class: notification.ErrProviderUnavailable, Code: "UNAVAILABLE",
+				Reason: "deadline reached while waiting out Retry-After", RetryAfter: retryAfter,
+				CountsAgainstProvider: true, Err: err}
+		}
+	}
+	se := ClassifyFCMError(err)
+	if se.RetryAfter == 0 && errors.Is(se.Class, notification.ErrProviderUnavailable) {
+		se.RetryAfter = retryAfter
+	}
+	return se
 }
 
 func fcmMessage(msg notification.Message) *messaging.Message {
@@ -233,17 +232,25 @@ func ClassifyFCMError(err error) *notification.SendError {
 		se.RetryAfter = retryAfter(err)
 	case errorutils.IsUnauthenticated(err):
 		// Our own credentials were rejected: no push can succeed, so it is
-		// a provider-wide failure as well as an alarm.
-		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrMisconfigured, "UNAUTHENTICATED", true
+		// a provider-wide failure as well as an alarm, and never this
+		// delivery's fault.
+		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrCredentialsRejected, "UNAUTHENTICATED", true
 	case errorutils.IsPermissionDenied(err):
-		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrMisconfigured, "PERMISSION_DENIED", true
+		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrCredentialsRejected, "PERMISSION_DENIED", true
 	case errorutils.IsNotFound(err):
 		// NOT_FOUND without UNREGISTERED: the project or endpoint is wrong.
-		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrMisconfigured, "NOT_FOUND", true
+		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrCredentialsRejected, "NOT_FOUND", true
+	case errorutils.IsInvalidArgument(err), httpStatus(err) == http.StatusBadRequest:
+		// A 400 without an FCM error detail: FCM refused this request as
+		// it is, and would refuse it again.
+		se.Class, se.Code = notification.ErrMessageRejected, "INVALID_ARGUMENT"
+	case permanentHTTPStatus(httpStatus(err)):
+		// Another 4xx verdict on the request itself (413 too large...).
+		se.Class, se.Code = notification.ErrMessageRejected, "HTTP_"+strconv.Itoa(httpStatus(err))
 	case errors.Is(err, context.Canceled):
-		// Cancelled because the breaker opened meanwhile: a failed attempt,
-		// but not one more failure for the breaker to count.
-		se.Class, se.Code = notification.ErrProviderUnavailable, "CANCELLED"
+		// Cancelled by Herald (shutdown) or its caller: says nothing
+		// about FCM and is not an attempt.
+		se.Class, se.Code = notification.ErrPushCancelled, "CANCELLED"
 	case errors.Is(err, context.DeadlineExceeded), errorutils.IsDeadlineExceeded(err):
 		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrProviderUnavailable, "DEADLINE_EXCEEDED", true
 	default:
@@ -281,6 +288,30 @@ func invalidTokenArgument(err error) bool {
 	return strings.Contains(strings.ToLower(err.Error()), "registration token")
 }
 
+// httpStatus returns the HTTP status of the response behind err, or 0.
+func httpStatus(err error) int {
+	if resp := errorutils.HTTPResponse(err); resp != nil {
+		return resp.StatusCode
+	}
+	return 0
+}
+
+// permanentHTTPStatus reports whether an HTTP status is a verdict on the
+// request that a retry would get again: a 4xx other than 401, 403 and 404
+// (credentials or project, classified before), 408 and 429.
+func permanentHTTPStatus(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
+		http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return false
+	}
+	return status >= 400 && status < 500
+}
+
+// maxRetryAfter caps a Retry-After: a hostile or broken answer must not
+// park a delivery for years (or overflow a time.Duration).
+const maxRetryAfter = 24 * time.Hour
+
 // retryAfter reads the Retry-After header (seconds or an HTTP date) of the
 // response behind err, or returns zero.
 func retryAfter(err error) time.Duration {
@@ -295,11 +326,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs > 0 {
-		return time.Duration(secs) * time.Second
+	if secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && secs > 0 {
+		return min(time.Duration(min(secs, int64(maxRetryAfter/time.Second)))*time.Second, maxRetryAfter)
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

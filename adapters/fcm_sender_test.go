@@ -19,7 +19,7 @@ import (
 func newSender(t *testing.T, cfg adapters.FCMSenderConfig) (*testutil.FakeFCM, *adapters.FCMSender) {
 	t.Helper()
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
-	client, err := fake.MessagingClient(context.Background())
+	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	sender, err := adapters.NewFCMSender(client, cfg)
 	require.NoError(t, err)
@@ -141,7 +141,9 @@ func TestColdBurstUsesOneConnection(t *testing.T) {
 
 func TestOpeningBreakerCancelsTheSDKsOwnRetries(t *testing.T) {
 	t.Parallel()
-	fake, sender := newSender(t, adapters.FCMSenderConfig{BreakerFailures: 1, BreakerOpenFor: time.Minute})
+	// The breaker judges every attempt: the slow push's two 503s and the
+	// fast push's 500 make three.
+	fake, sender := newSender(t, adapters.FCMSenderConfig{BreakerFailures: 3, BreakerOpenFor: time.Minute})
 	fake.FailToken("slow", testutil.Fault{Code: testutil.FaultUnavailable}) // the SDK retries 503 by itself
 	fake.FailToken("fast", testutil.Fault{Code: testutil.FaultInternal})    // the SDK does not retry 500
 	_, err := sender.Push(context.Background(), message("warm-up"))
@@ -161,7 +163,8 @@ func TestOpeningBreakerCancelsTheSDKsOwnRetries(t *testing.T) {
 
 	select {
 	case err := <-slow:
-		require.ErrorIs(t, err, notification.ErrProviderUnavailable)
+		// Cancelled by Herald's own breaker: released, not an attempt.
+		require.ErrorIs(t, err, notification.ErrCircuitOpen)
 	case <-time.After(3 * time.Second):
 		t.Fatal("the push in flight was not cancelled when the breaker opened")
 	}

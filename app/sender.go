@@ -509,7 +509,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 			"delivery_id", d.Delivery.ID(), "notification_id", d.Delivery.NotificationID(), "code", code,
 			"attempts", d.Delivery.Attempts(), "err", d.Delivery.LastError())
 	case notification.StatusRetryScheduled, notification.StatusPending:
-		if errors.Is(err, notification.ErrCircuitOpen) {
+		if !notification.CountsAsAttempt(err) {
 			s.stats.released.Add(1)
 		} else {
 			s.stats.retries.Add(1)
@@ -529,8 +529,9 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 	}
 	platform := d.Message.Platform
 	projectWide := false
-	if !errors.Is(err, notification.ErrCircuitOpen) {
-		// The breaker's refusal is not an answer from FCM.
+	if !errors.Is(err, notification.ErrCircuitOpen) && !errors.Is(err, notification.ErrPushCancelled) {
+		// The breaker's refusal and Herald's own cancellations are not
+		// answers from FCM.
 		projectWide = s.quota.observe(now, device, errors.Is(err, notification.ErrQuotaExceeded))
 	}
 	switch {

@@ -137,7 +137,10 @@ func (d *Delivery) MarkSent(messageName string, now time.Time) error {
 // credentials (ErrPlatformAuthRejected) is retried after the policy's delay
 // (never before Retry-After) until attempts run out; a push
 // the circuit breaker stopped is released, due again at now plus the
-// policy's base delay, with no attempt counted. jitter is a random number in
+// policy's base delay, with no attempt counted; a push Herald cancelled
+// (ErrPushCancelled) is released due now; a push refused for our own
+// credentials (ErrCredentialsRejected) is released after the policy's first
+// delay, its error kept, no attempt counted. jitter is a random number in
 // [0, 1). It returns the new status.
 func (d *Delivery) RecordFailure(err error, policy RetryPolicy, now time.Time, jitter float64) (DeliveryStatus, error) {
 	if e := d.mustBeClaimed("failure"); e != nil {
@@ -151,8 +154,17 @@ func (d *Delivery) RecordFailure(err error, policy RetryPolicy, now time.Time, j
 	if !errors.As(err, &se) {
 		se = &SendError{Class: ErrProviderUnavailable, Reason: err.Error(), CountsAgainstProvider: true}
 	}
-	if errors.Is(se.Class, ErrCircuitOpen) {
+	switch {
+	case errors.Is(se.Class, ErrCircuitOpen):
 		d.release(now.Add(policy.BaseDelay))
+		return d.status, nil
+	case errors.Is(se.Class, ErrPushCancelled):
+		d.release(now)
+		return d.status, nil
+	case errors.Is(se.Class, ErrCredentialsRejected):
+		// Not this delivery's fault: keep its attempts, remember why.
+		d.lastError, d.errorCode = truncate(se.Error(), maxErrorLength), se.Code
+		d.release(now.Add(policy.Delay(1, se.RetryAfter, jitter)))
 		return d.status, nil
 	}
 	d.attempts++

@@ -97,13 +97,32 @@ var (
 	// INTERNAL, a timeout, a network error). Retried with backoff; counts
 	// against the circuit breaker.
 	ErrProviderUnavailable = errors.New("provider unavailable")
-	// ErrMisconfigured: FCM refused our configuration (SENDER_ID_MISMATCH,
-	// THIRD_PARTY_AUTH_ERROR, our own credentials rejected). Failed with an
-	// alarm, not retried.
+	// ErrMisconfigured: FCM refused our configuration, and the sender raises
+	// the configuration alarm. Its cases decide what happens to the
+	// delivery: ErrSenderMismatch prunes the token, ErrPlatformAuthRejected
+	// retries it while that platform pauses, ErrCredentialsRejected
+	// releases it with no attempt counted. Any other ErrMisconfigured fails
+	// the delivery.
 	ErrMisconfigured = errors.New("provider configuration rejected")
 	// ErrCircuitOpen: the circuit breaker is open, so the push was not
-	// attempted. No attempt is counted; the delivery stays due.
+	// attempted, or it opened while the push was in flight and cancelled
+	// it. No attempt is counted; the delivery is released, due again after
+	// the retry policy's base delay.
 	ErrCircuitOpen = errors.New("circuit breaker open")
+	// ErrCredentialsRejected: FCM rejected our own credentials or project
+	// (UNAUTHENTICATED, PERMISSION_DENIED without SENDER_ID_MISMATCH,
+	// NOT_FOUND without UNREGISTERED). No push can succeed until the
+	// credentials work again, and nothing is wrong with this delivery: it
+	// counts against the circuit breaker, raises the configuration alarm
+	// (errors.Is(ErrCredentialsRejected, ErrMisconfigured) is true), and the
+	// delivery is released without an attempt counted, never failed for
+	// good.
+	ErrCredentialsRejected error = &subclassError{msg: "provider rejected our credentials", parent: ErrMisconfigured}
+	// ErrPushCancelled: Herald itself stopped the push before FCM gave a
+	// verdict: the caller's context ended (shutdown), or no request got out
+	// before the push's deadline. It says nothing about FCM: no attempt is
+	// counted and the delivery is released, due at once.
+	ErrPushCancelled = errors.New("push cancelled")
 )
 
 // Configuration alarms that concern one token or one platform rather than
@@ -124,6 +143,24 @@ var (
 	ErrPlatformAuthRejected = fmt.Errorf("%w: apns or web push credentials", ErrMisconfigured)
 )
 
+// subclassError is a send class that is also a case of a broader class.
+type subclassError struct {
+	msg    string
+	parent error
+}
+
+func (e *subclassError) Error() string { return e.msg }
+
+// Unwrap returns the broader class.
+func (e *subclassError) Unwrap() error { return e.parent }
+
+// CountsAsAttempt reports whether a failed push counts as an attempt of its
+// delivery. Pushes the breaker stopped, pushes Herald cancelled, and pushes
+// refused for our own credentials do not: they are released, never failed.
+func CountsAsAttempt(err error) bool {
+	return !errors.Is(err, ErrCircuitOpen) && !errors.Is(err, ErrPushCancelled) && !errors.Is(err, ErrCredentialsRejected)
+}
+
 // SendError is what a failed push returns. Class is one of the send outcome
 // sentinels above; Code is the provider's own error code (for example
 // "UNREGISTERED"); RetryAfter is the provider's Retry-After, or zero.
@@ -134,7 +171,8 @@ type SendError struct {
 	RetryAfter time.Duration
 	// CountsAgainstProvider is true for failures that say the provider, not
 	// this token or message, is in trouble: 5xx, timeouts, network errors,
-	// and our own credentials rejected. A circuit breaker counts only these.
+	// and our own credentials rejected. The FCM adapter's circuit breaker
+	// judges each HTTP attempt by the same rule.
 	CountsAgainstProvider bool
 	// Err is the underlying error, if any.
 	Err error

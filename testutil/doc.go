@@ -22,7 +22,8 @@
 // NewFakeFCM (StartFakeFCM outside tests) serves the FCM HTTP v1 send API on a loopback TLS
 // listener, so Herald's sender talks to it through the real Firebase SDK. It fails chosen
 // tokens or every request with the errors real FCM returns (FailToken, FailAll), can add latency,
-// and records what it accepted (Accepted, AcceptedFor) for assertions.
+// and records what it accepted (Accepted, AcceptedFor) for assertions. ClientOptions points
+// herald.NewFCM at it; MessagingClient gives a raw SDK client, without Herald.
 //
 // Everything here is safe for concurrent use, from parallel tests.
 package testutil

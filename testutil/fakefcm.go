@@ -239,6 +239,14 @@ func (f *FakeFCM) MessagingClient(ctx context.Context) (*messaging.Client, error
 	return client, nil
 }
 
+// ClientOptions returns the options that point an FCM client at the fake:
+// its endpoint and its HTTP client, which trusts the fake's certificate and
+// sends no credentials (the fake requires none). Pass them to
+// herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...).
+func (f *FakeFCM) ClientOptions() []option.ClientOption {
+	return []option.ClientOption{option.WithEndpoint(f.url + "/v1"), option.WithHTTPClient(f.client)}
+}
+
 // SetLatency sets the delay added to every messages:send request from now on, replacing
 // FakeFCMConfig.Latency.
 func (f *FakeFCM) SetLatency(d time.Duration) { f.latency.Store(int64(d)) }

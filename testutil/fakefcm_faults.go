@@ -47,6 +47,9 @@ const (
 	// FaultHang never answers: the request blocks until the client's context ends or the
 	// fake is closed (then it gets 503 UNAVAILABLE).
 	FaultHang
+	// FaultBadRequest answers 400 INVALID_ARGUMENT with a plain Google error body and no
+	// FcmError detail, as Google's front end does for a request it cannot parse.
+	FaultBadRequest
 )
 
 // String returns the constant's name, for test case names and logs.
@@ -72,6 +75,8 @@ func (c FaultCode) String() string {
 		return "FaultThirdPartyAuth"
 	case FaultUnauthenticated:
 		return "FaultUnauthenticated"
+	case FaultBadRequest:
+		return "FaultBadRequest"
 	case FaultHang:
 		return "FaultHang"
 	default:
@@ -231,6 +236,10 @@ var faultAnswers = map[FaultCode]faultAnswer{
 	FaultSenderIDMismatch: {
 		status: http.StatusForbidden,
 		body:   fcmErrorBody(http.StatusForbidden, "SenderId mismatch", "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
+	},
+	FaultBadRequest: {
+		status: http.StatusBadRequest,
+		body:   googleErrorBody(http.StatusBadRequest, "Request contains an invalid argument.", "INVALID_ARGUMENT"),
 	},
 	FaultThirdPartyAuth: {
 		status: http.StatusUnauthorized,

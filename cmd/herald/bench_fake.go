@@ -28,10 +28,11 @@ import (
 // accepted. It runs in a child process by default, so that its memory is
 // not Herald's; or in this process (-fake inprocess).
 type benchFake interface {
-	// newClient returns a firebase messaging client pointed at the fake,
-	// built like testutil.FakeFCM.MessagingClient, on a connection pool of
-	// its own (so each phase's connections are counted alone).
-	newClient(ctx context.Context) (*messaging.Client, error)
+	// clientOptions returns the fake's project and the client options that
+	// point an FCM client at it, like testutil.FakeFCM.ClientOptions, on a
+	// connection pool of its own (so each phase's connections are counted
+	// alone).
+	clientOptions() (project string, opts []option.ClientOption, err error)
 	// reset starts a phase expecting one message to each of the tokens with
 	// keys 0..n-1, and zeroes the fake's request and connection counters.
 	reset(n int) error
@@ -69,14 +70,10 @@ func startBenchFake(ctx context.Context, inProcess bool, latency time.Duration, 
 	return f, nil
 }
 
-// benchMessagingClient builds a firebase messaging client for a fake at
-// url exactly as testutil.FakeFCM.MessagingClient does, with transport as
-// its HTTP transport.
-func benchMessagingClient(ctx context.Context, url, project string, transport *http.Transport) (*messaging.Client, error) {
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project},
-		option.WithEndpoint(url+"/v1"),
-		option.WithHTTPClient(&http.Client{Transport: transport}),
-	)
+// benchMessagingClient builds a raw firebase messaging client, with no
+// Herald in its transport, for the SDK baseline.
+func benchMessagingClient(ctx context.Context, project string, opts []option.ClientOption) (*messaging.Client, error) {
+	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create firebase app for fake fcm: %w", err)
 	}
@@ -85,6 +82,12 @@ func benchMessagingClient(ctx context.Context, url, project string, transport *h
 		return nil, fmt.Errorf("create messaging client for fake fcm: %w", err)
 	}
 	return client, nil
+}
+
+// benchClientOptions points an FCM client at the fake at url, with
+// transport as its HTTP transport.
+func benchClientOptions(url string, transport *http.Transport) []option.ClientOption {
+	return []option.ClientOption{option.WithEndpoint(url + "/v1"), option.WithHTTPClient(&http.Client{Transport: transport})}
 }
 
 // benchFakeTransport is the transport testutil.FakeFCM's own client uses: HTTP/2
@@ -120,12 +123,12 @@ func startBenchFakeInProcess(latency time.Duration) (*benchInProcessFake, error)
 	return &benchInProcessFake{fake: fake, tally: tally}, nil
 }
 
-func (f *benchInProcessFake) newClient(ctx context.Context) (*messaging.Client, error) {
+func (f *benchInProcessFake) clientOptions() (string, []option.ClientOption, error) {
 	base, ok := f.fake.HTTPClient().Transport.(*http.Transport)
 	if !ok {
-		return nil, errors.New("fake fcm client has an unexpected transport")
+		return "", nil, errors.New("fake fcm client has an unexpected transport")
 	}
-	return benchMessagingClient(ctx, f.fake.URL(), f.fake.ProjectID(), base.Clone())
+	return f.fake.ProjectID(), benchClientOptions(f.fake.URL(), base.Clone()), nil
 }
 
 func (f *benchInProcessFake) reset(n int) error {
@@ -358,8 +361,8 @@ func (p *benchProcessFake) call(req benchFakeRequest, result any) error {
 	return json.Unmarshal(resp.Result, result)
 }
 
-func (p *benchProcessFake) newClient(ctx context.Context) (*messaging.Client, error) {
-	return benchMessagingClient(ctx, p.hello.URL, p.hello.Project, benchFakeTransport(p.roots))
+func (p *benchProcessFake) clientOptions() (string, []option.ClientOption, error) {
+	return p.hello.Project, benchClientOptions(p.hello.URL, benchFakeTransport(p.roots)), nil
 }
 
 func (p *benchProcessFake) reset(n int) error {

@@ -103,11 +103,15 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 	if err := b.fake.reset(sc.keys); err != nil {
 		return nil, err
 	}
-	client, err := b.fake.newClient(ctx)
+	project, opts, err := b.fake.clientOptions()
 	if err != nil {
 		return nil, err
 	}
-	h, err := herald.New(pool, client, sc.rules, b.benchConfig())
+	fcm, err := herald.NewFCM(ctx, project, opts...)
+	if err != nil {
+		return nil, err
+	}
+	h, err := herald.New(pool, fcm, sc.rules, b.benchConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +250,11 @@ func (b *bench) baseline(ctx context.Context, sc *benchScenario) (*baselineResul
 	if err := b.fake.reset(sc.keys); err != nil {
 		return nil, err
 	}
-	client, err := b.fake.newClient(ctx)
+	project, opts, err := b.fake.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	client, err := benchMessagingClient(ctx, project, opts)
 	if err != nil {
 		return nil, err
 	}

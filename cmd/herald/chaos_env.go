@@ -270,11 +270,11 @@ func (e *chaosEnv) newHerald(ctx context.Context, tuning chaosTuning) (*chaosHer
 	if err != nil {
 		return nil, err
 	}
-	client, err := e.fake.MessagingClient(ctx)
+	fcm, err := herald.NewFCM(ctx, e.fake.ProjectID(), e.fake.ClientOptions()...)
 	if err != nil {
 		return nil, err
 	}
-	h, err := herald.New(pool, client, chaosRules(), tuning.heraldConfig(e.log))
+	h, err := herald.New(pool, fcm, chaosRules(), tuning.heraldConfig(e.log))
 	if err != nil {
 		return nil, err
 	}

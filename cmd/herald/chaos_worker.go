@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/messaging"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/api/option"
 
@@ -78,7 +76,7 @@ func runChaosWorker(ctx context.Context, _ []string, _, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("read the fake fcm's certificate: %w", err)
 	}
-	client, err := chaosMessagingClient(ctx, os.Getenv(chaosFCMURLEnv), os.Getenv(chaosFCMProjectEnv), cert)
+	fcm, err := chaosFCM(ctx, os.Getenv(chaosFCMURLEnv), os.Getenv(chaosFCMProjectEnv), cert)
 	if err != nil {
 		return err
 	}
@@ -98,17 +96,16 @@ func runChaosWorker(ctx context.Context, _ []string, _, stderr io.Writer) error 
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).
 		With("scenario", "sigkill", "worker_pid", os.Getpid())
-	h, err := herald.New(pool, client, chaosRules(), tuning.heraldConfig(log))
+	h, err := herald.New(pool, fcm, chaosRules(), tuning.heraldConfig(log))
 	if err != nil {
 		return err
 	}
 	return h.Run(ctx)
 }
 
-// chaosMessagingClient builds a firebase messaging client for the fake FCM
-// at fcmURL, trusting only its certificate, as FakeFCM.MessagingClient does
-// in process.
-func chaosMessagingClient(ctx context.Context, fcmURL, project string, certPEM []byte) (*messaging.Client, error) {
+// chaosFCM builds an FCM client for the fake FCM at fcmURL, trusting only
+// its certificate, as FakeFCM.ClientOptions does in process.
+func chaosFCM(ctx context.Context, fcmURL, project string, certPEM []byte) (*herald.FCM, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(certPEM) {
 		return nil, errors.New("the fake fcm's certificate is not PEM")
@@ -120,16 +117,11 @@ func chaosMessagingClient(ctx context.Context, fcmURL, project string, certPEM [
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}}
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project},
-		option.WithEndpoint(fcmURL+"/v1"), option.WithHTTPClient(httpClient))
+	fcm, err := herald.NewFCM(ctx, project, option.WithEndpoint(fcmURL+"/v1"), option.WithHTTPClient(httpClient))
 	if err != nil {
-		return nil, fmt.Errorf("firebase app: %w", err)
+		return nil, fmt.Errorf("fcm client: %w", err)
 	}
-	client, err := app.Messaging(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("firebase messaging: %w", err)
-	}
-	return client, nil
+	return fcm, nil
 }
 
 // chaosFakeCertPEM fetches the fake FCM's certificate with a TLS

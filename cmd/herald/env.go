@@ -7,10 +7,9 @@ import (
 	"log/slog"
 	"os"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/messaging"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/migrations"
 	"github.com/herald-push/herald/testutil"
 )
@@ -18,12 +17,12 @@ import (
 // environment is where a command runs: a database and an FCM, real when
 // configured, embedded otherwise.
 type environment struct {
-	Pool      *pgxpool.Pool
-	URL       string
-	Cluster   *testutil.Cluster // nil when DATABASE_URL is used
-	Messaging *messaging.Client
-	Fake      *testutil.FakeFCM // nil when real FCM is used
-	closers   []func()
+	Pool    *pgxpool.Pool
+	URL     string
+	Cluster *testutil.Cluster // nil when DATABASE_URL is used
+	FCM     *herald.FCM       // serves one Herald
+	Fake    *testutil.FakeFCM // nil when real FCM is used
+	closers []func()
 }
 
 type envOptions struct {
@@ -86,12 +85,8 @@ func openEnvironment(ctx context.Context, opts envOptions) (_ *environment, err 
 
 	if realFCMConfigured() && !opts.ForceEmbedded {
 		log.Info("using real fcm with application default credentials")
-		app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: os.Getenv("FIREBASE_PROJECT_ID")})
-		if err != nil {
-			return nil, fmt.Errorf("firebase app: %w", err)
-		}
-		if env.Messaging, err = app.Messaging(ctx); err != nil {
-			return nil, fmt.Errorf("firebase messaging: %w", err)
+		if env.FCM, err = herald.NewFCM(ctx, os.Getenv("FIREBASE_PROJECT_ID")); err != nil {
+			return nil, fmt.Errorf("fcm client: %w", err)
 		}
 		return env, nil
 	}
@@ -101,7 +96,7 @@ func openEnvironment(ctx context.Context, opts envOptions) (_ *environment, err 
 	}
 	env.Fake = fake
 	env.closers = append(env.closers, fake.Close)
-	if env.Messaging, err = fake.MessagingClient(ctx); err != nil {
+	if env.FCM, err = herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...); err != nil {
 		return nil, fmt.Errorf("fake fcm client: %w", err)
 	}
 	return env, nil

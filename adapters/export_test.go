@@ -1,0 +1,9 @@
+package adapters
+
+import "net/http"
+
+// WrapFCMClientTransport wraps the transport under c's breaker, for tests
+// that must see requests before they leave the process.
+func WrapFCMClientTransport(c *FCMClient, wrap func(http.RoundTripper) http.RoundTripper) {
+	c.transport.base = wrap(c.transport.base)
+}

@@ -1,0 +1,398 @@
+package adapters
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// fcmTransport sits under the firebase SDK's HTTP client, above the
+// authenticating transport, so that it sees every HTTP attempt, the SDK's
+// own retries included. It holds the circuit breaker: each attempt passes
+// through it and is judged on its answer, and an open breaker refuses an
+// attempt at once, without a request, and cancels the push it belongs to so
+// the SDK stops retrying. It also holds the ramp, which lets one request
+// out until FCM first answers and widens the door as answers come back.
+//
+// Until an FCMSender installs a breaker, requests pass straight through.
+type fcmTransport struct {
+	base    http.RoundTripper
+	breaker atomic.Pointer[fcmBreaker]
+}
+
+// errAttemptExcluded and errProviderFailure are the verdicts an attempt
+// reports to the breaker; nil is a success.
+var (
+	errAttemptExcluded = errors.New("attempt says nothing about fcm")
+	errProviderFailure = errors.New("fcm failed")
+)
+
+// errBreakerOpened is the cancellation cause of a push the breaker stopped.
+var errBreakerOpened = errors.New("fcm circuit breaker is open")
+
+// pushState is what the transport learns about one push's attempts. Push
+// puts it in the request context; the transport fills it in.
+type pushState struct {
+	cancel context.CancelCauseFunc
+
+	mu         sync.Mutex
+	sent       int           // requests that went out
+	retryAfter time.Duration // Retry-After of the last 503, if any
+}
+
+type pushStateKey struct{}
+
+func pushStateFrom(ctx context.Context) *pushState {
+	ps, _ := ctx.Value(pushStateKey{}).(*pushState)
+	return ps
+}
+
+func (ps *pushState) snapshot() (sent int, retryAfter time.Duration) {
+	if ps == nil {
+		return 0, 0
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.sent, ps.retryAfter
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := t.breaker.Load()
+	if b == nil {
+		return t.base.RoundTrip(req)
+	}
+	ctx := req.Context()
+	ps := pushStateFrom(ctx)
+	refuse := func(err error) (*http.Response, error) {
+		if ps != nil {
+			ps.cancel(errBreakerOpened) // the SDK must not retry: it would only be refused again
+		}
+		closeRequestBody(req)
+		return nil, err
+	}
+	if b.cb.State() == gobreaker.StateOpen {
+		return refuse(gobreaker.ErrOpenState)
+	}
+	if err := b.ramp.acquire(ctx); err != nil {
+		closeRequestBody(req)
+		return nil, err
+	}
+	done, err := b.cb.Allow()
+	if err != nil {
+		b.ramp.release(false)
+		return refuse(err)
+	}
+	if ps != nil {
+		ps.mu.Lock()
+		ps.sent++
+		ps.mu.Unlock()
+	}
+	resp, err := t.base.RoundTrip(req)
+	var body []byte
+	if err == nil && resp.StatusCode >= 400 {
+		// Read an error answer now: if it opens the breaker, the pushes
+		// in flight are cancelled, this one too, and its answer must not
+		// be lost to a cancelled body read.
+		body = bufferBody(resp)
+	}
+	verdict := judgeAttempt(ctx, resp, body, err, ps)
+	if verdict != errAttemptExcluded {
+		b.window.record(time.Now(), verdict != nil)
+	}
+	done(verdict)
+	b.ramp.release(verdict == nil)
+	return resp, err
+}
+
+func closeRequestBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close() // RoundTrip must close it, even on error
+	}
+}
+
+// judgeAttempt decides what one HTTP attempt tells the breaker. FCM is
+// failing when it answers 5xx, does not answer in time, cannot be reached,
+// or rejects our own credentials or project (401, 403, 404 without a
+// per-token FCM error code). An attempt Herald cancelled says nothing.
+// Everything else is FCM working: a 2xx, a per-token or per-message 4xx
+// verdict, and a 429 (throttling, not failure).
+func judgeAttempt(ctx context.Context, resp *http.Response, body []byte, err error, ps *pushState) error {
+	if err != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return errAttemptExcluded
+		}
+		return errProviderFailure // a timeout, a network error, our token source failing
+	}
+	switch code := resp.StatusCode; {
+	case code >= 500:
+		if code == http.StatusServiceUnavailable && ps != nil {
+			if ra := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ra > 0 {
+				ps.mu.Lock()
+				ps.retryAfter = ra
+				ps.mu.Unlock()
+			}
+		}
+		return errProviderFailure
+	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
+		switch fcmErrorCode(body) {
+		case "THIRD_PARTY_AUTH_ERROR", "SENDER_ID_MISMATCH", "UNREGISTERED":
+			return nil // a verdict on one token or platform: FCM is working
+		}
+		return errProviderFailure // our credentials or project were rejected
+	default:
+		return nil
+	}
+}
+
+// maxErrorBody is how much of an error answer is read ahead; FCM's are a
+// few hundred bytes.
+const maxErrorBody = 64 << 10
+
+// bufferBody reads up to maxErrorBody of resp's body into memory and leaves
+// the body readable from the start for the SDK. What it read is returned.
+func bufferBody(resp *http.Response) []byte {
+	if resp.Body == nil {
+		return nil
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil || len(head) < maxErrorBody {
+		// All of it (or all there will be): the connection can go back.
+		_ = resp.Body.Close()
+		resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(head), errReader{err}))
+		return head
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return head
+}
+
+// errReader returns err, or io.EOF when err is nil.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) {
+	if r.err == nil {
+		return 0, io.EOF
+	}
+	return 0, r.err
+}
+
+// fcmErrorCode returns the FcmError errorCode of an FCM error body, or "".
+func fcmErrorCode(body []byte) string {
+	var parsed struct {
+		Error struct {
+			Details []struct {
+				Type      string `json:"@type"`
+				ErrorCode string `json:"errorCode"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &parsed) != nil {
+		return ""
+	}
+	for _, d := range parsed.Error.Details {
+		if d.Type == "type.googleapis.com/google.firebase.fcm.v1.FcmError" {
+			return d.ErrorCode
+		}
+	}
+	return ""
+}
+
+// fcmBreaker is the circuit breaker over every HTTP attempt, with the ramp
+// and the context that is cancelled each time it opens.
+type fcmBreaker struct {
+	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
+	ramp   *ramp
+	window outcomeWindow
+
+	openedMu sync.Mutex
+	opened   context.Context // cancelled when the breaker opens
+	cancel   context.CancelFunc
+}
+
+// breakerWindow is how far back the breaker's failure ratio looks, in
+// breakerBuckets rolling buckets.
+const (
+	breakerWindow  = time.Second
+	breakerBuckets = 10
+	breakerBucket  = breakerWindow / breakerBuckets
+)
+
+// outcomeWindow counts attempt outcomes by the time they completed, over
+// the last breakerWindow. It is safe for concurrent use.
+type outcomeWindow struct {
+	mu      sync.Mutex
+	buckets [breakerBuckets]struct {
+		slot       int64 // which breakerBucket-long slot of time it counts
+		ok, failed uint32
+	}
+}
+
+func (w *outcomeWindow) record(now time.Time, failed bool) {
+	slot := now.UnixNano() / int64(breakerBucket)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := &w.buckets[slot%breakerBuckets]
+	if b.slot != slot {
+		b.slot, b.ok, b.failed = slot, 0, 0
+	}
+	if failed {
+		b.failed++
+	} else {
+		b.ok++
+	}
+}
+
+func (w *outcomeWindow) counts(now time.Time) (ok, failed uint32) {
+	slot := now.UnixNano() / int64(breakerBucket)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.buckets {
+		if b.slot > slot-breakerBuckets && b.slot <= slot {
+			ok += b.ok
+			failed += b.failed
+		}
+	}
+	return ok, failed
+}
+
+func (w *outcomeWindow) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.buckets {
+		w.buckets[i].ok, w.buckets[i].failed = 0, 0
+	}
+}
+
+func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
+	b := &fcmBreaker{ramp: newRamp(cfg.RampMax)}
+	b.opened, b.cancel = context.WithCancel(context.Background())
+	failures := cfg.BreakerFailures
+	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "fcm",
+		MaxRequests: cfg.BreakerProbes,
+		Timeout:     cfg.BreakerOpenFor,
+		// Consecutive failures catch an outage at low traffic; the ratio
+		// over the last second catches it at high traffic, where answers
+		// to requests sent before it began still come back as successes
+		// among the failures. The window is ours, by completion time:
+		// gobreaker's own rolling window files an outcome under the time
+		// its request started and drops it once that is out of the window,
+		// so a timeout longer than the window would never count.
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures >= failures {
+				return true
+			}
+			ok, failed := b.window.counts(time.Now())
+			return failed >= failures && failed >= ok
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, errAttemptExcluded) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			// Runs under the breaker's lock: must not call back into it.
+			b.window.reset()
+			if to == gobreaker.StateOpen {
+				// Cancel the pushes in flight: their retries would reach
+				// a failing FCM. The probes and what follows them start
+				// again from one request: a recovering FCM gets a ramp,
+				// not every worker at once.
+				b.openedMu.Lock()
+				b.cancel()
+				b.opened, b.cancel = context.WithCancel(context.Background())
+				b.openedMu.Unlock()
+				b.ramp.restart()
+			}
+			level := slog.LevelWarn
+			if to == gobreaker.StateClosed {
+				level = slog.LevelInfo
+			}
+			log.Log(context.Background(), level, "fcm circuit breaker changed state", "from", from.String(), "to", to.String())
+		},
+	})
+	return b
+}
+
+// openedContext returns a context cancelled the next time the breaker opens.
+func (b *fcmBreaker) openedContext() context.Context {
+	b.openedMu.Lock()
+	defer b.openedMu.Unlock()
+	return b.opened
+}
+
+// ramp bounds the requests in flight: one until an attempt succeeds, then
+// twice as many each time as many successes as the bound have come back,
+// until the bound reaches max and the ramp stops bounding. It starts over
+// when the breaker opens, so the half-open probes and the traffic after
+// them ramp up again.
+//
+// The first bound of one keeps a cold burst on one connection: Go cannot
+// know a new host speaks HTTP/2 before the TLS handshake, so N concurrent
+// first requests dial N connections (measured: 143 for 128 pushes). The
+// doubling keeps a recovering FCM from meeting every worker at once.
+type ramp struct {
+	max int
+
+	mu        sync.Mutex
+	limit     int // 0: no bound
+	inFlight  int
+	successes int
+	changed   chan struct{} // closed and replaced when a slot may have freed
+}
+
+func newRamp(max int) *ramp {
+	return &ramp{max: max, limit: 1, changed: make(chan struct{})}
+}
+
+func (r *ramp) acquire(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		if r.limit == 0 || r.inFlight < r.limit {
+			r.inFlight++
+			r.mu.Unlock()
+			return nil
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func (r *ramp) release(success bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inFlight--
+	if success && r.limit > 0 {
+		r.successes++
+		if r.successes >= r.limit {
+			r.successes = 0
+			r.limit *= 2
+			if r.limit >= r.max {
+				r.limit = 0
+			}
+		}
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *ramp) restart() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.limit, r.successes = 1, 0
+	close(r.changed)
+	r.changed = make(chan struct{})
+}

@@ -27,7 +27,6 @@ const chaosQuotaRate = 12_000
 // request may reach FCM before Retry-After has passed. Then throughput
 // comes back.
 func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	res := &chaosResult{}
 	tuning := defaultChaosTuning()
 	tuning.Lease = 10 * time.Second // claims wait out the pauses
 	tuning.RatePerMinute = chaosQuotaRate
@@ -35,14 +34,11 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	retryAfter := 2 * time.Second
 	answers := chaosSize(e.opts, 2, 5) * tuning.MaxInFlight
 
-	h, err := e.newHerald(ctx, tuning)
+	s, err := e.setup(ctx, tuning, true)
 	if err != nil {
 		return nil, err
 	}
-	load, err := newChaosLoad(ctx, e, h.Raise)
-	if err != nil {
-		return nil, err
-	}
+	res, h, load := s.res, s.h, s.load
 
 	// The baseline: a backlog sent with FCM healthy, as fast as Herald goes.
 	e.progress("committing %d pushes, then starting herald with fcm healthy", deliveries/5)
@@ -76,7 +72,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	e.fake.ClearFaults()
 	e.progress("storm over after %s; %d pushes received so far", stormEnded.Sub(stormBegan).Round(time.Millisecond), e.pushes.total())
 	load.run(ctx, chaosComments(deliveries/5), 0, 3)
-	if err := load.finish(ctx, res, h.stop, 0); err != nil {
+	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}
 	stopWatch()

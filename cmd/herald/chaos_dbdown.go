@@ -39,16 +39,22 @@ func runChaosDBDownAtStart(ctx context.Context, e *chaosEnv) (*chaosResult, erro
 		return nil, err
 	}
 	e.progress("postgres is down; worker pid %d started; postgres comes back in %s", worker.pid(), down)
+	// A worker that exits is counted and replaced, as a supervisor would:
+	// the count breaks the promise, the replacement lets the run finish.
 	exits := 0
 	var exitErr error
-	for time.Since(stoppedAt) < down {
+	replaceDead := func(when string) error {
 		if died, err := worker.died(); died {
 			exits++
 			exitErr = err
-			e.progress("the worker exited while postgres was down: %v; starting another", err)
-			if err := worker.start(); err != nil {
-				return nil, err
-			}
+			e.progress("the worker exited %s: %v; starting another", when, err)
+			return worker.start()
+		}
+		return nil
+	}
+	for time.Since(stoppedAt) < down {
+		if err := replaceDead("while postgres was down"); err != nil {
+			return nil, err
 		}
 		if !sleepCtx(ctx, 100*time.Millisecond) {
 			return nil, ctx.Err()
@@ -59,7 +65,13 @@ func runChaosDBDownAtStart(ctx context.Context, e *chaosEnv) (*chaosResult, erro
 	}
 	downFor := time.Since(stoppedAt)
 	e.progress("postgres up after %s; committing %d pushes over %s", downFor.Round(time.Millisecond), deliveries/2, over)
+	if err := replaceDead("before postgres came back"); err != nil {
+		return nil, err
+	}
 	load.run(ctx, chaosComments(deliveries/2), over, 3)
+	if err := replaceDead("after postgres came back"); err != nil {
+		return nil, err
+	}
 	stop := func() error {
 		if died, err := worker.died(); died {
 			exits++

@@ -50,11 +50,29 @@ func TestChaos(t *testing.T) {
 			if rb, _ := res["rolled_back_events"].(float64); rb <= 0 {
 				t.Errorf("rolled_back_events = %v, want some", res["rolled_back_events"])
 			}
+			for _, key := range chaosFigures[sc.name] {
+				if _, ok := res[key]; !ok {
+					t.Errorf("%s does not report %s", sc.name, key)
+				}
+			}
 			if res["ok"] != true {
 				t.Errorf("not ok: %v", res["reason"])
 			}
 		})
 	}
+}
+
+// chaosFigures are the figures each scenario of issue 7 must report besides
+// the shared accounting: what RELIABILITY.md quotes.
+var chaosFigures = map[string][]string{
+	"poison": {"relay_stall_max_seconds", "register_3kb_token", "direct_3kb_token_deliveries", "crowd_sent",
+		"nan_raise", "nan_notifications_written", "outbox_rows_dead_lettered"},
+	"token-moves":      {"tokens_moved", "deliveries_waiting_at_move", "misdirected_pushes"},
+	"credentials-blip": {"blip_seconds", "deliveries_failed"},
+	"hot-device":       {"others_healthy_per_s", "others_with_hot_device_per_s", "others_share"},
+	"db-down-at-start": {"postgres_down_seconds", "worker_exits"},
+	"fcm-outage":       {"max_in_flight", "requests_during_outage", "breaker_open_after_ms", "requests_while_open"},
+	"clock-skew":       {"processes", "clock_offset_seconds"},
 }
 
 // runChaosForTest runs `herald chaos -short <name>` and returns its JSON

@@ -157,8 +157,9 @@ func (e *chaosEnv) cut(ctx context.Context, load *chaosLoad) (chaosCutOutcome, e
 // holdRelayInExpansion makes the relay wait inside its subscriber
 // transaction: an admin transaction locks the device tokens, which the
 // relay's expansion reads, and holds the lock until release is called. It
-// returns once the relay is seen waiting for the lock. The lock does not
-// assign a transaction id, so it hides no event from the relay.
+// returns once the relay is seen waiting for the lock. At the chaos
+// cluster's wal_level (minimal) the lock does not assign a transaction id,
+// so it hides no event from the relay; at replica it would.
 func (e *chaosEnv) holdRelayInExpansion(ctx context.Context) (release func(), err error) {
 	tx, err := e.admin.Begin(ctx)
 	if err != nil {

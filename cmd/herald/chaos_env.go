@@ -167,6 +167,12 @@ func openChaosEnv(ctx context.Context, name string, opts chaosOptions, seed int6
 		// shutdown then forgets: a push for a transaction that no longer
 		// exists. Production runs with it on.
 		"synchronous_commit": "on",
+		// At wal_level replica (the default) an ACCESS EXCLUSIVE lock is
+		// logged for standbys, which gives its transaction an id, and that
+		// hides every later event from the relay: connection-cut's lock
+		// meant to catch the relay mid-expansion then caught nothing.
+		"wal_level":       "minimal",
+		"max_wal_senders": "0",
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)

@@ -69,7 +69,10 @@ func runChaosTokenMoves(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	}
 	e.progress("%d devices moved to new owners after %s, %d of their deliveries waiting; the fault clears in a moment",
 		moving, waited.Round(time.Millisecond), waiting)
-	sleepCtx(ctx, 500*time.Millisecond)
+	// The fault outlasts every push already under way when the tokens
+	// moved (SendTimeout bounds each): only pushes started after the move
+	// can reach the devices.
+	sleepCtx(ctx, s.tuning.SendTimeout+500*time.Millisecond)
 	e.fake.ClearFaults()
 	load.run(ctx, chaosComments(deliveries/2), over/2, 3)
 	if err := s.finish(ctx, 0); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -144,5 +145,28 @@ func TestChaosResultJSON(t *testing.T) {
 		`"kills":3,"reason":"lost 1"}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
+
+// A chaos process with a wrong clock is wrong everywhere: every clock of
+// its herald.Config runs ahead by ClockOffset (clock-skew relies on it).
+func TestChaosClockOffsetMovesEveryClock(t *testing.T) {
+	t.Parallel()
+	tuning := defaultChaosTuning()
+	tuning.ClockOffset = time.Minute
+	cfg := tuning.heraldConfig(slog.New(slog.DiscardHandler))
+	for name, now := range map[string]func() time.Time{
+		"Sender": cfg.Sender.Now, "Relay": cfg.Relay.Now, "Broadcast": cfg.Broadcast.Now, "Housekeeping": cfg.Housekeeping.Now,
+	} {
+		if now == nil {
+			t.Errorf("%s.Now is not set", name)
+			continue
+		}
+		if ahead := time.Until(now()); ahead < 59*time.Second || ahead > time.Minute {
+			t.Errorf("%s.Now is %s ahead, want 1m", name, ahead)
+		}
+	}
+	if cfg := defaultChaosTuning().heraldConfig(nil); cfg.Sender.Now != nil || cfg.Relay.Now != nil {
+		t.Error("without ClockOffset, Herald's clocks are its defaults")
 	}
 }

@@ -40,7 +40,7 @@ func runChaosHotDevice(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	e.progress("healthy: %d pushes to the other devices in %s (%.0f/s)", baseline.pushes, baseline.took.Round(time.Millisecond), baseline.rate())
 
 	e.fake.FailToken(hot, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: retryAfter})
-	hotRequestsBefore := e.fake.Requests()
+	requestsBefore := e.fake.Requests()
 	quotaBefore := h.Stats().Sender.QuotaExceeded
 	during, err := e.timedBacklog(ctx, load, deliveries/2, hot)
 	if err != nil {
@@ -51,7 +51,7 @@ func runChaosHotDevice(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 		during.pushes, during.took.Round(time.Millisecond), during.rate(), quotaSeen)
 	sleepCtx(ctx, retryAfter)
 	e.fake.ClearFaults()
-	requestsDuring := e.fake.Requests() - hotRequestsBefore
+	requestsDuring := e.fake.Requests() - requestsBefore
 	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}

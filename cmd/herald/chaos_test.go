@@ -170,3 +170,23 @@ func TestChaosClockOffsetMovesEveryClock(t *testing.T) {
 		t.Error("without ClockOffset, Herald's clocks are its defaults")
 	}
 }
+
+// token-moves and hot-device count the pushes to watched devices with their
+// times: every push to a watched token is kept, no other.
+func TestChaosPushCounterKeepsPushesToWatchedTokens(t *testing.T) {
+	t.Parallel()
+	c := newChaosPushCounter()
+	at := time.Now()
+	c.accept(testutil.Received{Token: "before-watch", Data: map[string]string{"comment_id": "c0"}, At: at})
+	c.watch("moved", "before-watch")
+	c.accept(testutil.Received{Token: "moved", Data: map[string]string{"comment_id": "c1"}, At: at.Add(time.Second)})
+	c.accept(testutil.Received{Token: "other", Data: map[string]string{"comment_id": "c2"}, At: at.Add(2 * time.Second)})
+	got := c.pushesToWatched()
+	want := []chaosTimedPush{{chaosPushKey{"c1", "moved"}, at.Add(time.Second)}}
+	if len(got) != len(want) || got[0] != want[0] {
+		t.Errorf("pushes to watched tokens = %v, want %v", got, want)
+	}
+	if c.total() != 3 {
+		t.Errorf("total = %d, want 3: watching changes no count", c.total())
+	}
+}

@@ -23,11 +23,17 @@ type chaosScenario struct {
 var chaosScenarios = []chaosScenario{
 	{"sigkill", "the process running the relay and sender is SIGKILLed again and again: nothing is lost, duplicates stay bounded", runChaosSigkill},
 	{"postgres-restart", "Postgres restarts in immediate mode mid-run: Herald reconnects by itself and loses nothing", runChaosPostgresRestart},
-	{"fcm-outage", "FCM answers UNAVAILABLE for a while: the breaker opens, no request reaches FCM while it is open, all is delivered after", runChaosFCMOutage},
+	{"fcm-outage", "FCM answers UNAVAILABLE for a while (128 in flight, SDK retries on): the breaker opens within 1 s, at most 50 requests reach FCM, all is delivered after", runChaosFCMOutage},
 	{"fcm-hang", "FCM stops answering: timeouts open the breaker, goroutines and heap stay bounded, all is delivered after", runChaosFCMHang},
-	{"quota-storm", "a storm of 429 QUOTA_EXCEEDED with Retry-After: no request before Retry-After, throughput recovers", runChaosQuotaStorm},
+	{"quota-storm", "a storm of project-wide 429 QUOTA_EXCEEDED with Retry-After: once seen on several devices, no request before Retry-After; throughput recovers", runChaosQuotaStorm},
 	{"long-transaction", "a host transaction stays open: Herald warns and reports its age; all is delivered once it ends", runChaosLongTransaction},
 	{"connection-cut", "host and Herald connections are terminated mid-transaction: no partial state, nothing lost", runChaosConnectionCut},
+	{"poison", "overlong tokens, a 100,000-token recipient, an unencodable event and junk outbox rows mid-run: each refused, skipped or dead-lettered; no relay stall, nothing lost", runChaosPoison},
+	{"token-moves", "tokens change owner while their deliveries wait for a retry: no push for the previous owner reaches them", runChaosTokenMoves},
+	{"credentials-blip", "FCM rejects our credentials (UNAUTHENTICATED) for a moment: nothing fails, nothing is lost", runChaosCredentialsBlip},
+	{"hot-device", "one device is throttled (QUOTA_EXCEEDED): the other devices keep full speed, nothing is lost", runChaosHotDevice},
+	{"db-down-at-start", "Herald starts while Postgres is down: it waits instead of exiting and delivers everything", runChaosDBDownAtStart},
+	{"clock-skew", "two Herald processes, one clock 30 s ahead: no duplicates, nothing lost", runChaosClockSkew},
 }
 
 // chaosOptions are the flags of `herald chaos`.

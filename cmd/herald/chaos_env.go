@@ -45,7 +45,16 @@ type chaosTuning struct {
 	RatePerMinute int `json:"rate_per_minute"`
 	// LongTransactionWarning is RelayConfig's; zero means its default (5s).
 	LongTransactionWarning time.Duration `json:"long_transaction_warning"`
-	Verbose                bool          `json:"verbose"`
+	// ProductionBreaker keeps FCMSenderConfig's production defaults for the
+	// send timeout and the circuit breaker (20 s, 5 failures, open 10 s,
+	// 3 probes) instead of the shortened ones, so that the SDK's own
+	// retries run as in production (fcm-outage).
+	ProductionBreaker bool `json:"production_breaker"`
+	// ClockOffset is added to every clock of Herald's (the sender's, the
+	// relay's, the raiser's, broadcasts' and housekeeping's): a process whose
+	// clock is wrong. A worker reads it from HERALD_CHAOS_CLOCK_OFFSET.
+	ClockOffset time.Duration `json:"-"`
+	Verbose     bool          `json:"verbose"`
 }
 
 func defaultChaosTuning() chaosTuning {
@@ -79,16 +88,43 @@ func (t chaosTuning) heraldConfig(log *slog.Logger) herald.Config {
 		},
 	}
 	cfg.Relay.LongTransactionWarning = t.LongTransactionWarning
+	if t.ProductionBreaker {
+		cfg.FCM = adapters.FCMSenderConfig{}
+	}
+	if t.ClockOffset != 0 {
+		offset := t.ClockOffset
+		now := func() time.Time { return time.Now().Add(offset) }
+		cfg.Sender.Now, cfg.Relay.Now, cfg.Broadcast.Now = now, now, now
+	}
 	return cfg
 }
 
-// chaosRules are the host application's rules: the worked example.
+// chaosRules are the host application's rules: the worked example, and
+// chaosScored (poison raises one that cannot be encoded).
 func chaosRules() *notification.Rules {
 	rules := notification.NewRules()
-	if err := notification.On(rules, notification.NotifyCourseAuthor); err != nil {
-		panic("chaos rules: " + err.Error()) // a fresh rule set cannot already have it
+	if err := errors.Join(
+		notification.On(rules, notification.NotifyCourseAuthor),
+		notification.On(rules, notifyScored),
+	); err != nil {
+		panic("chaos rules: " + err.Error()) // a fresh rule set cannot already have them
 	}
 	return rules
+}
+
+// chaosScored is a host event with a float field: a NaN in it cannot be
+// encoded as JSON.
+type chaosScored struct {
+	UserID string  `json:"user_id"`
+	Score  float64 `json:"score"`
+}
+
+// EventType names the event in the outbox.
+func (chaosScored) EventType() string { return "chaos_scored" }
+
+func notifyScored(e chaosScored) ([]notification.Draft, error) {
+	return []notification.Draft{{Recipient: e.UserID, Type: "chaos_scored",
+		Content: notification.Content{Title: "New score", Body: "Your course has a new score"}}}, nil
 }
 
 // chaosEnv is one scenario's world: its own Postgres cluster (durable
@@ -131,6 +167,12 @@ func openChaosEnv(ctx context.Context, name string, opts chaosOptions, seed int6
 		// shutdown then forgets: a push for a transaction that no longer
 		// exists. Production runs with it on.
 		"synchronous_commit": "on",
+		// At wal_level replica (the default) an ACCESS EXCLUSIVE lock is
+		// logged for standbys, which gives its transaction an id, and that
+		// hides every later event from the relay: connection-cut's lock
+		// meant to catch the relay mid-expansion then caught nothing.
+		"wal_level":       "minimal",
+		"max_wal_senders": "0",
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
@@ -251,16 +293,6 @@ type chaosHerald struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
-}
-
-// startHerald runs Herald in this process on a pool of its own.
-func (e *chaosEnv) startHerald(ctx context.Context, tuning chaosTuning) (*chaosHerald, error) {
-	h, err := e.newHerald(ctx, tuning)
-	if err != nil {
-		return nil, err
-	}
-	h.start(ctx)
-	return h, nil
 }
 
 // newHerald makes Herald in this process, on a pool of its own, without

@@ -25,6 +25,8 @@ type chaosFaultRun struct {
 	deliveries int
 	fault      testutil.Fault
 	lasts      time.Duration
+	// breaker, if set, is told when the fault begins.
+	breaker *chaosBreakerWatch
 }
 
 func (r chaosFaultRun) before(ctx context.Context) error {
@@ -39,6 +41,9 @@ func (r chaosFaultRun) during(ctx context.Context) {
 	r.e.progress("fcm fault %s for %s; committing %d pushes meanwhile", r.fault.Code, r.lasts, r.deliveries/2)
 	r.e.fake.FailAll(r.fault)
 	began := time.Now()
+	if r.breaker != nil {
+		r.breaker.markFault(began)
+	}
 	r.load.run(ctx, chaosComments(r.deliveries/2), r.lasts*3/4, 3)
 	sleepCtx(ctx, time.Until(began.Add(r.lasts)))
 	r.e.fake.ClearFaults()
@@ -49,46 +54,64 @@ func (r chaosFaultRun) after(ctx context.Context) {
 	r.load.run(ctx, chaosComments(r.deliveries/4), chaosSize(r.e.opts, time.Second, 4*time.Second), 3)
 }
 
+// Promises of fcm-outage: with MaxInFlight 128 and the SDK's own retries
+// (up to 4 per push on 503), at most this many requests reach FCM during
+// the whole outage, and the breaker opens at most this long after it began.
+const (
+	chaosOutageMaxRequests = 50
+	chaosOutageMaxToOpen   = time.Second
+)
+
 // runChaosFCMOutage makes FCM answer 503 UNAVAILABLE to everything for a
-// while. The breaker must open, no request may reach FCM while it is open,
+// while, with production's breaker, send timeout and SDK retries and 128
+// pushes in flight. The breaker must open within a second, no request may
+// reach FCM while it is open, at most 50 reach it during the whole outage,
 // and everything is delivered once FCM recovers.
 func runChaosFCMOutage(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	res := &chaosResult{}
 	tuning := defaultChaosTuning()
-	h, err := e.startHerald(ctx, tuning)
+	tuning.MaxInFlight = 128
+	tuning.ProductionBreaker = true // 20 s send timeout: the SDK's retries (0, 1, 2, 4 s) all run
+	tuning.Lease = time.Minute      // more than twice the send timeout
+	s, err := e.setup(ctx, tuning, false)
 	if err != nil {
 		return nil, err
 	}
-	load, err := newChaosLoad(ctx, e, h.Raise)
-	if err != nil {
-		return nil, err
-	}
+	res, h, load := s.res, s.h, s.load
+	watch := newChaosBreakerWatch(h, e.fake)
 	run := chaosFaultRun{e: e, load: load, deliveries: e.deliveries(2_000, 20_000),
-		fault: testutil.Fault{Code: testutil.FaultUnavailable}, lasts: e.outage(3*time.Second, 30*time.Second)}
+		fault: testutil.Fault{Code: testutil.FaultUnavailable}, lasts: e.outage(3*time.Second, 30*time.Second), breaker: watch}
 	if err := run.before(ctx); err != nil {
 		return nil, err
 	}
-	watch := newChaosBreakerWatch(h, e.fake)
 	stopWatch := chaosEvery(time.Millisecond, watch.sample)
 	defer stopWatch()
 	requestsBefore := e.fake.Requests()
 	run.during(ctx)
 	requestsDuring := e.fake.Requests() - requestsBefore
 	run.after(ctx)
-	if err := load.finish(ctx, res, h.stop, 0); err != nil {
+	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}
 	stopWatch()
 	opened, openFor, whileOpen := watch.result()
+	toOpen, didOpen := watch.timeToOpen()
 	stats := h.Stats().Sender
 	res.set("outage_seconds", run.lasts.Seconds())
+	res.set("max_in_flight", tuning.MaxInFlight)
 	res.set("breaker_opened", opened)
+	if didOpen {
+		res.set("breaker_open_after_ms", toOpen.Milliseconds())
+	}
 	res.set("breaker_open_seconds", chaosSeconds(openFor))
 	res.set("requests_while_open", whileOpen)
 	res.set("requests_during_outage", requestsDuring)
 	res.set("refused_by_breaker", stats.CircuitOpen)
 	res.set("retries_scheduled", stats.RetriesScheduled)
-	res.check(opened > 0, "the circuit breaker never opened during a %s outage", run.lasts)
+	res.check(didOpen, "the circuit breaker never opened during a %s outage", run.lasts)
+	res.check(!didOpen || toOpen <= chaosOutageMaxToOpen, "the breaker opened %s after the outage began (promise: within %s)",
+		toOpen.Round(time.Millisecond), chaosOutageMaxToOpen)
+	res.check(requestsDuring <= chaosOutageMaxRequests, "%d requests reached fcm during the outage (promise: at most %d)",
+		requestsDuring, chaosOutageMaxRequests)
 	res.check(whileOpen == 0, "%d requests reached fcm while the breaker was open", whileOpen)
 	return res, nil
 }
@@ -97,16 +120,12 @@ func runChaosFCMOutage(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 // times out (SendTimeout), timeouts open the breaker, and neither
 // goroutines nor heap grow with the backlog that builds meanwhile.
 func runChaosFCMHang(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	res := &chaosResult{}
 	tuning := defaultChaosTuning()
-	h, err := e.startHerald(ctx, tuning)
+	s, err := e.setup(ctx, tuning, false)
 	if err != nil {
 		return nil, err
 	}
-	load, err := newChaosLoad(ctx, e, h.Raise)
-	if err != nil {
-		return nil, err
-	}
+	res, h, load := s.res, s.h, s.load
 	run := chaosFaultRun{e: e, load: load, deliveries: e.deliveries(2_000, 20_000),
 		fault: testutil.Fault{Code: testutil.FaultHang}, lasts: e.outage(3*time.Second, 30*time.Second)}
 	if err := run.before(ctx); err != nil {
@@ -129,7 +148,7 @@ func runChaosFCMHang(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	stops[1]()
 	stops[2]()
 	run.after(ctx)
-	if err := load.finish(ctx, res, h.stop, 0); err != nil {
+	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}
 	stops[0]()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,18 @@ type chaosLoad struct {
 	mu         sync.Mutex
 	rolledBack []string // comments whose transaction rolled back after raising
 	forbidden  []string // comments of transactions cut before commit (connection-cut)
+	// setAside are tokens left out of the accounting of expected pushes
+	// (poison's overlong token, token-moves' moved tokens); pushes to them
+	// are counted apart, by comment, in chaosTally.setAsidePushes.
+	setAside map[string]bool
+	// side are comments raised outside the load (poison's crowd); their
+	// pushes are counted apart in chaosTally.sidePushes.
+	side map[string]bool
+	// allowEnd are delivery statuses other than sent a scenario accepts as
+	// a delivery's end (token-moves: token_moved).
+	allowEnd map[notification.DeliveryStatus]bool
+	// tallied is the last tally, for the scenario's own figures.
+	tallied *chaosTally
 }
 
 // newChaosLoad creates the host's table and registers every author's devices.
@@ -71,7 +84,37 @@ func newChaosLoad(ctx context.Context, e *chaosEnv, raise chaosRaiseFunc) (*chao
 	if err := adapters.NewPostgresDeviceTokenRepository(e.admin).UpsertMany(ctx, tokens); err != nil {
 		return nil, fmt.Errorf("register devices: %w", err)
 	}
-	return &chaosLoad{e: e, raise: raise}, nil
+	return &chaosLoad{e: e, raise: raise, setAside: map[string]bool{}, side: map[string]bool{},
+		allowEnd: map[notification.DeliveryStatus]bool{}}, nil
+}
+
+// setAsideTokens leaves tokens out of the expected pushes; pushes to them
+// are counted apart.
+func (l *chaosLoad) setAsideTokens(tokens ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t := range tokens {
+		l.setAside[t] = true
+	}
+}
+
+// sideComments marks comments raised outside the load: their pushes are
+// counted apart, not as unexpected.
+func (l *chaosLoad) sideComments(ids ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		l.side[id] = true
+	}
+}
+
+// allowEnds accepts deliveries ending in these statuses besides sent.
+func (l *chaosLoad) allowEnds(statuses ...notification.DeliveryStatus) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, st := range statuses {
+		l.allowEnd[st] = true
+	}
 }
 
 func chaosAuthor(i int) string { return fmt.Sprintf("author-%02d", i) }
@@ -160,6 +203,22 @@ func (l *chaosLoad) rollbackOne(ctx context.Context) {
 	}
 }
 
+// raiseSide raises events in a host transaction of their own, outside the
+// load's accounting (mark their comments with sideComments), and commits.
+func (l *chaosLoad) raiseSide(ctx context.Context, events ...notification.Event) error {
+	ctx, cancel := context.WithTimeout(ctx, chaosTxTimeout)
+	defer cancel()
+	tx, err := l.e.host.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	if _, err := l.raise(ctx, tx, events...); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
 // forbid records comments whose transactions must have left nothing.
 func (l *chaosLoad) forbid(ids ...string) {
 	l.mu.Lock()
@@ -214,6 +273,15 @@ type chaosPushCounter struct {
 	mu    sync.Mutex
 	byKey map[chaosPushKey]int
 	times []time.Time
+	// watched tokens have each of their pushes kept, with its time.
+	watched       map[string]bool
+	watchedPushes []chaosTimedPush
+}
+
+// chaosTimedPush is one accepted push to a watched token.
+type chaosTimedPush struct {
+	chaosPushKey
+	at time.Time
 }
 
 func newChaosPushCounter() *chaosPushCounter { return &chaosPushCounter{byKey: map[chaosPushKey]int{}} }
@@ -222,8 +290,31 @@ func newChaosPushCounter() *chaosPushCounter { return &chaosPushCounter{byKey: m
 func (c *chaosPushCounter) accept(r testutil.Received) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byKey[chaosPushKey{r.Data["comment_id"], r.Token}]++
+	k := chaosPushKey{r.Data["comment_id"], r.Token}
+	c.byKey[k]++
 	c.times = append(c.times, r.At)
+	if c.watched[r.Token] {
+		c.watchedPushes = append(c.watchedPushes, chaosTimedPush{k, r.At})
+	}
+}
+
+// watch keeps every later push to tokens, with its time.
+func (c *chaosPushCounter) watch(tokens ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watched == nil {
+		c.watched = map[string]bool{}
+	}
+	for _, t := range tokens {
+		c.watched[t] = true
+	}
+}
+
+// pushesToWatched returns the pushes to watched tokens so far.
+func (c *chaosPushCounter) pushesToWatched() []chaosTimedPush {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]chaosTimedPush(nil), c.watchedPushes...)
 }
 
 func (c *chaosPushCounter) total() int {
@@ -292,6 +383,7 @@ func (l *chaosLoad) finish(ctx context.Context, res *chaosResult, stop func() er
 		return err
 	}
 	t.apply(res, bound)
+	l.tallied = t
 	res.set("host_tx_failed", l.hostErrors.Load())
 	l.e.progress("%d events committed, %d rolled back; %d pushes expected, %d received, %d lost, %d duplicates",
 		t.committed, t.rolledBack, len(t.expected), t.received, t.lost, t.duplicates)
@@ -307,18 +399,31 @@ type chaosTally struct {
 	forbiddenPushes, unexpected      int
 	forbiddenRows                    int // rows left by rolled-back or cut transactions
 	notSent                          map[notification.DeliveryStatus]int
+	allowedEnds                      map[notification.DeliveryStatus]int // not sent, but accepted by the scenario
 	maxCopies                        int
+	// setAsidePushes counts pushes to set-aside tokens by token;
+	// sidePushes counts pushes of side comments by comment.
+	setAsidePushes map[string]int
+	sidePushes     map[string]int
 }
 
 // tally compares what the database says was committed with what the fake
 // FCM received. Call it once Herald is idle and stopped.
 func (l *chaosLoad) tally(ctx context.Context) (*chaosTally, error) {
-	t := &chaosTally{expected: map[chaosPushKey]bool{}, notSent: map[notification.DeliveryStatus]int{}}
+	t := &chaosTally{expected: map[chaosPushKey]bool{}, notSent: map[notification.DeliveryStatus]int{},
+		allowedEnds: map[notification.DeliveryStatus]int{}, setAsidePushes: map[string]int{}, sidePushes: map[string]int{}}
+	l.mu.Lock()
+	setAside := make([]string, 0, len(l.setAside))
+	for tok := range l.setAside {
+		setAside = append(setAside, tok)
+	}
+	l.mu.Unlock()
 	if err := l.e.admin.QueryRow(ctx, `SELECT count(*) FROM chaos_comments`).Scan(&t.committed); err != nil {
 		return nil, fmt.Errorf("count committed comments: %w", err)
 	}
 	rows, err := l.e.admin.Query(ctx, `SELECT c.id, t.token FROM chaos_comments c
-		JOIN herald_device_tokens t ON t.user_id = c.author_id`)
+		JOIN herald_device_tokens t ON t.user_id = c.author_id
+		WHERE t.token <> ALL ($1::text[])`, setAside)
 	if err != nil {
 		return nil, fmt.Errorf("list expected pushes: %w", err)
 	}
@@ -347,9 +452,14 @@ func (l *chaosLoad) tally(ctx context.Context) (*chaosTally, error) {
 	}
 
 	received := l.e.pushes.snapshot()
+	l.mu.Lock()
 	for key, n := range received {
 		t.received += n
 		switch {
+		case l.setAside[key.token]:
+			t.setAsidePushes[key.token] += n
+		case l.side[key.comment]:
+			t.sidePushes[key.comment] += n
 		case t.expected[key]:
 			t.duplicates += n - 1
 			t.maxCopies = max(t.maxCopies, n)
@@ -359,6 +469,8 @@ func (l *chaosLoad) tally(ctx context.Context) (*chaosTally, error) {
 			t.unexpected += n
 		}
 	}
+	allow := maps.Clone(l.allowEnd)
+	l.mu.Unlock()
 	for key := range t.expected {
 		if received[key] == 0 {
 			t.lost++
@@ -370,7 +482,11 @@ func (l *chaosLoad) tally(ctx context.Context) (*chaosTally, error) {
 		return nil, err
 	}
 	for status, n := range counts {
-		if status != notification.StatusSent {
+		switch {
+		case status == notification.StatusSent:
+		case allow[status]:
+			t.allowedEnds[status] = n
+		default:
 			t.notSent[status] = n
 		}
 	}
@@ -394,6 +510,9 @@ func (t *chaosTally) apply(res *chaosResult, bound int) {
 	}
 	if len(t.notSent) > 0 {
 		res.set("deliveries_not_sent", chaosStatusCounts(t.notSent))
+	}
+	if len(t.allowedEnds) > 0 {
+		res.set("deliveries_ended", chaosStatusCounts(t.allowedEnds))
 	}
 	res.check(t.committed > 0, "no event was committed")
 	res.check(t.lost == 0, "%d committed pushes never reached fcm", t.lost)

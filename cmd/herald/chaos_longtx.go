@@ -16,20 +16,16 @@ import (
 // so, in a warning and in RelayStats, naming the transaction's age and
 // backend. Everything is delivered once it ends.
 func runChaosLongTransaction(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	res := &chaosResult{}
 	holdFor := e.outage(3*time.Second, 10*time.Second)
 	tuning := defaultChaosTuning()
 	tuning.LongTransactionWarning = chaosSize(e.opts, time.Second, 5*time.Second)
 	deliveries := e.deliveries(2_000, 20_000)
 
-	h, err := e.startHerald(ctx, tuning)
+	s, err := e.setup(ctx, tuning, false)
 	if err != nil {
 		return nil, err
 	}
-	load, err := newChaosLoad(ctx, e, h.Raise)
-	if err != nil {
-		return nil, err
-	}
+	res, h, load := s.res, s.h, s.load
 	e.progress("committing %d pushes with no long transaction", deliveries/4)
 	load.run(ctx, chaosComments(deliveries/4), chaosSize(e.opts, time.Second, 4*time.Second), 3)
 	if err := e.waitIdle(ctx, e.drainTimeout()); err != nil {
@@ -78,7 +74,7 @@ func runChaosLongTransaction(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	e.progress("long transaction committed after %s; %d pushes were delivered while it was open",
 		openFor.Round(time.Millisecond), deliveredWhileOpen)
 	load.run(ctx, chaosComments(deliveries/4), chaosSize(e.opts, time.Second, 4*time.Second), 3)
-	if err := load.finish(ctx, res, h.stop, 0); err != nil {
+	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}
 

@@ -11,20 +11,16 @@ import (
 // commits events and Herald relays and sends them in this process. Herald
 // is not told: its pools must find out and reconnect by themselves.
 func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	res := &chaosResult{}
 	tuning := defaultChaosTuning()
 	deliveries := e.deliveries(2_000, 20_000)
 	restarts := chaosSize(e.opts, 1, 3)
 	over := chaosSize(e.opts, 5*time.Second, 20*time.Second)
 
-	h, err := e.startHerald(ctx, tuning)
+	s, err := e.setup(ctx, tuning, false)
 	if err != nil {
 		return nil, err
 	}
-	load, err := newChaosLoad(ctx, e, h.Raise)
-	if err != nil {
-		return nil, err
-	}
+	res, load := s.res, s.load
 	e.progress("committing ~%d pushes over %s; %d immediate restart(s) of postgres meanwhile", deliveries, over, restarts)
 	stopRelayWatch := e.watchRelay(res)
 	defer stopRelayWatch()
@@ -53,10 +49,7 @@ func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, er
 		}
 	}
 	<-raising
-	if h.stopped() {
-		res.check(false, "%v: %v", errChaosHeraldStopped, h.err)
-	}
-	if err := load.finish(ctx, res, h.stop, restarts*chaosCrashBound(tuning)); err != nil {
+	if err := s.finish(ctx, restarts*chaosCrashBound(tuning)); err != nil {
 		return nil, err
 	}
 	stopRelayWatch()

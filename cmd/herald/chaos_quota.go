@@ -23,11 +23,11 @@ const chaosQuotaGrace = 100 * time.Millisecond
 const chaosQuotaRate = 12_000
 
 // runChaosQuotaStorm answers QUOTA_EXCEEDED with Retry-After to many
-// requests in a row. After each 429 the sender pauses all sending: no
-// request may reach FCM before Retry-After has passed. Then throughput
-// comes back.
+// requests in a row. Once the sender sees that the 429s are project-wide
+// (Sender.QuotaDevices distinct devices throttled; one device's 429 only
+// holds that device) it pauses all sending: from then no request may reach
+// FCM before Retry-After has passed. Then throughput comes back.
 func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	res := &chaosResult{}
 	tuning := defaultChaosTuning()
 	tuning.Lease = 10 * time.Second // claims wait out the pauses
 	tuning.RatePerMinute = chaosQuotaRate
@@ -35,14 +35,11 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	retryAfter := 2 * time.Second
 	answers := chaosSize(e.opts, 2, 5) * tuning.MaxInFlight
 
-	h, err := e.newHerald(ctx, tuning)
+	s, err := e.setup(ctx, tuning, true)
 	if err != nil {
 		return nil, err
 	}
-	load, err := newChaosLoad(ctx, e, h.Raise)
-	if err != nil {
-		return nil, err
-	}
+	res, h, load := s.res, s.h, s.load
 
 	// The baseline: a backlog sent with FCM healthy, as fast as Herald goes.
 	e.progress("committing %d pushes, then starting herald with fcm healthy", deliveries/5)
@@ -55,7 +52,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	rateBefore := e.pushes.rate(began, e.pushes.lastAt())
 
 	watch := &chaosQuotaWatch{h: h, fake: e.fake, retryAfter: retryAfter, prevAt: time.Now(),
-		prevRequests: e.fake.Requests(), prevQuota: h.Stats().Sender.QuotaExceeded, minGap: math.MaxInt64}
+		prevRequests: e.fake.Requests(), prevQuota: h.Stats().Sender.QuotaPauses, minGap: math.MaxInt64}
 	stopWatch := chaosEvery(time.Millisecond, watch.sample)
 	defer stopWatch()
 	requestsBefore := e.fake.Requests()
@@ -76,7 +73,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	e.fake.ClearFaults()
 	e.progress("storm over after %s; %d pushes received so far", stormEnded.Sub(stormBegan).Round(time.Millisecond), e.pushes.total())
 	load.run(ctx, chaosComments(deliveries/5), 0, 3)
-	if err := load.finish(ctx, res, h.stop, 0); err != nil {
+	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}
 	stopWatch()
@@ -102,9 +99,9 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	return res, nil
 }
 
-// chaosQuotaWatch samples the sender's count of 429s and the requests
-// reaching the fake. The first 429 heard while sending is not paused starts
-// a pause; later ones may extend it. A 429 counted between two samples was
+// chaosQuotaWatch samples the sender's count of project-wide pauses and the
+// requests reaching the fake. The first pause decided while sending is not
+// paused starts a pause; later ones may extend it. A 429 counted between two samples was
 // heard at the earliest at the first, so the pause it starts or extends ends
 // at the earliest Retry-After after that. A request counted between two
 // samples arrived after the first: if that is more than chaosQuotaGrace
@@ -133,7 +130,7 @@ type chaosQuotaResult struct {
 }
 
 func (w *chaosQuotaWatch) sample(now time.Time) {
-	quota := w.h.Stats().Sender.QuotaExceeded
+	quota := w.h.Stats().Sender.QuotaPauses
 	requests := w.fake.Requests()
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
 )
 
@@ -34,14 +33,11 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	// Raising lasts long enough for the kills to fall while work is under way.
 	over := chaosSize(e.opts, 5*time.Second, 20*time.Second)
 
-	load, err := newChaosLoad(ctx, e, outbox.New(chaosRules(), outbox.Config{}).Raise)
+	load, ws, err := e.setupWorkers(ctx, tuning)
 	if err != nil {
 		return nil, err
 	}
-	workers, err := newChaosWorkers(e, tuning)
-	if err != nil {
-		return nil, err
-	}
+	workers := ws[0]
 	if err := workers.start(); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -50,11 +51,29 @@ func TestChaos(t *testing.T) {
 			if rb, _ := res["rolled_back_events"].(float64); rb <= 0 {
 				t.Errorf("rolled_back_events = %v, want some", res["rolled_back_events"])
 			}
+			for _, key := range chaosFigures[sc.name] {
+				if _, ok := res[key]; !ok {
+					t.Errorf("%s does not report %s", sc.name, key)
+				}
+			}
 			if res["ok"] != true {
 				t.Errorf("not ok: %v", res["reason"])
 			}
 		})
 	}
+}
+
+// chaosFigures are the figures each scenario of issue 7 must report besides
+// the shared accounting: what RELIABILITY.md quotes.
+var chaosFigures = map[string][]string{
+	"poison": {"relay_stall_max_seconds", "register_3kb_token", "direct_3kb_token_deliveries", "crowd_sent",
+		"nan_raise", "nan_notifications_written", "outbox_rows_dead_lettered"},
+	"token-moves":      {"tokens_moved", "deliveries_waiting_at_move", "misdirected_pushes"},
+	"credentials-blip": {"blip_seconds", "deliveries_failed"},
+	"hot-device":       {"others_healthy_per_s", "others_with_hot_device_per_s", "others_share"},
+	"db-down-at-start": {"postgres_down_seconds", "worker_exits"},
+	"fcm-outage":       {"max_in_flight", "requests_during_outage", "breaker_open_after_ms", "requests_while_open"},
+	"clock-skew":       {"processes", "clock_offset_seconds"},
 }
 
 // runChaosForTest runs `herald chaos -short <name>` and returns its JSON
@@ -126,5 +145,48 @@ func TestChaosResultJSON(t *testing.T) {
 		`"kills":3,"reason":"lost 1"}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
+
+// A chaos process with a wrong clock is wrong everywhere: every clock of
+// its herald.Config runs ahead by ClockOffset (clock-skew relies on it).
+func TestChaosClockOffsetMovesEveryClock(t *testing.T) {
+	t.Parallel()
+	tuning := defaultChaosTuning()
+	tuning.ClockOffset = time.Minute
+	cfg := tuning.heraldConfig(slog.New(slog.DiscardHandler))
+	for name, now := range map[string]func() time.Time{
+		"Sender": cfg.Sender.Now, "Relay": cfg.Relay.Now, "Broadcast": cfg.Broadcast.Now,
+	} {
+		if now == nil {
+			t.Errorf("%s.Now is not set", name)
+			continue
+		}
+		if ahead := time.Until(now()); ahead < 59*time.Second || ahead > time.Minute {
+			t.Errorf("%s.Now is %s ahead, want 1m", name, ahead)
+		}
+	}
+	if cfg := defaultChaosTuning().heraldConfig(nil); cfg.Sender.Now != nil || cfg.Relay.Now != nil {
+		t.Error("without ClockOffset, Herald's clocks are its defaults")
+	}
+}
+
+// token-moves and hot-device count the pushes to watched devices with their
+// times: every push to a watched token is kept, no other.
+func TestChaosPushCounterKeepsPushesToWatchedTokens(t *testing.T) {
+	t.Parallel()
+	c := newChaosPushCounter()
+	at := time.Now()
+	c.accept(testutil.Received{Token: "before-watch", Data: map[string]string{"comment_id": "c0"}, At: at})
+	c.watch("moved", "before-watch")
+	c.accept(testutil.Received{Token: "moved", Data: map[string]string{"comment_id": "c1"}, At: at.Add(time.Second)})
+	c.accept(testutil.Received{Token: "other", Data: map[string]string{"comment_id": "c2"}, At: at.Add(2 * time.Second)})
+	got := c.pushesToWatched()
+	want := []chaosTimedPush{{chaosPushKey{"c1", "moved"}, at.Add(time.Second)}}
+	if len(got) != len(want) || got[0] != want[0] {
+		t.Errorf("pushes to watched tokens = %v, want %v", got, want)
+	}
+	if c.total() != 3 {
+		t.Errorf("total = %d, want 3: watching changes no count", c.total())
 	}
 }

@@ -39,6 +39,11 @@ const (
 	chaosFCMCertEnv = "HERALD_CHAOS_FCM_CERT"
 	// chaosTuningEnv is the chaosTuning, as JSON.
 	chaosTuningEnv = "HERALD_CHAOS_TUNING"
+	// chaosClockOffsetEnv, when set, is a duration (time.ParseDuration) added
+	// to every clock of the worker's Herald: chaosTuning.ClockOffset.
+	chaosClockOffsetEnv = "HERALD_CHAOS_CLOCK_OFFSET"
+	// chaosScenarioEnv names the scenario, for the worker's logs.
+	chaosScenarioEnv = "HERALD_CHAOS_SCENARIO"
 )
 
 func init() {
@@ -72,6 +77,13 @@ func runChaosWorker(ctx context.Context, _ []string, _, stderr io.Writer) error 
 	if err := json.Unmarshal([]byte(os.Getenv(chaosTuningEnv)), &tuning); err != nil {
 		return fmt.Errorf("read %s: %w", chaosTuningEnv, err)
 	}
+	if v := os.Getenv(chaosClockOffsetEnv); v != "" {
+		offset, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", chaosClockOffsetEnv, err)
+		}
+		tuning.ClockOffset = offset
+	}
 	cert, err := os.ReadFile(os.Getenv(chaosFCMCertEnv))
 	if err != nil {
 		return fmt.Errorf("read the fake fcm's certificate: %w", err)
@@ -95,7 +107,7 @@ func runChaosWorker(ctx context.Context, _ []string, _, stderr io.Writer) error 
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).
-		With("scenario", "sigkill", "worker_pid", os.Getpid())
+		With("scenario", os.Getenv(chaosScenarioEnv), "worker_pid", os.Getpid())
 	h, err := herald.New(pool, fcm, chaosRules(), tuning.heraldConfig(log))
 	if err != nil {
 		return err
@@ -192,7 +204,11 @@ func newChaosWorkers(e *chaosEnv, tuning chaosTuning) (*chaosWorkers, error) {
 		chaosFCMProjectEnv+"="+e.fake.ProjectID(),
 		chaosFCMCertEnv+"="+certFile,
 		chaosTuningEnv+"="+string(tuningJSON),
+		chaosScenarioEnv+"="+e.name,
 	)
+	if tuning.ClockOffset != 0 {
+		w.env = append(w.env, chaosClockOffsetEnv+"="+tuning.ClockOffset.String())
+	}
 	e.closers = append(e.closers, func() { _ = w.kill() })
 	return w, nil
 }

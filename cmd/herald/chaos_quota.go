@@ -129,9 +129,15 @@ type chaosQuotaResult struct {
 	minGap                 time.Duration
 }
 
-func (w *chaosQuotaWatch) sample(now time.Time) {
+func (w *chaosQuotaWatch) sample(time.Time) {
+	// The ticker's time may be stale by the time this runs: take the
+	// clock around the reads instead. A pause seen here was decided after
+	// the previous sample's reads began (prevAt), and every request counted
+	// here arrived after them and before now.
+	readAt := time.Now()
 	quota := w.h.Stats().Sender.QuotaPauses
 	requests := w.fake.Requests()
+	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if quota > w.prevQuota {
@@ -155,7 +161,7 @@ func (w *chaosQuotaWatch) sample(now time.Time) {
 			w.awaitingGap = false
 		}
 	}
-	w.prevAt, w.prevRequests, w.prevQuota = now, requests, quota
+	w.prevAt, w.prevRequests, w.prevQuota = readAt, requests, quota
 }
 
 func (w *chaosQuotaWatch) result() chaosQuotaResult {

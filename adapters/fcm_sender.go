@@ -140,7 +140,7 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 	defer cancelTimeout()
 	ps := &pushState{cancel: cancel}
 	ctx = context.WithValue(ctx, pushStateKey{}, ps)
-	defer context.AfterFunc(s.breaker.openedContext(), func() { cancel(errBreakerOpened) })()
+	defer context.AfterFunc(s.breaker.openedContext(), ps.stopForBreaker)()
 
 	name, err := s.client.Send(ctx, fcmMessage(msg))
 	if err == nil {

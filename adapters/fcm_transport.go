@@ -47,6 +47,42 @@ type pushState struct {
 	mu         sync.Mutex
 	sent       int           // requests that went out
 	retryAfter time.Duration // Retry-After of the last 503, if any
+	onWire     bool          // an attempt is out and not answered yet
+	stopAfter  bool          // the breaker opened during that attempt
+}
+
+// stopForBreaker cancels the push because the breaker opened, unless an
+// attempt of it is on the wire: FCM may already have accepted that one,
+// and cancelling it would lose the acceptance and send the push again
+// later. Such a push is stopped when its attempt comes back failed (see
+// attemptDone); an accepted one is kept.
+func (ps *pushState) stopForBreaker() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.onWire {
+		ps.stopAfter = true
+		return
+	}
+	ps.cancel(errBreakerOpened)
+}
+
+// attemptStarted marks an attempt on the wire.
+func (ps *pushState) attemptStarted() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.sent++
+	ps.onWire = true
+}
+
+// attemptDone marks the attempt answered; if the breaker opened meanwhile
+// and FCM did not accept it, the push stops here instead of retrying.
+func (ps *pushState) attemptDone(accepted bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.onWire = false
+	if ps.stopAfter && !accepted {
+		ps.cancel(errBreakerOpened)
+	}
 }
 
 type pushStateKey struct{}
@@ -93,9 +129,7 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return refuse(err)
 	}
 	if ps != nil {
-		ps.mu.Lock()
-		ps.sent++
-		ps.mu.Unlock()
+		ps.attemptStarted()
 	}
 	resp, err := t.base.RoundTrip(req)
 	var body []byte
@@ -104,6 +138,9 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// in flight are cancelled, this one too, and its answer must not
 		// be lost to a cancelled body read.
 		body = bufferBody(resp)
+	}
+	if ps != nil {
+		ps.attemptDone(err == nil && resp.StatusCode < 400)
 	}
 	verdict := judgeAttempt(ctx, resp, body, err, ps)
 	if verdict != errAttemptExcluded {
@@ -302,10 +339,12 @@ func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 			// Runs under the breaker's lock: must not call back into it.
 			b.window.reset()
 			if to == gobreaker.StateOpen {
-				// Cancel the pushes in flight: their retries would reach
-				// a failing FCM. The probes and what follows them start
-				// again from one request: a recovering FCM gets a ramp,
-				// not every worker at once.
+				// Stop the pushes in flight (those waiting between the
+				// SDK's retries at once, those on the wire once FCM has
+				// answered them, unless it accepted them): their retries
+				// would reach a failing FCM. The probes and what follows
+				// them start again from one request: a recovering FCM gets
+				// a ramp, not every worker at once.
 				b.openedMu.Lock()
 				b.cancel()
 				b.opened, b.cancel = context.WithCancel(context.Background())

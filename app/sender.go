@@ -275,7 +275,7 @@ type Sender struct {
 	log    *slog.Logger
 
 	limiter    *rate.Limiter
-	pauseUntil atomic.Int64 // unix nanoseconds; sending waits until then
+	pauseState sendPause // sending waits until it ends
 	wake       chan struct{}
 	outcomes   chan *notification.Delivery
 	inFlight   atomic.Int64
@@ -609,20 +609,12 @@ func (s *Sender) releaseUntil(d *notification.Delivery, until time.Time) {
 }
 
 // pause stops every push from starting until now+d (or a later pause).
-func (s *Sender) pause(d time.Duration) {
-	until := s.cfg.Now().Add(d).UnixNano()
-	for {
-		cur := s.pauseUntil.Load()
-		if cur >= until || s.pauseUntil.CompareAndSwap(cur, until) {
-			return
-		}
-	}
-}
+func (s *Sender) pause(d time.Duration) { s.pauseState.extend(s.cfg.Now(), d) }
 
 // waitPause blocks while sending is paused. It returns false if ctx ended.
 func (s *Sender) waitPause(ctx context.Context) bool {
 	for {
-		wait := time.Duration(s.pauseUntil.Load() - s.cfg.Now().UnixNano())
+		wait := s.pauseState.remaining(s.cfg.Now())
 		if wait <= 0 {
 			return ctx.Err() == nil
 		}
@@ -630,6 +622,35 @@ func (s *Sender) waitPause(ctx context.Context) bool {
 			return false
 		}
 	}
+}
+
+// sendPause is the pause of all sending. A wait never exceeds the length
+// the pause was set for, whatever the clock does: a wall clock stepped back
+// by an hour during a one-second pause must not stop sending for an hour.
+type sendPause struct {
+	mu     sync.Mutex
+	until  time.Time
+	length time.Duration
+}
+
+func (p *sendPause) extend(now time.Time, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if until := now.Add(d); until.After(p.until) {
+		p.until, p.length = until, d
+	}
+}
+
+// remaining is how long sending still waits at now.
+func (p *sendPause) remaining(now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	wait := p.until.Sub(now)
+	if wait > p.length {
+		// The clock went back: the pause ends at most its length from here.
+		p.until, wait = now.Add(p.length), p.length
+	}
+	return wait
 }
 
 // recordLoop writes outcomes in batches until the outcomes channel closes.

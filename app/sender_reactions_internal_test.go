@@ -243,3 +243,20 @@ func TestSenderConfigRefusesAHugeQuotaDeviceCount(t *testing.T) {
 	assert.Error(t, SenderConfig{PlatformPause: -time.Second}.Validate())
 	assert.NoError(t, SenderConfig{QuotaDevices: 1}.Validate())
 }
+
+// A wall clock stepped back during a pause (NTP) must not stop sending for
+// the length of the step: the pause ends at most its own length later.
+func TestAPauseOutlastsNoClockStepBack(t *testing.T) {
+	t.Parallel()
+	var p sendPause
+	p.extend(t0, time.Second)
+	assert.Equal(t, time.Second, p.remaining(t0))
+	assert.Equal(t, 400*time.Millisecond, p.remaining(t0.Add(600*time.Millisecond)))
+	back := t0.Add(-time.Hour)
+	assert.Equal(t, time.Second, p.remaining(back), "after the step the pause lasts at most its length")
+	assert.Equal(t, 500*time.Millisecond, p.remaining(back.Add(500*time.Millisecond)))
+	assert.LessOrEqual(t, p.remaining(back.Add(time.Second)), time.Duration(0))
+	// A later, longer pause still extends it.
+	p.extend(back.Add(time.Second), 3*time.Second)
+	assert.Equal(t, 3*time.Second, p.remaining(back.Add(time.Second)))
+}

@@ -284,6 +284,19 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 	return rows.Err()
 }
 
+// StillClaimed implements app.DeliveryStore: the delivery is still claimed
+// under d's claim. Registering its token to another user, unregistering it,
+// or another sender taking over an expired lease all clear that claim.
+func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error) {
+	var current bool
+	err := r.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald_deliveries
+		WHERE id = $1 AND claim_id = $2 AND status = 'claimed')`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
+	if err != nil {
+		return false, fmt.Errorf("check delivery claim: %w", err)
+	}
+	return current, nil
+}
+
 // Record implements app.DeliveryStore. One statement (so one transaction)
 // saves every outcome whose claim is still current, deletes the tokens that
 // were pruned, and marks the other open deliveries to those tokens pruned

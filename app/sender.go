@@ -42,6 +42,10 @@ type DeliveryStore interface {
 	// due after DueAt-UpdatedAt (the delay, in the caller's clock) on the
 	// store's clock. It returns how many deliveries were recorded.
 	Record(ctx context.Context, ds []*notification.Delivery) (int, error)
+	// StillClaimed reports whether d's claim is still current: nobody
+	// closed the delivery since it was claimed (its token moved to another
+	// user or left the registry) and its lease was not taken over.
+	StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error)
 }
 
 // Pusher sends one message to the push provider. A failure is a
@@ -250,6 +254,10 @@ type SenderStats struct {
 	// PlatformPauses counts the times one platform's pushes were paused, or
 	// the pause doubled, after THIRD_PARTY_AUTH_ERROR.
 	PlatformPauses int64
+	// ClosedBeforePush counts claimed deliveries not pushed because they
+	// were closed while they waited (their token moved to another user or
+	// left the registry).
+	ClosedBeforePush int64
 	// CircuitOpen counts pushes the circuit breaker stopped.
 	CircuitOpen int64
 	// InFlight is the number of pushes in flight now.
@@ -283,7 +291,7 @@ type Sender struct {
 	running atomic.Bool
 	stats   struct {
 		claimed, sent, pruned, failed, retries, released, alarms, quota, circuit atomic.Int64
-		quotaPauses, platformPauses                                              atomic.Int64
+		quotaPauses, platformPauses, closed                                      atomic.Int64
 	}
 
 	// Reactions to answers that concern more than one delivery.
@@ -341,7 +349,7 @@ func (s *Sender) Stats() SenderStats {
 		Failed: s.stats.failed.Load(), RetriesScheduled: s.stats.retries.Load(), Released: s.stats.released.Load(),
 		ConfigAlarms: s.stats.alarms.Load(), QuotaExceeded: s.stats.quota.Load(), CircuitOpen: s.stats.circuit.Load(),
 		QuotaPauses: s.stats.quotaPauses.Load(), PlatformPauses: s.stats.platformPauses.Load(),
-		InFlight: s.inFlight.Load(),
+		ClosedBeforePush: s.stats.closed.Load(), InFlight: s.inFlight.Load(),
 	}
 }
 
@@ -394,6 +402,11 @@ func (s *Sender) Run(ctx context.Context) error {
 	<-recorded
 	return nil
 }
+
+// recheckAfter is how long a claimed delivery may wait for its push before
+// its claim is checked again in the store. Pushes flowing normally wait far
+// less; the check costs one query per push only while sending is held back.
+const recheckAfter = 250 * time.Millisecond
 
 // refillTick is how often a busy claim loop checks whether the queue has
 // room for another claim: short against the time workers take to drain half
@@ -463,6 +476,20 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	if now.After(d.Delivery.DueAt().Add(-s.cfg.Lease / 2)) {
 		s.release(d.Delivery)
 		return
+	}
+	// A claim that waited (a pause, a slow rate) is checked again just
+	// before the push: its token may have moved to another user meanwhile,
+	// which closes the delivery, and the push must then go to nobody.
+	if now.Sub(d.Delivery.DueAt().Add(-s.cfg.Lease)) > recheckAfter {
+		current, err := s.store.StillClaimed(ctx, d.Delivery)
+		if err != nil {
+			s.release(d.Delivery)
+			return
+		}
+		if !current {
+			s.stats.closed.Add(1)
+			return // closed by someone else: nothing to push or record
+		}
 	}
 	// A throttled device, or a platform whose credentials are rejected,
 	// waits; nothing else does.

@@ -130,6 +130,13 @@ func (s *memStore) Record(_ context.Context, ds []*notification.Delivery) (int, 
 	return n, nil
 }
 
+func (s *memStore) StillClaimed(_ context.Context, d *notification.Delivery) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rows[d.ID()-1]
+	return r.d.Status() == notification.StatusClaimed && r.d.ClaimID() == d.ClaimID(), nil
+}
+
 // delivery returns the stored state of delivery id.
 func (s *memStore) delivery(id int64) *notification.Delivery {
 	s.mu.Lock()

@@ -121,8 +121,10 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 }
 
 // ExpandBroadcastChunk creates the deliveries of the next chunk of at most
-// limit tokens of one unfinished broadcast or continuation (the oldest not
-// being expanded by someone else), in one statement, and advances its
+// limit tokens of one unfinished broadcast or continuation (continuations
+// first, since each is one person's devices and must not wait behind a
+// campaign to millions; then the oldest; never one being expanded by
+// someone else), in one statement, and advances its
 // cursor; a continuation (see Expand) covers only its recipient's tokens.
 // It returns how many deliveries it created and whether any broadcast was
 // found. A broadcast is finished when a chunk comes back short. Tokens
@@ -135,7 +137,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 	err = r.db.QueryRow(ctx, `
 		WITH b AS (
 			SELECT notification_id, recipient, platforms, last_token FROM herald_broadcasts
-			WHERE finished_at IS NULL ORDER BY created_at LIMIT 1
+			WHERE finished_at IS NULL ORDER BY recipient IS NULL, created_at LIMIT 1
 			FOR UPDATE SKIP LOCKED
 		), chunk AS (
 			SELECT b.notification_id, t.token FROM b, LATERAL (
@@ -194,8 +196,31 @@ func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
 // notification's recipient (for a broadcast: still exists and matches the
 // broadcast's platforms). One whose token left the registry is closed
 // token_pruned (TOKEN_REMOVED); one whose token now belongs to someone else
-// is closed token_moved (TOKEN_MOVED). Neither is returned.
+// is closed token_moved (TOKEN_MOVED). Neither is returned; since closed
+// deliveries take up room in a claim, it claims again for the room they
+// took, so a claim that returns fewer than limit means nothing more is due.
 func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, error) {
+	var dispatches []app.Dispatch
+	for len(dispatches) < limit {
+		room := limit - len(dispatches)
+		claimed, scanned, err := r.claimOnce(ctx, now, room, lease)
+		if err != nil {
+			if len(dispatches) > 0 {
+				return dispatches, nil // those are claimed: push them; the next claim retries
+			}
+			return nil, err
+		}
+		dispatches = append(dispatches, claimed...)
+		if scanned < room || len(claimed) == scanned {
+			break // nothing more due, or nothing closed: the room is used
+		}
+	}
+	return dispatches, nil
+}
+
+// claimOnce is one claim statement for up to limit due deliveries; it
+// returns the claimed ones and how many it took in all (closed included).
+func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, int, error) {
 	claimID := uuid.New()
 	// The only good plan walks the partial index on due_at in order and
 	// stops at the limit. Right after a bulk insert, before autovacuum has
@@ -208,6 +233,7 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	batch := &pgx.Batch{}
 	batch.Queue(`SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)`)
 	var dispatches []app.Dispatch
+	var scanned int
 	batch.Queue(`
 		WITH due AS (
 			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds,
@@ -244,19 +270,22 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
 			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds`,
 		limit, lease.Microseconds(), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
-		return scanClaims(rows, now, lease, claimID, &dispatches)
+		var err error
+		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
+		return err
 	})
 	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
-		return nil, fmt.Errorf("claim due deliveries: %w", err)
+		return nil, 0, fmt.Errorf("claim due deliveries: %w", err)
 	}
-	return dispatches, nil
+	return dispatches, scanned, nil
 }
 
 // scanClaims reads ClaimDue's rows into dispatches, expressing each lease
 // end in the caller's clock (now+lease).
-func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.UUID, dispatches *[]app.Dispatch) error {
+func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.UUID, dispatches *[]app.Dispatch) (scanned int, err error) {
 	defer rows.Close()
 	for rows.Next() {
+		scanned++
 		var (
 			claimed                                       bool
 			id                                            int64
@@ -268,7 +297,7 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		)
 		if err := rows.Scan(&claimed, &id, &notificationID, &token, &platform, &attempts, &lastError, &code,
 			&title, &body, &data, &ttl); err != nil {
-			return err
+			return scanned, err
 		}
 		if !claimed {
 			continue
@@ -281,7 +310,7 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 			}}
 		*dispatches = append(*dispatches, app.Dispatch{Delivery: d, Message: msg})
 	}
-	return rows.Err()
+	return scanned, rows.Err()
 }
 
 // StillClaimed implements app.DeliveryStore: the delivery is still claimed

@@ -36,24 +36,6 @@ import (
 	"github.com/herald-push/herald/outbox"
 )
 
-// Config configures Herald. The zero value is a working configuration; each
-// part documents its own defaults.
-type Config struct {
-	// Relay configures the outbox relay.
-	Relay outbox.RelayConfig
-	// Sender configures claiming, concurrency, rate and retries.
-	Sender app.SenderConfig
-	// FCM configures request deadlines and the circuit breaker.
-	FCM adapters.FCMSenderConfig
-	// Broadcast configures how broadcasts are expanded.
-	Broadcast app.BroadcastExpanderConfig
-	// Housekeeping configures what is deleted when, and how often.
-	Housekeeping app.HousekeepingConfig
-	// Logger receives every part's logs unless that part has its own.
-	// Tokens and message bodies are never logged. Defaults to discarding.
-	Logger *slog.Logger
-}
-
 // Herald is one process's Herald. It is safe for concurrent use.
 type Herald struct {
 	pool        *pgxpool.Pool
@@ -115,42 +97,25 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Relay.Logger == nil {
-		cfg.Relay.Logger = log
-	}
-	if cfg.Sender.Logger == nil {
-		cfg.Sender.Logger = log
-	}
-	if cfg.FCM.Logger == nil {
-		cfg.FCM.Logger = log
-	}
-	if cfg.Broadcast.Logger == nil {
-		cfg.Broadcast.Logger = log
-	}
-	if cfg.Broadcast.Now == nil {
-		cfg.Broadcast.Now = cfg.Sender.Now
-	}
-	if cfg.Housekeeping.Logger == nil {
-		cfg.Housekeeping.Logger = log
-	}
-	relay, err := outbox.NewRelay(pool, rules, cfg.Relay)
+	cfg.Logger = log
+	relay, err := outbox.NewRelay(pool, rules, cfg.relay())
 	if err != nil {
 		return nil, err
 	}
-	pusher, err := adapters.NewFCMSender(fcm, cfg.FCM)
+	pusher, err := adapters.NewFCMSender(fcm, cfg.fcm())
 	if err != nil {
 		return nil, err
 	}
 	deliveries := adapters.NewPostgresDeliveryRepository(pool)
-	sender, err := app.NewSender(deliveries, pusher, cfg.Sender)
+	sender, err := app.NewSender(deliveries, pusher, cfg.sender())
 	if err != nil {
 		return nil, err
 	}
-	expander, err := app.NewBroadcastExpander(deliveries, cfg.Broadcast)
+	expander, err := app.NewBroadcastExpander(deliveries, cfg.broadcast())
 	if err != nil {
 		return nil, err
 	}
-	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), cfg.Housekeeping)
+	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), cfg.housekeeping())
 	if err != nil {
 		return nil, err
 	}
@@ -158,13 +123,13 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		pool:        pool,
 		expander:    expander,
 		housekeeper: housekeeper,
-		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
+		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Now, Logger: log}),
 		relay:       relay,
 		sender:      sender,
 		fcm:         pusher,
 		deliveries:  deliveries,
-		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Sender.Now),
-		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Sender.Now),
+		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
+		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
 		log:         log,
 	}, nil
 }
@@ -221,18 +186,15 @@ func (h *Herald) Run(ctx context.Context) error {
 }
 
 // Inbox is the in-app notification list.
-func (h *Herald) Inbox() *app.Inbox { return h.inbox }
+func (h *Herald) Inbox() *Inbox { return h.inbox }
 
 // Tokens is the device token registry.
-func (h *Herald) Tokens() *app.Tokens { return h.tokens }
-
-// Deliveries gives read access to delivery records, for operators and tests.
-func (h *Herald) Deliveries() *adapters.PostgresDeliveryRepository { return h.deliveries }
+func (h *Herald) Tokens() *Tokens { return h.tokens }
 
 // Stats is a snapshot of what this process's Herald did.
 type Stats struct {
-	Relay   outbox.RelayStats
-	Sender  app.SenderStats
+	Relay   RelayStats
+	Sender  SenderStats
 	Breaker string
 }
 

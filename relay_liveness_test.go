@@ -99,7 +99,7 @@ func TestAnythingInTheOutboxTableIsDeadLetteredAndEveryEventAroundItDelivered(t 
 		require.NoError(t, h.pool.QueryRow(ctx, `SELECT count(*) FROM herald_dead_letters`).Scan(&n))
 		return n == len(bad)
 	}, 30*time.Second, 20*time.Millisecond)
-	dls, err := adapters.NewPostgresDeadLetterRepository(h.pool).List(ctx, false, 100)
+	dls, err := h.herald.DeadLetters(ctx, false, 100)
 	require.NoError(t, err)
 	got := map[string]string{}
 	for _, dl := range dls {

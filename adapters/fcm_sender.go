@@ -82,7 +82,7 @@ func (c FCMSenderConfig) Validate() error {
 		errs = append(errs, errors.New("BreakerOpenFor must not be negative"))
 	}
 	if c.RampMax < 0 {
-		errs = append(errs, errors.New("ramp max must not be negative"))
+		errs = append(errs, errors.New("RampMax must not be negative"))
 	}
 	return errors.Join(errs...)
 }

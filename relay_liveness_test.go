@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/notification"
 )
 

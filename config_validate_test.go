@@ -85,6 +85,69 @@ func TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder(t *testing.T) 
 			cfg:  herald.Config{Sender: herald.SenderConfig{Retry: notification.RetryPolicy{MaxDelay: time.Second}}},
 			want: "Sender.Retry.MaxDelay (1s) must not be shorter than Retry.BaseDelay (10s)",
 		},
+		{
+			name: "every sender setting out of range, in field order",
+			cfg: herald.Config{Sender: herald.SenderConfig{
+				RatePerMinute: -1, QuotaDevices: 1001, QuotaWindow: -1,
+				PlatformPause: -1, PlatformMaxPause: -1, AlarmLogInterval: -1,
+			}},
+			want: "Sender.RatePerMinute must not be negative\n" +
+				"Sender.QuotaDevices must be between 0 and 1000\n" +
+				"Sender.QuotaWindow must not be negative\n" +
+				"Sender.PlatformPause must not be negative\n" +
+				"Sender.PlatformMaxPause must not be negative\n" +
+				"Sender.AlarmLogInterval must not be negative",
+		},
+		{
+			name: "every relay setting out of range, in field order",
+			cfg: herald.Config{Relay: herald.RelayConfig{
+				PollInterval: -1, BatchSize: -1, AckDeadline: -1, LongTransactionWarning: -1, RestoreCheckInterval: -1,
+			}},
+			want: "Relay.PollInterval must not be negative\n" +
+				"Relay.BatchSize must not be negative\n" +
+				"Relay.AckDeadline must be longer than 2s\n" +
+				"Relay.LongTransactionWarning must not be negative\n" +
+				"Relay.RestoreCheckInterval must not be negative",
+		},
+		{
+			name: "every FCM setting out of range, in field order",
+			cfg:  herald.Config{FCM: herald.FCMConfig{SendTimeout: -1, BreakerOpenFor: -1, RampMax: -1}},
+			want: "FCM.SendTimeout must not be negative\n" +
+				"FCM.BreakerOpenFor must not be negative\n" +
+				"FCM.RampMax must not be negative",
+		},
+		{
+			name: "every broadcast and housekeeping setting out of range, in field order",
+			cfg: herald.Config{
+				Broadcast:    herald.BroadcastConfig{ChunkSize: -1, PollInterval: -1},
+				Housekeeping: herald.HousekeepingConfig{Interval: -1, BatchSize: -1},
+			},
+			want: "Broadcast.ChunkSize must not be negative\n" +
+				"Broadcast.PollInterval must not be negative\n" +
+				"Housekeeping.Interval must not be negative\n" +
+				"Housekeeping.BatchSize must not be negative",
+		},
+		{
+			name: "a negative retention turns its sweep off",
+			cfg: herald.Config{Housekeeping: herald.HousekeepingConfig{
+				OutboxRetention: -1, DeliveryRetention: -1, FailedRetention: -1, TokenMaxAge: -1,
+			}},
+		},
+		{
+			name: "part errors come before relations",
+			cfg: herald.Config{
+				FCM:    herald.FCMConfig{SendTimeout: time.Minute},
+				Sender: herald.SenderConfig{MaxInFlight: -1},
+				Relay:  herald.RelayConfig{BatchSize: -1},
+			},
+			want: "Relay.BatchSize must not be negative\n" +
+				"Sender.MaxInFlight must not be negative\n" +
+				"Sender.Lease (1m0s) must be at least twice FCM.SendTimeout (1m0s)",
+		},
+		{
+			name: "the defaults in effect are valid",
+			cfg:  herald.Config{}.WithDefaults(),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,3 +31,7 @@ type (
 
 // ErrInvalidCursor is returned by Inbox.List for a cursor it did not make.
 var ErrInvalidCursor = app.ErrInvalidCursor
+
+// MaxEventBytes bounds one event's JSON: Raise fails with
+// notification.ErrTooLong for a larger one.
+const MaxEventBytes = app.MaxEventBytes

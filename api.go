@@ -32,6 +32,7 @@ type (
 // ErrInvalidCursor is returned by Inbox.List for a cursor it did not make.
 var ErrInvalidCursor = app.ErrInvalidCursor
 
-// MaxEventBytes bounds one event's JSON: Raise fails with
-// notification.ErrTooLong for a larger one.
+// MaxEventBytes bounds the JSON of one raised event (1 MiB): Raise refuses
+// a larger event with a *notification.FieldError wrapping
+// notification.ErrTooLong, before its first write.
 const MaxEventBytes = app.MaxEventBytes

@@ -14,8 +14,14 @@
 //   - Inbox and Tokens serve the app's notification list and device
 //     registration (package app).
 //
-// The schema comes from package migrations; package testutil has a
-// throwaway Postgres and a fake FCM for tests.
+//   - Operator actions (ListFailed, RetryFailed, DeadLetters,
+//     ReplayDeadLetters...) list and mend what failed, without handing out
+//     anything that takes part in sending.
+//
+// Config is the whole configuration, one Logger and one clock included.
+// A host imports herald, notification (the domain) and migrations (the
+// schema), and package testutil in its tests; every type it names is
+// reachable from here, so it never imports app, adapters or outbox.
 package herald
 
 import (

@@ -13,7 +13,6 @@
 //     FCM's error class (packages outbox, app, adapters).
 //   - Inbox and Tokens serve the app's notification list and device
 //     registration (package app).
-//
 //   - Operator actions (ListFailed, RetryFailed, DeadLetters,
 //     ReplayDeadLetters...) list and mend what failed, without handing out
 //     anything that takes part in sending.

@@ -139,9 +139,20 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	}, nil
 }
 
-// Raise turns events into notifications and outbox events inside tx, the
-// host's own open transaction; see outbox.Outbox.Raise. If tx rolls back,
-// nothing is sent.
+// Raise applies the rules to events and writes the notifications and the
+// events in tx, the host's own open transaction, in a few round trips
+// however many events are raised. It neither commits nor rolls back tx. If
+// tx rolls back, nothing is ever sent; if it commits, every notification is
+// delivered to every device its recipient has when the relay expands it.
+//
+// It is all or nothing. Invalid input (an event type with no rule, an
+// invalid event, one over MaxEventBytes, a notification over FCM's payload
+// limit, a reserved data key) fails before anything is written, so tx stays
+// usable: errors.Is works with notification.ErrUnknownEvent,
+// ErrMalformedEvent, ErrTooLong, ErrPayloadTooLarge, ErrReservedDataKey and
+// the other validation sentinels. A database error aborts tx, as any failed
+// statement does, so it can only roll back. It returns the notifications
+// created.
 func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
 	return h.outbox.Raise(ctx, tx, events...)
 }
@@ -198,8 +209,13 @@ func (h *Herald) Tokens() *Tokens { return h.tokens }
 
 // Stats is a snapshot of what this process's Herald did.
 type Stats struct {
-	Relay   RelayStats
-	Sender  SenderStats
+	// Relay counts what the relay did, and reports the oldest open write
+	// transaction, which holds every later event back.
+	Relay RelayStats
+	// Sender counts what the sender did.
+	Sender SenderStats
+	// Breaker is the FCM circuit breaker's state: "closed", "open" or
+	// "half-open".
 	Breaker string
 }
 

@@ -1,7 +1,10 @@
 package herald_test
 
 import (
+	"os"
 	"reflect"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,4 +57,23 @@ func leaves(v reflect.Value, prefix string) map[string]reflect.Value {
 		out[path] = f
 	}
 	return out
+}
+
+// TestTheREADMEListsEverySetting: every setting of Config has a row in the
+// README's configuration table (Sender.Retry's three fields share one).
+func TestTheREADMEListsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	rows := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Za-z.]+)` \\|").FindAllStringSubmatch(string(readme), -1) {
+		rows[m[1]] = true
+	}
+	for path := range leaves(reflect.ValueOf(herald.Config{}), "") {
+		listed := rows[path]
+		if parent, _, ok := strings.Cut(path, ".Retry."); ok {
+			listed = rows[parent+".Retry"]
+		}
+		assert.True(t, listed, "README's configuration table has no row for %s", path)
+	}
 }

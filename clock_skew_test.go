@@ -58,7 +58,7 @@ func TestTwoServersWhoseClocksDiffer30sNeverPushADeliveryTwice(t *testing.T) {
 	var ahead atomic.Int64
 	ahead.Store(int64(30 * time.Second))
 	skewed := cfg
-	skewed.Sender.Now = clockAt(&ahead)
+	skewed.Now = clockAt(&ahead)
 	h.anotherInstance(skewed)
 
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 20}, 30*time.Second)
@@ -75,7 +75,7 @@ func TestASendersClockJumpNeitherBringsRetriesForwardNorStallsSending(t *testing
 		t.Parallel()
 		var offset atomic.Int64
 		cfg := fastConfig()
-		cfg.Sender.Now = clockAt(&offset)
+		cfg.Now = clockAt(&offset)
 		cfg.Sender.Retry = notification.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Minute, MaxDelay: time.Minute}
 		h := newHarness(t, cfg)
 		h.registerTokens("author", 1)
@@ -100,7 +100,7 @@ func TestASendersClockJumpNeitherBringsRetriesForwardNorStallsSending(t *testing
 		var offset atomic.Int64
 		offset.Store(int64(-time.Hour))
 		cfg := fastConfig()
-		cfg.Sender.Now = clockAt(&offset)
+		cfg.Now = clockAt(&offset)
 		h := newHarness(t, cfg)
 		tokens := h.registerTokens("author", 3)
 		h.run()

@@ -7,7 +7,9 @@ import (
 
 // Validate reports every invalid setting at once, each named by its path in
 // Config ("Sender.Lease must not be negative"), always in the same order:
-// the parts in field order, then the relations between parts. Relations
+// the parts in field order, each part's fields in field order, then the
+// relations between parts. Each part's settings are checked by the package
+// that uses them, so New and the parts' own constructors agree. Relations
 // are checked on the values in effect, defaults applied:
 //
 //   - Sender.Lease must be at least twice FCM.SendTimeout: a claimed
@@ -20,16 +22,16 @@ func (c Config) Validate() error {
 		name string
 		err  error
 	}{
-		{"Relay", c.Relay.Validate()},
-		{"Sender", c.Sender.Validate()},
-		{"FCM", c.FCM.Validate()},
-		{"Broadcast", c.Broadcast.Validate()},
-		{"Housekeeping", c.Housekeeping.Validate()},
+		{"Relay", c.relay().Validate()},
+		{"Sender", c.sender().Validate()},
+		{"FCM", c.fcm().Validate()},
+		{"Broadcast", c.broadcast().Validate()},
+		{"Housekeeping", c.housekeeping().Validate()},
 	} {
 		errs = appendPrefixed(errs, part.name, part.err)
 	}
 	if c.Sender.Lease >= 0 && c.FCM.SendTimeout >= 0 {
-		lease, timeout := c.Sender.WithDefaults().Lease, c.FCM.WithDefaults().SendTimeout
+		lease, timeout := c.sender().WithDefaults().Lease, c.fcm().WithDefaults().SendTimeout
 		if lease < 2*timeout {
 			errs = append(errs, fmt.Errorf("Sender.Lease (%s) must be at least twice FCM.SendTimeout (%s)", lease, timeout))
 		}

@@ -8,10 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald"
-	"github.com/herald-push/herald/adapters"
-	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/outbox"
 )
 
 // TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder: an operator
@@ -28,7 +25,7 @@ func TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder(t *testing.T) 
 		{name: "test configuration is valid", cfg: fastConfig()},
 		{
 			name: "every negative sender duration, in field order",
-			cfg: herald.Config{Sender: app.SenderConfig{
+			cfg: herald.Config{Sender: herald.SenderConfig{
 				MaxInFlight: -1, Lease: -1, PollInterval: -1, FlushInterval: -1,
 				Retry:            notification.RetryPolicy{MaxAttempts: -1, BaseDelay: -1, MaxDelay: -1},
 				CircuitOpenPause: -1, QuotaPause: -1,
@@ -46,11 +43,11 @@ func TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder(t *testing.T) 
 		{
 			name: "parts in field order",
 			cfg: herald.Config{
-				Housekeeping: app.HousekeepingConfig{Interval: -1},
-				Broadcast:    app.BroadcastExpanderConfig{ChunkSize: -1},
-				FCM:          adapters.FCMSenderConfig{BreakerOpenFor: -1},
-				Sender:       app.SenderConfig{BatchSize: -1},
-				Relay:        outbox.RelayConfig{AckDeadline: time.Second},
+				Housekeeping: herald.HousekeepingConfig{Interval: -1},
+				Broadcast:    herald.BroadcastConfig{ChunkSize: -1},
+				FCM:          herald.FCMConfig{BreakerOpenFor: -1},
+				Sender:       herald.SenderConfig{BatchSize: -1},
+				Relay:        herald.RelayConfig{AckDeadline: time.Second},
 			},
 			want: "Relay.AckDeadline must be longer than 2s\n" +
 				"Sender.BatchSize must not be negative\n" +
@@ -61,32 +58,95 @@ func TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder(t *testing.T) 
 		{
 			name: "lease shorter than twice the send timeout",
 			cfg: herald.Config{
-				Sender: app.SenderConfig{Lease: 10 * time.Second},
-				FCM:    adapters.FCMSenderConfig{SendTimeout: 6 * time.Second},
+				Sender: herald.SenderConfig{Lease: 10 * time.Second},
+				FCM:    herald.FCMConfig{SendTimeout: 6 * time.Second},
 			},
 			want: "Sender.Lease (10s) must be at least twice FCM.SendTimeout (6s)",
 		},
 		{
 			name: "default lease against a long send timeout",
-			cfg:  herald.Config{FCM: adapters.FCMSenderConfig{SendTimeout: 31 * time.Second}},
+			cfg:  herald.Config{FCM: herald.FCMConfig{SendTimeout: 31 * time.Second}},
 			want: "Sender.Lease (1m0s) must be at least twice FCM.SendTimeout (31s)",
 		},
 		{
 			name: "short lease against the default send timeout",
-			cfg:  herald.Config{Sender: app.SenderConfig{Lease: 39 * time.Second}},
+			cfg:  herald.Config{Sender: herald.SenderConfig{Lease: 39 * time.Second}},
 			want: "Sender.Lease (39s) must be at least twice FCM.SendTimeout (20s)",
 		},
 		{
 			name: "lease exactly twice the send timeout",
 			cfg: herald.Config{
-				Sender: app.SenderConfig{Lease: 2 * time.Second},
-				FCM:    adapters.FCMSenderConfig{SendTimeout: time.Second},
+				Sender: herald.SenderConfig{Lease: 2 * time.Second},
+				FCM:    herald.FCMConfig{SendTimeout: time.Second},
 			},
 		},
 		{
 			name: "retry cap below the default base delay",
-			cfg:  herald.Config{Sender: app.SenderConfig{Retry: notification.RetryPolicy{MaxDelay: time.Second}}},
+			cfg:  herald.Config{Sender: herald.SenderConfig{Retry: notification.RetryPolicy{MaxDelay: time.Second}}},
 			want: "Sender.Retry.MaxDelay (1s) must not be shorter than Retry.BaseDelay (10s)",
+		},
+		{
+			name: "every sender setting out of range, in field order",
+			cfg: herald.Config{Sender: herald.SenderConfig{
+				RatePerMinute: -1, QuotaDevices: 1001, QuotaWindow: -1,
+				PlatformPause: -1, PlatformMaxPause: -1, AlarmLogInterval: -1,
+			}},
+			want: "Sender.RatePerMinute must not be negative\n" +
+				"Sender.QuotaDevices must be between 0 and 1000\n" +
+				"Sender.QuotaWindow must not be negative\n" +
+				"Sender.PlatformPause must not be negative\n" +
+				"Sender.PlatformMaxPause must not be negative\n" +
+				"Sender.AlarmLogInterval must not be negative",
+		},
+		{
+			name: "every relay setting out of range, in field order",
+			cfg: herald.Config{Relay: herald.RelayConfig{
+				PollInterval: -1, BatchSize: -1, AckDeadline: -1, LongTransactionWarning: -1, RestoreCheckInterval: -1,
+			}},
+			want: "Relay.PollInterval must not be negative\n" +
+				"Relay.BatchSize must not be negative\n" +
+				"Relay.AckDeadline must be longer than 2s\n" +
+				"Relay.LongTransactionWarning must not be negative\n" +
+				"Relay.RestoreCheckInterval must not be negative",
+		},
+		{
+			name: "every FCM setting out of range, in field order",
+			cfg:  herald.Config{FCM: herald.FCMConfig{SendTimeout: -1, BreakerOpenFor: -1, RampMax: -1}},
+			want: "FCM.SendTimeout must not be negative\n" +
+				"FCM.BreakerOpenFor must not be negative\n" +
+				"FCM.RampMax must not be negative",
+		},
+		{
+			name: "every broadcast and housekeeping setting out of range, in field order",
+			cfg: herald.Config{
+				Broadcast:    herald.BroadcastConfig{ChunkSize: -1, PollInterval: -1},
+				Housekeeping: herald.HousekeepingConfig{Interval: -1, BatchSize: -1},
+			},
+			want: "Broadcast.ChunkSize must not be negative\n" +
+				"Broadcast.PollInterval must not be negative\n" +
+				"Housekeeping.Interval must not be negative\n" +
+				"Housekeeping.BatchSize must not be negative",
+		},
+		{
+			name: "a negative retention turns its sweep off",
+			cfg: herald.Config{Housekeeping: herald.HousekeepingConfig{
+				OutboxRetention: -1, DeliveryRetention: -1, FailedRetention: -1, TokenMaxAge: -1,
+			}},
+		},
+		{
+			name: "part errors come before relations",
+			cfg: herald.Config{
+				FCM:    herald.FCMConfig{SendTimeout: time.Minute},
+				Sender: herald.SenderConfig{MaxInFlight: -1},
+				Relay:  herald.RelayConfig{BatchSize: -1},
+			},
+			want: "Relay.BatchSize must not be negative\n" +
+				"Sender.MaxInFlight must not be negative\n" +
+				"Sender.Lease (1m0s) must be at least twice FCM.SendTimeout (1m0s)",
+		},
+		{
+			name: "the defaults in effect are valid",
+			cfg:  herald.Config{}.WithDefaults(),
 		},
 	}
 	for _, tt := range tests {

@@ -35,7 +35,7 @@ func TestAnFCMOutageSeesAFewDozenRequestsAndLosesNothing(t *testing.T) {
 	h.fake.ClearFaults()
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 300}, 60*time.Second)
 	assert.Equal(t, int64(300), h.fake.AcceptedCount(), "each device once")
-	ds, err := h.herald.Deliveries().ListForNotification(context.Background(), n.ID())
+	ds, err := h.herald.ListDeliveries(context.Background(), n.ID())
 	require.NoError(t, err)
 	attempts := 0
 	for _, d := range ds {

@@ -13,9 +13,14 @@
 //     FCM's error class (packages outbox, app, adapters).
 //   - Inbox and Tokens serve the app's notification list and device
 //     registration (package app).
+//   - Operator actions (ListFailed, RetryFailed, DeadLetters,
+//     ReplayDeadLetters...) list and mend what failed, without handing out
+//     anything that takes part in sending.
 //
-// The schema comes from package migrations; package testutil has a
-// throwaway Postgres and a fake FCM for tests.
+// Config is the whole configuration, one Logger and one clock included.
+// A host imports herald, notification (the domain) and migrations (the
+// schema), and package testutil in its tests; every type it names is
+// reachable from here, so it never imports app, adapters or outbox.
 package herald
 
 import (
@@ -35,24 +40,6 @@ import (
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 )
-
-// Config configures Herald. The zero value is a working configuration; each
-// part documents its own defaults.
-type Config struct {
-	// Relay configures the outbox relay.
-	Relay outbox.RelayConfig
-	// Sender configures claiming, concurrency, rate and retries.
-	Sender app.SenderConfig
-	// FCM configures request deadlines and the circuit breaker.
-	FCM adapters.FCMSenderConfig
-	// Broadcast configures how broadcasts are expanded.
-	Broadcast app.BroadcastExpanderConfig
-	// Housekeeping configures what is deleted when, and how often.
-	Housekeeping app.HousekeepingConfig
-	// Logger receives every part's logs unless that part has its own.
-	// Tokens and message bodies are never logged. Defaults to discarding.
-	Logger *slog.Logger
-}
 
 // Herald is one process's Herald. It is safe for concurrent use.
 type Herald struct {
@@ -115,42 +102,25 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Relay.Logger == nil {
-		cfg.Relay.Logger = log
-	}
-	if cfg.Sender.Logger == nil {
-		cfg.Sender.Logger = log
-	}
-	if cfg.FCM.Logger == nil {
-		cfg.FCM.Logger = log
-	}
-	if cfg.Broadcast.Logger == nil {
-		cfg.Broadcast.Logger = log
-	}
-	if cfg.Broadcast.Now == nil {
-		cfg.Broadcast.Now = cfg.Sender.Now
-	}
-	if cfg.Housekeeping.Logger == nil {
-		cfg.Housekeeping.Logger = log
-	}
-	relay, err := outbox.NewRelay(pool, rules, cfg.Relay)
+	cfg.Logger = log
+	relay, err := outbox.NewRelay(pool, rules, cfg.relay())
 	if err != nil {
 		return nil, err
 	}
-	pusher, err := adapters.NewFCMSender(fcm, cfg.FCM)
+	pusher, err := adapters.NewFCMSender(fcm, cfg.fcm())
 	if err != nil {
 		return nil, err
 	}
 	deliveries := adapters.NewPostgresDeliveryRepository(pool)
-	sender, err := app.NewSender(deliveries, pusher, cfg.Sender)
+	sender, err := app.NewSender(deliveries, pusher, cfg.sender())
 	if err != nil {
 		return nil, err
 	}
-	expander, err := app.NewBroadcastExpander(deliveries, cfg.Broadcast)
+	expander, err := app.NewBroadcastExpander(deliveries, cfg.broadcast())
 	if err != nil {
 		return nil, err
 	}
-	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), cfg.Housekeeping)
+	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), cfg.housekeeping())
 	if err != nil {
 		return nil, err
 	}
@@ -158,20 +128,31 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		pool:        pool,
 		expander:    expander,
 		housekeeper: housekeeper,
-		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
+		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Now, Logger: log}),
 		relay:       relay,
 		sender:      sender,
 		fcm:         pusher,
 		deliveries:  deliveries,
-		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Sender.Now),
-		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Sender.Now),
+		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
+		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
 		log:         log,
 	}, nil
 }
 
-// Raise turns events into notifications and outbox events inside tx, the
-// host's own open transaction; see outbox.Outbox.Raise. If tx rolls back,
-// nothing is sent.
+// Raise applies the rules to events and writes the notifications and the
+// events in tx, the host's own open transaction, in a few round trips
+// however many events are raised. It neither commits nor rolls back tx. If
+// tx rolls back, nothing is ever sent; if it commits, every notification is
+// delivered to every device its recipient has when the relay expands it.
+//
+// It is all or nothing. Invalid input (an event type with no rule, an
+// invalid event, one over MaxEventBytes, a notification over FCM's payload
+// limit, a reserved data key) fails before anything is written, so tx stays
+// usable: errors.Is works with notification.ErrUnknownEvent,
+// ErrMalformedEvent, ErrTooLong, ErrPayloadTooLarge, ErrReservedDataKey and
+// the other validation sentinels. A database error aborts tx, as any failed
+// statement does, so it can only roll back. It returns the notifications
+// created.
 func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
 	return h.outbox.Raise(ctx, tx, events...)
 }
@@ -221,18 +202,20 @@ func (h *Herald) Run(ctx context.Context) error {
 }
 
 // Inbox is the in-app notification list.
-func (h *Herald) Inbox() *app.Inbox { return h.inbox }
+func (h *Herald) Inbox() *Inbox { return h.inbox }
 
 // Tokens is the device token registry.
-func (h *Herald) Tokens() *app.Tokens { return h.tokens }
-
-// Deliveries gives read access to delivery records, for operators and tests.
-func (h *Herald) Deliveries() *adapters.PostgresDeliveryRepository { return h.deliveries }
+func (h *Herald) Tokens() *Tokens { return h.tokens }
 
 // Stats is a snapshot of what this process's Herald did.
 type Stats struct {
-	Relay   outbox.RelayStats
-	Sender  app.SenderStats
+	// Relay counts what the relay did, and reports the oldest open write
+	// transaction, which holds every later event back.
+	Relay RelayStats
+	// Sender counts what the sender did.
+	Sender SenderStats
+	// Breaker is the FCM circuit breaker's state: "closed", "open" or
+	// "half-open".
 	Breaker string
 }
 

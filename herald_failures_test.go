@@ -25,7 +25,7 @@ import (
 
 func (h *harness) deliveryFor(n *notification.Notification, token string) *notification.Delivery {
 	h.t.Helper()
-	ds, err := h.herald.Deliveries().ListForNotification(context.Background(), n.ID())
+	ds, err := h.herald.ListDeliveries(context.Background(), n.ID())
 	require.NoError(h.t, err)
 	for _, d := range ds {
 		if d.Token() == token {
@@ -158,7 +158,7 @@ func TestOutageOpensTheBreakerAndNothingIsLost(t *testing.T) {
 	for _, tok := range tokens {
 		assert.Len(t, h.fake.AcceptedFor(tok), 1, tok)
 	}
-	ds, err := h.herald.Deliveries().ListForNotification(context.Background(), n.ID())
+	ds, err := h.herald.ListDeliveries(context.Background(), n.ID())
 	require.NoError(t, err)
 	attempts := 0
 	for _, d := range ds {
@@ -349,25 +349,25 @@ func TestDeadLettersReplayOnceTheRuleExists(t *testing.T) {
 	require.NoError(t, err)
 	h.run()
 	pending := func() int {
-		dls, err := adapters.NewPostgresDeadLetterRepository(h.pool).List(ctx, true, 10)
+		dls, err := h.herald.DeadLetters(ctx, true, 10)
 		require.NoError(t, err)
 		return len(dls)
 	}
 	require.Eventually(t, func() bool { return pending() == 1 }, 10*time.Second, 20*time.Millisecond)
 
 	// Nothing replays twice: a second call finds nothing to do.
-	n, err := outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	n, err := h.herald.ReplayAllDeadLetters(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	n, err = outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	n, err = h.herald.ReplayAllDeadLetters(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	// Still unknown to this relay, so it is dead-lettered again, as a new
 	// entry (the relay's counter moves before its transaction commits, so
 	// wait for the row itself).
-	var dls []adapters.DeadLetter
+	var dls []herald.DeadLetter
 	require.Eventually(t, func() bool {
-		dls, err = adapters.NewPostgresDeadLetterRepository(h.pool).List(ctx, true, 10)
+		dls, err = h.herald.DeadLetters(ctx, true, 10)
 		return err == nil && len(dls) == 1
 	}, 10*time.Second, 20*time.Millisecond)
 	assert.Equal(t, "1", dls[0].Metadata["herald_replay_of"])
@@ -390,18 +390,20 @@ func TestFailedDeliveriesCanBeRetriedOnce(t *testing.T) {
 
 	// The operator fixes the cause and retries the failed delivery.
 	h.fake.ClearFaults()
-	repo := h.herald.Deliveries()
-	failed, err := repo.ListByStatus(ctx, notification.StatusFailed, 10)
+	failed, err := h.herald.ListFailed(ctx, 10)
 	require.NoError(t, err)
 	require.Len(t, failed, 1)
 	assert.Equal(t, "INVALID_ARGUMENT", failed[0].ErrorCode())
-	changed, err := repo.RetryFailed(ctx, []int64{failed[0].ID()}, adapters.RetryBatch)
+	changed, err := h.herald.RetryFailed(ctx, []int64{failed[0].ID()})
 	require.NoError(t, err)
 	assert.Equal(t, 1, changed)
 	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 2}, 10*time.Second)
-	changed, err = repo.RetryFailed(ctx, nil, adapters.RetryBatch)
+	changed, err = h.herald.RetryFailed(ctx, []int64{failed[0].ID()})
 	require.NoError(t, err)
 	assert.Zero(t, changed, "retrying again changes nothing")
+	changed, err = h.herald.RetryAllFailed(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, changed, "nothing is left failed")
 	assert.Len(t, h.fake.AcceptedFor(tok), 1)
 }
 

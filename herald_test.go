@@ -17,7 +17,6 @@ import (
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/adapters"
-	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/testutil"
 )
@@ -29,12 +28,12 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 func fastConfig() herald.Config {
 	return herald.Config{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Sender: app.SenderConfig{
+		Sender: herald.SenderConfig{
 			PollInterval: 50 * time.Millisecond,
 			Retry:        notification.RetryPolicy{MaxAttempts: 4, BaseDelay: 200 * time.Millisecond, MaxDelay: time.Second},
 			Lease:        10 * time.Second,
 		},
-		FCM: adapters.FCMSenderConfig{SendTimeout: 3 * time.Second, BreakerOpenFor: 500 * time.Millisecond},
+		FCM: herald.FCMConfig{SendTimeout: 3 * time.Second, BreakerOpenFor: 500 * time.Millisecond},
 	}
 }
 
@@ -106,7 +105,7 @@ func (h *harness) raise(commit bool, events ...notification.Event) []*notificati
 
 func (h *harness) statuses(n *notification.Notification) map[notification.DeliveryStatus]int {
 	h.t.Helper()
-	ds, err := h.herald.Deliveries().ListForNotification(context.Background(), n.ID())
+	ds, err := h.herald.ListDeliveries(context.Background(), n.ID())
 	require.NoError(h.t, err)
 	counts := map[notification.DeliveryStatus]int{}
 	for _, d := range ds {

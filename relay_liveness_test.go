@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -99,7 +98,7 @@ func TestAnythingInTheOutboxTableIsDeadLetteredAndEveryEventAroundItDelivered(t 
 		require.NoError(t, h.pool.QueryRow(ctx, `SELECT count(*) FROM herald_dead_letters`).Scan(&n))
 		return n == len(bad)
 	}, 30*time.Second, 20*time.Millisecond)
-	dls, err := adapters.NewPostgresDeadLetterRepository(h.pool).List(ctx, false, 100)
+	dls, err := h.herald.DeadLetters(ctx, false, 100)
 	require.NoError(t, err)
 	got := map[string]string{}
 	for _, dl := range dls {

@@ -82,7 +82,7 @@ func TestAnOperatorRetryNeverPushesToATokenThatChangedOwner(t *testing.T) {
 	// operator fixes the configuration and retries everything.
 	require.NoError(t, h.herald.Tokens().Register(ctx, "bob", phone, notification.PlatformAndroid))
 	h.fake.ClearFaults()
-	retried, err := h.herald.Deliveries().RetryAll(ctx, nil)
+	retried, err := h.herald.RetryAllFailed(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 2, retried)
 
@@ -94,7 +94,7 @@ func TestAnOperatorRetryNeverPushesToATokenThatChangedOwner(t *testing.T) {
 	assert.Empty(t, h.fake.AcceptedFor(phone), "bob's phone got nothing of alice's")
 
 	// Retrying again cannot resurrect a moved delivery.
-	retried, err = h.herald.Deliveries().RetryAll(ctx, nil)
+	retried, err = h.herald.RetryAllFailed(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, retried)
 }

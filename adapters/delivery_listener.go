@@ -9,7 +9,7 @@ import (
 )
 
 // ListenForDeliveries calls wake each time a transaction that created
-// deliveries commits (the relay signals DeliveriesChannel), in this process
+// deliveries commits (the relay signals deliveriesChannel), in this process
 // or any other on the same database, so a sender can claim at once instead
 // of waiting for its next poll. It holds one connection of pool, reconnects
 // after errors, and returns when ctx ends. log may be nil.
@@ -45,7 +45,7 @@ func listenOnce(ctx context.Context, pool *pgxpool.Pool, wake func()) (listened 
 	// A listening connection must not go back to the pool.
 	conn := pooled.Hijack()
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+DeliveriesChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+deliveriesChannel); err != nil {
 		return false, err
 	}
 	wake() // deliveries may have been created while we were not listening

@@ -12,9 +12,9 @@ import (
 	"github.com/herald-push/herald/notification"
 )
 
-// DeliveriesChannel is the Postgres NOTIFY channel signalled, at commit, when
+// deliveriesChannel is the Postgres NOTIFY channel signalled, at commit, when
 // new deliveries are created, so senders wake without waiting for a poll.
-const DeliveriesChannel = "herald_deliveries"
+const deliveriesChannel = "herald_deliveries"
 
 // PostgresDeliveryRepository stores deliveries in herald_deliveries and
 // implements app.DeliveryStore: claims are `FOR UPDATE SKIP LOCKED` with a
@@ -53,7 +53,7 @@ const minDirectPerNotification = 8
 // written into the table) are skipped. It is idempotent: a (notification,
 // token) pair that already has a delivery, or a notification that already
 // has its row in herald_broadcasts, is skipped. Deliveries are due at the
-// database's clock. When it creates anything it signals DeliveriesChannel,
+// database's clock. When it creates anything it signals deliveriesChannel,
 // which Postgres delivers at commit. The relay makes the repository on its
 // transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID) (int, error) {
@@ -113,7 +113,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 		)
 		-- The signal is delivered at commit, and only if something was created.
 		SELECT created, CASE WHEN created + broadcasts > 0 THEN pg_notify($3, '') END FROM counts`,
-		uuidArray(notificationIDs), share, DeliveriesChannel).Scan(&created, &notified)
+		uuidArray(notificationIDs), share, deliveriesChannel).Scan(&created, &notified)
 	if err != nil {
 		return 0, fmt.Errorf("expand notifications into deliveries: %w", err)
 	}
@@ -131,7 +131,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 // registered after the cursor passed them are not included, nor tokens
 // longer than notification.MaxTokenLength. Deliveries are due at the
 // database's clock; when it creates any, the same statement signals
-// DeliveriesChannel, delivered at commit.
+// deliveriesChannel, delivered at commit.
 func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, limit int) (created int, found bool, err error) {
 	var notified any
 	err = r.db.QueryRow(ctx, `
@@ -169,7 +169,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 		)
 		-- The signal is delivered at commit, and only if something was created.
 		SELECT created, found, CASE WHEN created > 0 THEN pg_notify($2, '') END FROM counts`,
-		limit, DeliveriesChannel).Scan(&created, &found, &notified)
+		limit, deliveriesChannel).Scan(&created, &found, &notified)
 	if err != nil {
 		return 0, false, fmt.Errorf("expand broadcast chunk: %w", err)
 	}
@@ -177,7 +177,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 }
 
 func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
-	if _, err := r.db.Exec(ctx, `SELECT pg_notify($1, '')`, DeliveriesChannel); err != nil {
+	if _, err := r.db.Exec(ctx, `SELECT pg_notify($1, '')`, deliveriesChannel); err != nil {
 		return fmt.Errorf("signal new deliveries: %w", err)
 	}
 	return nil

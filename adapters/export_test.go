@@ -7,3 +7,7 @@ import "net/http"
 func WrapFCMClientTransport(c *FCMClient, wrap func(http.RoundTripper) http.RoundTripper) {
 	c.transport.base = wrap(c.transport.base)
 }
+
+// ClassifyFCMError is classifyFCMError, for the table tests of FCM's
+// answers.
+var ClassifyFCMError = classifyFCMError

@@ -82,7 +82,7 @@ func (c FCMSenderConfig) Validate() error {
 		errs = append(errs, errors.New("BreakerOpenFor must not be negative"))
 	}
 	if c.RampMax < 0 {
-		errs = append(errs, errors.New("ramp max must not be negative"))
+		errs = append(errs, errors.New("RampMax must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -172,7 +172,7 @@ func classifyPushError(parent, ctx context.Context, ps *pushState, err error) *n
 				CountsAgainstProvider: true, Err: err}
 		}
 	}
-	se := ClassifyFCMError(err)
+	se := classifyFCMError(err)
 	if se.RetryAfter == 0 && errors.Is(se.Class, notification.ErrProviderUnavailable) {
 		se.RetryAfter = retryAfter
 	}
@@ -194,12 +194,12 @@ func fcmMessage(msg notification.Message) *messaging.Message {
 	return m
 }
 
-// ClassifyFCMError turns an error from the firebase messaging client into a
+// classifyFCMError turns an error from the firebase messaging client into a
 // *notification.SendError. It must see the SDK's error unwrapped: the SDK's
 // helpers use type assertions, not errors.As. The messaging.Is* helpers are
 // checked before errorutils.*, because THIRD_PARTY_AUTH_ERROR also reads as
 // UNAUTHENTICATED and SENDER_ID_MISMATCH as PERMISSION_DENIED.
-func ClassifyFCMError(err error) *notification.SendError {
+func classifyFCMError(err error) *notification.SendError {
 	se := &notification.SendError{Err: err, Reason: firstLine(err.Error())}
 	switch {
 	case messaging.IsUnregistered(err):

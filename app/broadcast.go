@@ -64,15 +64,7 @@ func NewBroadcastExpander(store BroadcastStore, cfg BroadcastExpanderConfig) (*B
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid broadcast expander config: %w", err)
 	}
-	if cfg.ChunkSize == 0 {
-		cfg.ChunkSize = 5000
-	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.setDefaults()
 	return &BroadcastExpander{store: store, cfg: cfg, log: cfg.Logger.With("component", "herald_broadcast"), wake: make(chan struct{}, 1)}, nil
 }
 

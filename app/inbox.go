@@ -30,9 +30,9 @@ func (c InboxCursor) String() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// ParseInboxCursor decodes a cursor made by InboxCursor.String. It fails
+// parseInboxCursor decodes a cursor made by InboxCursor.String. It fails
 // with ErrInvalidCursor.
-func ParseInboxCursor(s string) (InboxCursor, error) {
+func parseInboxCursor(s string) (InboxCursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) != 24 {
 		return InboxCursor{}, ErrInvalidCursor
@@ -89,7 +89,7 @@ func (in *Inbox) List(ctx context.Context, user, cursor string, limit int) (Inbo
 	limit = min(limit, MaxPageSize)
 	var after *InboxCursor
 	if cursor != "" {
-		c, err := ParseInboxCursor(cursor)
+		c, err := parseInboxCursor(cursor)
 		if err != nil {
 			return InboxPage{}, err
 		}

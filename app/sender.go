@@ -201,29 +201,34 @@ func (c *SenderConfig) setDefaults() {
 // Validate reports every invalid field at once, naming each by its Go
 // field name, always in the order of the fields.
 func (c SenderConfig) Validate() error {
+	type check struct {
+		name string
+		bad  bool
+		rule string
+	}
+	notNegative := func(name string, v int64) check { return check{name, v < 0, "must not be negative"} }
 	var errs []error
-	for _, f := range []struct {
-		name  string
-		value int64
-	}{
-		{"MaxInFlight", int64(c.MaxInFlight)},
-		{"BatchSize", int64(c.BatchSize)},
-		{"RatePerMinute", int64(c.RatePerMinute)},
-		{"Lease", int64(c.Lease)},
-		{"PollInterval", int64(c.PollInterval)},
-		{"FlushInterval", int64(c.FlushInterval)},
-		{"Retry.MaxAttempts", int64(c.Retry.MaxAttempts)},
-		{"Retry.BaseDelay", int64(c.Retry.BaseDelay)},
-		{"Retry.MaxDelay", int64(c.Retry.MaxDelay)},
-		{"CircuitOpenPause", int64(c.CircuitOpenPause)},
-		{"QuotaPause", int64(c.QuotaPause)},
-		{"QuotaWindow", int64(c.QuotaWindow)},
-		{"PlatformPause", int64(c.PlatformPause)},
-		{"PlatformMaxPause", int64(c.PlatformMaxPause)},
-		{"AlarmLogInterval", int64(c.AlarmLogInterval)},
+	for _, f := range []check{
+		notNegative("MaxInFlight", int64(c.MaxInFlight)),
+		notNegative("BatchSize", int64(c.BatchSize)),
+		notNegative("RatePerMinute", int64(c.RatePerMinute)),
+		notNegative("Lease", int64(c.Lease)),
+		notNegative("PollInterval", int64(c.PollInterval)),
+		notNegative("FlushInterval", int64(c.FlushInterval)),
+		notNegative("Retry.MaxAttempts", int64(c.Retry.MaxAttempts)),
+		notNegative("Retry.BaseDelay", int64(c.Retry.BaseDelay)),
+		notNegative("Retry.MaxDelay", int64(c.Retry.MaxDelay)),
+		notNegative("CircuitOpenPause", int64(c.CircuitOpenPause)),
+		notNegative("QuotaPause", int64(c.QuotaPause)),
+		{"QuotaDevices", c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices,
+			fmt.Sprintf("must be between 0 and %d", maxQuotaDevices)},
+		notNegative("QuotaWindow", int64(c.QuotaWindow)),
+		notNegative("PlatformPause", int64(c.PlatformPause)),
+		notNegative("PlatformMaxPause", int64(c.PlatformMaxPause)),
+		notNegative("AlarmLogInterval", int64(c.AlarmLogInterval)),
 	} {
-		if f.value < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative", f.name))
+		if f.bad {
+			errs = append(errs, fmt.Errorf("%s %s", f.name, f.rule))
 		}
 	}
 	if c.Retry.BaseDelay >= 0 && c.Retry.MaxDelay >= 0 {
@@ -232,9 +237,6 @@ func (c SenderConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("Retry.MaxDelay (%s) must not be shorter than Retry.BaseDelay (%s)",
 				d.Retry.MaxDelay, d.Retry.BaseDelay))
 		}
-	}
-	if c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices {
-		errs = append(errs, fmt.Errorf("QuotaDevices must be between 0 and %d", maxQuotaDevices))
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,38 @@
+package herald
+
+import (
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/outbox"
+)
+
+// The types a host names, reachable from package herald so that it never
+// imports app, adapters or outbox (whose names would collide with its own
+// packages). They are aliases: the values are those the parts use.
+type (
+	// Inbox is the in-app notification list: List (newest first, by
+	// cursor), CountUnread, MarkRead, MarkAllRead. Get it from
+	// Herald.Inbox.
+	Inbox = app.Inbox
+	// InboxPage is one page of a user's inbox and the cursor of the next.
+	InboxPage = app.InboxPage
+	// Tokens is the device token registry: Register, Unregister, List.
+	// Get it from Herald.Tokens.
+	Tokens = app.Tokens
+	// RelayStats counts what the relay did since Herald was made.
+	RelayStats = outbox.RelayStats
+	// SenderStats counts what the sender did since Herald was made.
+	SenderStats = app.SenderStats
+	// DeadLetter is an outbox message, or one event of it, that the relay
+	// could not process, kept with the reason so an operator can inspect
+	// and replay it (Herald.DeadLetters, Herald.ReplayDeadLetters).
+	DeadLetter = adapters.DeadLetter
+)
+
+// ErrInvalidCursor is returned by Inbox.List for a cursor it did not make.
+var ErrInvalidCursor = app.ErrInvalidCursor
+
+// MaxEventBytes bounds the JSON of one raised event (1 MiB): Raise refuses
+// a larger event with a *notification.FieldError wrapping
+// notification.ErrTooLong, before its first write.
+const MaxEventBytes = app.MaxEventBytes

@@ -1,0 +1,281 @@
+package herald
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/outbox"
+)
+
+// Config configures Herald: everything a host sets, in one place. The zero
+// value is a working configuration; each field documents its default, and
+// WithDefaults shows the values in effect. Validate (run by New) names
+// every bad field by its path ("Sender.BatchSize must not be negative").
+type Config struct {
+	// Relay configures the outbox relay, which turns committed events into
+	// deliveries.
+	Relay RelayConfig
+	// Sender configures claiming, concurrency, rate and retries.
+	Sender SenderConfig
+	// FCM configures request deadlines and the circuit breaker.
+	FCM FCMConfig
+	// Broadcast configures how broadcasts are expanded into deliveries.
+	Broadcast BroadcastConfig
+	// Housekeeping configures what is deleted when, and how often.
+	Housekeeping HousekeepingConfig
+	// Logger receives every part's logs. Tokens and message bodies are
+	// never logged. Defaults to discarding.
+	Logger *slog.Logger
+	// Now is the application's clock. It stamps notifications (created,
+	// read), device token registrations and dead letters, and times local
+	// waits (what is left of a lease, pauses after FCM's alarms). What is
+	// due, when a lease ends and how old a row is for housekeeping are
+	// decided by the database's clock, so servers whose clocks disagree
+	// never take over each other's live leases. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// RelayConfig configures the outbox relay.
+type RelayConfig struct {
+	// PollInterval is how often the relay looks for committed events when
+	// it found none. Defaults to 25ms.
+	PollInterval time.Duration
+	// BatchSize is how many outbox messages one subscriber transaction
+	// reads. Defaults to 100.
+	BatchSize int
+	// AckDeadline bounds how long one message may take, retries included,
+	// before the subscriber gives up its transaction and starts a new one;
+	// it matters when the connection dies mid-message. It must be longer
+	// than 2s. Defaults to 3s.
+	AckDeadline time.Duration
+	// LongTransactionWarning: the relay only sees events committed before
+	// the oldest transaction still open anywhere in the cluster, so one long
+	// write transaction delays every event. When one has been open longer
+	// than this, the relay logs a warning naming its backend pid and age,
+	// and Stats reports the oldest. Defaults to 5s.
+	LongTransactionWarning time.Duration
+	// RestoreCheckInterval is how often the running relay checks that its
+	// stored position is not ahead of the database's transaction ids, as it
+	// is after a logical dump and restore (it also checks at each start).
+	// Defaults to 10s.
+	RestoreCheckInterval time.Duration
+}
+
+// SenderConfig configures the sender, which claims due deliveries and
+// pushes them.
+type SenderConfig struct {
+	// MaxInFlight bounds the pushes in flight at once. Throughput is about
+	// MaxInFlight divided by FCM's round trip. Defaults to 128.
+	MaxInFlight int
+	// BatchSize is how many deliveries one claim takes and one record writes
+	// at most. Defaults to 500.
+	BatchSize int
+	// RatePerMinute caps pushes per minute across this process (a token
+	// bucket; FCM allows a project 600,000). Defaults to 600,000.
+	RatePerMinute int
+	// Lease is how long a claim holds a delivery. A sender that dies leaves
+	// its claims to expire; then another sender takes them. A claimed
+	// delivery is pushed only while at least half its lease remains, so the
+	// lease must be at least twice FCM.SendTimeout. Defaults to 1 minute.
+	Lease time.Duration
+	// PollInterval is how often an idle sender looks for due deliveries when
+	// nothing wakes it. Defaults to 500ms.
+	PollInterval time.Duration
+	// FlushInterval is the longest an outcome waits before being recorded.
+	// Defaults to 100ms.
+	FlushInterval time.Duration
+	// Retry decides when transient failures are retried. Each zero field
+	// takes its default: MaxAttempts 12, BaseDelay 10s (after the SDK's own
+	// retries end), MaxDelay 1h.
+	Retry notification.RetryPolicy
+	// CircuitOpenPause is how long sending pauses when the circuit breaker
+	// refuses a push. Defaults to 1s.
+	CircuitOpenPause time.Duration
+	// QuotaPause is how long all sending pauses when QUOTA_EXCEEDED is
+	// project-wide (see QuotaDevices), and how long a throttled device's
+	// other pushes are held, when FCM sent no Retry-After. Defaults to 5s.
+	QuotaPause time.Duration
+	// QuotaDevices and QuotaWindow tell a project-wide QUOTA_EXCEEDED from
+	// one device over its own rate: all sending pauses only when
+	// QuotaDevices distinct devices were throttled among the last
+	// 2×QuotaDevices answers, all within QuotaWindow; otherwise only the
+	// throttled device waits. 1 pauses all sending on every QUOTA_EXCEEDED;
+	// at most 1000. Defaults to 3.
+	QuotaDevices int
+	// QuotaWindow: see QuotaDevices. Defaults to 2s.
+	QuotaWindow time.Duration
+	// PlatformPause is how long one platform's pushes pause after FCM says
+	// its APNs (ios) or web push (web) credentials were rejected
+	// (THIRD_PARTY_AUTH_ERROR); each rejected probe doubles it, up to
+	// PlatformMaxPause. Defaults to 10s.
+	PlatformPause time.Duration
+	// PlatformMaxPause caps the doubling of PlatformPause. Defaults to 10
+	// minutes (or PlatformPause, if longer).
+	PlatformMaxPause time.Duration
+	// AlarmLogInterval is how often at most one kind of alarm or failure is
+	// logged; the ones in between are counted into the next line of that
+	// kind. Defaults to 10s.
+	AlarmLogInterval time.Duration
+}
+
+// FCMConfig configures the requests to FCM and the circuit breaker in the
+// FCM client's transport.
+type FCMConfig struct {
+	// SendTimeout is the deadline of one push, the SDK's own retries
+	// included. Defaults to 20s.
+	SendTimeout time.Duration
+	// BreakerFailures opens the circuit breaker: that many consecutive
+	// failed HTTP attempts, or at least that many failed attempts making up
+	// half or more of the attempts answered in the last second. A failed
+	// attempt is a 5xx, a timeout, a network error, or our own credentials
+	// or project rejected; per-token and per-message verdicts and 429s never
+	// count. Defaults to 5.
+	BreakerFailures uint32
+	// BreakerOpenFor is how long the breaker stays open before it lets probe
+	// requests through. Defaults to 10s.
+	BreakerOpenFor time.Duration
+	// BreakerProbes is how many requests a half-open breaker lets through;
+	// if all succeed it closes, and the first that fails opens it again.
+	// Defaults to 3.
+	BreakerProbes uint32
+	// RampMax ends the ramp after a start or an opening of the breaker: one
+	// request in flight, then twice as many each time as many have
+	// succeeded, until the bound reaches RampMax and no longer applies.
+	// Defaults to 256.
+	RampMax int
+}
+
+// BroadcastConfig configures the expansion of broadcasts into deliveries.
+type BroadcastConfig struct {
+	// ChunkSize is how many tokens one transaction expands. Defaults to
+	// 5,000.
+	ChunkSize int
+	// PollInterval is how often an idle expander looks for broadcasts when
+	// nothing wakes it. Defaults to 1s.
+	PollInterval time.Duration
+}
+
+// HousekeepingConfig configures the sweeps that keep Herald's tables small.
+// Notifications (the inbox) are the host's and never deleted. A negative
+// retention turns that sweep off.
+type HousekeepingConfig struct {
+	// Interval is the time between sweeps. Defaults to 10 minutes.
+	Interval time.Duration
+	// BatchSize is how many rows one statement deletes. Defaults to 5,000.
+	BatchSize int
+	// OutboxRetention keeps consumed outbox rows this long. Defaults to 1
+	// hour.
+	OutboxRetention time.Duration
+	// DeliveryRetention keeps sent, token-pruned and token-moved deliveries
+	// (and finished broadcasts) this long. Defaults to 7 days.
+	DeliveryRetention time.Duration
+	// FailedRetention keeps failed deliveries and replayed dead letters this
+	// long, for operators. Defaults to 30 days.
+	FailedRetention time.Duration
+	// TokenMaxAge deletes device tokens not seen for this long. Defaults to
+	// 270 days (FCM's expiry of Android tokens).
+	TokenMaxAge time.Duration
+}
+
+// WithDefaults returns c with every zero field set to its documented
+// default: the configuration in effect, to display or check. New applies
+// the same defaults; calling it first is never needed.
+func (c Config) WithDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Relay = relayFrom(c.relay().WithDefaults())
+	c.Sender = senderFrom(c.sender().WithDefaults())
+	c.FCM = fcmFrom(c.fcm().WithDefaults())
+	c.Broadcast = broadcastFrom(c.broadcast().WithDefaults())
+	c.Housekeeping = housekeepingFrom(c.housekeeping().WithDefaults())
+	return c
+}
+
+// The internal packages keep their own configs, each with its Logger and
+// clock; these map Config onto them and back. A nil Logger or Now is left
+// nil: each part then applies its own default.
+
+func (c Config) relay() outbox.RelayConfig {
+	r := c.Relay
+	return outbox.RelayConfig{
+		PollInterval: r.PollInterval, BatchSize: r.BatchSize, AckDeadline: r.AckDeadline,
+		LongTransactionWarning: r.LongTransactionWarning, RestoreCheckInterval: r.RestoreCheckInterval,
+		Logger: c.Logger, Now: c.Now,
+	}
+}
+
+func relayFrom(r outbox.RelayConfig) RelayConfig {
+	return RelayConfig{
+		PollInterval: r.PollInterval, BatchSize: r.BatchSize, AckDeadline: r.AckDeadline,
+		LongTransactionWarning: r.LongTransactionWarning, RestoreCheckInterval: r.RestoreCheckInterval,
+	}
+}
+
+func (c Config) sender() app.SenderConfig {
+	s := c.Sender
+	return app.SenderConfig{
+		MaxInFlight: s.MaxInFlight, BatchSize: s.BatchSize, RatePerMinute: s.RatePerMinute, Lease: s.Lease,
+		PollInterval: s.PollInterval, FlushInterval: s.FlushInterval, Retry: s.Retry,
+		CircuitOpenPause: s.CircuitOpenPause, QuotaPause: s.QuotaPause, QuotaDevices: s.QuotaDevices,
+		QuotaWindow: s.QuotaWindow, PlatformPause: s.PlatformPause, PlatformMaxPause: s.PlatformMaxPause,
+		AlarmLogInterval: s.AlarmLogInterval,
+		Logger:           c.Logger, Now: c.Now,
+	}
+}
+
+func senderFrom(s app.SenderConfig) SenderConfig {
+	return SenderConfig{
+		MaxInFlight: s.MaxInFlight, BatchSize: s.BatchSize, RatePerMinute: s.RatePerMinute, Lease: s.Lease,
+		PollInterval: s.PollInterval, FlushInterval: s.FlushInterval, Retry: s.Retry,
+		CircuitOpenPause: s.CircuitOpenPause, QuotaPause: s.QuotaPause, QuotaDevices: s.QuotaDevices,
+		QuotaWindow: s.QuotaWindow, PlatformPause: s.PlatformPause, PlatformMaxPause: s.PlatformMaxPause,
+		AlarmLogInterval: s.AlarmLogInterval,
+	}
+}
+
+func (c Config) fcm() adapters.FCMSenderConfig {
+	f := c.FCM
+	return adapters.FCMSenderConfig{
+		SendTimeout: f.SendTimeout, BreakerFailures: f.BreakerFailures, BreakerOpenFor: f.BreakerOpenFor,
+		BreakerProbes: f.BreakerProbes, RampMax: f.RampMax,
+		Logger: c.Logger,
+	}
+}
+
+func fcmFrom(f adapters.FCMSenderConfig) FCMConfig {
+	return FCMConfig{
+		SendTimeout: f.SendTimeout, BreakerFailures: f.BreakerFailures, BreakerOpenFor: f.BreakerOpenFor,
+		BreakerProbes: f.BreakerProbes, RampMax: f.RampMax,
+	}
+}
+
+func (c Config) broadcast() app.BroadcastExpanderConfig {
+	return app.BroadcastExpanderConfig{ChunkSize: c.Broadcast.ChunkSize, PollInterval: c.Broadcast.PollInterval, Logger: c.Logger}
+}
+
+func broadcastFrom(b app.BroadcastExpanderConfig) BroadcastConfig {
+	return BroadcastConfig{ChunkSize: b.ChunkSize, PollInterval: b.PollInterval}
+}
+
+func (c Config) housekeeping() app.HousekeepingConfig {
+	h := c.Housekeeping
+	return app.HousekeepingConfig{
+		Interval: h.Interval, BatchSize: h.BatchSize, OutboxRetention: h.OutboxRetention,
+		DeliveryRetention: h.DeliveryRetention, FailedRetention: h.FailedRetention, TokenMaxAge: h.TokenMaxAge,
+		Logger: c.Logger,
+	}
+}
+
+func housekeepingFrom(h app.HousekeepingConfig) HousekeepingConfig {
+	return HousekeepingConfig{
+		Interval: h.Interval, BatchSize: h.BatchSize, OutboxRetention: h.OutboxRetention,
+		DeliveryRetention: h.DeliveryRetention, FailedRetention: h.FailedRetention, TokenMaxAge: h.TokenMaxAge,
+	}
+}

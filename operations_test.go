@@ -1,0 +1,94 @@
+package herald_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/testutil"
+)
+
+// TestOperatorActionsActOnlyOnTheIdsGiven: an operator's retry or replay
+// with an empty id list (a script whose query found nothing) changes
+// nothing; retrying and replaying everything takes the ...All methods.
+// Listing refuses a limit that is not positive instead of guessing.
+func TestOperatorActionsActOnlyOnTheIdsGiven(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	tok := h.registerTokens("author", 1)[0]
+	h.fake.FailToken(tok, testutil.Fault{Code: testutil.FaultInvalidMessage})
+	// An event no rule knows: the relay dead-letters it.
+	_, err := h.pool.Exec(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
+		VALUES ('unknown-event', '{"v":1,"events":[{"type":"order_shipped","data":{},"notifications":[]}]}', '{}', pg_current_xact_id())`)
+	require.NoError(t, err)
+	h.run()
+	n := h.raise(true, comment("m1", "ann", "author"))[0]
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusFailed: 1}, 10*time.Second)
+	var dls []herald.DeadLetter
+	require.Eventually(t, func() bool {
+		dls, err = h.herald.DeadLetters(ctx, true, 10)
+		return err == nil && len(dls) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	h.fake.ClearFaults()
+
+	retried, err := h.herald.RetryFailed(ctx, nil)
+	require.NoError(t, err)
+	assert.Zero(t, retried)
+	replayed, err := h.herald.ReplayDeadLetters(ctx, []int64{})
+	require.NoError(t, err)
+	assert.Zero(t, replayed)
+	failed, err := h.herald.ListFailed(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, failed, 1, "still failed")
+	pending, err := h.herald.DeadLetters(ctx, true, 10)
+	require.NoError(t, err)
+	assert.Len(t, pending, 1, "still pending")
+
+	_, err = h.herald.ListFailed(ctx, 0)
+	assert.Error(t, err)
+	_, err = h.herald.DeadLetters(ctx, false, -1)
+	assert.Error(t, err)
+
+	// Given ids, they act on those.
+	replayed, err = h.herald.ReplayDeadLetters(ctx, []int64{dls[0].ID})
+	require.NoError(t, err)
+	assert.Equal(t, 1, replayed)
+	all, err := h.herald.DeadLetters(ctx, false, 10)
+	require.NoError(t, err)
+	var replayedAt time.Time
+	for _, dl := range all {
+		if dl.ID == dls[0].ID {
+			replayedAt = dl.ReplayedAt
+		}
+	}
+	assert.False(t, replayedAt.IsZero(), "the dead letter given is marked replayed")
+	retried, err = h.herald.RetryFailed(ctx, []int64{failed[0].ID()})
+	require.NoError(t, err)
+	assert.Equal(t, 1, retried)
+	h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+	counts, err := h.herald.CountDeliveries(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, counts[notification.StatusSent])
+}
+
+// TestConfigNowStampsTheInbox: the one clock a host sets in Config is the
+// one its users see on their notifications.
+func TestConfigNowStampsTheInbox(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	at := time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
+	cfg := fastConfig()
+	cfg.Now = func() time.Time { return at }
+	h := newHarness(t, cfg)
+	h.raise(true, comment("m1", "ann", "author"))
+	page, err := h.herald.Inbox().List(ctx, "author", "", 10)
+	require.NoError(t, err)
+	require.Len(t, page.Notifications, 1)
+	assert.True(t, at.Equal(page.Notifications[0].CreatedAt()), "created at %s", page.Notifications[0].CreatedAt())
+}

@@ -133,7 +133,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if cfg.Housekeeping.Logger == nil {
 		cfg.Housekeeping.Logger = log
 	}
-	relay, err := outbox.NewRelay(pool, rules, cfg.Relay)
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg.Relay)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		pool:        pool,
 		expander:    expander,
 		housekeeper: housekeeper,
-		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
+		outbox:      outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{Now: cfg.Sender.Now, Logger: log}),
 		relay:       relay,
 		sender:      sender,
 		fcm:         pusher,

@@ -181,7 +181,7 @@ func TestExpiredLeaseIsTakenOverByAnotherWorker(t *testing.T) {
 	tokens := stuck.registerTokens("author", 5)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
-	relay, err := outbox.NewRelay(stuck.pool, rules, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+	relay, err := outbox.NewRelay(stuck.pool, rules, adapters.RelayStoreIn, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
 	require.NoError(t, err)
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)
@@ -356,10 +356,10 @@ func TestDeadLettersReplayOnceTheRuleExists(t *testing.T) {
 	require.Eventually(t, func() bool { return pending() == 1 }, 10*time.Second, 20*time.Millisecond)
 
 	// Nothing replays twice: a second call finds nothing to do.
-	n, err := outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	n, err := outbox.ReplayDeadLetters(ctx, h.pool, adapters.DeadLettersIn, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	n, err = outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	n, err = outbox.ReplayDeadLetters(ctx, h.pool, adapters.DeadLettersIn, nil)
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	// Still unknown to this relay, so it is dead-lettered again, as a new
@@ -451,7 +451,7 @@ func TestBadInputIsContained(t *testing.T) {
 				Title: "bad \xff", Data: map[string]string{"from": "x", "google.x": "y"}, TTL: 29 * 24 * time.Hour,
 			}}}, nil
 		}))
-		o := outbox.New(rules, outbox.Config{})
+		o := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 		tx, err := h.pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck
@@ -478,7 +478,7 @@ func TestDeliveryForATokenRemovedAfterExpansionIsClosed(t *testing.T) {
 		r := notification.NewRules()
 		require.NoError(t, notification.On(r, notification.NotifyCourseAuthor))
 		return r
-	}(), outbox.RelayConfig{})
+	}(), adapters.RelayStoreIn, outbox.RelayConfig{})
 	require.NoError(t, err)
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)

@@ -23,7 +23,7 @@ const maxNotificationsPerMessage = 1000
 
 // maxEventBytesPerMessage: events are added to a message while their JSON
 // totals less than this, so a message stays far below the relay's
-// maxPayloadBytes (one event is at most app.MaxEventBytes, and 1,000 ids
+// app.MaxOutboxMessageBytes (one event is at most app.MaxEventBytes, and 1,000 ids
 // take some 40 KB).
 const maxEventBytesPerMessage = 4 << 20
 

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
 )
 
 // ReplayDeadLetters puts dead-lettered messages back on the outbox topic,
@@ -21,11 +21,12 @@ import (
 // when ids is empty, and returns how many it replayed. Republishing and
 // marking happen in one transaction, so each dead letter is replayed once
 // however often this runs; a message that fails again is dead-lettered
-// again as a new entry.
-func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int, error) {
+// again as a new entry. deadLettersIn makes the dead letter store on the
+// replay's transaction (adapters.DeadLettersIn).
+func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, deadLettersIn func(pgx.Tx) app.DeadLetterReplayStore, ids []int64) (int, error) {
 	replayed := 0
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		dls, err := adapters.NewPostgresDeadLetterRepository(tx).TakeForReplay(ctx, ids, time.Now())
+		dls, err := deadLettersIn(tx).TakeForReplay(ctx, ids, time.Now())
 		if err != nil {
 			return err
 		}

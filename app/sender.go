@@ -657,15 +657,15 @@ func (s *Sender) recordLoop() {
 	}
 }
 
-// flush records a batch, retrying until it succeeds or the time left for
-// it runs out: an unrecorded outcome is retried after its lease, so giving
-// up risks a duplicate, never a loss.
+// flush records a batch, retrying until it succeeds or one Lease has
+// passed on the sender's clock: an unrecorded outcome is retried after its
+// lease, so giving up risks a duplicate, never a loss.
 func (s *Sender) flush(batch []*notification.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
 	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
-	deadline := time.Now().Add(s.cfg.Lease)
+	deadline := s.cfg.Now().Add(s.cfg.Lease)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		n, err := s.store.Record(ctx, batch)
@@ -676,7 +676,7 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 			}
 			return
 		}
-		if time.Now().After(deadline) {
+		if s.cfg.Now().After(deadline) {
 			s.log.Error("giving up recording outcomes; their leases will expire and they will be retried",
 				"deliveries", len(batch), "err", err)
 			return

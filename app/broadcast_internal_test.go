@@ -116,6 +116,7 @@ func TestTheExpanderBacksOffOnErrorsAndWakeDoesNotCutTheBackoffShort(t *testing.
 		}
 		w.fire <- time.Time{}
 	}
+	timers.next(t) // the ninth look failed too
 
 	window := 100 * time.Millisecond
 	for i, d := range waits {

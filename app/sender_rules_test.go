@@ -118,8 +118,9 @@ func TestARetryAfterPauseHoldsEveryPushIncludingThoseQueuedAtTheRateLimiter(t *t
 
 	clock.Advance(30 * time.Second)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		assert.Equal(c, 6, pusher.callsTo(hasPrefix("device-")))
-	}, waitFor, 5*time.Millisecond, "when Retry-After has passed, the held pushes go out")
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: 6}, store.statuses(hasPrefix("device-")))
+	}, waitFor, 5*time.Millisecond, "when Retry-After has passed, the held pushes go out, and the throttled one is retried")
+	assert.Equal(t, 7, pusher.callsTo(hasPrefix("device-")))
 }
 
 func TestAtShutdownWhatWasClaimedButNotStartedIsReleased(t *testing.T) {

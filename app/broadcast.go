@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/herald-push/herald/internal/backoff"
 )
 
 // BroadcastStore expands broadcasts into deliveries, one bounded chunk at a
@@ -92,18 +94,18 @@ func (e *BroadcastExpander) Wake() {
 // PollInterval or until Wake. Database errors are logged and retried with
 // backoff (which Wake does not cut short).
 func (e *BroadcastExpander) Run(ctx context.Context) error {
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		_, found, err := e.store.ExpandBroadcastChunk(ctx, e.cfg.ChunkSize)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			wait := backoff.next()
+			wait := retry.Next()
 			e.log.Error("expand broadcast", "err", err, "retry_in", wait)
 			e.sleep(ctx, wait, nil)
 		case err == nil && found:
-			backoff.reset()
+			retry.Reset()
 		default:
-			backoff.reset()
+			retry.Reset()
 			e.sleep(ctx, e.cfg.PollInterval, e.wake)
 		}
 	}

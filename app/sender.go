@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/herald-push/herald/internal/backoff"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -402,7 +403,7 @@ const refillTick = 10 * time.Millisecond
 
 // claimLoop keeps queue filled with claimed deliveries until ctx ends.
 func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	retry := backoff.New(50*time.Millisecond, 5*time.Second)
 	// Claim when at least half the queue is free, so that claims stay
 	// large, and often enough that the workers never run dry.
 	minRoom := max(1, cap(queue)/2)
@@ -417,7 +418,7 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 		}
 		room := limit - len(queue)
 		if room < minRoom {
-			sleep(ctx, refillTick)
+			backoff.Sleep(ctx, refillTick)
 			continue
 		}
 		batch, err := s.store.ClaimDue(ctx, s.cfg.Now(), room, s.cfg.Lease)
@@ -425,12 +426,12 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 			if ctx.Err() != nil {
 				return
 			}
-			wait := backoff.next()
+			wait := retry.Next()
 			s.log.Error("claim due deliveries", "err", err, "retry_in", wait)
-			sleep(ctx, wait)
+			backoff.Sleep(ctx, wait)
 			continue
 		}
-		backoff.reset()
+		retry.Reset()
 		s.stats.claimed.Add(int64(len(batch)))
 		for _, d := range batch {
 			queue <- d // never blocks: we claimed at most the room left
@@ -626,7 +627,7 @@ func (s *Sender) waitPause(ctx context.Context) bool {
 		if wait <= 0 {
 			return ctx.Err() == nil
 		}
-		if !sleep(ctx, min(wait, 100*time.Millisecond)) {
+		if !backoff.Sleep(ctx, min(wait, 100*time.Millisecond)) {
 			return false
 		}
 	}
@@ -664,7 +665,7 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
-	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
+	retry := backoff.New(50*time.Millisecond, 2*time.Second)
 	deadline := s.cfg.Now().Add(s.cfg.Lease)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -681,7 +682,7 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 				"deliveries", len(batch), "err", err)
 			return
 		}
-		wait := backoff.next()
+		wait := retry.Next()
 		s.log.Error("record outcomes", "deliveries", len(batch), "err", err, "retry_in", wait)
 		time.Sleep(wait)
 	}

@@ -87,14 +87,12 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 	if err != nil {
 		return err
 	}
-	msgs := make([]*message.Message, len(payloads))
-	for i, p := range payloads {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return fmt.Errorf("new message id: %w", err)
-		}
-		msgs[i] = message.NewMessage(id.String(), p)
-		msgs[i].SetContext(ctx)
+	msgs, err := newMessages(payloads)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		m.SetContext(ctx)
 	}
 	pub, err := newPublisher(r.tx, r.log)
 	if err != nil {
@@ -107,6 +105,20 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 		return fmt.Errorf("append events to outbox: %w", err)
 	}
 	return nil
+}
+
+// newMessages makes one outbox message per payload, each with a new
+// time-ordered id.
+func newMessages(payloads [][]byte) ([]*message.Message, error) {
+	msgs := make([]*message.Message, len(payloads))
+	for i, p := range payloads {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("new message id: %w", err)
+		}
+		msgs[i] = message.NewMessage(id.String(), p)
+	}
+	return msgs, nil
 }
 
 // newPublisher returns a publisher appending to the outbox in tx.

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/backoff"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -194,7 +195,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	wlog := watermill.NewSlogLoggerWithLevelMapping(
 		slog.New(quietAfter(ctx, r.cfg.Logger.Handler())).With("component", "herald_relay_watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	wait := newRetryWait(100*time.Millisecond, 5*time.Second)
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := r.runOnce(ctx, wlog)
@@ -202,9 +203,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			break
 		}
 		if time.Since(started) > time.Minute {
-			wait.reset() // it ran for a while: back off from the start again
+			wait.Reset() // it ran for a while: back off from the start again
 		}
-		d := wait.next()
+		d := wait.Next()
 		r.log.Error("outbox relay is not running; starting it again", "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -33,13 +31,15 @@ func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, deadLettersIn fu
 		if len(dls) == 0 {
 			return nil
 		}
-		msgs := make([]*message.Message, len(dls))
+		payloads := make([][]byte, len(dls))
 		for i, dl := range dls {
-			id, err := uuid.NewV7()
-			if err != nil {
-				return fmt.Errorf("new message id: %w", err)
-			}
-			msgs[i] = message.NewMessage(id.String(), dl.Payload)
+			payloads[i] = dl.Payload
+		}
+		msgs, err := newMessages(payloads)
+		if err != nil {
+			return err
+		}
+		for i, dl := range dls {
 			msgs[i].Metadata.Set("herald_replay_of", fmt.Sprint(dl.ID))
 		}
 		replayed = len(msgs)

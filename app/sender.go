@@ -418,7 +418,7 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 		}
 		room := limit - len(queue)
 		if room < minRoom {
-			backoff.Sleep(ctx, refillTick)
+			sleep(ctx, refillTick)
 			continue
 		}
 		batch, err := s.store.ClaimDue(ctx, s.cfg.Now(), room, s.cfg.Lease)
@@ -428,7 +428,7 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 			}
 			wait := retry.Next()
 			s.log.Error("claim due deliveries", "err", err, "retry_in", wait)
-			backoff.Sleep(ctx, wait)
+			sleep(ctx, wait)
 			continue
 		}
 		retry.Reset()
@@ -627,7 +627,7 @@ func (s *Sender) waitPause(ctx context.Context) bool {
 		if wait <= 0 {
 			return ctx.Err() == nil
 		}
-		if !backoff.Sleep(ctx, min(wait, 100*time.Millisecond)) {
+		if !sleep(ctx, min(wait, 100*time.Millisecond)) {
 			return false
 		}
 	}
@@ -659,13 +659,14 @@ func (s *Sender) recordLoop() {
 }
 
 // flush records a batch, retrying until it succeeds or one Lease has
-// passed on the sender's clock: an unrecorded outcome is retried after its
-// lease, so giving up risks a duplicate, never a loss.
+// passed, on the sender's clock or in real time: an unrecorded outcome is
+// retried after its lease, so giving up risks a duplicate, never a loss.
 func (s *Sender) flush(batch []*notification.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
 	retry := backoff.New(50*time.Millisecond, 2*time.Second)
+	started := time.Now()
 	deadline := s.cfg.Now().Add(s.cfg.Lease)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -677,7 +678,9 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 			}
 			return
 		}
-		if s.cfg.Now().After(deadline) {
+		// Whichever comes first: the lease's end on the sender's clock, or
+		// a Lease of real time (a clock stepped back never stretches it).
+		if s.cfg.Now().After(deadline) || time.Since(started) > s.cfg.Lease {
 			s.log.Error("giving up recording outcomes; their leases will expire and they will be retried",
 				"deliveries", len(batch), "err", err)
 			return

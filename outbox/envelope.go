@@ -111,6 +111,11 @@ func decodeEnvelope(payload []byte) (envelope, error) {
 		if ev.Type == "" {
 			return envelope{}, fmt.Errorf("%w: event %d has no type", notification.ErrMalformedEvent, i)
 		}
+		// Raise refuses a larger event, so this one was not written by Raise.
+		if len(ev.Data) > app.MaxEventBytes {
+			return envelope{}, fmt.Errorf("%w: event %d is %d bytes of JSON, more than %d",
+				notification.ErrMalformedEvent, i, len(ev.Data), app.MaxEventBytes)
+		}
 		total += len(ev.Notifications)
 	}
 	// Raise never writes more; the bound keeps the relay's statements small.

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
@@ -278,7 +279,7 @@ func hostileOutbox(t *testing.T) *outbox.Outbox {
 				Content: notification.Content{Title: e.Title, Body: e.Body, Data: e.Data, TTL: e.TTL}}}, nil
 		}),
 	))
-	return outbox.New(rules, outbox.Config{})
+	return outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 }
 
 // randomToken returns n characters that do not compress, unlike a

@@ -103,7 +103,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = log
-	relay, err := outbox.NewRelay(pool, rules, cfg.relay())
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg.relay())
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		pool:        pool,
 		expander:    expander,
 		housekeeper: housekeeper,
-		outbox:      outbox.New(rules, outbox.Config{Now: cfg.Now, Logger: log}),
+		outbox:      outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{Now: cfg.Now, Logger: log}),
 		relay:       relay,
 		sender:      sender,
 		fcm:         pusher,

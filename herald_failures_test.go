@@ -181,7 +181,7 @@ func TestExpiredLeaseIsTakenOverByAnotherWorker(t *testing.T) {
 	tokens := stuck.registerTokens("author", 5)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
-	relay, err := outbox.NewRelay(stuck.pool, rules, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+	relay, err := outbox.NewRelay(stuck.pool, rules, adapters.RelayStoreIn, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
 	require.NoError(t, err)
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)
@@ -453,7 +453,7 @@ func TestBadInputIsContained(t *testing.T) {
 				Title: "bad \xff", Data: map[string]string{"from": "x", "google.x": "y"}, TTL: 29 * 24 * time.Hour,
 			}}}, nil
 		}))
-		o := outbox.New(rules, outbox.Config{})
+		o := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 		tx, err := h.pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck
@@ -480,7 +480,7 @@ func TestDeliveryForATokenRemovedAfterExpansionIsClosed(t *testing.T) {
 		r := notification.NewRules()
 		require.NoError(t, notification.On(r, notification.NotifyCourseAuthor))
 		return r
-	}(), outbox.RelayConfig{})
+	}(), adapters.RelayStoreIn, outbox.RelayConfig{})
 	require.NoError(t, err)
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)

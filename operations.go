@@ -78,11 +78,11 @@ func (h *Herald) ReplayDeadLetters(ctx context.Context, ids []int64) (int, error
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	return outbox.ReplayDeadLetters(ctx, h.pool, ids)
+	return outbox.ReplayDeadLetters(ctx, h.pool, adapters.DeadLettersIn, ids)
 }
 
 // ReplayAllDeadLetters replays every dead letter not yet replayed, as
 // ReplayDeadLetters does, and returns how many.
 func (h *Herald) ReplayAllDeadLetters(ctx context.Context) (int, error) {
-	return outbox.ReplayDeadLetters(ctx, h.pool, nil)
+	return outbox.ReplayDeadLetters(ctx, h.pool, adapters.DeadLettersIn, nil)
 }

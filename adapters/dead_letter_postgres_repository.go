@@ -9,20 +9,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/herald-push/herald/app"
 )
 
 // DeadLetter is an outbox message, or one event of it, that the relay could
-// not process, kept with the reason so an operator can inspect and replay it.
-type DeadLetter struct {
-	ID          int64
-	Topic       string
-	MessageUUID string
-	Payload     []byte
-	Metadata    map[string]string
-	Reason      string
-	CreatedAt   time.Time
-	ReplayedAt  time.Time
-}
+// not process (app.DeadLetter).
+type DeadLetter = app.DeadLetter
 
 // PostgresDeadLetterRepository stores dead letters in herald_dead_letters.
 type PostgresDeadLetterRepository struct {

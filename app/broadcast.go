@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/herald-push/herald/internal/backoff"
 )
 
 // BroadcastStore expands broadcasts into deliveries, one bounded chunk at a
@@ -54,6 +56,8 @@ type BroadcastExpander struct {
 	cfg   BroadcastExpanderConfig
 	log   *slog.Logger
 	wake  chan struct{}
+	// after is time.After; tests replace it to move time themselves.
+	after func(time.Duration) <-chan time.Time
 }
 
 // NewBroadcastExpander returns an expander on store, which must not be nil.
@@ -65,7 +69,8 @@ func NewBroadcastExpander(store BroadcastStore, cfg BroadcastExpanderConfig) (*B
 		return nil, fmt.Errorf("invalid broadcast expander config: %w", err)
 	}
 	cfg.setDefaults()
-	return &BroadcastExpander{store: store, cfg: cfg, log: cfg.Logger.With("component", "herald_broadcast"), wake: make(chan struct{}, 1)}, nil
+	return &BroadcastExpander{store: store, cfg: cfg, log: cfg.Logger.With("component", "herald_broadcast"),
+		wake: make(chan struct{}, 1), after: time.After}, nil
 }
 
 // Wake tells the expander a broadcast may be waiting. It never blocks.
@@ -76,27 +81,34 @@ func (e *BroadcastExpander) Wake() {
 	}
 }
 
-// Run expands broadcasts until ctx ends, then returns nil. Database errors
-// are logged and retried with backoff.
+// Run expands broadcasts until ctx ends, then returns nil. It expands
+// chunk after chunk while it finds work; when there is none it sleeps
+// PollInterval or until Wake. Database errors are logged and retried with
+// backoff (which Wake does not cut short).
 func (e *BroadcastExpander) Run(ctx context.Context) error {
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		_, found, err := e.store.ExpandBroadcastChunk(ctx, e.cfg.ChunkSize)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			wait := backoff.next()
+			wait := retry.Next()
 			e.log.Error("expand broadcast", "err", err, "retry_in", wait)
-			sleep(ctx, wait)
+			e.sleep(ctx, wait, nil)
 		case err == nil && found:
-			backoff.reset()
+			retry.Reset()
 		default:
-			backoff.reset()
-			select {
-			case <-e.wake:
-			case <-time.After(e.cfg.PollInterval):
-			case <-ctx.Done():
-			}
+			retry.Reset()
+			e.sleep(ctx, e.cfg.PollInterval, e.wake)
 		}
 	}
 	return nil
+}
+
+// sleep waits d, or until ctx ends or wake (which may be nil) receives.
+func (e *BroadcastExpander) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) {
+	select {
+	case <-wake:
+	case <-e.after(d):
+	case <-ctx.Done():
+	}
 }

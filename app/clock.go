@@ -1,6 +1,11 @@
 package app
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/herald-push/herald/internal/backoff"
+)
 
 // clockOrDefault returns fn, or time.Now when fn is nil. Services take their clock as
 // an optional config field so tests can move time instead of sleeping.
@@ -10,3 +15,6 @@ func clockOrDefault(fn func() time.Time) func() time.Time {
 	}
 	return fn
 }
+
+// sleep waits d or until ctx ends; it reports whether the full wait passed.
+func sleep(ctx context.Context, d time.Duration) bool { return backoff.Sleep(ctx, d) }

@@ -40,6 +40,13 @@ type RaiseTx interface {
 	Write(ctx context.Context, ns []*notification.Notification, raised []Raised) error
 }
 
+// NotificationWriter stores notifications; the outbox makes one on the
+// host's transaction (package adapters implements it on Postgres), so the
+// notifications commit or roll back with the host's own writes.
+type NotificationWriter interface {
+	Add(ctx context.Context, ns []*notification.Notification) error
+}
+
 // RaiserConfig configures a Raiser.
 type RaiserConfig struct {
 	// Now is the clock. Defaults to time.Now.

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/herald-push/herald/internal/backoff"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -417,7 +418,7 @@ const refillTick = 10 * time.Millisecond
 
 // claimLoop keeps queue filled with claimed deliveries until ctx ends.
 func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	retry := backoff.New(50*time.Millisecond, 5*time.Second)
 	// Claim when at least half the queue is free, so that claims stay
 	// large, and often enough that the workers never run dry.
 	minRoom := max(1, cap(queue)/2)
@@ -440,12 +441,12 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 			if ctx.Err() != nil {
 				return
 			}
-			wait := backoff.next()
+			wait := retry.Next()
 			s.log.Error("claim due deliveries", "err", err, "retry_in", wait)
 			sleep(ctx, wait)
 			continue
 		}
-		backoff.reset()
+		retry.Reset()
 		s.stats.claimed.Add(int64(len(batch)))
 		for _, d := range batch {
 			queue <- d // never blocks: we claimed at most the room left
@@ -707,15 +708,16 @@ func (s *Sender) recordLoop() {
 	}
 }
 
-// flush records a batch, retrying until it succeeds or the time left for
-// it runs out: an unrecorded outcome is retried after its lease, so giving
-// up risks a duplicate, never a loss.
+// flush records a batch, retrying until it succeeds or one Lease has
+// passed, on the sender's clock or in real time: an unrecorded outcome is
+// retried after its lease, so giving up risks a duplicate, never a loss.
 func (s *Sender) flush(batch []*notification.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
-	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
-	deadline := time.Now().Add(s.cfg.Lease)
+	retry := backoff.New(50*time.Millisecond, 2*time.Second)
+	started := time.Now()
+	deadline := s.cfg.Now().Add(s.cfg.Lease)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		n, err := s.store.Record(ctx, batch)
@@ -726,12 +728,14 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 			}
 			return
 		}
-		if time.Now().After(deadline) {
+		// Whichever comes first: the lease's end on the sender's clock, or
+		// a Lease of real time (a clock stepped back never stretches it).
+		if s.cfg.Now().After(deadline) || time.Since(started) > s.cfg.Lease {
 			s.log.Error("giving up recording outcomes; their leases will expire and they will be retried",
 				"deliveries", len(batch), "err", err)
 			return
 		}
-		wait := backoff.next()
+		wait := retry.Next()
 		s.log.Error("record outcomes", "deliveries", len(batch), "err", err, "retry_in", wait)
 		time.Sleep(wait)
 	}

@@ -23,7 +23,7 @@ const maxNotificationsPerMessage = 1000
 
 // maxEventBytesPerMessage: events are added to a message while their JSON
 // totals less than this, so a message stays far below the relay's
-// maxPayloadBytes (one event is at most app.MaxEventBytes, and 1,000 ids
+// app.MaxOutboxMessageBytes (one event is at most app.MaxEventBytes, and 1,000 ids
 // take some 40 KB).
 const maxEventBytesPerMessage = 4 << 20
 
@@ -110,6 +110,11 @@ func decodeEnvelope(payload []byte) (envelope, error) {
 	for i, ev := range env.Events {
 		if ev.Type == "" {
 			return envelope{}, fmt.Errorf("%w: event %d has no type", notification.ErrMalformedEvent, i)
+		}
+		// Raise refuses a larger event, so this one was not written by Raise.
+		if len(ev.Data) > app.MaxEventBytes {
+			return envelope{}, fmt.Errorf("%w: event %d is %d bytes of JSON, more than %d",
+				notification.ErrMalformedEvent, i, len(ev.Data), app.MaxEventBytes)
 		}
 		total += len(ev.Notifications)
 	}

@@ -71,7 +71,7 @@ func runRelayWithConfig(t *testing.T, pool *pgxpool.Pool, cfg outbox.RelayConfig
 	t.Helper()
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
-	relay, err := outbox.NewRelay(pool, rules, cfg)
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -125,7 +125,7 @@ func TestTheMonitorNeverReportsHeraldsOwnRelayTransaction(t *testing.T) {
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
 	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		_, err := outbox.New(rules, outbox.Config{}).Raise(ctx, tx, notification.CommentCreated{
+		_, err := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{}).Raise(ctx, tx, notification.CommentCreated{
 			CourseID: "c", CourseTitle: "Go", CommentID: "m1", CommenterID: "ann", CommenterName: "Ann", CourseAuthorID: "author"})
 		return err
 	}))

@@ -12,7 +12,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
 )
@@ -28,20 +27,27 @@ type Config struct {
 // Outbox raises domain events inside the host's transaction. It is safe for
 // concurrent use; make one per process and share it.
 type Outbox struct {
-	raiser *app.Raiser
-	log    watermill.LoggerAdapter
+	raiser        *app.Raiser
+	notifications func(pgx.Tx) app.NotificationWriter
+	log           watermill.LoggerAdapter
 }
 
-// New returns an Outbox that turns events into notifications with rules.
-// rules must not be nil; register every event type before raising.
-func New(rules *notification.Rules, cfg Config) *Outbox {
+// New returns an Outbox that turns events into notifications with rules and
+// stores them with the writer notificationsIn makes on the host's
+// transaction (adapters.NotificationWriterIn). Neither may be nil; register
+// every event type before raising.
+func New(rules *notification.Rules, notificationsIn func(pgx.Tx) app.NotificationWriter, cfg Config) *Outbox {
+	if notificationsIn == nil {
+		panic("outbox: New: nil notificationsIn")
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Outbox{
-		raiser: app.NewRaiser(rules, app.RaiserConfig{Now: cfg.Now}),
-		log:    watermill.NewSlogLogger(logger),
+		raiser:        app.NewRaiser(rules, app.RaiserConfig{Now: cfg.Now}),
+		notifications: notificationsIn,
+		log:           watermill.NewSlogLogger(logger),
 	}
 }
 
@@ -64,13 +70,14 @@ func New(rules *notification.Rules, cfg Config) *Outbox {
 // holds more than 64.) The relay expands what Raise accepted without
 // validating the events again. It returns the notifications created.
 func (o *Outbox) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
-	return o.raiser.Raise(ctx, raiseTx{tx: tx, log: o.log}, events...)
+	return o.raiser.Raise(ctx, raiseTx{tx: tx, notifications: o.notifications(tx), log: o.log}, events...)
 }
 
 // raiseTx writes raised events into the host's transaction.
 type raiseTx struct {
-	tx  pgx.Tx
-	log watermill.LoggerAdapter
+	tx            pgx.Tx
+	notifications app.NotificationWriter
+	log           watermill.LoggerAdapter
 }
 
 // Write implements app.RaiseTx: it encodes the outbox messages and makes
@@ -80,26 +87,38 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 	if err != nil {
 		return err
 	}
-	msgs := make([]*message.Message, len(payloads))
-	for i, p := range payloads {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return fmt.Errorf("new message id: %w", err)
-		}
-		msgs[i] = message.NewMessage(id.String(), p)
-		msgs[i].SetContext(ctx)
+	msgs, err := newMessages(payloads)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		m.SetContext(ctx)
 	}
 	pub, err := newPublisher(r.tx, r.log)
 	if err != nil {
 		return err
 	}
-	if err := adapters.NewPostgresNotificationRepository(r.tx).Add(ctx, ns); err != nil {
+	if err := r.notifications.Add(ctx, ns); err != nil {
 		return fmt.Errorf("store notifications: %w", err)
 	}
 	if err := pub.Publish(Topic, msgs...); err != nil {
 		return fmt.Errorf("append events to outbox: %w", err)
 	}
 	return nil
+}
+
+// newMessages makes one outbox message per payload, each with a new
+// time-ordered id.
+func newMessages(payloads [][]byte) ([]*message.Message, error) {
+	msgs := make([]*message.Message, len(payloads))
+	for i, p := range payloads {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("new message id: %w", err)
+		}
+		msgs[i] = message.NewMessage(id.String(), p)
+	}
+	return msgs, nil
 }
 
 // newPublisher returns a publisher appending to the outbox in tx.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
@@ -42,7 +43,7 @@ func BenchmarkRaise(b *testing.B) {
 	for _, perTx := range []int{1, 1000} {
 		b.Run(fmt.Sprintf("events_per_tx=%d", perTx), func(b *testing.B) {
 			pool := testutil.NewPool(b)
-			ob := outbox.New(campaignRules(b), outbox.Config{})
+			ob := outbox.New(campaignRules(b), adapters.NotificationWriterIn, outbox.Config{})
 			ctx := context.Background()
 			events := make([]notification.Event, perTx)
 			seq := 0
@@ -76,8 +77,8 @@ func BenchmarkRelay(b *testing.B) {
 	const perIteration = 100
 	pool := testutil.NewPool(b)
 	rules := campaignRules(b)
-	ob := outbox.New(rules, outbox.Config{})
-	relay, err := outbox.NewRelay(pool, rules, outbox.RelayConfig{})
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, outbox.RelayConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,11 +12,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/backoff"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -128,32 +128,33 @@ type RelayStats struct {
 // to exactly one of them, and the expansion commits with the ack. Run it in
 // one goroutine; Stats is safe for concurrent use.
 type Relay struct {
-	pool  *pgxpool.Pool
-	rules *notification.Rules
-	cfg   RelayConfig
-	log   *slog.Logger
+	pool    *pgxpool.Pool
+	handler *app.RelayHandler
+	stores  func(pgx.Tx) app.RelayStore
+	cfg     RelayConfig
+	log     *slog.Logger
 
 	stats struct {
 		messages, events, deliveries, deadLetters, oldestTxAge, offsetsRepaired atomic.Int64
 		oldestTxPID                                                             atomic.Int32
 	}
-	// known holds the event types that have a rule, read once in Run
-	// (rules are registered before use).
-	known    map[string]bool
-	failures failureCounter
 }
 
-// NewRelay returns a relay reading the outbox in pool's database and
-// checking events against rules. pool and rules must not be nil.
-func NewRelay(pool *pgxpool.Pool, rules *notification.Rules, cfg RelayConfig) (*Relay, error) {
-	if pool == nil || rules == nil {
-		panic("outbox: NewRelay: nil pool or rules")
+// NewRelay returns a relay reading the outbox in pool's database. Its
+// decisions are app.RelayHandler's, on the event types of rules, with the
+// store storesIn makes on each subscriber transaction
+// (adapters.RelayStoreIn). None may be nil.
+func NewRelay(pool *pgxpool.Pool, rules *notification.Rules, storesIn func(pgx.Tx) app.RelayStore, cfg RelayConfig) (*Relay, error) {
+	if pool == nil || rules == nil || storesIn == nil {
+		panic("outbox: NewRelay: nil pool, rules or storesIn")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid relay config: %w", err)
 	}
 	cfg.setDefaults()
-	return &Relay{pool: pool, rules: rules, cfg: cfg, log: cfg.Logger.With("component", "herald_relay")}, nil
+	log := cfg.Logger.With("component", "herald_relay")
+	handler := app.NewRelayHandler(rules, app.RelayHandlerConfig{Topic: Topic, Now: cfg.Now, Logger: log})
+	return &Relay{pool: pool, handler: handler, stores: storesIn, cfg: cfg, log: log}, nil
 }
 
 // Stats returns the counters so far.
@@ -194,7 +195,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	wlog := watermill.NewSlogLoggerWithLevelMapping(
 		slog.New(quietAfter(ctx, r.cfg.Logger.Handler())).With("component", "herald_relay_watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	wait := newRetryWait(100*time.Millisecond, 5*time.Second)
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := r.runOnce(ctx, wlog)
@@ -202,9 +203,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			break
 		}
 		if time.Since(started) > time.Minute {
-			wait.reset() // it ran for a while: back off from the start again
+			wait.Reset() // it ran for a while: back off from the start again
 		}
-		d := wait.next()
+		d := wait.Next()
 		r.log.Error("outbox relay is not running; starting it again", "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():
@@ -238,13 +239,9 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 	if err != nil {
 		return fmt.Errorf("outbox router: %w", err)
 	}
-	r.known = map[string]bool{}
-	for _, t := range r.rules.Types() {
-		r.known[t] = true
-	}
 	defer router.Close() //nolint:errcheck // closing a stopped router only reports it stopped
 	d := newDrain()
-	router.AddNoPublisherHandler("herald_relay", Topic, subscriber, func(msg *message.Message) error {
+	router.AddConsumerHandler("herald_relay", Topic, subscriber, func(msg *message.Message) error {
 		if !d.enter() {
 			return errStopping
 		}
@@ -292,18 +289,10 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 	return nil
 }
 
-// handle expands one outbox message inside the subscriber's transaction,
-// under a savepoint: if a statement fails, the savepoint is rolled back and
-// the transaction stays usable.
-//
-// Input that can never succeed (a payload or metadata that does not decode,
-// an event type with no rule) is dead-lettered at once and the message
-// acked. A transient database failure (see transient) nacks the message: it
-// is redelivered, however often that takes. A deterministic failure is
-// retried maxTries times; then the message's events are expanded in
-// halves under savepoints (see expandIsolating), and only those that fail
-// alone are dead-lettered with the reason, so the good events of the message
-// are still delivered and nothing behind it waits any longer.
+// handle hands one outbox message to the app.RelayHandler, with a store on
+// the subscriber's transaction: what it writes commits with the ack. A nil
+// error acks the message (expanded or dead-lettered); an error nacks it, to
+// be redelivered.
 func (r *Relay) handle(msg *message.Message) error {
 	ctx := msg.Context()
 	wtx, ok := wsql.TxFromContext(ctx)
@@ -332,173 +321,38 @@ func (r *Relay) handle(msg *message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("outbox relay: no time left before the ack deadline: %w", err)
 	}
-	var counts RelayStats
-	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return r.process(ctx, sp, msg, false, &counts) })
+	out, err := r.handler.Handle(ctx, r.stores(tx), relayMessage(msg))
 	if err != nil {
-		if transient(ctx, err) {
-			r.log.Warn("outbox message failed, will retry", "message_uuid", msg.UUID, "err", err)
-			return err
-		}
-		tries := r.failures.fail(msg.UUID)
-		if tries < maxTries {
-			r.log.Warn("outbox message failed", "message_uuid", msg.UUID, "tries", tries, "err", err)
-			return err
-		}
-		counts = RelayStats{}
-		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return r.process(ctx, sp, msg, true, &counts) })
-		if err != nil {
-			return err // transient: isolation dead-letters every deterministic failure
-		}
+		return err
 	}
-	r.failures.forget(msg.UUID)
 	r.stats.messages.Add(1)
-	r.stats.events.Add(counts.Events)
-	r.stats.deliveries.Add(counts.Deliveries)
-	r.stats.deadLetters.Add(counts.DeadLetters)
+	r.stats.events.Add(int64(out.Events))
+	r.stats.deliveries.Add(int64(out.Deliveries))
+	r.stats.deadLetters.Add(int64(out.DeadLetters))
 	return nil
 }
 
-// maxPayloadBytes bounds an outbox message the relay reads. Raise writes at
-// most maxNotificationsPerMessage notification ids and the events' JSON; a
-// larger payload was not written by Raise. Only its first
-// maxDeadPayloadKept bytes are kept in its dead letter.
-const (
-	maxPayloadBytes    = 16 << 20
-	maxDeadPayloadKept = 64 << 10
-)
-
-// process expands msg in tx. With isolate, the events are expanded under
-// savepoints, halving the set until each failure is down to one event,
-// which is dead-lettered if it fails for a deterministic reason (a few
-// statements per failing event, however many events the message holds);
-// otherwise all events are expanded in one statement and any failure is
-// returned.
-func (r *Relay) process(ctx context.Context, tx pgx.Tx, msg *message.Message, isolate bool, counts *RelayStats) (err error) {
-	defer func() {
-		// A panic on one message must not stop the relay or loop forever on
-		// redelivery: move the message aside, on a savepoint of its own.
-		if p := recover(); p != nil {
-			err = pgx.BeginFunc(ctx, tx, func(dl pgx.Tx) error {
-				return r.deadLetter(ctx, dl, msg, msg.Payload, fmt.Sprintf("relay panicked: %v", p), counts)
-			})
-		}
-	}()
+// relayMessage decodes a watermill message for the relay handler. A
+// payload over app.MaxOutboxMessageBytes is not decoded: the handler
+// dead-letters it unread.
+func relayMessage(msg *message.Message) app.RelayMessage {
+	m := app.RelayMessage{ID: msg.UUID, Payload: msg.Payload, Metadata: msg.Metadata}
 	if _, bad := msg.Metadata[invalidMetadataKey]; bad { // the raw text is kept in the letter's metadata
-		return r.deadLetter(ctx, tx, msg, msg.Payload, "outbox message metadata is not a JSON object of strings", counts)
+		m.Malformed = errors.New("outbox message metadata is not a JSON object of strings")
+		return m
 	}
-	if len(msg.Payload) > maxPayloadBytes {
-		return r.deadLetter(ctx, tx, msg, msg.Payload[:maxDeadPayloadKept], fmt.Sprintf(
-			"outbox message of %d bytes is over the relay's limit of %d (only its first %d bytes are kept)",
-			len(msg.Payload), maxPayloadBytes, maxDeadPayloadKept), counts)
+	if len(msg.Payload) > app.MaxOutboxMessageBytes {
+		return m
 	}
-	env, decodeErr := decodeEnvelope(msg.Payload)
-	if decodeErr != nil {
-		return r.deadLetter(ctx, tx, msg, msg.Payload, decodeErr.Error(), counts)
+	env, err := decodeEnvelope(msg.Payload)
+	if err != nil {
+		m.Malformed = err
+		return m
 	}
-	var known []indexedEvent
+	m.Events = make([]app.RelayEvent, len(env.Events))
 	for i, ev := range env.Events {
-		// Raise validated the event itself; the relay needs only the
-		// notification ids, and that this application knows the type (an
-		// event from a newer version waits in the dead letters until the
-		// rule is deployed, then is replayed).
-		if !r.known[ev.Type] {
-			err := fmt.Errorf("event %d: %w: %q", i, notification.ErrUnknownEvent, ev.Type)
-			if err := r.deadLetterEvent(ctx, tx, msg, ev, err.Error(), counts); err != nil {
-				return err
-			}
-			continue
-		}
-		known = append(known, indexedEvent{index: i, event: ev})
+		m.Events[i] = app.RelayEvent{Type: ev.Type, Notifications: ev.Notifications}
 	}
-	if len(known) == 0 {
-		return nil
-	}
-	if isolate {
-		return r.expandIsolating(ctx, tx, msg, known, counts)
-	}
-	created, err := adapters.NewPostgresDeliveryRepository(tx).Expand(ctx, notificationIDs(known))
-	if err != nil {
-		return err
-	}
-	counts.Events += int64(len(known))
-	counts.Deliveries += int64(created)
-	return nil
-}
-
-// indexedEvent is an event with its position in its message.
-type indexedEvent struct {
-	index int
-	event envelopeEvent
-}
-
-func notificationIDs(events []indexedEvent) []uuid.UUID {
-	var ids []uuid.UUID
-	for _, e := range events {
-		ids = append(ids, e.event.Notifications...)
-	}
-	return ids
-}
-
-// expandIsolating expands events under a savepoint; if that fails for a
-// deterministic reason it rolls the savepoint back and tries each half, down
-// to single events, which it dead-letters with the reason. A transient
-// failure is returned.
-func (r *Relay) expandIsolating(ctx context.Context, tx pgx.Tx, msg *message.Message, events []indexedEvent, counts *RelayStats) error {
-	var created int
-	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		var err error
-		created, err = adapters.NewPostgresDeliveryRepository(sp).Expand(ctx, notificationIDs(events))
-		return err
-	})
-	switch {
-	case err == nil:
-		counts.Events += int64(len(events))
-		counts.Deliveries += int64(created)
-		return nil
-	case transient(ctx, err):
-		return err
-	case len(events) == 1:
-		reason := fmt.Sprintf("event %d: expansion failed %d times: %v", events[0].index, maxTries, err)
-		return r.deadLetterEvent(ctx, tx, msg, events[0].event, reason, counts)
-	}
-	mid := len(events) / 2
-	if err := r.expandIsolating(ctx, tx, msg, events[:mid], counts); err != nil {
-		return err
-	}
-	return r.expandIsolating(ctx, tx, msg, events[mid:], counts)
-}
-
-// deadLetterEvent sets one event of msg aside, in the form in which it can
-// be replayed on its own; the other events of msg proceed.
-func (r *Relay) deadLetterEvent(ctx context.Context, tx pgx.Tx, msg *message.Message, ev envelopeEvent, reason string, counts *RelayStats) error {
-	part, err := encodeEvent(ev)
-	if err != nil {
-		part = msg.Payload
-	}
-	return r.deadLetter(ctx, tx, msg, part, reason, counts)
-}
-
-func (r *Relay) deadLetter(ctx context.Context, tx pgx.Tx, msg *message.Message, payload []byte, reason string, counts *RelayStats) error {
-	if len(payload) > maxPayloadBytes {
-		payload = payload[:maxDeadPayloadKept]
-	}
-	dl := adapters.DeadLetter{
-		Topic: Topic, MessageUUID: msg.UUID, Payload: payload, Metadata: msg.Metadata,
-		Reason: reason, CreatedAt: r.cfg.Now(),
-	}
-	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		_, err := adapters.NewPostgresDeadLetterRepository(sp).Add(ctx, dl)
-		return err
-	})
-	if err != nil && !transient(ctx, err) {
-		// Whatever the metadata held, the letter itself must be stored.
-		dl.Metadata = nil
-		_, err = adapters.NewPostgresDeadLetterRepository(tx).Add(ctx, dl)
-	}
-	if err != nil {
-		return err
-	}
-	counts.DeadLetters++
-	r.log.Warn("outbox message moved to dead letters", "message_uuid", msg.UUID, "reason", reason)
-	return nil
+	m.EncodeEvent = func(i int) ([]byte, error) { return encodeEvent(env.Events[i]) }
+	return m
 }

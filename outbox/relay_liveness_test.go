@@ -77,7 +77,7 @@ func livenessRules(t *testing.T) *notification.Rules {
 // runRelay runs a relay, and a broadcast expander, until the test ends.
 func runRelay(t *testing.T, pool *pgxpool.Pool, rules *notification.Rules) *outbox.Relay {
 	t.Helper()
-	relay, err := outbox.NewRelay(pool, rules, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
 	require.NoError(t, err)
 	expander, err := app.NewBroadcastExpander(adapters.NewPostgresDeliveryRepository(pool),
 		app.BroadcastExpanderConfig{PollInterval: 20 * time.Millisecond})
@@ -138,7 +138,7 @@ func TestRaiseOfAnUnencodableEventLeavesNothingAndTheTransactionGoesOn(t *testin
 	t.Parallel()
 	ctx := context.Background()
 	pool := testutil.NewPool(t)
-	ob := outbox.New(livenessRules(t), outbox.Config{})
+	ob := outbox.New(livenessRules(t), adapters.NotificationWriterIn, outbox.Config{})
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
@@ -166,7 +166,7 @@ func TestEventValidatedByAFieldOutsideItsJSONIsRelayed(t *testing.T) {
 	t.Parallel()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
-	ob := outbox.New(rules, outbox.Config{})
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
 	runRelay(t, pool, rules)
 
@@ -180,7 +180,7 @@ func TestRecipientWith200000TokensGetsEveryDeliveryAndLaterEventsAreNotHeldUp(t 
 	ctx := context.Background()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
-	ob := outbox.New(rules, outbox.Config{})
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	const tokens = 200_000
 	_, err := pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
 		SELECT 'crowd-token-' || lpad(g::text, 7, '0'), 'crowd', 'android', now(), now() FROM generate_series(1, $1) g`, tokens)
@@ -228,7 +228,7 @@ func TestMessageFailingForADeterministicReasonIsDeadLetteredEventByEvent(t *test
 	ctx := context.Background()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
-	ob := outbox.New(rules, outbox.Config{})
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "cursed", "cursed-token")
 	addTokens(t, pool, "later", "later-token")
 	_, err := pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
@@ -279,7 +279,7 @@ func TestTransientFailureIsRetriedUntilItPassesAndNeverDeadLettered(t *testing.T
 	t.Parallel()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
-	ob := outbox.New(rules, outbox.Config{})
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
 	curse(t, pool, "u1-token", "40001", 4) // serialization_failure, more times than a deterministic failure is tried
 	runRelay(t, pool, rules)
@@ -294,7 +294,7 @@ func TestEventsOfAnySizeRaiseAcceptsAreRelayed(t *testing.T) {
 	ctx := context.Background()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
-	ob := outbox.New(rules, outbox.Config{})
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
 
 	// Over app.MaxEventBytes: refused before anything is written.

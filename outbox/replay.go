@@ -7,12 +7,10 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
 )
 
 // ReplayDeadLetters puts dead-lettered messages back on the outbox topic,
@@ -21,24 +19,27 @@ import (
 // when ids is empty, and returns how many it replayed. Republishing and
 // marking happen in one transaction, so each dead letter is replayed once
 // however often this runs; a message that fails again is dead-lettered
-// again as a new entry.
-func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int, error) {
+// again as a new entry. deadLettersIn makes the dead letter store on the
+// replay's transaction (adapters.DeadLettersIn).
+func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, deadLettersIn func(pgx.Tx) app.DeadLetterReplayStore, ids []int64) (int, error) {
 	replayed := 0
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		dls, err := adapters.NewPostgresDeadLetterRepository(tx).TakeForReplay(ctx, ids, time.Now())
+		dls, err := deadLettersIn(tx).TakeForReplay(ctx, ids, time.Now())
 		if err != nil {
 			return err
 		}
 		if len(dls) == 0 {
 			return nil
 		}
-		msgs := make([]*message.Message, len(dls))
+		payloads := make([][]byte, len(dls))
 		for i, dl := range dls {
-			id, err := uuid.NewV7()
-			if err != nil {
-				return fmt.Errorf("new message id: %w", err)
-			}
-			msgs[i] = message.NewMessage(id.String(), dl.Payload)
+			payloads[i] = dl.Payload
+		}
+		msgs, err := newMessages(payloads)
+		if err != nil {
+			return err
+		}
+		for i, dl := range dls {
 			msgs[i].Metadata.Set("herald_replay_of", fmt.Sprint(dl.ID))
 		}
 		replayed = len(msgs)

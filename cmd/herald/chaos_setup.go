@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/outbox"
 )
 
@@ -39,7 +40,7 @@ func (e *chaosEnv) setup(ctx context.Context, tuning chaosTuning, hold bool) (*c
 // processes: the host application raises with an outbox of its own, and
 // each tuning gets a worker, not started yet.
 func (e *chaosEnv) setupWorkers(ctx context.Context, tunings ...chaosTuning) (*chaosLoad, []*chaosWorkers, error) {
-	load, err := newChaosLoad(ctx, e, outbox.New(chaosRules(), outbox.Config{}).Raise)
+	load, err := newChaosLoad(ctx, e, outbox.New(chaosRules(), adapters.NotificationWriterIn, outbox.Config{}).Raise)
 	if err != nil {
 		return nil, nil, err
 	}

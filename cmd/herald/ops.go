@@ -108,7 +108,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
-		n, err := outbox.ReplayDeadLetters(ctx, pool, ids)
+		n, err := outbox.ReplayDeadLetters(ctx, pool, adapters.DeadLettersIn, ids)
 		if err != nil {
 			return err
 		}

@@ -1,13 +1,14 @@
-package outbox
+package adapters_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/herald-push/herald/adapters"
 )
 
 func TestOnlyFailuresThatCanPassByThemselvesAreRetriedForever(t *testing.T) {
@@ -34,32 +35,9 @@ func TestOnlyFailuresThatCanPassByThemselvesAreRetriedForever(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := transient(context.Background(), c.err); got != c.transient {
-				t.Errorf("transient(%v) = %v, want %v", c.err, got, c.transient)
+			if got := adapters.IsTransient(c.err); got != c.transient {
+				t.Errorf("IsTransient(%v) = %v, want %v", c.err, got, c.transient)
 			}
 		})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if !transient(ctx, errors.New("anything")) {
-		t.Error("a failure after the context ended must be retried")
-	}
-}
-
-func TestFailureCounterStaysBounded(t *testing.T) {
-	t.Parallel()
-	var c failureCounter
-	for i := range 3 * maxTracked {
-		c.fail(fmt.Sprint(i))
-	}
-	if len(c.tries) > maxTracked {
-		t.Fatalf("tracks %d messages, more than %d", len(c.tries), maxTracked)
-	}
-	if c.fail("m") != 1 || c.fail("m") != 2 {
-		t.Fatal("counts per message")
-	}
-	c.forget("m")
-	if c.fail("m") != 1 {
-		t.Fatal("forgets a message that went through")
 	}
 }

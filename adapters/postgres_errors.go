@@ -1,0 +1,40 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// IsTransient reports whether err, returned by pgx, may go away by itself:
+// the connection or the server went away, a serialization failure or
+// deadlock, a canceled query or an ended context, too many connections or
+// another lack of resources. Everything else is deterministic (an oversized
+// index row, a data exception, a constraint violation...): trying again
+// fails the same way.
+func IsTransient(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "25"),          // invalid transaction state: the transaction, not the data
+			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources, too many connections
+			strings.HasPrefix(pgErr.Code, "57"),          // operator intervention: query canceled, admin shutdown
+			strings.HasPrefix(pgErr.Code, "58"),          // system error (I/O)
+			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock
+			pgErr.Code == "55P03": // lock not available
+			return true
+		}
+		return false
+	}
+	// Not an answer from the server: the connection broke or timed out
+	// (pgconn.SafeToRetry, pgconn.Timeout, EOF, a closed connection or
+	// transaction). Herald's own parameters always encode, so no
+	// client-side error depends on the data.
+	return true
+}

@@ -1,0 +1,155 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/app"
+)
+
+// memHousekeeping is an app.HousekeepingStore in memory: each table holds a
+// number of rows past their retention, and each delete takes at most limit
+// of them. The lock is shared, like Postgres' advisory lock.
+type memHousekeeping struct {
+	mu       sync.Mutex
+	lock     *sync.Mutex
+	rows     map[string]int
+	calls    map[string][]time.Duration // the retention each call was given
+	limits   []int
+	unlocked int
+	fail     map[string]error
+}
+
+func newMemHousekeeping(lock *sync.Mutex, rows map[string]int) *memHousekeeping {
+	return &memHousekeeping{lock: lock, rows: rows, calls: map[string][]time.Duration{}, fail: map[string]error{}}
+}
+
+func (s *memHousekeeping) TryLock(context.Context) (func(), bool, error) {
+	if !s.lock.TryLock() {
+		return nil, false, nil
+	}
+	return func() {
+		s.mu.Lock()
+		s.unlocked++
+		s.mu.Unlock()
+		s.lock.Unlock()
+	}, true, nil
+}
+
+func (s *memHousekeeping) del(table string, olderThan time.Duration, limit int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls[table] = append(s.calls[table], olderThan)
+	s.limits = append(s.limits, limit)
+	if err := s.fail[table]; err != nil {
+		return 0, err
+	}
+	n := min(limit, s.rows[table])
+	s.rows[table] -= n
+	return n, nil
+}
+
+func (s *memHousekeeping) DeleteConsumedOutbox(_ context.Context, olderThan time.Duration, limit int) (int, error) {
+	return s.del("outbox", olderThan, limit)
+}
+
+func (s *memHousekeeping) DeleteFinishedDeliveries(_ context.Context, olderThan, _ time.Duration, limit int) (int, error) {
+	return s.del("deliveries", olderThan, limit)
+}
+
+func (s *memHousekeeping) DeleteFinishedBroadcasts(_ context.Context, olderThan time.Duration, limit int) (int, error) {
+	return s.del("broadcasts", olderThan, limit)
+}
+
+func (s *memHousekeeping) DeleteReplayedDeadLetters(_ context.Context, olderThan time.Duration, limit int) (int, error) {
+	return s.del("dead_letters", olderThan, limit)
+}
+
+func (s *memHousekeeping) DeleteTokensUnseenFor(_ context.Context, olderThan time.Duration, limit int) (int, error) {
+	return s.del("tokens", olderThan, limit)
+}
+
+func newHousekeeper(t *testing.T, store app.HousekeepingStore, cfg app.HousekeepingConfig) *app.Housekeeper {
+	t.Helper()
+	h, err := app.NewHousekeeper(store, cfg)
+	require.NoError(t, err)
+	return h
+}
+
+func TestEachSweepDeletesInBoundedBatchesUntilAShortBatch(t *testing.T) {
+	t.Parallel()
+	store := newMemHousekeeping(&sync.Mutex{}, map[string]int{
+		"outbox": 25, "deliveries": 20, "broadcasts": 0, "dead_letters": 3, "tokens": 10,
+	})
+	h := newHousekeeper(t, store, app.HousekeepingConfig{BatchSize: 10})
+
+	report, err := h.Sweep(context.Background())
+
+	require.NoError(t, err)
+	assert.Equal(t, app.HousekeepingReport{OutboxRows: 25, Deliveries: 20, DeadLetters: 3, Tokens: 10}, report)
+	calls := func(table string) int { return len(store.calls[table]) }
+	assert.Equal(t, 3, calls("outbox"), "10, 10, then a short batch of 5")
+	assert.Equal(t, 3, calls("deliveries"), "10, 10, then an empty batch")
+	assert.Equal(t, 1, calls("broadcasts"))
+	assert.Equal(t, 1, calls("dead_letters"))
+	assert.Equal(t, 2, calls("tokens"))
+	for _, limit := range store.limits {
+		assert.Equal(t, 10, limit, "no statement deletes more than BatchSize")
+	}
+	assert.Equal(t, 1, store.unlocked, "the lock is given back")
+}
+
+func TestOnlyOneInstanceSweepsAtATime(t *testing.T) {
+	t.Parallel()
+	var lock sync.Mutex // the advisory lock both instances share
+	rows := map[string]int{"outbox": 5}
+	first := newMemHousekeeping(&lock, rows)
+	second := newMemHousekeeping(&lock, rows)
+	lock.Lock() // the first instance is sweeping
+
+	report, err := newHousekeeper(t, second, app.HousekeepingConfig{}).Sweep(context.Background())
+
+	require.NoError(t, err)
+	assert.Zero(t, report)
+	assert.Empty(t, second.calls, "the second instance deletes nothing while the first sweeps")
+	lock.Unlock()
+
+	report, err = newHousekeeper(t, first, app.HousekeepingConfig{}).Sweep(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 5, report.OutboxRows, "once the lock is free, a sweep runs")
+}
+
+func TestANegativeRetentionTurnsThatSweepOff(t *testing.T) {
+	t.Parallel()
+	store := newMemHousekeeping(&sync.Mutex{}, map[string]int{"outbox": 5, "dead_letters": 5, "tokens": 5})
+	h := newHousekeeper(t, store, app.HousekeepingConfig{OutboxRetention: -1, TokenMaxAge: -1, FailedRetention: 48 * time.Hour})
+
+	report, err := h.Sweep(context.Background())
+
+	require.NoError(t, err)
+	assert.NotContains(t, store.calls, "outbox")
+	assert.NotContains(t, store.calls, "tokens")
+	assert.Equal(t, []time.Duration{48 * time.Hour}, store.calls["dead_letters"], "the others run with their retention")
+	assert.Equal(t, 5, report.DeadLetters)
+	assert.Equal(t, []time.Duration{7 * 24 * time.Hour}, store.calls["deliveries"], "a zero retention means the default")
+}
+
+func TestASweepStopsAtTheFirstErrorAndGivesTheLockBack(t *testing.T) {
+	t.Parallel()
+	store := newMemHousekeeping(&sync.Mutex{}, map[string]int{"outbox": 5, "tokens": 5})
+	store.fail["deliveries"] = errors.New("database down")
+	h := newHousekeeper(t, store, app.HousekeepingConfig{})
+
+	report, err := h.Sweep(context.Background())
+
+	require.Error(t, err)
+	assert.Equal(t, 5, report.OutboxRows, "what was deleted before the error is reported")
+	assert.NotContains(t, store.calls, "tokens")
+	assert.Equal(t, 1, store.unlocked)
+}

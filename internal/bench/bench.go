@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -18,8 +18,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/pgcluster"
 	"github.com/herald-push/herald/migrations"
-	"github.com/herald-push/herald/testutil"
 )
 
 // benchScenarios lists the scenarios in the order they run by default.
@@ -146,14 +147,14 @@ type baselineResult struct {
 	FakeCPUSeconds float64 `json:"fake_cpu_seconds"`
 }
 
-// runBench is `herald bench [scenario...] [flags]`.
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Run is `herald bench [scenario...] [flags]`.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts, names, err := parseBenchArgs(args, stderr)
 	if err != nil {
 		return err
 	}
 	// The fake's process writes to stderr too.
-	stderr = &lockedWriter{w: stderr}
+	stderr = &cli.LockedWriter{W: stderr}
 	level := slog.LevelWarn
 	if opts.verbose {
 		level = slog.LevelInfo
@@ -211,16 +212,16 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return o, nil, usageError{"help requested"}
+				return o, nil, cli.UsageError{Msg: "help requested"}
 			}
-			return o, nil, usageError{err.Error()}
+			return o, nil, cli.UsageError{Msg: err.Error()}
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {
 			break
 		}
 		if !slices.Contains(benchScenarios, rest[0]) {
-			return o, nil, usageError{fmt.Sprintf("unknown scenario %q (want %s)", rest[0], strings.Join(benchScenarios, ", "))}
+			return o, nil, cli.UsageError{Msg: fmt.Sprintf("unknown scenario %q (want %s)", rest[0], strings.Join(benchScenarios, ", "))}
 		}
 		names = append(names, rest[0])
 		rest = rest[1:]
@@ -240,7 +241,7 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
-		return o, nil, usageError{strings.Join(problems, "; ")}
+		return o, nil, cli.UsageError{Msg: strings.Join(problems, "; ")}
 	}
 	return o, names, nil
 }
@@ -251,7 +252,7 @@ type bench struct {
 	opts    benchOptions
 	stderr  io.Writer
 	log     *slog.Logger
-	cluster *testutil.Cluster
+	cluster *pgcluster.Cluster
 	admin   *pgxpool.Pool
 	fake    benchFake
 	pgVer   string
@@ -271,7 +272,7 @@ func (b *bench) open(ctx context.Context) error {
 		settings = map[string]string{"shared_preload_libraries": "pg_stat_statements,auto_explain", "pg_stat_statements.track": "all",
 			"auto_explain.log_min_duration": "40ms", "auto_explain.log_analyze": "on", "auto_explain.log_buffers": "on", "auto_explain.log_nested_statements": "on"}
 	}
-	cluster, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Settings: settings})
+	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Settings: settings})
 	if err != nil {
 		return fmt.Errorf("start throwaway postgres: %w", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/testutil"
 )
 
@@ -21,7 +22,7 @@ func TestBench(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	err := run(ctx, []string{"bench", "personalised", "-n", "2000", "broadcast", "-tokens", "5000",
+	err := Run(ctx, []string{"personalised", "-n", "2000", "broadcast", "-tokens", "5000",
 		"latency", "-duration", "2s", "-timeout", "1m"}, &stdout, &stderr)
 	t.Logf("herald bench took %s", time.Since(start).Round(time.Millisecond))
 	if err != nil {
@@ -63,15 +64,15 @@ func TestBench(t *testing.T) {
 func TestBenchRejectsBadArguments(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
-		{"bench", "nosuch"},
-		{"bench", "personalised", "-n", "0"},
-		{"bench", "-inflight", "-1"},
+		{"nosuch"},
+		{"personalised", "-n", "0"},
+		{"-inflight", "-1"},
 	} {
 		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), args, &stdout, &stderr)
-		var usage usageError
+		err := Run(context.Background(), args, &stdout, &stderr)
+		var usage cli.UsageError
 		if !errors.As(err, &usage) {
-			t.Errorf("herald %v: got %v, want a usage error", args, err)
+			t.Errorf("herald bench %v: got %v, want a usage error", args, err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -19,9 +19,9 @@ import (
 
 	firebase "firebase.google.com/go/v4"
 	"firebase.google.com/go/v4/messaging"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"google.golang.org/api/option"
-
-	"github.com/herald-push/herald/testutil"
 )
 
 // benchFake is the fake FCM a bench sends to, with the accounting of what it
@@ -29,7 +29,7 @@ import (
 // not Herald's; or in this process (-fake inprocess).
 type benchFake interface {
 	// clientOptions returns the fake's project and the client options that
-	// point an FCM client at it, like testutil.FakeFCM.ClientOptions, on a
+	// point an FCM client at it, like fakefcm.Server.ClientOptions, on a
 	// connection pool of its own (so each phase's connections are counted
 	// alone).
 	clientOptions() (project string, opts []option.ClientOption, err error)
@@ -90,7 +90,7 @@ func benchClientOptions(url string, transport *http.Transport) []option.ClientOp
 	return []option.ClientOption{option.WithEndpoint(url + "/v1"), option.WithHTTPClient(&http.Client{Transport: transport})}
 }
 
-// benchFakeTransport is the transport testutil.FakeFCM's own client uses: HTTP/2
+// benchFakeTransport is the transport fakefcm.Server's own client uses: HTTP/2
 // over TLS trusting roots, HTTP/1.1 offered too.
 func benchFakeTransport(roots *x509.CertPool) *http.Transport {
 	protocols := new(http.Protocols)
@@ -107,16 +107,16 @@ func benchFakeTransport(roots *x509.CertPool) *http.Transport {
 	}
 }
 
-// benchInProcessFake runs testutil.FakeFCM in this process.
+// benchInProcessFake runs fakefcm.Server in this process.
 type benchInProcessFake struct {
-	fake  *testutil.FakeFCM
+	fake  *fakefcm.Server
 	tally *benchTally
 }
 
 func startBenchFakeInProcess(latency time.Duration) (*benchInProcessFake, error) {
 	tally := &benchTally{}
 	tally.reset(0)
-	fake, err := testutil.StartFakeFCM(testutil.FakeFCMConfig{Latency: latency, DontRecord: true, OnAccept: tally.observe})
+	fake, err := fakefcm.Start(fakefcm.Config{Latency: latency, DontRecord: true, OnAccept: tally.observe})
 	if err != nil {
 		return nil, fmt.Errorf("start fake fcm: %w", err)
 	}
@@ -155,33 +155,16 @@ func (f *benchInProcessFake) close() error {
 }
 
 // The child process. `herald bench` re-executes its own binary (a test
-// binary too) with benchFakeEnv set; init then runs the fake instead of the
-// program. The child speaks JSON values on its stdin and stdout: first a
+// binary too) as `herald bench-fake-fcm` with benchFakeEnv set; cmd/herald's
+// main, or the test binary's TestMain, then runs RunFakeFCM. The child speaks JSON values on its stdin and stdout: first a
 // benchFakeHello, then one benchFakeResponse per benchFakeRequest. It exits when its stdin
 // closes, so it never outlives the bench.
 
 // benchFakeEnv, set to "1", makes the binary run as the bench's fake FCM.
 const benchFakeEnv = "HERALD_BENCH_FAKE_FCM"
 
-// benchFakeCommand is the hidden subcommand of the child.
-const benchFakeCommand = "bench-fake-fcm"
-
-func init() {
-	// Not in `order`: hidden from the usage text.
-	commands[benchFakeCommand] = command{"serve the bench's fake FCM on stdin/stdout (internal)", runBenchFakeFCM}
-	if os.Getenv(benchFakeEnv) != "1" {
-		return
-	}
-	args := os.Args[1:]
-	if len(args) > 0 && args[0] == benchFakeCommand {
-		args = args[1:]
-	}
-	if err := runBenchFakeFCM(context.Background(), args, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "herald bench fake fcm:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
+// FakeFCMCommand is the hidden subcommand of the child, which runs RunFakeFCM.
+const FakeFCMCommand = "bench-fake-fcm"
 
 type benchFakeHello struct {
 	URL     string `json:"url"`
@@ -201,18 +184,18 @@ type benchFakeResponse struct {
 	Result json.RawMessage `json:"result,omitempty"`
 }
 
-// runBenchFakeFCM is the child: a testutil.FakeFCM that keeps no messages,
+// RunFakeFCM is the child: a fakefcm.Server that keeps no messages,
 // only an benchTally, answering requests on stdin until stdin closes.
-func runBenchFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(benchFakeCommand, flag.ContinueOnError)
+func RunFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(FakeFCMCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	latency := fs.Duration("latency", 20*time.Millisecond, "latency added to every request")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return cli.UsageError{Msg: err.Error()}
 	}
 	tally := &benchTally{}
 	tally.reset(0)
-	fake, err := testutil.StartFakeFCM(testutil.FakeFCMConfig{Latency: *latency, DontRecord: true, OnAccept: tally.observe})
+	fake, err := fakefcm.Start(fakefcm.Config{Latency: *latency, DontRecord: true, OnAccept: tally.observe})
 	if err != nil {
 		return err
 	}
@@ -274,7 +257,7 @@ func runBenchFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer)
 
 // benchFakeCertPEM returns the certificate fake presents, fetched through
 // the fake's own (verifying) client.
-func benchFakeCertPEM(fake *testutil.FakeFCM) (string, error) {
+func benchFakeCertPEM(fake *fakefcm.Server) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fake.URL()+"/", nil)
@@ -308,7 +291,7 @@ func startBenchFakeProcess(ctx context.Context, latency time.Duration, stderr io
 	if err != nil {
 		return nil, fmt.Errorf("find own executable for the fake fcm: %w", err)
 	}
-	cmd := exec.Command(exe, benchFakeCommand, "-latency", latency.String())
+	cmd := exec.Command(exe, FakeFCMCommand, "-latency", latency.String())
 	cmd.Env = append(os.Environ(), benchFakeEnv+"=1")
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -152,7 +153,7 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 		b.waitIdle(ctx, pool)
 	}
 	// A late duplicate would arrive within a push's round trip.
-	sleepCtx(ctx, 250*time.Millisecond+2*b.opts.fcmLatency)
+	cli.Sleep(ctx, 250*time.Millisecond+2*b.opts.fcmLatency)
 
 	res.PeakRSSBytes, err = benchPeakRSS()
 	if err != nil {
@@ -383,7 +384,7 @@ func (b *bench) waitIdle(ctx context.Context, pool *pgxpool.Pool) {
 		if err != nil || open == 0 {
 			return
 		}
-		if !sleepCtx(ctx, 20*time.Millisecond) {
+		if !cli.Sleep(ctx, 20*time.Millisecond) {
 			return
 		}
 	}

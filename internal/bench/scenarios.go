@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -184,7 +185,7 @@ func benchLatencyScenario(o benchOptions) *benchScenario {
 			start := time.Now()
 			for k := range n {
 				at := start.Add(time.Duration(k) * time.Second / time.Duration(o.rate))
-				if !sleepCtx(ctx, time.Until(at)) {
+				if !cli.Sleep(ctx, time.Until(at)) {
 					break
 				}
 				wg.Add(1)

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"slices"
@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herald-push/herald/testutil"
+	"github.com/herald-push/herald/internal/fakefcm"
 )
 
 // benchDataKey is the data key a bench notification carries its key in, so
@@ -86,7 +86,7 @@ func (t *benchTally) reset(n int) {
 }
 
 // observe is the fake's OnAccept.
-func (t *benchTally) observe(r testutil.Received) {
+func (t *benchTally) observe(r fakefcm.Received) {
 	key, ok := benchTokenKey(r.Token)
 	at := r.At.UnixNano()
 	t.mu.Lock()

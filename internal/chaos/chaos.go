@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/herald-push/herald/internal/cli"
 )
 
 // chaosScenario is one fault-injection scenario of `herald chaos`.
@@ -54,11 +56,11 @@ func chaosSize[T any](o chaosOptions, short, long T) T {
 	return long
 }
 
-// runChaos is `herald chaos [scenario...] [-short] [flags]`: it runs the
+// Run is `herald chaos [scenario...] [-short] [flags]`: it runs the
 // scenarios one after another, each on its own throwaway Postgres and
 // in-process fake FCM, prints one JSON line per scenario on stdout and
 // progress on stderr, and fails if any scenario is not ok.
-func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var opts chaosOptions
@@ -82,20 +84,20 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if err != nil {
-		return usageError{err.Error()}
+		return cli.UsageError{Msg: err.Error()}
 	}
 	if opts.deliveries < 0 || opts.outage < 0 {
-		return usageError{"-deliveries and -outage must not be negative"}
+		return cli.UsageError{Msg: "-deliveries and -outage must not be negative"}
 	}
 	selected, err := selectChaosScenarios(names)
 	if err != nil {
 		fs.Usage()
-		return usageError{err.Error()}
+		return cli.UsageError{Msg: err.Error()}
 	}
 	if opts.seed == 0 {
 		opts.seed = time.Now().UnixNano()
 	}
-	opts.stderr = &lockedWriter{w: stderr}
+	opts.stderr = &cli.LockedWriter{W: stderr}
 	fmt.Fprintf(opts.stderr, "herald chaos: %d scenario(s), %s form, seed %d\n",
 		len(selected), chaosSize(opts, "short", "long"), opts.seed)
 

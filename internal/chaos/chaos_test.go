@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"bytes"
@@ -11,14 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/testutil"
 )
 
 // TestMain runs a chaos worker instead of the tests when the sigkill
-// scenario started this test binary as one (see chaosWorkerMain).
+// scenario started this test binary as one (see newChaosWorkers).
 func TestMain(m *testing.M) {
 	if os.Getenv(chaosWorkerEnv) == "1" {
-		os.Exit(chaosWorkerMain())
+		os.Exit(cli.Main("herald chaos-worker", RunWorker, nil))
 	}
 	os.Exit(testutil.Main(m))
 }
@@ -88,7 +89,7 @@ func runChaosForTest(t *testing.T, name string) map[string]any {
 		stderr = io.MultiWriter(&progress, os.Stderr)
 	}
 	began := time.Now()
-	err := run(ctx, []string{"chaos", "-short", "-seed", "1", name}, &stdout, stderr)
+	err := Run(ctx, []string{"-short", "-seed", "1", name}, &stdout, stderr)
 	t.Logf("herald chaos -short %s took %s", name, time.Since(began).Round(time.Millisecond))
 	defer func() {
 		if t.Failed() && !testing.Verbose() {
@@ -122,8 +123,8 @@ func chaosTail(s string, n int) string {
 func TestChaosRejectsUnknownScenario(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"chaos", "-short", "no-such-scenario"}, &stdout, &stderr)
-	if _, ok := err.(usageError); !ok {
+	err := Run(context.Background(), []string{"-short", "no-such-scenario"}, &stdout, &stderr)
+	if _, ok := err.(cli.UsageError); !ok {
 		t.Fatalf("herald chaos no-such-scenario: got %v, want a usage error", err)
 	}
 	if stdout.Len() > 0 {

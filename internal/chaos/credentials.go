@@ -1,11 +1,11 @@
-package main
+package chaos
 
 import (
 	"context"
 	"time"
 
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/testutil"
 )
 
 // runChaosCredentialsBlip makes FCM answer 401 UNAUTHENTICATED (our own
@@ -20,7 +20,7 @@ func runChaosCredentialsBlip(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	}
 	res, h := s.res, s.h
 	run := chaosFaultRun{e: e, load: s.load, deliveries: e.deliveries(2_000, 20_000),
-		fault: testutil.Fault{Code: testutil.FaultUnauthenticated}, lasts: e.outage(1500*time.Millisecond, 5*time.Second)}
+		fault: fakefcm.Fault{Code: fakefcm.FaultUnauthenticated}, lasts: e.outage(1500*time.Millisecond, 5*time.Second)}
 	if err := run.before(ctx); err != nil {
 		return nil, err
 	}

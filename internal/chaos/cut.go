@@ -1,10 +1,12 @@
-package main
+package chaos
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/herald-push/herald/internal/cli"
 )
 
 // runChaosConnectionCut terminates, again and again, the backend of a host
@@ -33,7 +35,7 @@ func runChaosConnectionCut(ctx context.Context, e *chaosEnv) (*chaosResult, erro
 	relayCaught := false
 	slice := over / time.Duration(cuts)
 	for i := range cuts {
-		if !sleepCtx(ctx, e.jitter(slice/2, slice)) {
+		if !cli.Sleep(ctx, e.jitter(slice/2, slice)) {
 			return nil, ctx.Err()
 		}
 		var release func()
@@ -193,7 +195,7 @@ func (e *chaosEnv) holdRelayInExpansion(ctx context.Context) (release func(), er
 			release()
 			return nil, errors.New("the relay did not reach its expansion within 30s")
 		}
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if !cli.Sleep(ctx, 10*time.Millisecond) {
 			release()
 			return nil, ctx.Err()
 		}

@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/herald-push/herald/internal/cli"
 )
 
 // runChaosDBDownAtStart starts the process running Herald while Postgres
@@ -56,7 +58,7 @@ func runChaosDBDownAtStart(ctx context.Context, e *chaosEnv) (*chaosResult, erro
 		if err := replaceDead("while postgres was down"); err != nil {
 			return nil, err
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !cli.Sleep(ctx, 100*time.Millisecond) {
 			return nil, ctx.Err()
 		}
 	}

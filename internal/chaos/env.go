@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -15,10 +15,13 @@ import (
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/backlog"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
+	"github.com/herald-push/herald/internal/pgcluster"
 	"github.com/herald-push/herald/migrations"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
-	"github.com/herald-push/herald/testutil"
 )
 
 // Application names of the scenario's connections, so that
@@ -136,11 +139,11 @@ type chaosEnv struct {
 	opts    chaosOptions
 	rng     *rand.Rand // the scenario goroutine's only
 	began   time.Time
-	cluster *testutil.Cluster
+	cluster *pgcluster.Cluster
 	dbURL   string
 	admin   *pgxpool.Pool
 	host    *pgxpool.Pool
-	fake    *testutil.FakeFCM
+	fake    *fakefcm.Server
 	pushes  *chaosPushCounter
 	logs    *chaosLogCapture
 	log     *slog.Logger // Herald's logs: stderr and the capture
@@ -162,7 +165,7 @@ func openChaosEnv(ctx context.Context, name string, opts chaosOptions, seed int6
 	e.log = slog.New(e.logs).With("scenario", name)
 
 	e.progress("starting a throwaway postgres")
-	e.cluster, err = testutil.StartCluster(ctx, testutil.ClusterConfig{Settings: map[string]string{
+	e.cluster, err = pgcluster.Start(ctx, pgcluster.Config{Settings: map[string]string{
 		// The test default (off) acknowledges commits an immediate
 		// shutdown then forgets: a push for a transaction that no longer
 		// exists. Production runs with it on.
@@ -194,7 +197,7 @@ func openChaosEnv(ctx context.Context, name string, opts chaosOptions, seed int6
 		return nil, err
 	}
 	e.pushes = newChaosPushCounter()
-	e.fake, err = testutil.StartFakeFCM(testutil.FakeFCMConfig{
+	e.fake, err = fakefcm.Start(fakefcm.Config{
 		Latency: chaosFakeLatency, DontRecord: true, OnAccept: e.pushes.accept,
 	})
 	if err != nil {
@@ -249,14 +252,14 @@ func (e *chaosEnv) drainTimeout() time.Duration {
 }
 
 // waitIdle waits until Herald has relayed every committed event and every
-// delivery is final (testutil.Idle), printing progress. Database errors
+// delivery is final (backlog.Idle), printing progress. Database errors
 // (Postgres restarting) are waited out until the deadline.
 func (e *chaosEnv) waitIdle(ctx context.Context, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	lastReport := time.Now()
 	var lastErr error
 	for {
-		idle, err := testutil.Idle(ctx, e.admin)
+		idle, err := backlog.Idle(ctx, e.admin)
 		if err == nil && idle {
 			return nil
 		}
@@ -271,7 +274,7 @@ func (e *chaosEnv) waitIdle(ctx context.Context, within time.Duration) error {
 			e.progress("draining: %d pushes received; %s", e.pushes.total(), e.openWork(ctx))
 			lastReport = time.Now()
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
+		if !cli.Sleep(ctx, 50*time.Millisecond) {
 			return ctx.Err()
 		}
 	}

@@ -1,11 +1,12 @@
-package main
+package chaos
 
 import (
 	"context"
 	"runtime"
 	"time"
 
-	"github.com/herald-push/herald/testutil"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 )
 
 // outage returns how long a scenario's fault lasts: -outage, or its own.
@@ -23,7 +24,7 @@ type chaosFaultRun struct {
 	e          *chaosEnv
 	load       *chaosLoad
 	deliveries int
-	fault      testutil.Fault
+	fault      fakefcm.Fault
 	lasts      time.Duration
 	// breaker, if set, is told when the fault begins.
 	breaker *chaosBreakerWatch
@@ -45,7 +46,7 @@ func (r chaosFaultRun) during(ctx context.Context) {
 		r.breaker.markFault(began)
 	}
 	r.load.run(ctx, chaosComments(r.deliveries/2), r.lasts*3/4, 3)
-	sleepCtx(ctx, time.Until(began.Add(r.lasts)))
+	cli.Sleep(ctx, time.Until(began.Add(r.lasts)))
 	r.e.fake.ClearFaults()
 	r.e.progress("fcm recovered after %s; %d pushes received so far", time.Since(began).Round(time.Millisecond), r.e.pushes.total())
 }
@@ -79,7 +80,7 @@ func runChaosFCMOutage(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	res, h, load := s.res, s.h, s.load
 	watch := newChaosBreakerWatch(h, e.fake)
 	run := chaosFaultRun{e: e, load: load, deliveries: e.deliveries(2_000, 20_000),
-		fault: testutil.Fault{Code: testutil.FaultUnavailable}, lasts: e.outage(3*time.Second, 30*time.Second), breaker: watch}
+		fault: fakefcm.Fault{Code: fakefcm.FaultUnavailable}, lasts: e.outage(3*time.Second, 30*time.Second), breaker: watch}
 	if err := run.before(ctx); err != nil {
 		return nil, err
 	}
@@ -127,7 +128,7 @@ func runChaosFCMHang(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	}
 	res, h, load := s.res, s.h, s.load
 	run := chaosFaultRun{e: e, load: load, deliveries: e.deliveries(2_000, 20_000),
-		fault: testutil.Fault{Code: testutil.FaultHang}, lasts: e.outage(3*time.Second, 30*time.Second)}
+		fault: fakefcm.Fault{Code: fakefcm.FaultHang}, lasts: e.outage(3*time.Second, 30*time.Second)}
 	if err := run.before(ctx); err != nil {
 		return nil, err
 	}

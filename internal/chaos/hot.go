@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -6,7 +6,8 @@ import (
 	"math"
 	"time"
 
-	"github.com/herald-push/herald/testutil"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 )
 
 // chaosHotMinShare is the share of its normal throughput the rest must
@@ -39,7 +40,7 @@ func runChaosHotDevice(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	}
 	e.progress("healthy: %d pushes to the other devices in %s (%.0f/s)", baseline.pushes, baseline.took.Round(time.Millisecond), baseline.rate())
 
-	e.fake.FailToken(hot, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: retryAfter})
+	e.fake.FailToken(hot, fakefcm.Fault{Code: fakefcm.FaultQuotaExceeded, RetryAfter: retryAfter})
 	requestsBefore := e.fake.Requests()
 	quotaBefore := h.Stats().Sender.QuotaExceeded
 	during, err := e.timedBacklog(ctx, load, deliveries/2, hot)
@@ -49,7 +50,7 @@ func runChaosHotDevice(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	quotaSeen := h.Stats().Sender.QuotaExceeded - quotaBefore
 	e.progress("one device throttled: %d pushes to the other devices in %s (%.0f/s); %d QUOTA_EXCEEDED seen",
 		during.pushes, during.took.Round(time.Millisecond), during.rate(), quotaSeen)
-	sleepCtx(ctx, retryAfter)
+	cli.Sleep(ctx, retryAfter)
 	e.fake.ClearFaults()
 	requestsDuring := e.fake.Requests() - requestsBefore
 	if err := s.finish(ctx, 0); err != nil {

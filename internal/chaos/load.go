@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -12,8 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/testutil"
 )
 
 // The host application of the chaos scenarios: course authors with a few
@@ -172,7 +173,7 @@ func (l *chaosLoad) commitOne(ctx context.Context) {
 			return
 		}
 		l.hostErrors.Add(1)
-		sleepCtx(ctx, backoff)
+		cli.Sleep(ctx, backoff)
 		backoff = min(2*backoff, time.Second)
 	}
 }
@@ -199,7 +200,7 @@ func (l *chaosLoad) rollbackOne(ctx context.Context) {
 			return
 		}
 		l.hostErrors.Add(1)
-		sleepCtx(ctx, 50*time.Millisecond)
+		cli.Sleep(ctx, 50*time.Millisecond)
 	}
 }
 
@@ -241,7 +242,7 @@ func (l *chaosLoad) run(ctx context.Context, comments int, over time.Duration, w
 					return
 				}
 				at := start.Add(time.Duration(float64(over) * float64(i) / float64(comments)))
-				if !sleepCtx(ctx, time.Until(at)) {
+				if !cli.Sleep(ctx, time.Until(at)) {
 					return
 				}
 				l.commitOne(ctx)
@@ -287,7 +288,7 @@ type chaosTimedPush struct {
 func newChaosPushCounter() *chaosPushCounter { return &chaosPushCounter{byKey: map[chaosPushKey]int{}} }
 
 // accept is the fake's OnAccept.
-func (c *chaosPushCounter) accept(r testutil.Received) {
+func (c *chaosPushCounter) accept(r fakefcm.Received) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k := chaosPushKey{r.Data["comment_id"], r.Token}

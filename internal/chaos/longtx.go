@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/herald-push/herald/internal/cli"
 )
 
 // runChaosLongTransaction leaves a host transaction open (it wrote a row,
@@ -64,7 +66,7 @@ func runChaosLongTransaction(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	})
 	defer stopWatch()
 	load.run(ctx, chaosComments(deliveries/2), holdFor*3/4, 3)
-	sleepCtx(ctx, time.Until(opened.Add(holdFor)))
+	cli.Sleep(ctx, time.Until(opened.Add(holdFor)))
 	deliveredWhileOpen := e.pushes.total() - receivedAtOpen
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit the long transaction: %w", err)

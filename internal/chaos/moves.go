@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -7,8 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/testutil"
 )
 
 // chaosStatusTokenMoved is the end of a delivery whose token moved to
@@ -36,7 +37,7 @@ func runChaosTokenMoves(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	for i := range tokens {
 		tokens[i] = fmt.Sprintf("%s-device-%d", chaosAuthor(i), 0)
 		owner[tokens[i]] = chaosAuthor(i)
-		e.fake.FailToken(tokens[i], testutil.Fault{Code: testutil.FaultUnavailable})
+		e.fake.FailToken(tokens[i], fakefcm.Fault{Code: fakefcm.FaultUnavailable})
 	}
 	e.pushes.watch(tokens...)
 	load.setAsideTokens(tokens...)        // their old owners' pushes are not expected
@@ -72,7 +73,7 @@ func runChaosTokenMoves(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	// The fault outlasts every push already under way when the tokens
 	// moved (SendTimeout bounds each): only pushes started after the move
 	// can reach the devices.
-	sleepCtx(ctx, s.tuning.SendTimeout+500*time.Millisecond)
+	cli.Sleep(ctx, s.tuning.SendTimeout+500*time.Millisecond)
 	e.fake.ClearFaults()
 	load.run(ctx, chaosComments(deliveries/2), over/2, 3)
 	if err := s.finish(ctx, 0); err != nil {

@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -56,7 +57,7 @@ func runChaosPoison(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	stopRelayWatch := e.watchRelayWithin(res, chaosPoisonMaxStall)
 	defer stopRelayWatch()
 	raising := load.runAsync(ctx, chaosComments(deliveries), over, 3)
-	if !sleepCtx(ctx, over/2) {
+	if !cli.Sleep(ctx, over/2) {
 		return nil, ctx.Err()
 	}
 	p, err := e.poison(ctx, s, crowd)

@@ -1,9 +1,11 @@
-package main
+package chaos
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/herald-push/herald/internal/cli"
 )
 
 // runChaosPostgresRestart restarts the scenario's Postgres in immediate
@@ -31,7 +33,7 @@ func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	slice := over / time.Duration(restarts)
 	for i := range restarts {
 		// Somewhere in the middle of this restart's share of the run.
-		if !sleepCtx(ctx, e.jitter(slice/3, 2*slice/3)) {
+		if !cli.Sleep(ctx, e.jitter(slice/3, 2*slice/3)) {
 			return nil, ctx.Err()
 		}
 		before := e.pushes.total()
@@ -44,7 +46,7 @@ func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, er
 		down = append(down, chaosSeconds(took))
 		e.progress("restart %d: postgres shut down in immediate mode and back in %s (%d pushes received before)",
 			i+1, took.Round(time.Millisecond), before)
-		if i < restarts-1 && !sleepCtx(ctx, slice/3) {
+		if i < restarts-1 && !cli.Sleep(ctx, slice/3) {
 			return nil, ctx.Err()
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -7,7 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herald-push/herald/testutil"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 )
 
 // chaosQuotaGrace is how long after the sender hears of a 429 a request may
@@ -56,7 +57,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 	stopWatch := chaosEvery(time.Millisecond, watch.sample)
 	defer stopWatch()
 	requestsBefore := e.fake.Requests()
-	e.fake.FailAll(testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: retryAfter, Times: answers})
+	e.fake.FailAll(fakefcm.Fault{Code: fakefcm.FaultQuotaExceeded, RetryAfter: retryAfter, Times: answers})
 	stormBegan := time.Now()
 	e.progress("429 storm: the next %d requests get QUOTA_EXCEEDED with Retry-After %s; committing %d pushes",
 		answers, retryAfter, deliveries*3/5)
@@ -65,7 +66,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 		if time.Since(stormBegan) > e.drainTimeout() {
 			return nil, fmt.Errorf("the storm's %d answers were not used up after %s", answers, e.drainTimeout())
 		}
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if !cli.Sleep(ctx, 10*time.Millisecond) {
 			return nil, ctx.Err()
 		}
 	}
@@ -109,7 +110,7 @@ func runChaosQuotaStorm(ctx context.Context, e *chaosEnv) (*chaosResult, error) 
 // it was sent after the sender knew to wait.
 type chaosQuotaWatch struct {
 	h          *chaosHerald
-	fake       *testutil.FakeFCM
+	fake       *fakefcm.Server
 	retryAfter time.Duration
 
 	mu           sync.Mutex

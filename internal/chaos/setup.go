@@ -1,10 +1,11 @@
-package main
+package chaos
 
 import (
 	"context"
 	"fmt"
 	"time"
 
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/outbox"
 )
 
@@ -94,7 +95,7 @@ func (e *chaosEnv) waitFor(ctx context.Context, within time.Duration, what strin
 		if time.Since(began) > within {
 			return 0, fmt.Errorf("%s: not after %s (last error: %v)", what, within, lastErr)
 		}
-		if !sleepCtx(ctx, 20*time.Millisecond) {
+		if !cli.Sleep(ctx, 20*time.Millisecond) {
 			return 0, ctx.Err()
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/herald-push/herald/internal/backlog"
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/herald-push/herald/testutil"
 )
 
 // chaosCrashBound is how many pushes one crash can duplicate: the
@@ -50,7 +50,7 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	var kills, claimedAtKills, sentUnrecorded, unexpectedExits int
 	seenClaims := map[chaosClaim]bool{}
 	for {
-		if !sleepCtx(ctx, e.jitter(gapLo, gapHi)) {
+		if !cli.Sleep(ctx, e.jitter(gapLo, gapHi)) {
 			return nil, ctx.Err()
 		}
 		if died, err := workers.died(); died {
@@ -66,7 +66,7 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 				break
 			}
 			// Kills must fall during the run: if the work is done, commit more.
-			if idle, err := testutil.Idle(ctx, e.admin); err == nil && idle {
+			if idle, err := backlog.Idle(ctx, e.admin); err == nil && idle {
 				raising = load.runAsync(ctx, chaosComments(deliveries/10), over/10, 3)
 			}
 		}

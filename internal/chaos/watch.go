@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/outbox"
-	"github.com/herald-push/herald/testutil"
 )
 
 // every calls fn every interval, from one goroutine, until the returned
@@ -40,7 +40,7 @@ func chaosEvery(interval time.Duration, fn func(now time.Time)) (stop func()) {
 // reach the fake FCM, sampled together.
 type chaosBreakerWatch struct {
 	h    *chaosHerald
-	fake *testutil.FakeFCM
+	fake *fakefcm.Server
 
 	mu           sync.Mutex
 	prevState    string
@@ -77,7 +77,7 @@ func (w *chaosBreakerWatch) timeToOpen() (time.Duration, bool) {
 // before may still arrive at the fake.
 const chaosOpenGrace = 50 * time.Millisecond
 
-func newChaosBreakerWatch(h *chaosHerald, fake *testutil.FakeFCM) *chaosBreakerWatch {
+func newChaosBreakerWatch(h *chaosHerald, fake *fakefcm.Server) *chaosBreakerWatch {
 	return &chaosBreakerWatch{h: h, fake: fake, prevState: h.Stats().Breaker, prevRequests: fake.Requests(), prevAt: time.Now()}
 }
 

@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,15 +22,17 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/herald-push/herald"
-	"github.com/herald-push/herald/testutil"
+	"github.com/herald-push/herald/internal/fakefcm"
 )
 
 // `herald chaos-worker` is the process the sigkill scenario kills: Herald's
 // relay and sender on the parent's database and fake FCM, configured by
 // environment variables. It is hidden from the usage text.
 const (
+	// WorkerCommand is the hidden subcommand of a worker, which runs RunWorker.
+	WorkerCommand = "chaos-worker"
 	// chaosWorkerEnv is set to 1 in a worker's environment. A test binary's
-	// TestMain runs the worker when it sees it (see chaosWorkerMain).
+	// TestMain runs the worker when it sees it.
 	chaosWorkerEnv     = "HERALD_CHAOS_WORKER"
 	chaosFCMURLEnv     = "HERALD_CHAOS_FCM_URL"
 	chaosFCMProjectEnv = "HERALD_CHAOS_FCM_PROJECT"
@@ -46,26 +47,10 @@ const (
 	chaosScenarioEnv = "HERALD_CHAOS_SCENARIO"
 )
 
-func init() {
-	commands["chaos-worker"] = command{"run Herald for `herald chaos` until killed (internal)", runChaosWorker}
-}
-
-// chaosWorkerMain runs a worker in a test binary (from TestMain, when
-// chaosWorkerEnv is set) and returns its exit code.
-func chaosWorkerMain() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := runChaosWorker(ctx, nil, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "herald chaos-worker:", err)
-		return 1
-	}
-	return 0
-}
-
-// runChaosWorker is `herald chaos-worker`: it runs Herald until ctx ends
+// RunWorker is `herald chaos-worker`: it runs Herald until ctx ends
 // (SIGTERM), or exits at once when its standard input closes (the parent
 // died).
-func runChaosWorker(ctx context.Context, _ []string, _, stderr io.Writer) error {
+func RunWorker(ctx context.Context, _ []string, _, stderr io.Writer) error {
 	if os.Getenv(chaosWorkerEnv) != "1" {
 		return errors.New("chaos-worker is started by `herald chaos`, not by hand")
 	}
@@ -138,7 +123,7 @@ func chaosFCM(ctx context.Context, fcmURL, project string, certPEM []byte) (*her
 
 // chaosFakeCertPEM fetches the fake FCM's certificate with a TLS
 // handshake verified by the fake's own client configuration.
-func chaosFakeCertPEM(fake *testutil.FakeFCM) ([]byte, error) {
+func chaosFakeCertPEM(fake *fakefcm.Server) ([]byte, error) {
 	tr, ok := fake.HTTPClient().Transport.(*http.Transport)
 	if !ok || tr.TLSClientConfig == nil {
 		return nil, errors.New("the fake fcm's client has no TLS configuration")
@@ -196,7 +181,7 @@ func newChaosWorkers(e *chaosEnv, tuning chaosTuning) (*chaosWorkers, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &chaosWorkers{e: e, exe: exe, args: []string{"chaos-worker"}, dir: dir}
+	w := &chaosWorkers{e: e, exe: exe, args: []string{WorkerCommand}, dir: dir}
 	w.env = append(os.Environ(),
 		chaosWorkerEnv+"=1",
 		"DATABASE_URL="+e.poolURL(chaosAppWorker),

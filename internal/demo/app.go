@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/testutil"
 )
 
 // This file is the demo's host application: its own tables, users, devices
@@ -46,7 +46,7 @@ type demoToken struct {
 	label    string // shown
 	token    string // stored
 	platform notification.Platform
-	fault    *testutil.Fault // scripted on the fake FCM, if any
+	fault    *fakefcm.Fault // scripted on the fake FCM, if any
 	note     string
 }
 
@@ -81,8 +81,8 @@ type demoComment struct {
 type demo struct {
 	out  *demoConsole
 	env  *environment
-	fake *testutil.FakeFCM // nil with real FCM
-	ns   string            // prefix of every stored id; empty on a throwaway database
+	fake *fakefcm.Server // nil with real FCM
+	ns   string          // prefix of every stored id; empty on a throwaway database
 
 	users    []*demoUser
 	byID     map[string]*demoUser
@@ -109,8 +109,8 @@ func newDemo(out *demoConsole, env *environment, realToken string) *demo {
 		// A shared database keeps earlier runs' rows: keep this run's apart.
 		d.ns = fmt.Sprintf("demo-%s-%04x-", time.Now().UTC().Format("20060102t150405"), rand.IntN(1<<16))
 	}
-	dead := &testutil.Fault{Code: testutil.FaultUnregistered}
-	flaky := &testutil.Fault{Code: testutil.FaultInternal, Times: 2}
+	dead := &fakefcm.Fault{Code: fakefcm.FaultUnregistered}
+	flaky := &fakefcm.Fault{Code: fakefcm.FaultInternal, Times: 2}
 	alice := d.addUser("alice", "Alice",
 		&demoToken{label: "alice-pixel", platform: notification.PlatformAndroid},
 		&demoToken{label: "alice-iphone", platform: notification.PlatformIOS},

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -14,8 +14,9 @@ import (
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/testutil"
 )
 
 // Timing of the demo. Herald's production defaults are minutes and tens of
@@ -32,29 +33,29 @@ const (
 	demoSettleWithin = 30 * time.Second
 )
 
-// runDemo is `herald demo`: a course-and-comments host application raises
+// Run is `herald demo`: a course-and-comments host application raises
 // CommentCreated events in its own transactions while Herald relays and
 // sends them, through a dead token, a flaky token, an FCM outage and a
 // throttled token, and then accounts for every push. It fails if a push for
 // a committed comment was lost or a rolled-back comment sent anything, so
 // it doubles as a smoke test.
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "log at info level on stderr (default: warnings and errors only)")
 	latency := fs.Duration("latency", 20*time.Millisecond, "latency the fake FCM adds to every request")
 	realToken := fs.String("token", "", "with real FCM: a real device's registration token, registered as one of alice's devices")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return cli.UsageError{Msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return usageError{"demo takes no arguments"}
+		return cli.UsageError{Msg: "demo takes no arguments"}
 	}
 	if *latency < 0 {
-		return usageError{"-latency must not be negative"}
+		return cli.UsageError{Msg: "-latency must not be negative"}
 	}
 	if *realToken != "" && !realFCMConfigured() {
-		return usageError{"-token needs real FCM (GOOGLE_APPLICATION_CREDENTIALS or HERALD_FCM=real)"}
+		return cli.UsageError{Msg: "-token needs real FCM (GOOGLE_APPLICATION_CREDENTIALS or HERALD_FCM=real)"}
 	}
 	level := slog.LevelWarn
 	if *verbose {
@@ -65,7 +66,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out := newDemoConsole(stdout)
 	out.printf("herald demo: a course-and-comments app raising notifications in its own transactions\n")
 	began := time.Now()
-	env, err := openEnvironment(ctx, envOptions{FakeFCM: testutil.FakeFCMConfig{Latency: *latency}, Log: log})
+	env, err := openEnvironment(ctx, envOptions{FakeFCM: fakefcm.Config{Latency: *latency}, Log: log})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/herald-push/herald/internal/cli"
 )
 
 // TestDemo runs `herald demo` on the embedded default, a throwaway Postgres
@@ -22,7 +24,7 @@ func TestDemo(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	err := run(ctx, []string{"demo"}, &stdout, &stderr)
+	err := Run(ctx, nil, &stdout, &stderr)
 	t.Logf("herald demo took %s", time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("herald demo: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
@@ -48,8 +50,8 @@ func TestDemo(t *testing.T) {
 func TestDemoRejectsArguments(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"demo", "extra"}, &stdout, &stderr)
-	var usage usageError
+	err := Run(context.Background(), []string{"extra"}, &stdout, &stderr)
+	var usage cli.UsageError
 	if !errors.As(err, &usage) {
 		t.Fatalf("herald demo extra: got %v, want a usage error", err)
 	}

@@ -1,8 +1,7 @@
-package main
+package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,8 +9,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/internal/fakefcm"
+	"github.com/herald-push/herald/internal/pgcluster"
 	"github.com/herald-push/herald/migrations"
-	"github.com/herald-push/herald/testutil"
 )
 
 // environment is where a command runs: a database and an FCM, real when
@@ -19,15 +19,15 @@ import (
 type environment struct {
 	Pool    *pgxpool.Pool
 	URL     string
-	Cluster *testutil.Cluster // nil when DATABASE_URL is used
-	FCM     *herald.FCM       // serves one Herald
-	Fake    *testutil.FakeFCM // nil when real FCM is used
+	Cluster *pgcluster.Cluster // nil when DATABASE_URL is used
+	FCM     *herald.FCM        // serves one Herald
+	Fake    *fakefcm.Server    // nil when real FCM is used
 	closers []func()
 }
 
 type envOptions struct {
 	// FakeFCM configures the fake when no real FCM is configured.
-	FakeFCM testutil.FakeFCMConfig
+	FakeFCM fakefcm.Config
 	// ForceEmbedded ignores DATABASE_URL and FCM credentials (benchmarks
 	// and chaos runs need a fake they can script and count).
 	ForceEmbedded bool
@@ -56,7 +56,7 @@ func openEnvironment(ctx context.Context, opts envOptions) (_ *environment, err 
 	url := os.Getenv("DATABASE_URL")
 	if url == "" || opts.ForceEmbedded {
 		log.Info("starting a throwaway postgres")
-		cluster, err := testutil.StartCluster(ctx, testutil.ClusterConfig{})
+		cluster, err := pgcluster.Start(ctx, pgcluster.Config{})
 		if err != nil {
 			return nil, fmt.Errorf("start throwaway postgres: %w", err)
 		}
@@ -90,7 +90,7 @@ func openEnvironment(ctx context.Context, opts envOptions) (_ *environment, err 
 		}
 		return env, nil
 	}
-	fake, err := testutil.StartFakeFCM(opts.FakeFCM)
+	fake, err := fakefcm.Start(opts.FakeFCM)
 	if err != nil {
 		return nil, fmt.Errorf("start fake fcm: %w", err)
 	}
@@ -108,18 +108,4 @@ func (e *environment) Close() {
 		e.closers[i]()
 	}
 	e.closers = nil
-}
-
-// connectDatabase opens DATABASE_URL for operator commands, which never
-// start a throwaway database.
-func connectDatabase(ctx context.Context) (*pgxpool.Pool, error) {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
-		return nil, errors.New("DATABASE_URL is not set")
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("connect to database: %w", err)
-	}
-	return pool, nil
 }

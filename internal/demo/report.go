@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herald-push/herald"
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -136,7 +137,7 @@ func (d *demo) settle(ctx context.Context, within time.Duration) (map[*demoComme
 		if time.Now().After(deadline) {
 			return byComment, &demoNotSettledError{within: within, open: open, bare: bare}
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
+		if !cli.Sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
 		}
 	}

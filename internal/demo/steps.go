@@ -1,12 +1,13 @@
-package main
+package demo
 
 import (
 	"context"
 	"strings"
 	"time"
 
+	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/testutil"
 )
 
 // everyday posts comments on a healthy FCM: committed ones, rolled-back
@@ -42,7 +43,7 @@ func (d *demo) outage(ctx context.Context) error {
 	var requests int64
 	if d.fake != nil {
 		requests = d.fake.Requests()
-		d.fake.FailAll(testutil.Fault{Code: testutil.FaultUnavailable})
+		d.fake.FailAll(fakefcm.Fault{Code: fakefcm.FaultUnavailable})
 		d.out.event("fault", "FCM down: every request answers 503 UNAVAILABLE (the SDK retries, then the %s send timeout ends it)",
 			d.cfg.FCM.SendTimeout)
 	} else {
@@ -57,13 +58,13 @@ func (d *demo) outage(ctx context.Context) error {
 			return err
 		}
 	}
-	if !sleepCtx(ctx, 500*time.Millisecond) {
+	if !cli.Sleep(ctx, 500*time.Millisecond) {
 		return ctx.Err()
 	}
 	if _, err := d.post(ctx, "dave", "pg", "first!!!", "the user pressed undo before the request finished"); err != nil {
 		return err
 	}
-	if !sleepCtx(ctx, 500*time.Millisecond) {
+	if !cli.Sleep(ctx, 500*time.Millisecond) {
 		return ctx.Err()
 	}
 	if _, err := d.post(ctx, "dave", "go", "Loved the testing chapter.", ""); err != nil {
@@ -82,7 +83,7 @@ func (d *demo) outage(ctx context.Context) error {
 		if err := d.heraldDied(); err != nil {
 			return err
 		}
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if !cli.Sleep(ctx, 10*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
@@ -96,7 +97,7 @@ func (d *demo) outage(ctx context.Context) error {
 	if d.breaker.opens() > 0 {
 		d.out.more("committed while the breaker is open: %s waits in the database, no request is made for it", c.label)
 	}
-	if rest := demoOutage - time.Since(begin); rest > 0 && !sleepCtx(ctx, rest) {
+	if rest := demoOutage - time.Since(begin); rest > 0 && !cli.Sleep(ctx, rest) {
 		return ctx.Err()
 	}
 	d.fake.ClearFaults()
@@ -112,7 +113,7 @@ func (d *demo) throttling(ctx context.Context) error {
 	d.out.section("FCM throttling")
 	tok := d.user("carol").tokens[0]
 	if d.fake != nil {
-		d.fake.FailToken(tok.token, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: demoQuotaRetry, Times: 1})
+		d.fake.FailToken(tok.token, fakefcm.Fault{Code: fakefcm.FaultQuotaExceeded, RetryAfter: demoQuotaRetry, Times: 1})
 		d.out.event("fault", "%s: the next request answers 429 QUOTA_EXCEEDED with Retry-After: %d", tok.label, int(demoQuotaRetry.Seconds()))
 	} else {
 		d.out.event("skip", "real FCM: QUOTA_EXCEEDED cannot be injected; the comment below goes out as usual")
@@ -145,7 +146,7 @@ func (d *demo) throttling(ctx context.Context) error {
 				deadline = time.Time{} // missed it: the outcome below still tells
 			}
 		}
-		if failed == nil && !sleepCtx(ctx, 10*time.Millisecond) {
+		if failed == nil && !cli.Sleep(ctx, 10*time.Millisecond) {
 			return ctx.Err()
 		}
 	}

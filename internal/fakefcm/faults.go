@@ -1,4 +1,4 @@
-package testutil
+package fakefcm
 
 import (
 	"maps"
@@ -101,7 +101,7 @@ type Fault struct {
 // FailToken scripts fault for requests whose message.token equals token, replacing any fault
 // already set for that token. A token fault takes precedence over FailAll; once its Times
 // are used up, FailAll applies again.
-func (f *FakeFCM) FailToken(token string, fault Fault) {
+func (f *Server) FailToken(token string, fault Fault) {
 	f.updateFaults(func(t *faultTable) {
 		if t.byToken == nil {
 			t.byToken = make(map[string]*activeFault)
@@ -112,12 +112,12 @@ func (f *FakeFCM) FailToken(token string, fault Fault) {
 
 // FailAll scripts fault for every request, replacing the previous FailAll fault. Faults set
 // with FailToken take precedence.
-func (f *FakeFCM) FailAll(fault Fault) {
+func (f *Server) FailAll(fault Fault) {
 	f.updateFaults(func(t *faultTable) { t.all = newActiveFault(fault) })
 }
 
 // ClearFaults removes every fault set with FailToken and FailAll. The latency is kept.
-func (f *FakeFCM) ClearFaults() {
+func (f *Server) ClearFaults() {
 	f.faultMu.Lock()
 	f.faults.Store(nil)
 	f.faultMu.Unlock()
@@ -161,7 +161,7 @@ func (a *activeFault) take() bool {
 	}
 }
 
-func (f *FakeFCM) updateFaults(change func(*faultTable)) {
+func (f *Server) updateFaults(change func(*faultTable)) {
 	f.faultMu.Lock()
 	defer f.faultMu.Unlock()
 	next := &faultTable{}
@@ -175,7 +175,7 @@ func (f *FakeFCM) updateFaults(change func(*faultTable)) {
 
 // faultFor returns the fault that applies to a request for token, consuming one of its Times.
 // ok is false when none applies.
-func (f *FakeFCM) faultFor(token string) (fault Fault, ok bool) {
+func (f *Server) faultFor(token string) (fault Fault, ok bool) {
 	t := f.faults.Load()
 	if t == nil {
 		return Fault{}, false

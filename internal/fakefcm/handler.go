@@ -1,4 +1,4 @@
-package testutil
+package fakefcm
 
 import (
 	"bytes"
@@ -89,7 +89,7 @@ func invalidMessage(field, message string) *apiError {
 // bodyBuffers recycles request-body buffers: decoding copies everything it keeps.
 var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func (f *FakeFCM) serveHTTP(w http.ResponseWriter, r *http.Request) {
+func (f *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	f.inFlight.Add(1)
 	defer f.inFlight.Add(-1)
 	project, ok := parseSendPath(r.URL.Path)
@@ -242,7 +242,7 @@ func validTTL(ttl string) bool {
 
 // sleep waits d. It reports false when the request must not be answered normally: the client
 // went away, or the fake is closing (then it answers 503 itself).
-func (f *FakeFCM) sleep(w http.ResponseWriter, r *http.Request, d time.Duration) bool {
+func (f *Server) sleep(w http.ResponseWriter, r *http.Request, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -257,7 +257,7 @@ func (f *FakeFCM) sleep(w http.ResponseWriter, r *http.Request, d time.Duration)
 }
 
 // hang holds a request until its client gives up or the fake closes.
-func (f *FakeFCM) hang(w http.ResponseWriter, r *http.Request) {
+func (f *Server) hang(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-r.Context().Done():
 	case <-f.done:

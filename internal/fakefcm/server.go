@@ -1,4 +1,4 @@
-package testutil
+package fakefcm
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
@@ -21,11 +20,11 @@ import (
 	"google.golang.org/api/option"
 )
 
-// defaultFakeFCMProjectID is the project a FakeFCM serves when FakeFCMConfig.ProjectID is empty.
-const defaultFakeFCMProjectID = "herald-test"
+// defaultProjectID is the project a Server serves when Config.ProjectID is empty.
+const defaultProjectID = "herald-test"
 
-// FakeFCMConfig configures a FakeFCM. The zero value is valid and means the documented defaults.
-type FakeFCMConfig struct {
+// Config configures a Server. The zero value is valid and means the documented defaults.
+type Config struct {
 	// ProjectID is the Firebase project the fake answers for. Requests for any other project get
 	// 404 NOT_FOUND. Defaults to "herald-test".
 	ProjectID string
@@ -76,14 +75,14 @@ type Received struct {
 	At time.Time
 }
 
-// FakeFCM is an in-process stand-in for the FCM HTTP v1 API
+// Server is an in-process stand-in for the FCM HTTP v1 API
 // (POST /v1/projects/{project}/messages:send) on a loopback TLS listener.
 //
 // It accepts every well-formed message unless a Fault is scripted with FailToken or FailAll,
 // answers errors in the exact shape real FCM uses, and records what it accepted. All methods
 // are safe for concurrent use. There is no FCM emulator: this fake is what Herald's tests,
 // `herald demo` and `herald bench` send to.
-type FakeFCM struct {
+type Server struct {
 	projectID  string
 	url        string
 	dontRecord bool
@@ -116,13 +115,12 @@ type FakeFCM struct {
 	closeOnce sync.Once
 }
 
-// StartFakeFCM starts a fake FCM server on 127.0.0.1 with a fresh self-signed certificate.
-// It is meant for code that has no *testing.T (`herald demo`, `herald bench`); the caller must
-// call Close. Tests should use NewFakeFCM.
-func StartFakeFCM(cfg FakeFCMConfig) (*FakeFCM, error) {
+// Start starts a fake FCM server on 127.0.0.1 with a fresh self-signed certificate. The
+// caller must call Close. Tests should use testutil.NewFakeFCM, which does.
+func Start(cfg Config) (*Server, error) {
 	projectID := cfg.ProjectID
 	if projectID == "" {
-		projectID = defaultFakeFCMProjectID
+		projectID = defaultProjectID
 	}
 
 	cert, roots, err := newSelfSignedCert()
@@ -137,7 +135,7 @@ func StartFakeFCM(cfg FakeFCMConfig) (*FakeFCM, error) {
 	instance := make([]byte, 8)
 	_, _ = rand.Read(instance) // crypto/rand.Read never fails
 
-	f := &FakeFCM{
+	f := &Server{
 		projectID:  projectID,
 		url:        "https://" + ln.Addr().String(),
 		dontRecord: cfg.DontRecord,
@@ -181,23 +179,11 @@ func StartFakeFCM(cfg FakeFCMConfig) (*FakeFCM, error) {
 	return f, nil
 }
 
-// NewFakeFCM starts a fake FCM server for a test, registers Close with t.Cleanup, and fails
-// the test at once if the server cannot start.
-func NewFakeFCM(t testing.TB, cfg FakeFCMConfig) *FakeFCM {
-	t.Helper()
-	f, err := StartFakeFCM(cfg)
-	if err != nil {
-		t.Fatalf("start fake fcm: %v", err)
-	}
-	t.Cleanup(f.Close)
-	return f
-}
-
 // Close stops the server and closes every connection to it. Requests that are hanging
 // (FaultHang) or waiting out a latency are released first and answered 503 UNAVAILABLE, and
 // Close waits (at most a second) for every handler to return, so no goroutine of the fake
 // outlives it. It is idempotent and safe to call concurrently.
-func (f *FakeFCM) Close() {
+func (f *Server) Close() {
 	f.closeOnce.Do(func() {
 		close(f.done)
 		// Not Shutdown: it waits up to a second for HTTP/2 clients to act on GOAWAY.
@@ -211,20 +197,20 @@ func (f *FakeFCM) Close() {
 }
 
 // URL returns the server's base URL, "https://127.0.0.1:{port}", without the "/v1" API prefix.
-func (f *FakeFCM) URL() string { return f.url }
+func (f *Server) URL() string { return f.url }
 
 // ProjectID returns the Firebase project the fake answers for.
-func (f *FakeFCM) ProjectID() string { return f.projectID }
+func (f *Server) ProjectID() string { return f.projectID }
 
 // HTTPClient returns an HTTP client that trusts the fake's self-signed certificate and speaks
-// HTTP/2 (HTTP/1.1 when FakeFCMConfig.HTTP1 is set). Every call returns the same client, so
+// HTTP/2 (HTTP/1.1 when Config.HTTP1 is set). Every call returns the same client, so
 // connections are pooled. It has no timeout: give every request a context deadline.
-func (f *FakeFCM) HTTPClient() *http.Client { return f.client }
+func (f *Server) HTTPClient() *http.Client { return f.client }
 
 // MessagingClient returns a real firebase SDK messaging client pointed at the fake. It sends
 // no credentials (option.WithHTTPClient replaces the SDK's authenticated transport), which
 // the fake accepts. The SDK's built-in retries stay on: it retries 503 and network errors.
-func (f *FakeFCM) MessagingClient(ctx context.Context) (*messaging.Client, error) {
+func (f *Server) MessagingClient(ctx context.Context) (*messaging.Client, error) {
 	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: f.projectID},
 		option.WithEndpoint(f.url+"/v1"),
 		option.WithHTTPClient(f.client),
@@ -243,41 +229,41 @@ func (f *FakeFCM) MessagingClient(ctx context.Context) (*messaging.Client, error
 // its endpoint and its HTTP client, which trusts the fake's certificate and
 // sends no credentials (the fake requires none). Pass them to
 // herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...).
-func (f *FakeFCM) ClientOptions() []option.ClientOption {
+func (f *Server) ClientOptions() []option.ClientOption {
 	return []option.ClientOption{option.WithEndpoint(f.url + "/v1"), option.WithHTTPClient(f.client)}
 }
 
 // SetLatency sets the delay added to every messages:send request from now on, replacing
-// FakeFCMConfig.Latency.
-func (f *FakeFCM) SetLatency(d time.Duration) { f.latency.Store(int64(d)) }
+// Config.Latency.
+func (f *Server) SetLatency(d time.Duration) { f.latency.Store(int64(d)) }
 
 // Accepted returns a copy of the accepted messages in acceptance order, or nil when
-// FakeFCMConfig.DontRecord is set. validate_only requests are never included.
-func (f *FakeFCM) Accepted() []Received {
+// Config.DontRecord is set. validate_only requests are never included.
+func (f *Server) Accepted() []Received {
 	return f.copyRecorded(func(Received) bool { return true })
 }
 
 // AcceptedFor returns a copy of the accepted messages sent to token, in acceptance order, or
-// nil when there are none or FakeFCMConfig.DontRecord is set.
-func (f *FakeFCM) AcceptedFor(token string) []Received {
+// nil when there are none or Config.DontRecord is set.
+func (f *Server) AcceptedFor(token string) []Received {
 	return f.copyRecorded(func(r Received) bool { return r.Token == token })
 }
 
 // AcceptedCount returns how many messages were accepted (validate_only requests excluded). It
 // is an atomic counter and works with DontRecord.
-func (f *FakeFCM) AcceptedCount() int64 { return f.accepted.Load() }
+func (f *Server) AcceptedCount() int64 { return f.accepted.Load() }
 
 // Requests returns how many messages:send requests arrived, for any project and with any
 // method, whatever the answer: accepted, faulted, invalid or hanging.
-func (f *FakeFCM) Requests() int64 { return f.requests.Load() }
+func (f *Server) Requests() int64 { return f.requests.Load() }
 
 // Connections returns how many TCP connections the server has accepted.
-func (f *FakeFCM) Connections() int64 { return f.connections.Load() }
+func (f *Server) Connections() int64 { return f.connections.Load() }
 
 // ResetRecorded forgets the accepted messages and sets AcceptedCount, Requests and
 // Connections back to zero. Scripted faults, latency and open connections are kept, and
 // message names stay unique.
-func (f *FakeFCM) ResetRecorded() {
+func (f *Server) ResetRecorded() {
 	f.recordMu.Lock()
 	f.recorded = nil
 	f.accepted.Store(0)
@@ -286,7 +272,7 @@ func (f *FakeFCM) ResetRecorded() {
 	f.recordMu.Unlock()
 }
 
-func (f *FakeFCM) copyRecorded(keep func(Received) bool) []Received {
+func (f *Server) copyRecorded(keep func(Received) bool) []Received {
 	f.recordMu.Lock()
 	defer f.recordMu.Unlock()
 	var out []Received
@@ -300,7 +286,7 @@ func (f *FakeFCM) copyRecorded(keep func(Received) bool) []Received {
 }
 
 // record counts an accepted message, keeps it unless DontRecord is set, and calls OnAccept.
-func (f *FakeFCM) record(r Received) {
+func (f *Server) record(r Received) {
 	if f.dontRecord {
 		f.accepted.Add(1)
 	} else {

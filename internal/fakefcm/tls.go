@@ -1,4 +1,4 @@
-package testutil
+package fakefcm
 
 import (
 	"crypto/ecdsa"

@@ -1,4 +1,4 @@
-package main
+package opscli
 
 import (
 	"context"
@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/migrations"
 )
 
-func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func Migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	down := fs.Int("down", 0, "revert this many migrations instead of applying")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return cli.UsageError{Msg: err.Error()}
 	}
 	pool, err := connectDatabase(ctx)
 	if err != nil {

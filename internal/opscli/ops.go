@@ -1,4 +1,4 @@
-package main
+package opscli
 
 import (
 	"context"
@@ -10,14 +10,15 @@ import (
 	"time"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 )
 
-// runDeliveries: herald deliveries list [-status S] [-limit N] | retry [-all | ID...]
-func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Deliveries is herald deliveries list [-status S] [-limit N] | retry [-all | ID...]
+func Deliveries(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"usage: herald deliveries list [-status failed] [-limit 50] | retry (-all | ID...)"}
+		return cli.UsageError{Msg: "usage: herald deliveries list [-status failed] [-limit 50] | retry (-all | ID...)"}
 	}
 	pool, err := connectDatabase(ctx)
 	if err != nil {
@@ -32,7 +33,7 @@ func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer)
 		status := fs.String("status", string(notification.StatusFailed), "status to list")
 		limit := fs.Int("limit", 50, "most rows to print")
 		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err.Error()}
+			return cli.UsageError{Msg: err.Error()}
 		}
 		ds, err := repo.ListByStatus(ctx, notification.DeliveryStatus(*status), *limit)
 		if err != nil {
@@ -66,13 +67,13 @@ func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stdout, "%d failed deliveries made pending again\n", n)
 		return nil
 	}
-	return usageError{"unknown deliveries command " + args[0]}
+	return cli.UsageError{Msg: "unknown deliveries command " + args[0]}
 }
 
-// runDeadLetters: herald deadletters list [-all] [-limit N] | replay [-all | ID...]
-func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// DeadLetters is herald deadletters list [-all] [-limit N] | replay [-all | ID...]
+func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"usage: herald deadletters list [-all] [-limit 50] | replay (-all | ID...)"}
+		return cli.UsageError{Msg: "usage: herald deadletters list [-all] [-limit 50] | replay (-all | ID...)"}
 	}
 	pool, err := connectDatabase(ctx)
 	if err != nil {
@@ -86,7 +87,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		all := fs.Bool("all", false, "include dead letters already replayed")
 		limit := fs.Int("limit", 50, "most rows to print")
 		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err.Error()}
+			return cli.UsageError{Msg: err.Error()}
 		}
 		dls, err := adapters.NewPostgresDeadLetterRepository(pool).List(ctx, !*all, *limit)
 		if err != nil {
@@ -115,7 +116,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "%d dead letters replayed onto the outbox\n", n)
 		return nil
 	}
-	return usageError{"unknown deadletters command " + args[0]}
+	return cli.UsageError{Msg: "unknown deadletters command " + args[0]}
 }
 
 // idsOrAll parses "-all" or a list of numeric ids; it refuses neither, so
@@ -125,16 +126,16 @@ func idsOrAll(name string, args []string, stderr io.Writer) ([]int64, error) {
 	fs.SetOutput(stderr)
 	all := fs.Bool("all", false, "act on every one")
 	if err := fs.Parse(args); err != nil {
-		return nil, usageError{err.Error()}
+		return nil, cli.UsageError{Msg: err.Error()}
 	}
 	if *all == (fs.NArg() > 0) {
-		return nil, usageError{name + ": give either -all or IDs"}
+		return nil, cli.UsageError{Msg: name + ": give either -all or IDs"}
 	}
 	ids := make([]int64, 0, fs.NArg())
 	for _, a := range fs.Args() {
 		id, err := strconv.ParseInt(a, 10, 64)
 		if err != nil {
-			return nil, usageError{fmt.Sprintf("%s: %q is not an id", name, a)}
+			return nil, cli.UsageError{Msg: fmt.Sprintf("%s: %q is not an id", name, a)}
 		}
 		ids = append(ids, id)
 	}

@@ -1,4 +1,4 @@
-package testutil
+package pgcluster
 
 import (
 	"context"
@@ -18,11 +18,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ClusterConfig configures StartCluster. The zero value is valid and means the documented
+// Config configures Start. The zero value is valid and means the documented
 // defaults.
-type ClusterConfig struct {
+type Config struct {
 	// Dir is the directory in which the cluster makes its own directory (data directory, server
-	// log, owner file). StartCluster first removes the clusters that processes which have since
+	// log, owner file). Start first removes the clusters that processes which have since
 	// died left in Dir. When the test binary runs as root, Postgres runs as the postgres system
 	// user (or nobody), so Dir and all its parents must be traversable by that user:
 	// t.TempDir() is not (it is mode 0700). Defaults to os.TempDir()/herald-pg-<euid>.
@@ -38,18 +38,18 @@ type ClusterConfig struct {
 	// fsync, synchronous_commit and full_page_writes off, max_connections 300,
 	// shared_buffers 128MB, no Unix socket.
 	Settings map[string]string
-	// StartTimeout bounds how long StartCluster and Restart wait for the server to accept
+	// StartTimeout bounds how long Start and Restart wait for the server to accept
 	// connections, on top of any deadline of their context. Defaults to 60s.
 	StartTimeout time.Duration
 }
 
 // Cluster is a throwaway Postgres cluster for tests: its own data directory under
-// ClusterConfig.Dir, a server listening on 127.0.0.1 on its own port, trust authentication for
+// Config.Dir, a server listening on 127.0.0.1 on its own port, trust authentication for
 // the superuser postgres, UTF8 and locale C, no Unix socket in shared directories, and the
 // server log in a file in the data directory (see LogPath), not on the test's output.
 //
 // On Linux the server is shut down (immediately) if the process that started it dies, and on
-// every system StartCluster removes clusters whose owning process is gone, so a killed test
+// every system Start removes clusters whose owning process is gone, so a killed test
 // binary does not leave a server behind for long.
 //
 // A Cluster's methods are safe for concurrent use.
@@ -73,20 +73,20 @@ type serverProcess struct {
 	done chan struct{} // closed when the process has exited
 }
 
-// Default values of ClusterConfig.
+// Default values of Config.
 const (
 	defaultStartTimeout = 60 * time.Second
 	// stopTimeout bounds a fast shutdown before the server is killed.
 	stopTimeout = 30 * time.Second
 	// superuser is the role initdb creates; the cluster trusts it from 127.0.0.1.
 	superuser = "postgres"
-	// clusterDirPrefix names the directories StartCluster makes, and reaps, in
-	// ClusterConfig.Dir.
+	// clusterDirPrefix names the directories Start makes, and reaps, in
+	// Config.Dir.
 	clusterDirPrefix = "cluster-"
 	logFileName      = "postgres.log"
 )
 
-// defaultSettings make the server fast and quiet for tests; ClusterConfig.Settings override them.
+// defaultSettings make the server fast and quiet for tests; Config.Settings override them.
 var defaultSettings = map[string]string{
 	"listen_addresses":        "127.0.0.1",
 	"unix_socket_directories": "",
@@ -97,12 +97,12 @@ var defaultSettings = map[string]string{
 	"shared_buffers":          "128MB",
 }
 
-// StartCluster creates a Postgres cluster with initdb (trust authentication, UTF8, locale C)
+// Start creates a Postgres cluster with initdb (trust authentication, UTF8, locale C)
 // and starts its server. It returns once the server accepts connections; its errors include
 // the end of the server log. The caller must call Stop, which also deletes the cluster's
-// files; in tests, register it with t.Cleanup. Most tests want NewDatabase instead, which
+// files; in tests, register it with t.Cleanup. Most tests want testutil.NewDatabase instead, which
 // shares one cluster across the test binary.
-func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if errNoCluster != nil {
 		return nil, errNoCluster
 	}
@@ -221,7 +221,7 @@ func (c *Cluster) writeSettings(extra map[string]string) error {
 	maps.Copy(settings, extra)
 	settings["port"] = strconv.Itoa(c.port)
 	var b strings.Builder
-	b.WriteString("# Written by herald testutil.StartCluster.\n")
+	b.WriteString("# Written by herald pgcluster.Start.\n")
 	for _, name := range slices.Sorted(maps.Keys(settings)) {
 		fmt.Fprintf(&b, "%s = '%s'\n", name, strings.ReplaceAll(settings[name], "'", "''"))
 	}
@@ -351,7 +351,7 @@ func (c *Cluster) Restart(ctx context.Context, immediate bool) error {
 }
 
 // Stop shuts the server down (fast shutdown) and deletes the cluster's files. It is idempotent
-// and safe to call concurrently, from t.Cleanup and from Main alike; only the first call does
+// and safe to call concurrently, from t.Cleanup and from testutil.Main alike; only the first call does
 // anything.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
@@ -418,10 +418,10 @@ func findBinDir(configured string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no postgres server binaries (initdb and postgres) in PATH or " +
-		"/usr/lib/postgresql/*/bin: install PostgreSQL, set ClusterConfig.BinDir, or set " + databaseURLEnv)
+		"/usr/lib/postgresql/*/bin: install PostgreSQL, set Config.BinDir, or set " + testDatabaseURLEnv)
 }
 
-// hasServerBinaries reports which of the binaries StartCluster runs dir lacks.
+// hasServerBinaries reports which of the binaries Start runs dir lacks.
 func hasServerBinaries(dir string) error {
 	var errs []error
 	for _, name := range []string{"initdb", "postgres"} {

@@ -1,4 +1,4 @@
-package testutil
+package pgcluster
 
 import (
 	"os"
@@ -66,7 +66,7 @@ func processStartTime(pid int) string {
 	return fields[19]
 }
 
-// isPostmasterOf reports whether pid is a postgres server started (by StartCluster) on dataDir.
+// isPostmasterOf reports whether pid is a postgres server started (by Start) on dataDir.
 func isPostmasterOf(pid int, dataDir string) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {

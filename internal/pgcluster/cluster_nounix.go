@@ -1,6 +1,6 @@
 //go:build !unix
 
-package testutil
+package pgcluster
 
 import (
 	"errors"
@@ -16,9 +16,9 @@ func (u *serverUser) apply(*exec.Cmd)               {}
 func (u *serverUser) chown(string) error            { return nil }
 func (u *serverUser) checkTraversable(string) error { return nil }
 
-// errNoCluster is why StartCluster cannot work here. Tests on such systems can still use
-// NewDatabase with HERALD_TEST_DATABASE_URL.
-var errNoCluster = errors.New("starting a postgres cluster needs a unix system; set " + databaseURLEnv + " instead")
+// errNoCluster is why Start cannot work here. Tests on such systems can still use
+// testutil.NewDatabase with HERALD_TEST_DATABASE_URL.
+var errNoCluster = errors.New("starting a postgres cluster needs a unix system; set " + testDatabaseURLEnv + " instead")
 
 func startServerProcess(cmd *exec.Cmd) error { return cmd.Start() }
 

@@ -1,11 +1,11 @@
 //go:build unix && !linux
 
-package testutil
+package pgcluster
 
 import "os/exec"
 
 // startServerProcess starts the postmaster. Only Linux can tie its life to this process; here
-// a server left by a killed test binary is removed by the next StartCluster.
+// a server left by a killed test binary is removed by the next Start.
 func startServerProcess(cmd *exec.Cmd) error { return cmd.Start() }
 
 // processStartTime is unknown outside Linux.

@@ -1,6 +1,6 @@
 //go:build unix
 
-package testutil
+package pgcluster
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 	"syscall"
 )
 
-// errNoCluster is why StartCluster cannot work on this system: nil on Unix.
+// errNoCluster is why Start cannot work on this system: nil on Unix.
 var errNoCluster error
 
 // serverUser is the unprivileged account Postgres runs as when the test binary runs as root

@@ -13,6 +13,13 @@ import (
 // the relay has consumed every committed outbox message and no delivery is
 // open (pending, claimed or retry scheduled).
 func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	return IdleExceptToken(ctx, pool, "")
+}
+
+// IdleExceptToken is Idle, save that the open deliveries to token do not
+// count: `herald chaos` holds one device back while the rest drains. An
+// empty token holds back nothing: that is Idle.
+func IdleExceptToken(ctx context.Context, pool *pgxpool.Pool, token string) (bool, error) {
 	var idle bool
 	err := pool.QueryRow(ctx, `
 		SELECT NOT EXISTS (
@@ -23,7 +30,8 @@ func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
 			       OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
 		) AND NOT EXISTS (
 			SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled')
-		)`).Scan(&idle)
+			  AND ($1 = '' OR token <> $1)
+		)`, token).Scan(&idle)
 	if err != nil {
 		return false, fmt.Errorf("check whether herald is idle: %w", err)
 	}

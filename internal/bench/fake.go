@@ -3,25 +3,20 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"sync"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/messaging"
+	"google.golang.org/api/option"
+
 	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/internal/fakefcm"
-	"google.golang.org/api/option"
 )
 
 // benchFake is the fake FCM a bench sends to, with the accounting of what it
@@ -70,43 +65,6 @@ func startBenchFake(ctx context.Context, inProcess bool, latency time.Duration, 
 	return f, nil
 }
 
-// benchMessagingClient builds a raw firebase messaging client, with no
-// Herald in its transport, for the SDK baseline.
-func benchMessagingClient(ctx context.Context, project string, opts []option.ClientOption) (*messaging.Client, error) {
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project}, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("create firebase app for fake fcm: %w", err)
-	}
-	client, err := app.Messaging(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create messaging client for fake fcm: %w", err)
-	}
-	return client, nil
-}
-
-// benchClientOptions points an FCM client at the fake at url, with
-// transport as its HTTP transport.
-func benchClientOptions(url string, transport *http.Transport) []option.ClientOption {
-	return []option.ClientOption{option.WithEndpoint(url + "/v1"), option.WithHTTPClient(&http.Client{Transport: transport})}
-}
-
-// benchFakeTransport is the transport fakefcm.Server's own client uses: HTTP/2
-// over TLS trusting roots, HTTP/1.1 offered too.
-func benchFakeTransport(roots *x509.CertPool) *http.Transport {
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
-	return &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		Protocols:           protocols,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}
-}
-
 // benchInProcessFake runs fakefcm.Server in this process.
 type benchInProcessFake struct {
 	fake  *fakefcm.Server
@@ -124,11 +82,8 @@ func startBenchFakeInProcess(latency time.Duration) (*benchInProcessFake, error)
 }
 
 func (f *benchInProcessFake) clientOptions() (string, []option.ClientOption, error) {
-	base, ok := f.fake.HTTPClient().Transport.(*http.Transport)
-	if !ok {
-		return "", nil, errors.New("fake fcm client has an unexpected transport")
-	}
-	return f.fake.ProjectID(), benchClientOptions(f.fake.URL(), base.Clone()), nil
+	opts, err := fakefcm.RemoteClientOptions(f.fake.URL(), f.fake.CertPEM())
+	return f.fake.ProjectID(), opts, err
 }
 
 func (f *benchInProcessFake) reset(n int) error {
@@ -200,11 +155,6 @@ func RunFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer fake.Close()
-	certPEM, err := benchFakeCertPEM(fake)
-	if err != nil {
-		return err
-	}
-	fake.ResetRecorded() // forget the request that fetched the certificate
 
 	out := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(out)
@@ -214,7 +164,7 @@ func RunFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return out.Flush()
 	}
-	if err := send(benchFakeHello{URL: fake.URL(), Project: fake.ProjectID(), CertPEM: certPEM}); err != nil {
+	if err := send(benchFakeHello{URL: fake.URL(), Project: fake.ProjectID(), CertPEM: string(fake.CertPEM())}); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
@@ -255,26 +205,6 @@ func RunFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 }
 
-// benchFakeCertPEM returns the certificate fake presents, fetched through
-// the fake's own (verifying) client.
-func benchFakeCertPEM(fake *fakefcm.Server) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fake.URL()+"/", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := fake.HTTPClient().Do(req)
-	if err != nil {
-		return "", fmt.Errorf("fetch fake fcm certificate: %w", err)
-	}
-	_ = resp.Body.Close()
-	if resp.TLS == nil || len(resp.TLS.PeerCertificates) == 0 {
-		return "", errors.New("fetch fake fcm certificate: no certificate presented")
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.TLS.PeerCertificates[0].Raw})), nil
-}
-
 // benchProcessFake is the parent's end of the child process.
 type benchProcessFake struct {
 	cmd   *exec.Cmd
@@ -283,7 +213,6 @@ type benchProcessFake struct {
 	dec   *json.Decoder
 	mu    sync.Mutex // one request at a time
 	hello benchFakeHello
-	roots *x509.CertPool
 }
 
 func startBenchFakeProcess(ctx context.Context, latency time.Duration, stderr io.Writer) (*benchProcessFake, error) {
@@ -315,11 +244,8 @@ func startBenchFakeProcess(ctx context.Context, latency time.Duration, stderr io
 	case <-time.After(30 * time.Second):
 		err = errors.New("no answer within 30s")
 	}
-	if err == nil {
-		p.roots = x509.NewCertPool()
-		if !p.roots.AppendCertsFromPEM([]byte(p.hello.CertPEM)) {
-			err = errors.New("no certificate in its hello")
-		}
+	if err == nil && len(p.hello.CertPEM) == 0 {
+		err = errors.New("no certificate in its hello")
 	}
 	if err != nil {
 		_ = p.close()
@@ -345,7 +271,8 @@ func (p *benchProcessFake) call(req benchFakeRequest, result any) error {
 }
 
 func (p *benchProcessFake) clientOptions() (string, []option.ClientOption, error) {
-	return p.hello.Project, benchClientOptions(p.hello.URL, benchFakeTransport(p.roots)), nil
+	opts, err := fakefcm.RemoteClientOptions(p.hello.URL, []byte(p.hello.CertPEM))
+	return p.hello.Project, opts, err
 }
 
 func (p *benchProcessFake) reset(n int) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/fakefcm"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -255,7 +256,7 @@ func (b *bench) baseline(ctx context.Context, sc *benchScenario) (*baselineResul
 	if err != nil {
 		return nil, err
 	}
-	client, err := benchMessagingClient(ctx, project, opts)
+	client, err := fakefcm.NewMessagingClient(ctx, project, opts...)
 	if err != nil {
 		return nil, err
 	}

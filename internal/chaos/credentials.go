@@ -24,9 +24,7 @@ func runChaosCredentialsBlip(ctx context.Context, e *chaosEnv) (*chaosResult, er
 	if err := run.before(ctx); err != nil {
 		return nil, err
 	}
-	requestsBefore := e.fake.Requests()
-	run.during(ctx)
-	requestsDuring := e.fake.Requests() - requestsBefore
+	requestsDuring := run.during(ctx)
 	run.after(ctx)
 	if err := s.finish(ctx, 0); err != nil {
 		return nil, err

@@ -37,8 +37,9 @@ func (r chaosFaultRun) before(ctx context.Context) error {
 }
 
 // during injects the fault, commits half the events while it lasts, and
-// clears it.
-func (r chaosFaultRun) during(ctx context.Context) {
+// clears it. It returns how many requests reached FCM meanwhile.
+func (r chaosFaultRun) during(ctx context.Context) (requests int64) {
+	requestsBefore := r.e.fake.Requests()
 	r.e.progress("fcm fault %s for %s; committing %d pushes meanwhile", r.fault.Code, r.lasts, r.deliveries/2)
 	r.e.fake.FailAll(r.fault)
 	began := time.Now()
@@ -48,7 +49,9 @@ func (r chaosFaultRun) during(ctx context.Context) {
 	r.load.run(ctx, chaosComments(r.deliveries/2), r.lasts*3/4, 3)
 	cli.Sleep(ctx, time.Until(began.Add(r.lasts)))
 	r.e.fake.ClearFaults()
+	requests = r.e.fake.Requests() - requestsBefore
 	r.e.progress("fcm recovered after %s; %d pushes received so far", time.Since(began).Round(time.Millisecond), r.e.pushes.total())
+	return requests
 }
 
 func (r chaosFaultRun) after(ctx context.Context) {
@@ -86,9 +89,7 @@ func runChaosFCMOutage(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	}
 	stopWatch := chaosEvery(time.Millisecond, watch.sample)
 	defer stopWatch()
-	requestsBefore := e.fake.Requests()
-	run.during(ctx)
-	requestsDuring := e.fake.Requests() - requestsBefore
+	requestsDuring := run.during(ctx)
 	run.after(ctx)
 	if err := s.finish(ctx, 0); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/herald-push/herald/internal/backlog"
 	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/internal/fakefcm"
 )
@@ -103,19 +104,7 @@ func (e *chaosEnv) timedBacklog(ctx context.Context, load *chaosLoad, n int, hot
 	before := e.pushes.total() - len(e.pushes.pushesToWatched())
 	release()
 	took, err := e.waitFor(ctx, e.drainTimeout(), "every push of the backlog but the hot device's",
-		func(ctx context.Context) (bool, error) {
-			var done bool
-			err := e.admin.QueryRow(ctx, `SELECT NOT EXISTS (
-					SELECT 1 FROM watermill_herald_outbox m
-					LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
-					WHERE m.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-					  AND (o.consumer_group IS NULL
-					       OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
-				) AND NOT EXISTS (
-					SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled') AND token <> $1
-				)`, hot).Scan(&done)
-			return done, err
-		})
+		func(ctx context.Context) (bool, error) { return backlog.IdleExceptToken(ctx, e.admin, hot) })
 	if err != nil {
 		return chaosBacklog{}, err
 	}

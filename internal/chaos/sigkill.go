@@ -6,9 +6,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/herald-push/herald/internal/backlog"
 	"github.com/herald-push/herald/internal/cli"
-	"github.com/jackc/pgx/v5"
 )
 
 // chaosCrashBound is how many pushes one crash can duplicate: the

@@ -2,24 +2,18 @@ package chaos
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/api/option"
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/internal/fakefcm"
@@ -103,43 +97,15 @@ func RunWorker(ctx context.Context, _ []string, _, stderr io.Writer) error {
 // chaosFCM builds an FCM client for the fake FCM at fcmURL, trusting only
 // its certificate, as FakeFCM.ClientOptions does in process.
 func chaosFCM(ctx context.Context, fcmURL, project string, certPEM []byte) (*herald.FCM, error) {
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(certPEM) {
-		return nil, errors.New("the fake fcm's certificate is not PEM")
+	opts, err := fakefcm.RemoteClientOptions(fcmURL, certPEM)
+	if err != nil {
+		return nil, err
 	}
-	httpClient := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:   true,
-		MaxIdleConnsPerHost: 100,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}
-	fcm, err := herald.NewFCM(ctx, project, option.WithEndpoint(fcmURL+"/v1"), option.WithHTTPClient(httpClient))
+	fcm, err := herald.NewFCM(ctx, project, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("fcm client: %w", err)
 	}
 	return fcm, nil
-}
-
-// chaosFakeCertPEM fetches the fake FCM's certificate with a TLS
-// handshake verified by the fake's own client configuration.
-func chaosFakeCertPEM(fake *fakefcm.Server) ([]byte, error) {
-	tr, ok := fake.HTTPClient().Transport.(*http.Transport)
-	if !ok || tr.TLSClientConfig == nil {
-		return nil, errors.New("the fake fcm's client has no TLS configuration")
-	}
-	cfg := tr.TLSClientConfig.Clone()
-	cfg.NextProtos = nil
-	conn, err := tls.Dial("tcp", strings.TrimPrefix(fake.URL(), "https://"), cfg)
-	if err != nil {
-		return nil, fmt.Errorf("fetch the fake fcm's certificate: %w", err)
-	}
-	defer conn.Close()
-	certs := conn.ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return nil, errors.New("the fake fcm presented no certificate")
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw}), nil
 }
 
 // chaosWorkers starts, kills and stops chaos-worker processes, one at a time.
@@ -163,10 +129,7 @@ func newChaosWorkers(e *chaosEnv, tuning chaosTuning) (*chaosWorkers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find this executable: %w", err)
 	}
-	cert, err := chaosFakeCertPEM(e.fake)
-	if err != nil {
-		return nil, err
-	}
+	cert := e.fake.CertPEM()
 	dir, err := os.MkdirTemp("", "herald-chaos-")
 	if err != nil {
 		return nil, err

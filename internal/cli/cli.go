@@ -21,6 +21,7 @@ import (
 // nothing more: the flag set, or the command's usage text, already did.
 type UsageError struct{ Msg string }
 
+// Error returns the message.
 func (e UsageError) Error() string { return e.Msg }
 
 // Sleep waits d or until ctx ends (the command was interrupted), and reports
@@ -43,6 +44,7 @@ type LockedWriter struct {
 	W  io.Writer
 }
 
+// Write writes p to W, one caller at a time.
 func (w *LockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
 	"firebase.google.com/go/v4/messaging"
 	"google.golang.org/api/option"
 )
@@ -110,6 +109,7 @@ type Server struct {
 
 	server    *http.Server
 	client    *http.Client
+	certDER   []byte        // the self-signed certificate the server presents
 	done      chan struct{} // closed by Close: releases hanging and sleeping requests
 	serveDone chan struct{} // closed when the serve goroutine has returned
 	closeOnce sync.Once
@@ -143,14 +143,13 @@ func Start(cfg Config) (*Server, error) {
 		namePrefix: "projects/" + projectID + "/messages/0:",
 		nameSuffix: "%" + hex.EncodeToString(instance),
 		dryRunBody: mustMarshal(sendResponse{Name: "projects/" + projectID + "/messages/fake_message_id"}),
+		certDER:    cert.Certificate[0],
 		done:       make(chan struct{}),
 		serveDone:  make(chan struct{}),
 	}
 	f.latency.Store(int64(cfg.Latency))
 
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(!cfg.HTTP1)
+	protocols := newProtocols(cfg.HTTP1)
 
 	f.server = &http.Server{
 		Handler:           http.HandlerFunc(f.serveHTTP),
@@ -160,15 +159,7 @@ func Start(cfg Config) (*Server, error) {
 		// Clients that go away mid-handshake (benchmarks, closed tests) are not news.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	f.client = &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     clientTLSConfig(roots),
-		Protocols:           protocols,
-		ForceAttemptHTTP2:   !cfg.HTTP1,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}
+	f.client = &http.Client{Transport: newTransport(roots, cfg.HTTP1)}
 
 	go func() {
 		defer close(f.serveDone)
@@ -211,18 +202,7 @@ func (f *Server) HTTPClient() *http.Client { return f.client }
 // no credentials (option.WithHTTPClient replaces the SDK's authenticated transport), which
 // the fake accepts. The SDK's built-in retries stay on: it retries 503 and network errors.
 func (f *Server) MessagingClient(ctx context.Context) (*messaging.Client, error) {
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: f.projectID},
-		option.WithEndpoint(f.url+"/v1"),
-		option.WithHTTPClient(f.client),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("create firebase app for fake fcm: %w", err)
-	}
-	client, err := app.Messaging(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create messaging client for fake fcm: %w", err)
-	}
-	return client, nil
+	return NewMessagingClient(ctx, f.projectID, f.ClientOptions()...)
 }
 
 // ClientOptions returns the options that point an FCM client at the fake:

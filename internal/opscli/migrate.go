@@ -10,6 +10,7 @@ import (
 	"github.com/herald-push/herald/migrations"
 )
 
+// Migrate is `herald migrate`: it applies Herald's migrations to DATABASE_URL.
 func Migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/internal/backlog"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -19,23 +19,7 @@ const pollEvery = 20 * time.Millisecond
 // Idle reports whether Herald has nothing left to do in pool's database:
 // the relay has consumed every committed outbox message and no delivery is
 // open (pending, claimed or retry scheduled).
-func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
-	var idle bool
-	err := pool.QueryRow(ctx, `
-		SELECT NOT EXISTS (
-			SELECT 1 FROM watermill_herald_outbox m
-			LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
-			WHERE m.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-			  AND (o.consumer_group IS NULL
-			       OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
-		) AND NOT EXISTS (
-			SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled')
-		)`).Scan(&idle)
-	if err != nil {
-		return false, fmt.Errorf("check whether herald is idle: %w", err)
-	}
-	return idle, nil
-}
+func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) { return backlog.Idle(ctx, pool) }
 
 // WaitIdle waits until Idle is true, failing the test after timeout.
 func WaitIdle(t testing.TB, pool *pgxpool.Pool, timeout time.Duration) {

@@ -1,80 +1,10 @@
 package testutil
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
-	"io"
-	"log"
-	"maps"
-	"net"
-	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/messaging"
-	"google.golang.org/api/option"
+	"github.com/herald-push/herald/internal/fakefcm"
 )
-
-// defaultFakeFCMProjectID is the project a FakeFCM serves when FakeFCMConfig.ProjectID is empty.
-const defaultFakeFCMProjectID = "herald-test"
-
-// FakeFCMConfig configures a FakeFCM. The zero value is valid and means the documented defaults.
-type FakeFCMConfig struct {
-	// ProjectID is the Firebase project the fake answers for. Requests for any other project get
-	// 404 NOT_FOUND. Defaults to "herald-test".
-	ProjectID string
-
-	// Latency is added to every messages:send request before it is answered. It can be changed
-	// later with SetLatency. Defaults to 0.
-	Latency time.Duration
-
-	// HTTP1 makes the fake serve HTTP/1.1 over TLS only, and HTTPClient speak only HTTP/1.1.
-	// Defaults to false: HTTP/2 over TLS, like real FCM, with HTTP/1.1 still offered via ALPN.
-	HTTP1 bool
-
-	// DontRecord stops the fake from keeping accepted messages in memory: Accepted and
-	// AcceptedFor return nil. Counters and OnAccept still work. Use it for long benchmarks.
-	// Defaults to false.
-	DontRecord bool
-
-	// OnAccept, if not nil, is called for every accepted message (not for validate_only
-	// requests), on the server goroutine that handles the request, before the response is
-	// written. It must be cheap and safe for concurrent use, and must not modify the Data map.
-	OnAccept func(Received)
-}
-
-// Received is one message the fake accepted.
-type Received struct {
-	// Name is the message name returned to the client: "projects/{project}/messages/{id}".
-	Name string
-	// Token is message.token; empty for topic and condition messages.
-	Token string
-	// Topic is message.topic; empty unless the message was sent to a topic.
-	Topic string
-	// Condition is message.condition; empty unless the message was sent to a condition.
-	Condition string
-	// Title is message.notification.title.
-	Title string
-	// Body is message.notification.body.
-	Body string
-	// Data is message.data; nil when the message had none.
-	Data map[string]string
-	// TTL is message.android.ttl as sent on the wire (for example "3600s"); empty if absent.
-	TTL string
-	// Authorization is the request's Authorization header; empty when the request had none
-	// (the fake never requires one).
-	Authorization string
-	// ProtoMajor is the HTTP major version the request arrived with: 2 for HTTP/2, 1 for HTTP/1.1.
-	ProtoMajor int
-	// At is when the fake accepted the message.
-	At time.Time
-}
 
 // FakeFCM is an in-process stand-in for the FCM HTTP v1 API
 // (POST /v1/projects/{project}/messages:send) on a loopback TLS listener.
@@ -83,256 +13,69 @@ type Received struct {
 // answers errors in the exact shape real FCM uses, and records what it accepted. All methods
 // are safe for concurrent use. There is no FCM emulator: this fake is what Herald's tests,
 // `herald demo` and `herald bench` send to.
-type FakeFCM struct {
-	projectID  string
-	url        string
-	dontRecord bool
-	onAccept   func(Received)
+type FakeFCM = fakefcm.Server
 
-	// A message name is namePrefix + sequence number + nameSuffix, like FCM's
-	// "projects/p/messages/0:1500415314455276%31bd1c9631bd1c96"; the suffix differs per fake.
-	namePrefix string
-	nameSuffix string
-	nameSeq    atomic.Uint64
-	// dryRunBody is the answer to a successful validate_only request.
-	dryRunBody []byte
+// FakeFCMConfig configures a FakeFCM. The zero value is valid and means the documented
+// defaults (see its fields).
+type FakeFCMConfig = fakefcm.Config
 
-	latency atomic.Int64 // nanoseconds
-	faults  atomic.Pointer[faultTable]
-	faultMu sync.Mutex // serialises writers of faults
+// Received is one message the fake accepted.
+type Received = fakefcm.Received
 
-	requests    atomic.Int64
-	inFlight    atomic.Int64 // handlers running, so Close can wait for them
-	accepted    atomic.Int64
-	connections atomic.Int64
+// Fault scripts how the fake answers matching requests. Register it with FakeFCM.FailToken or
+// FakeFCM.FailAll.
+type Fault = fakefcm.Fault
 
-	recordMu sync.Mutex
-	recorded []Received
+// FaultCode selects the answer a scripted Fault makes the fake give. Each code reproduces the
+// HTTP status and error body real FCM sends, so the firebase SDK's error helpers classify it
+// as they would in production.
+type FaultCode = fakefcm.FaultCode
 
-	server    *http.Server
-	client    *http.Client
-	done      chan struct{} // closed by Close: releases hanging and sleeping requests
-	serveDone chan struct{} // closed when the serve goroutine has returned
-	closeOnce sync.Once
-}
+// The answers a Fault can script; each constant's documentation is in package fakefcm's
+// FaultCode list, repeated here in brief.
+const (
+	// FaultNone accepts the message. With Fault.Latency it only slows matching requests down.
+	FaultNone = fakefcm.FaultNone
+	// FaultUnregistered answers 404 NOT_FOUND with FcmError UNREGISTERED: the token is dead.
+	FaultUnregistered = fakefcm.FaultUnregistered
+	// FaultInvalidToken answers 400 INVALID_ARGUMENT about the token.
+	FaultInvalidToken = fakefcm.FaultInvalidToken
+	// FaultInvalidMessage answers 400 INVALID_ARGUMENT about the message.
+	FaultInvalidMessage = fakefcm.FaultInvalidMessage
+	// FaultQuotaExceeded answers 429 RESOURCE_EXHAUSTED with FcmError QUOTA_EXCEEDED, and a
+	// Retry-After header when Fault.RetryAfter > 0. The SDK does not retry it.
+	FaultQuotaExceeded = fakefcm.FaultQuotaExceeded
+	// FaultUnavailable answers 503 UNAVAILABLE, with Retry-After when Fault.RetryAfter > 0.
+	// The SDK retries it.
+	FaultUnavailable = fakefcm.FaultUnavailable
+	// FaultInternal answers 500 INTERNAL with FcmError INTERNAL.
+	FaultInternal = fakefcm.FaultInternal
+	// FaultSenderIDMismatch answers 403 PERMISSION_DENIED with FcmError SENDER_ID_MISMATCH.
+	FaultSenderIDMismatch = fakefcm.FaultSenderIDMismatch
+	// FaultThirdPartyAuth answers 401 UNAUTHENTICATED with FcmError THIRD_PARTY_AUTH_ERROR.
+	FaultThirdPartyAuth = fakefcm.FaultThirdPartyAuth
+	// FaultUnauthenticated answers 401 UNAUTHENTICATED with no FcmError detail: the sender's
+	// own credentials were rejected.
+	FaultUnauthenticated = fakefcm.FaultUnauthenticated
+	// FaultHang never answers until the client's context ends or the fake is closed.
+	FaultHang = fakefcm.FaultHang
+	// FaultBadRequest answers 400 INVALID_ARGUMENT with a plain Google error body.
+	FaultBadRequest = fakefcm.FaultBadRequest
+)
 
 // StartFakeFCM starts a fake FCM server on 127.0.0.1 with a fresh self-signed certificate.
-// It is meant for code that has no *testing.T (`herald demo`, `herald bench`); the caller must
-// call Close. Tests should use NewFakeFCM.
-func StartFakeFCM(cfg FakeFCMConfig) (*FakeFCM, error) {
-	projectID := cfg.ProjectID
-	if projectID == "" {
-		projectID = defaultFakeFCMProjectID
-	}
-
-	cert, roots, err := newSelfSignedCert()
-	if err != nil {
-		return nil, fmt.Errorf("create fake fcm certificate: %w", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listen for fake fcm: %w", err)
-	}
-
-	instance := make([]byte, 8)
-	_, _ = rand.Read(instance) // crypto/rand.Read never fails
-
-	f := &FakeFCM{
-		projectID:  projectID,
-		url:        "https://" + ln.Addr().String(),
-		dontRecord: cfg.DontRecord,
-		onAccept:   cfg.OnAccept,
-		namePrefix: "projects/" + projectID + "/messages/0:",
-		nameSuffix: "%" + hex.EncodeToString(instance),
-		dryRunBody: mustMarshal(sendResponse{Name: "projects/" + projectID + "/messages/fake_message_id"}),
-		done:       make(chan struct{}),
-		serveDone:  make(chan struct{}),
-	}
-	f.latency.Store(int64(cfg.Latency))
-
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(!cfg.HTTP1)
-
-	f.server = &http.Server{
-		Handler:           http.HandlerFunc(f.serveHTTP),
-		TLSConfig:         serverTLSConfig(cert),
-		Protocols:         protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		// Clients that go away mid-handshake (benchmarks, closed tests) are not news.
-		ErrorLog: log.New(io.Discard, "", 0),
-	}
-	f.client = &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     clientTLSConfig(roots),
-		Protocols:           protocols,
-		ForceAttemptHTTP2:   !cfg.HTTP1,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}
-
-	go func() {
-		defer close(f.serveDone)
-		// ServeTLS only ever returns http.ErrServerClosed after Close, or a listener
-		// error that leaves nothing to serve; either way the fake is finished.
-		_ = f.server.ServeTLS(&countingListener{Listener: ln, n: &f.connections}, "", "")
-	}()
-	return f, nil
-}
+// It is meant for code that has no *testing.T; the caller must call Close. Tests should use
+// NewFakeFCM.
+func StartFakeFCM(cfg FakeFCMConfig) (*FakeFCM, error) { return fakefcm.Start(cfg) }
 
 // NewFakeFCM starts a fake FCM server for a test, registers Close with t.Cleanup, and fails
 // the test at once if the server cannot start.
 func NewFakeFCM(t testing.TB, cfg FakeFCMConfig) *FakeFCM {
 	t.Helper()
-	f, err := StartFakeFCM(cfg)
+	f, err := fakefcm.Start(cfg)
 	if err != nil {
 		t.Fatalf("start fake fcm: %v", err)
 	}
 	t.Cleanup(f.Close)
 	return f
-}
-
-// Close stops the server and closes every connection to it. Requests that are hanging
-// (FaultHang) or waiting out a latency are released first and answered 503 UNAVAILABLE, and
-// Close waits (at most a second) for every handler to return, so no goroutine of the fake
-// outlives it. It is idempotent and safe to call concurrently.
-func (f *FakeFCM) Close() {
-	f.closeOnce.Do(func() {
-		close(f.done)
-		// Not Shutdown: it waits up to a second for HTTP/2 clients to act on GOAWAY.
-		_ = f.server.Close() // the only possible error is the listener's, and it is gone either way
-		<-f.serveDone
-		f.client.CloseIdleConnections()
-		for deadline := time.Now().Add(time.Second); f.inFlight.Load() > 0 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
-	})
-}
-
-// URL returns the server's base URL, "https://127.0.0.1:{port}", without the "/v1" API prefix.
-func (f *FakeFCM) URL() string { return f.url }
-
-// ProjectID returns the Firebase project the fake answers for.
-func (f *FakeFCM) ProjectID() string { return f.projectID }
-
-// HTTPClient returns an HTTP client that trusts the fake's self-signed certificate and speaks
-// HTTP/2 (HTTP/1.1 when FakeFCMConfig.HTTP1 is set). Every call returns the same client, so
-// connections are pooled. It has no timeout: give every request a context deadline.
-func (f *FakeFCM) HTTPClient() *http.Client { return f.client }
-
-// MessagingClient returns a real firebase SDK messaging client pointed at the fake. It sends
-// no credentials (option.WithHTTPClient replaces the SDK's authenticated transport), which
-// the fake accepts. The SDK's built-in retries stay on: it retries 503 and network errors.
-func (f *FakeFCM) MessagingClient(ctx context.Context) (*messaging.Client, error) {
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: f.projectID},
-		option.WithEndpoint(f.url+"/v1"),
-		option.WithHTTPClient(f.client),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("create firebase app for fake fcm: %w", err)
-	}
-	client, err := app.Messaging(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create messaging client for fake fcm: %w", err)
-	}
-	return client, nil
-}
-
-// ClientOptions returns the options that point an FCM client at the fake:
-// its endpoint and its HTTP client, which trusts the fake's certificate and
-// sends no credentials (the fake requires none). Pass them to
-// herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...).
-func (f *FakeFCM) ClientOptions() []option.ClientOption {
-	return []option.ClientOption{option.WithEndpoint(f.url + "/v1"), option.WithHTTPClient(f.client)}
-}
-
-// SetLatency sets the delay added to every messages:send request from now on, replacing
-// FakeFCMConfig.Latency.
-func (f *FakeFCM) SetLatency(d time.Duration) { f.latency.Store(int64(d)) }
-
-// Accepted returns a copy of the accepted messages in acceptance order, or nil when
-// FakeFCMConfig.DontRecord is set. validate_only requests are never included.
-func (f *FakeFCM) Accepted() []Received {
-	return f.copyRecorded(func(Received) bool { return true })
-}
-
-// AcceptedFor returns a copy of the accepted messages sent to token, in acceptance order, or
-// nil when there are none or FakeFCMConfig.DontRecord is set.
-func (f *FakeFCM) AcceptedFor(token string) []Received {
-	return f.copyRecorded(func(r Received) bool { return r.Token == token })
-}
-
-// AcceptedCount returns how many messages were accepted (validate_only requests excluded). It
-// is an atomic counter and works with DontRecord.
-func (f *FakeFCM) AcceptedCount() int64 { return f.accepted.Load() }
-
-// Requests returns how many messages:send requests arrived, for any project and with any
-// method, whatever the answer: accepted, faulted, invalid or hanging.
-func (f *FakeFCM) Requests() int64 { return f.requests.Load() }
-
-// Connections returns how many TCP connections the server has accepted.
-func (f *FakeFCM) Connections() int64 { return f.connections.Load() }
-
-// ResetRecorded forgets the accepted messages and sets AcceptedCount, Requests and
-// Connections back to zero. Scripted faults, latency and open connections are kept, and
-// message names stay unique.
-func (f *FakeFCM) ResetRecorded() {
-	f.recordMu.Lock()
-	f.recorded = nil
-	f.accepted.Store(0)
-	f.requests.Store(0)
-	f.connections.Store(0)
-	f.recordMu.Unlock()
-}
-
-func (f *FakeFCM) copyRecorded(keep func(Received) bool) []Received {
-	f.recordMu.Lock()
-	defer f.recordMu.Unlock()
-	var out []Received
-	for _, r := range f.recorded {
-		if keep(r) {
-			r.Data = maps.Clone(r.Data)
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// record counts an accepted message, keeps it unless DontRecord is set, and calls OnAccept.
-func (f *FakeFCM) record(r Received) {
-	if f.dontRecord {
-		f.accepted.Add(1)
-	} else {
-		f.recordMu.Lock() // the count moves with the slice, so ResetRecorded clears both at once
-		f.recorded = append(f.recorded, r)
-		f.accepted.Add(1)
-		f.recordMu.Unlock()
-	}
-	if f.onAccept != nil {
-		f.onAccept(r)
-	}
-}
-
-// countingListener counts the connections it accepts.
-type countingListener struct {
-	net.Listener
-	n *atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
-// mustMarshal encodes values the fake builds itself, which always encode.
-func mustMarshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic("fake fcm: encode built-in json: " + err.Error())
-	}
-	return b
 }

@@ -1,0 +1,39 @@
+// Package backlog reads, from Herald's own tables, whether Herald has work
+// left: what `herald chaos` and testutil.WaitIdle wait for.
+package backlog
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Idle reports whether Herald has nothing left to do in pool's database:
+// the relay has consumed every committed outbox message and no delivery is
+// open (pending, claimed or retry scheduled).
+func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	return IdleExceptToken(ctx, pool, "")
+}
+
+// IdleExceptToken is Idle, save that the open deliveries to token do not
+// count: `herald chaos` holds one device back while the rest drains. An
+// empty token holds back nothing: that is Idle.
+func IdleExceptToken(ctx context.Context, pool *pgxpool.Pool, token string) (bool, error) {
+	var idle bool
+	err := pool.QueryRow(ctx, `
+		SELECT NOT EXISTS (
+			SELECT 1 FROM watermill_herald_outbox m
+			LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
+			WHERE m.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+			  AND (o.consumer_group IS NULL
+			       OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
+		) AND NOT EXISTS (
+			SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled')
+			  AND ($1 = '' OR token <> $1)
+		)`, token).Scan(&idle)
+	if err != nil {
+		return false, fmt.Errorf("check whether herald is idle: %w", err)
+	}
+	return idle, nil
+}

@@ -11,9 +11,12 @@ import (
 // IsTransient reports whether err, returned by pgx, may go away by itself:
 // the connection or the server went away, a serialization failure or
 // deadlock, a canceled query or an ended context, too many connections or
-// another lack of resources. Everything else is deterministic (an oversized
-// index row, a data exception, a constraint violation...): trying again
-// fails the same way.
+// another lack of resources, or the environment rather than the data: a
+// schema older than the code (a binary deployed before its migration ran),
+// a privilege revoked, a login refused, a feature or database missing; an
+// operator fixes those, and the events must then still be there.
+// Everything else is deterministic (an oversized index row, a data
+// exception, a constraint violation...): trying again fails the same way.
 func IsTransient(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -26,6 +29,11 @@ func IsTransient(err error) bool {
 			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources, too many connections
 			strings.HasPrefix(pgErr.Code, "57"),          // operator intervention: query canceled, admin shutdown
 			strings.HasPrefix(pgErr.Code, "58"),          // system error (I/O)
+			strings.HasPrefix(pgErr.Code, "42"),          // undefined table or column, insufficient privilege
+			strings.HasPrefix(pgErr.Code, "0A"),          // feature not supported
+			strings.HasPrefix(pgErr.Code, "28"),          // invalid authorization
+			strings.HasPrefix(pgErr.Code, "3D"),          // invalid catalog (database) name
+			strings.HasPrefix(pgErr.Code, "3F"),          // invalid schema name
 			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock
 			pgErr.Code == "55P03": // lock not available
 			return true

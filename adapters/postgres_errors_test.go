@@ -27,6 +27,12 @@ func TestOnlyFailuresThatCanPassByThemselvesAreRetriedForever(t *testing.T) {
 		{"too many connections", pg("53300"), true},
 		{"context deadline", fmt.Errorf("expand: %w", context.DeadlineExceeded), true},
 		{"connection lost mid-statement", fmt.Errorf("expand: %w", io.ErrUnexpectedEOF), true},
+		// A binary deployed before its migration ran, or a grant revoked:
+		// an operator mends it, and the events must still be there.
+		{"column not migrated yet", pg("42703"), true},
+		{"table not migrated yet", pg("42P01"), true},
+		{"privilege revoked", pg("42501"), true},
+		{"login refused", pg("28P01"), true},
 		{"index row too large", pg("54000"), false},
 		{"invalid text", pg("22021"), false},
 		{"not null violation", pg("23502"), false},

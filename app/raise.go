@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -135,6 +136,14 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 		if err != nil {
 			errs = append(errs, fmt.Errorf("event %d (%s): %w: does not encode as JSON: %w",
 				i, ev.EventType(), notification.ErrMalformedEvent, err))
+			continue
+		}
+		if !utf8.Valid(data) {
+			// A custom MarshalJSON may emit raw bytes json.Marshal does not
+			// check; Postgres would refuse them after the notifications were
+			// written, and the host's transaction would be lost.
+			errs = append(errs, fmt.Errorf("event %d (%s): %w: its JSON is not valid UTF-8",
+				i, ev.EventType(), notification.ErrMalformedEvent))
 			continue
 		}
 		if len(data) > MaxEventBytes {

@@ -3,9 +3,12 @@ package outbox
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/herald-push/herald/app"
 )
 
 // invalidMetadataKey marks a message whose metadata column did not hold a
@@ -26,12 +29,52 @@ type relaySchema struct {
 	wsql.DefaultPostgreSQLSchema
 }
 
+// relayColumns is the column list of watermill-sql v4.1.3's select, which
+// SelectQuery replaces.
+const relayColumns = `SELECT "offset", transaction_id, uuid, payload, metadata FROM `
+
+// relayIdleTimeout ends the relay's subscriber transaction if its process
+// stops talking mid-batch (paused, partitioned): that transaction holds the
+// consumer group's row lock, and every other relay waits on it until
+// Postgres notices. It is far above any handler's ack deadline.
+const relayIdleTimeout = "30s"
+
+// SelectQuery is watermill-sql's, except that a payload or metadata larger
+// than the relay reads is replaced, in the database, by a small object
+// naming its size, so an oversized row never comes into memory (the relay
+// dead-letters it as malformed); and the transaction gets
+// relayIdleTimeout.
+func (s relaySchema) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, error) {
+	q, err := s.DefaultPostgreSQLSchema.SelectQuery(params)
+	if err != nil {
+		return q, err
+	}
+	if !strings.Contains(q.Query, relayColumns) {
+		return q, fmt.Errorf("outbox relay: watermill-sql's select query changed shape; relaySchema needs updating")
+	}
+	q.Query = strings.Replace(q.Query, relayColumns, fmt.Sprintf(`SELECT "offset", transaction_id, uuid,
+			CASE WHEN octet_length(payload::text) > %[1]d
+				THEN json_build_object('herald_oversized_payload_bytes', octet_length(payload::text))
+				ELSE payload END AS payload,
+			CASE WHEN octet_length(metadata::text) > %[2]d
+				THEN json_build_object('herald_oversized_metadata_bytes', octet_length(metadata::text)::text)
+				ELSE metadata END AS metadata,
+			set_config('idle_in_transaction_session_timeout', '%[3]s', true) AS idle_timeout
+		FROM `, app.MaxOutboxMessageBytes, maxMetadataBytes, relayIdleTimeout), 1)
+	return q, nil
+}
+
+// maxMetadataBytes bounds the metadata the relay reads; Herald's own is a
+// few hundred bytes.
+const maxMetadataBytes = 64 << 10
+
 // UnmarshalMessage reads one row as DefaultPostgreSQLSchema does (same
 // columns, same ExtraData), without ever failing on the row's content.
 func (s relaySchema) UnmarshalMessage(params wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	r := wsql.Row{}
 	var transactionID wsql.XID8
-	if err := params.Row.Scan(&r.Offset, &transactionID, &r.UUID, &r.Payload, &r.Metadata); err != nil {
+	var idleTimeout string
+	if err := params.Row.Scan(&r.Offset, &transactionID, &r.UUID, &r.Payload, &r.Metadata, &idleTimeout); err != nil {
 		return wsql.Row{}, fmt.Errorf("could not scan message row: %w", err)
 	}
 	msg := message.NewMessage(string(r.UUID), r.Payload)

@@ -1,9 +1,11 @@
 package adapters
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -110,19 +112,21 @@ func (r *PostgresDeadLetterRepository) List(ctx context.Context, pendingOnly boo
 	return dls, nil
 }
 
-// TakeForReplay locks the not yet replayed dead letters with the given ids
-// (every one when ids is empty), marks them replayed at now, and returns
-// them, all in tx: the caller republishes them in the same transaction, so
-// a dead letter is replayed once however often this runs.
-func (r *PostgresDeadLetterRepository) TakeForReplay(ctx context.Context, ids []int64, now time.Time) ([]DeadLetter, error) {
+// TakeForReplay locks up to limit not yet replayed dead letters with ids
+// above after, among the given ids (every one when ids is empty), in id
+// order, marks them replayed at now, and returns them, all in tx: the
+// caller republishes them in the same transaction, so a dead letter is
+// replayed once however often this runs.
+func (r *PostgresDeadLetterRepository) TakeForReplay(ctx context.Context, ids []int64, after int64, limit int, now time.Time) ([]DeadLetter, error) {
 	rows, err := r.db.Query(ctx, `
 		UPDATE herald_dead_letters SET replayed_at = $2
 		WHERE id IN (
 			SELECT id FROM herald_dead_letters
 			WHERE replayed_at IS NULL AND (coalesce(cardinality($1::bigint[]), 0) = 0 OR id = ANY ($1::bigint[]))
-			ORDER BY id FOR UPDATE
+				AND id > $3
+			ORDER BY id LIMIT $4 FOR UPDATE
 		)
-		RETURNING id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at`, ids, now)
+		RETURNING id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at`, ids, now, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("take dead letters for replay: %w", err)
 	}
@@ -134,5 +138,14 @@ func (r *PostgresDeadLetterRepository) TakeForReplay(ctx context.Context, ids []
 	if err != nil {
 		return nil, fmt.Errorf("take dead letters for replay: %w", err)
 	}
+	slices.SortFunc(dls, func(a, b DeadLetter) int { return cmp.Compare(a.ID, b.ID) })
 	return dls, nil
+}
+
+// Untake marks the dead letters with the given ids not replayed again.
+func (r *PostgresDeadLetterRepository) Untake(ctx context.Context, ids []int64) error {
+	if _, err := r.db.Exec(ctx, `UPDATE herald_dead_letters SET replayed_at = NULL WHERE id = ANY ($1::bigint[])`, ids); err != nil {
+		return fmt.Errorf("untake dead letters: %w", err)
+	}
+	return nil
 }

@@ -21,8 +21,11 @@ type DeadLetter struct {
 // DeadLetterReplayStore takes dead letters for replay, in the transaction
 // that republishes them.
 type DeadLetterReplayStore interface {
-	// TakeForReplay locks the not yet replayed dead letters with the given
-	// ids (every one when ids is empty), marks them replayed at now, and
-	// returns them.
-	TakeForReplay(ctx context.Context, ids []int64, now time.Time) ([]DeadLetter, error)
+	// TakeForReplay locks up to limit not yet replayed dead letters with
+	// ids above after, among the given ids (every one when ids is empty),
+	// in id order, marks them replayed at now, and returns them.
+	TakeForReplay(ctx context.Context, ids []int64, after int64, limit int, now time.Time) ([]DeadLetter, error)
+	// Untake marks the dead letters with the given ids not replayed again:
+	// those taken that cannot be replayed.
+	Untake(ctx context.Context, ids []int64) error
 }

@@ -344,6 +344,16 @@ func relayMessage(msg *message.Message) app.RelayMessage {
 	if len(msg.Payload) > app.MaxOutboxMessageBytes {
 		return m
 	}
+	if size, ok := oversizedMarker(msg.Payload); ok {
+		m.Malformed = fmt.Errorf("outbox message of %d bytes is over the relay's limit of %d; it was not read "+
+			"(it stays in the outbox table until housekeeping removes it)", size, app.MaxOutboxMessageBytes)
+		return m
+	}
+	if size, ok := msg.Metadata[oversizedMetadataKey]; ok {
+		m.Malformed = fmt.Errorf("outbox message metadata of %s bytes is over the relay's limit of %d; it was not read",
+			size, maxMetadataBytes)
+		return m
+	}
 	env, err := decodeEnvelope(msg.Payload)
 	if err != nil {
 		m.Malformed = err

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -54,14 +55,35 @@ func (s relaySchema) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, err
 	}
 	q.Query = strings.Replace(q.Query, relayColumns, fmt.Sprintf(`SELECT "offset", transaction_id, uuid,
 			CASE WHEN octet_length(payload::text) > %[1]d
-				THEN json_build_object('herald_oversized_payload_bytes', octet_length(payload::text))
+				THEN json_build_object('%[4]s', octet_length(payload::text))
 				ELSE payload END AS payload,
 			CASE WHEN octet_length(metadata::text) > %[2]d
-				THEN json_build_object('herald_oversized_metadata_bytes', octet_length(metadata::text)::text)
+				THEN json_build_object('%[5]s', octet_length(metadata::text)::text)
 				ELSE metadata END AS metadata,
 			set_config('idle_in_transaction_session_timeout', '%[3]s', true) AS idle_timeout
-		FROM `, app.MaxOutboxMessageBytes, maxMetadataBytes, relayIdleTimeout), 1)
+		FROM `, app.MaxOutboxMessageBytes, maxMetadataBytes, relayIdleTimeout, oversizedPayloadKey, oversizedMetadataKey), 1)
 	return q, nil
+}
+
+// oversizedPayloadKey and oversizedMetadataKey name the objects SelectQuery
+// puts in place of an oversized payload or metadata.
+const (
+	oversizedPayloadKey  = "herald_oversized_payload_bytes"
+	oversizedMetadataKey = "herald_oversized_metadata_bytes"
+)
+
+// oversizedMarker reports whether payload is SelectQuery's stand-in for an
+// oversized payload, and the size it names.
+func oversizedMarker(payload []byte) (int64, bool) {
+	if len(payload) > 100 || !bytes.Contains(payload, []byte(oversizedPayloadKey)) {
+		return 0, false
+	}
+	var marker map[string]int64
+	if json.Unmarshal(payload, &marker) != nil {
+		return 0, false
+	}
+	size, ok := marker[oversizedPayloadKey]
+	return size, ok && len(marker) == 1
 }
 
 // maxMetadataBytes bounds the metadata the relay reads; Herald's own is a

@@ -15,6 +15,7 @@ import (
 	"firebase.google.com/go/v4/messaging"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/api/option"
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/internal/cli"
@@ -31,11 +32,10 @@ const benchDefaultRatePerMinute = 600_000
 type benchScenario struct {
 	name string
 	// keys is how many pushes the scenario commits: one to each of the
-	// tokens with keys 0..keys-1.
+	// tokens with keys 0..keys-1, which the bench registers first, outside
+	// the timing (benchLoadTokens: one user each).
 	keys  int
 	rules *notification.Rules
-	// load registers the tokens, outside the timing.
-	load func(ctx context.Context, pool *pgxpool.Pool, progressf func(string, ...any)) error
 	// raise commits the events in host transactions while Herald runs,
 	// logging each commit.
 	raise func(ctx context.Context, h *herald.Herald, pool *pgxpool.Pool, log *benchCommitLog) error
@@ -84,7 +84,7 @@ func (b *bench) benchConfig() herald.Config {
 // accepted every committed push (or the timeout), and accounts for them.
 func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenario, cpuProfile, memProfile string) (*benchResult, error) {
 	began := time.Now()
-	if err := sc.load(ctx, pool, b.progressf); err != nil {
+	if err := benchLoadTokens(ctx, pool, sc.keys, b.progressf); err != nil {
 		return nil, fmt.Errorf("load tokens: %w", err)
 	}
 	b.progressf("%s: loaded %d tokens in %.1fs", sc.name, sc.keys, time.Since(began).Seconds())
@@ -101,14 +101,7 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 		res.BaselinePerSecond = &base.PerSecond
 	}
 
-	if err := b.fake.reset(sc.keys); err != nil {
-		return nil, err
-	}
-	project, opts, err := b.fake.clientOptions()
-	if err != nil {
-		return nil, err
-	}
-	fcm, err := herald.NewFCM(ctx, project, opts...)
+	fcm, err := benchFCMClient(ctx, b.fake, sc.keys, herald.NewFCM)
 	if err != nil {
 		return nil, err
 	}
@@ -244,18 +237,26 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 	return res, nil
 }
 
+// benchFCMClient starts a phase of fake expecting keys pushes (see
+// benchFake.reset) and makes a client of it with newClient: Herald's FCM
+// for a run, the SDK's own client for the baseline.
+func benchFCMClient[C any](ctx context.Context, fake benchFake, keys int, newClient func(context.Context, string, ...option.ClientOption) (C, error)) (C, error) {
+	var zero C
+	if err := fake.reset(keys); err != nil {
+		return zero, err
+	}
+	project, opts, err := fake.clientOptions()
+	if err != nil {
+		return zero, err
+	}
+	return newClient(ctx, project, opts...)
+}
+
 // baseline sends the scenario's pushes straight through the SDK, one
 // goroutine per push, at most -inflight at once, with no database: the
 // fire-and-forget code users start from.
 func (b *bench) baseline(ctx context.Context, sc *benchScenario) (*baselineResult, error) {
-	if err := b.fake.reset(sc.keys); err != nil {
-		return nil, err
-	}
-	project, opts, err := b.fake.clientOptions()
-	if err != nil {
-		return nil, err
-	}
-	client, err := fakefcm.NewMessagingClient(ctx, project, opts...)
+	client, err := benchFCMClient(ctx, b.fake, sc.keys, fakefcm.NewMessagingClient)
 	if err != nil {
 		return nil, err
 	}

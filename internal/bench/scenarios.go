@@ -110,9 +110,6 @@ func benchPersonalisedScenario(o benchOptions) *benchScenario {
 		name:  "personalised",
 		keys:  n,
 		rules: benchRules(benchCampaignRule),
-		load: func(ctx context.Context, pool *pgxpool.Pool, progressf func(string, ...any)) error {
-			return benchLoadTokens(ctx, pool, n, progressf)
-		},
 		raise: func(ctx context.Context, h *herald.Herald, pool *pgxpool.Pool, log *benchCommitLog) error {
 			txs := (n + o.txSize - 1) / o.txSize
 			var next atomic.Int64
@@ -150,9 +147,6 @@ func benchBroadcastScenario(o benchOptions) *benchScenario {
 		name:  "broadcast",
 		keys:  n,
 		rules: benchRules(benchAnnouncementRule),
-		load: func(ctx context.Context, pool *pgxpool.Pool, progressf func(string, ...any)) error {
-			return benchLoadTokens(ctx, pool, n, progressf)
-		},
 		raise: func(ctx context.Context, h *herald.Herald, pool *pgxpool.Pool, log *benchCommitLog) error {
 			if err := benchRaiseAndCommit(ctx, h, pool, benchAnnouncement{Text: "Version 2 is out"}); err != nil {
 				return err
@@ -171,9 +165,6 @@ func benchLatencyScenario(o benchOptions) *benchScenario {
 		name:  "latency",
 		keys:  n,
 		rules: benchRules(benchCampaignRule),
-		load: func(ctx context.Context, pool *pgxpool.Pool, progressf func(string, ...any)) error {
-			return benchLoadTokens(ctx, pool, n, progressf)
-		},
 		raise: func(ctx context.Context, h *herald.Herald, pool *pgxpool.Pool, log *benchCommitLog) error {
 			// Each event is its own request of the host: it starts on
 			// schedule whether or not earlier ones have committed.

@@ -14,7 +14,7 @@ import (
 // blips. Such an answer is about the sender, not the message: deliveries
 // must be released and retried, never failed. Nothing lost, nothing failed.
 func runChaosCredentialsBlip(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	s, err := e.setup(ctx, defaultChaosTuning(), false)
+	s, err := e.setupDefault(ctx)
 	if err != nil {
 		return nil, err
 	}

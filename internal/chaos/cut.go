@@ -16,24 +16,18 @@ import (
 // other host transaction under way. The cut transaction must leave nothing
 // behind; Herald must recover by itself; nothing committed is lost.
 func runChaosConnectionCut(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	tuning := defaultChaosTuning()
-	deliveries := e.deliveries(2_000, 20_000)
 	cuts := chaosSize(e.opts, 3, 10)
-	over := chaosSize(e.opts, 5*time.Second, 20*time.Second)
-
-	s, err := e.setup(ctx, tuning, false)
+	s, err := e.setupSteady(ctx, chaosMaxRelayStall,
+		fmt.Sprintf("%d cuts meanwhile, the first while the relay is inside its transaction", cuts))
 	if err != nil {
 		return nil, err
 	}
+	defer s.stopWatch()
 	res, load := s.res, s.load
-	e.progress("committing ~%d pushes over %s; %d cuts meanwhile, the first while the relay is inside its transaction", deliveries, over, cuts)
-	stopRelayWatch := e.watchRelay(res)
-	defer stopRelayWatch()
-	raising := load.runAsync(ctx, chaosComments(deliveries), over, 3)
 
 	var heraldCut, heraldCutInTx, hostCut, victimsCommitted, partial, victimsMissed int
 	relayCaught := false
-	slice := over / time.Duration(cuts)
+	slice := s.over / time.Duration(cuts)
 	for i := range cuts {
 		if !cli.Sleep(ctx, e.jitter(slice/2, slice)) {
 			return nil, ctx.Err()
@@ -67,11 +61,11 @@ func runChaosConnectionCut(ctx context.Context, e *chaosEnv) (*chaosResult, erro
 		e.progress("cut %d: terminated %d herald backends (%d in a transaction) and %d host backends; the half-done transaction left %d rows; %d pushes received so far",
 			i+1, c.herald, c.heraldInTx, c.host, c.partial, e.pushes.total())
 	}
-	<-raising
-	if err := s.finish(ctx, cuts*chaosCrashBound(tuning)); err != nil {
+	<-s.raising
+	if err := s.finish(ctx, cuts*chaosCrashBound(s.tuning)); err != nil {
 		return nil, err
 	}
-	stopRelayWatch()
+	s.stopWatch()
 	res.set("cuts", cuts)
 	res.set("relay_cut_mid_expansion", relayCaught)
 	res.set("herald_backends_terminated", heraldCut)

@@ -122,8 +122,7 @@ func runChaosFCMOutage(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 // times out (SendTimeout), timeouts open the breaker, and neither
 // goroutines nor heap grow with the backlog that builds meanwhile.
 func runChaosFCMHang(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	tuning := defaultChaosTuning()
-	s, err := e.setup(ctx, tuning, false)
+	s, err := e.setupDefault(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +157,7 @@ func runChaosFCMHang(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	maxGoroutines, maxHeap := resources.result()
 	// Each push in flight holds a few goroutines (the push, its HTTP/2
 	// stream, the fake's handler); nothing may grow with the backlog.
-	goroutineBound := goroutinesBefore + 4*tuning.MaxInFlight + 64
+	goroutineBound := goroutinesBefore + 4*s.tuning.MaxInFlight + 64
 	heapBound := 2*heapBefore + 64<<20
 	stats := h.Stats().Sender
 	res.set("hang_seconds", run.lasts.Seconds())

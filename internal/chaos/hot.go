@@ -24,15 +24,15 @@ const chaosHotMinShare = 0.5
 // committed): one with FCM healthy, one with the hot device, and the time
 // to deliver every other push of each is compared. Nothing is lost.
 func runChaosHotDevice(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	tuning := defaultChaosTuning()
-	s, err := e.setup(ctx, tuning, false)
+	deliveries := e.deliveries(2_000, 20_000)
+	retryAfter := 2 * time.Second
+	hot := fmt.Sprintf("%s-device-%d", chaosAuthor(1), 0)
+
+	s, err := e.setupDefault(ctx)
 	if err != nil {
 		return nil, err
 	}
 	res, h, load := s.res, s.h, s.load
-	deliveries := e.deliveries(2_000, 20_000)
-	retryAfter := 2 * time.Second
-	hot := fmt.Sprintf("%s-device-%d", chaosAuthor(1), 0)
 	e.pushes.watch(hot)
 
 	baseline, err := e.timedBacklog(ctx, load, deliveries/2, hot)

@@ -22,14 +22,15 @@ const chaosStatusTokenMoved notification.DeliveryStatus = "token_moved"
 // clears. A push for the previous owner must never reach a device that
 // now belongs to someone else. Every other push is delivered.
 func runChaosTokenMoves(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	s, err := e.setup(ctx, defaultChaosTuning(), false)
+	deliveries := e.deliveries(2_000, 20_000)
+	over := chaosSize(e.opts, 4*time.Second, 16*time.Second)
+	moving := chaosSize(e.opts, 5, 20)
+
+	s, err := e.setupDefault(ctx)
 	if err != nil {
 		return nil, err
 	}
 	res, h, load := s.res, s.h, s.load
-	deliveries := e.deliveries(2_000, 20_000)
-	over := chaosSize(e.opts, 4*time.Second, 16*time.Second)
-	moving := chaosSize(e.opts, 5, 20)
 
 	// One device each of the first authors; its previous owner is the author.
 	tokens := make([]string, moving)

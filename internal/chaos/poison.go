@@ -44,32 +44,26 @@ const (
 // ErrInvalidToken, expansion skips the overlong token, the crowd is
 // delivered, Raise fails and writes nothing, and the rows are dead-lettered.
 func runChaosPoison(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	s, err := e.setup(ctx, defaultChaosTuning(), false)
+	crowd := chaosSize(e.opts, 5_000, 100_000)
+	s, err := e.setupSteady(ctx, chaosPoisonMaxStall, "the poison halfway through")
 	if err != nil {
 		return nil, err
 	}
+	defer s.stopWatch()
 	res, load := s.res, s.load
-	deliveries := e.deliveries(2_000, 20_000)
-	crowd := chaosSize(e.opts, 5_000, 100_000)
-	over := chaosSize(e.opts, 5*time.Second, 20*time.Second)
-
-	e.progress("committing ~%d pushes over %s; the poison halfway through", deliveries, over)
-	stopRelayWatch := e.watchRelayWithin(res, chaosPoisonMaxStall)
-	defer stopRelayWatch()
-	raising := load.runAsync(ctx, chaosComments(deliveries), over, 3)
-	if !cli.Sleep(ctx, over/2) {
+	if !cli.Sleep(ctx, s.over/2) {
 		return nil, ctx.Err()
 	}
-	p, err := e.poison(ctx, s, crowd)
+	p, err := e.poison(ctx, s.chaosSetup, crowd)
 	if err != nil {
 		return nil, err
 	}
 	e.progress("poison in: %d pushes received so far", e.pushes.total())
-	<-raising
+	<-s.raising
 	if err := s.finish(ctx, 0); err != nil {
 		return nil, err
 	}
-	stopRelayWatch()
+	s.stopWatch()
 	if err := p.settle(ctx, e, load.tallied); err != nil {
 		return nil, err
 	}

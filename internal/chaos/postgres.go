@@ -13,24 +13,17 @@ import (
 // commits events and Herald relays and sends them in this process. Herald
 // is not told: its pools must find out and reconnect by themselves.
 func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
-	tuning := defaultChaosTuning()
-	deliveries := e.deliveries(2_000, 20_000)
 	restarts := chaosSize(e.opts, 1, 3)
-	over := chaosSize(e.opts, 5*time.Second, 20*time.Second)
-
-	s, err := e.setup(ctx, tuning, false)
+	s, err := e.setupSteady(ctx, chaosMaxRelayStall, fmt.Sprintf("%d immediate restart(s) of postgres meanwhile", restarts))
 	if err != nil {
 		return nil, err
 	}
-	res, load := s.res, s.load
-	e.progress("committing ~%d pushes over %s; %d immediate restart(s) of postgres meanwhile", deliveries, over, restarts)
-	stopRelayWatch := e.watchRelay(res)
-	defer stopRelayWatch()
-	raising := load.runAsync(ctx, chaosComments(deliveries), over, 3)
+	defer s.stopWatch()
+	res := s.res
 
 	var down []float64
 	var afterRestart int
-	slice := over / time.Duration(restarts)
+	slice := s.over / time.Duration(restarts)
 	for i := range restarts {
 		// Somewhere in the middle of this restart's share of the run.
 		if !cli.Sleep(ctx, e.jitter(slice/3, 2*slice/3)) {
@@ -50,11 +43,11 @@ func runChaosPostgresRestart(ctx context.Context, e *chaosEnv) (*chaosResult, er
 			return nil, ctx.Err()
 		}
 	}
-	<-raising
-	if err := s.finish(ctx, restarts*chaosCrashBound(tuning)); err != nil {
+	<-s.raising
+	if err := s.finish(ctx, restarts*chaosCrashBound(s.tuning)); err != nil {
 		return nil, err
 	}
-	stopRelayWatch()
+	s.stopWatch()
 	res.Crashes = restarts // an immediate shutdown is a crash
 	res.Restarts = restarts
 	res.set("postgres_down_seconds", down)

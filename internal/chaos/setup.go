@@ -37,6 +37,49 @@ func (e *chaosEnv) setup(ctx context.Context, tuning chaosTuning, hold bool) (*c
 	return &chaosSetup{res: &chaosResult{}, tuning: tuning, h: h, load: load}, nil
 }
 
+// setupDefault is setup with defaultChaosTuning, Herald started: the
+// opening of every scenario that needs no tuning of its own.
+func (e *chaosEnv) setupDefault(ctx context.Context) (*chaosSetup, error) {
+	return e.setup(ctx, defaultChaosTuning(), false)
+}
+
+// raiseSteadily starts the host raising about deliveries pushes spread over
+// over, with three writers, in the background, and watches the relay
+// meanwhile: a stall longer than allowed fails res. raising closes once the
+// host is done; stopWatch ends the watch and records the longest stall in
+// res (later calls do nothing, so a scenario may also defer it).
+func (e *chaosEnv) raiseSteadily(ctx context.Context, res *chaosResult, load *chaosLoad, deliveries int, over, allowed time.Duration) (raising <-chan struct{}, stopWatch func()) {
+	stopWatch = e.watchRelay(res, allowed)
+	return load.runAsync(ctx, chaosComments(deliveries), over, 3), stopWatch
+}
+
+// chaosSteady is a scenario set up by setupSteady: Herald in this process
+// and the host raising on it steadily, in the background, while the
+// scenario does harm.
+type chaosSteady struct {
+	*chaosSetup
+	over      time.Duration   // how long the host takes to commit its pushes
+	raising   <-chan struct{} // closes once the host is done
+	stopWatch func()          // ends the relay watch: see raiseSteadily
+}
+
+// setupSteady is the opening of the scenarios that do harm while the host
+// raises: setupDefault, then raiseSteadily with about 2,000 pushes over 5 s
+// (20,000 over 20 s in the long form; -deliveries sets the count). harm
+// ends the progress line: what the scenario does meanwhile. allowed is the
+// longest relay stall the scenario accepts. The caller defers stopWatch.
+func (e *chaosEnv) setupSteady(ctx context.Context, allowed time.Duration, harm string) (*chaosSteady, error) {
+	deliveries := e.deliveries(2_000, 20_000)
+	over := chaosSize(e.opts, 5*time.Second, 20*time.Second)
+	s, err := e.setupDefault(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.progress("committing ~%d pushes over %s; %s", deliveries, over, harm)
+	raising, stopWatch := e.raiseSteadily(ctx, s.res, s.load, deliveries, over, allowed)
+	return &chaosSteady{chaosSetup: s, over: over, raising: raising, stopWatch: stopWatch}, nil
+}
+
 // setupWorkers is setup for scenarios that run Herald in chaos-worker
 // processes: the host application raises with an outbox of its own, and
 // each tuning gets a worker, not started yet.

@@ -44,9 +44,8 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	}
 	e.progress("worker pid %d started; committing ~%d pushes over %s, killing every %s-%s, at least %d times",
 		workers.pid(), deliveries, over, gapLo, gapHi, minKills)
-	stopRelayWatch := e.watchRelay(res)
+	raising, stopRelayWatch := e.raiseSteadily(ctx, res, load, deliveries, over, chaosMaxRelayStall)
 	defer stopRelayWatch()
-	raising := load.runAsync(ctx, chaosComments(deliveries), over, 3)
 
 	var kills, claimedAtKills, sentUnrecorded, unexpectedExits int
 	seenClaims := map[chaosClaim]bool{}

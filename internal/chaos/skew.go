@@ -33,9 +33,9 @@ func runChaosClockSkew(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	}
 	e.progress("workers pid %d (clock right) and pid %d (clock %s ahead) started; committing ~%d pushes over %s",
 		workers[0].pid(), workers[1].pid(), chaosClockSkew, deliveries, over)
-	stopRelayWatch := e.watchRelay(res)
+	raising, stopRelayWatch := e.raiseSteadily(ctx, res, load, deliveries, over, chaosMaxRelayStall)
 	defer stopRelayWatch()
-	load.run(ctx, chaosComments(deliveries), over, 3)
+	<-raising
 	exits := 0
 	stop := func() error {
 		var errs []error

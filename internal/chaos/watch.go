@@ -210,13 +210,8 @@ func (w *chaosRelayWatch) result() time.Duration {
 
 // watchRelay samples the relay's progress until the returned stop is first
 // called, which records the longest stall in res and checks it against
-// chaosMaxRelayStall.
-func (e *chaosEnv) watchRelay(res *chaosResult) (stop func()) {
-	return e.watchRelayWithin(res, chaosMaxRelayStall)
-}
-
-// watchRelayWithin is watchRelay with the stall allowed.
-func (e *chaosEnv) watchRelayWithin(res *chaosResult, allowed time.Duration) (stop func()) {
+// allowed (chaosMaxRelayStall unless a scenario promises otherwise).
+func (e *chaosEnv) watchRelay(res *chaosResult, allowed time.Duration) (stop func()) {
 	w := &chaosRelayWatch{e: e}
 	stopEvery := chaosEvery(100*time.Millisecond, w.sample)
 	var once sync.Once

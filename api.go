@@ -1,7 +1,6 @@
 package herald
 
 import (
-	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/outbox"
 )
@@ -26,7 +25,15 @@ type (
 	// DeadLetter is an outbox message, or one event of it, that the relay
 	// could not process, kept with the reason so an operator can inspect
 	// and replay it (Herald.DeadLetters, Herald.ReplayDeadLetters).
-	DeadLetter = adapters.DeadLetter
+	DeadLetter = app.DeadLetter
+)
+
+// The inbox's page sizes: Inbox.List returns DefaultPageSize notifications
+// when given a limit of 0 or less, and never more than MaxPageSize, so that
+// a host can check or echo the limit a client asked for.
+const (
+	DefaultPageSize = app.DefaultPageSize
+	MaxPageSize     = app.MaxPageSize
 )
 
 // ErrInvalidCursor is returned by Inbox.List for a cursor it did not make.

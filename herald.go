@@ -13,9 +13,14 @@
 //     FCM's error class (packages outbox, app, adapters).
 //   - Inbox and Tokens serve the app's notification list and device
 //     registration (package app).
-//   - Operator actions (ListFailed, RetryFailed, DeadLetters,
-//     ReplayDeadLetters...) list and mend what failed, without handing out
-//     anything that takes part in sending.
+//   - Operator actions (ListDeliveriesByStatus, ListFailed, RetryFailed,
+//     DeadLetters, ReplayDeadLetters...) list and mend what failed, without
+//     handing out anything that takes part in sending. The herald command's
+//     operator commands call these same methods.
+//
+// A process that does not send (a web server that only raises, an admin
+// page, an operator tool) makes its Herald with a nil FCM client: it
+// raises, serves the inbox and tokens and operates, and cannot Run.
 //
 // Config is the whole configuration, one Logger and one clock included.
 // A host imports herald, notification (the domain) and migrations (the
@@ -41,7 +46,9 @@ import (
 	"github.com/herald-push/herald/outbox"
 )
 
-// Herald is one process's Herald. It is safe for concurrent use.
+// Herald is one process's Herald. It is safe for concurrent use. One made
+// without an FCM client does not send (see New); the parts that send
+// (relay, fcm, sender, expander, housekeeper) are nil in it.
 type Herald struct {
 	pool        *pgxpool.Pool
 	outbox      *outbox.Outbox
@@ -51,6 +58,7 @@ type Herald struct {
 	housekeeper *app.Housekeeper
 	fcm         *adapters.FCMSender
 	deliveries  *adapters.PostgresDeliveryRepository
+	deadLetters *adapters.PostgresDeadLetterRepository
 	inbox       *app.Inbox
 	tokens      *app.Tokens
 	log         *slog.Logger
@@ -60,6 +68,10 @@ type Herald struct {
 // ErrAlreadyRunning is returned by Run while another Run of the same Herald
 // has not returned.
 var ErrAlreadyRunning = errors.New("herald: already running")
+
+// ErrNoFCM is returned by Run of a Herald made without an FCM client, which
+// raises and operates but does not send.
+var ErrNoFCM = errors.New("herald: cannot run without an FCM client: this Herald only raises and operates")
 
 // FCM is Herald's connection to Firebase Cloud Messaging: a firebase
 // messaging client whose HTTP transport carries Herald's circuit breaker,
@@ -90,10 +102,19 @@ func NewFCM(ctx context.Context, projectID string, opts ...option.ClientOption) 
 
 // New wires Herald on pool (the host's database, migrated with package
 // migrations), fcm (from NewFCM; one per Herald) and rules (the host's
-// event types and the notifications they cause). None may be nil.
+// event types and the notifications they cause). pool and rules must not
+// be nil.
+//
+// fcm may be nil in a process that never sends: a web server that only
+// raises events and serves the inbox, an admin page, or an operator tool
+// (River's insert-only client). Such a Herald raises, serves Inbox and
+// Tokens and offers every operator action, exactly as a sending one does;
+// its Run returns ErrNoFCM at once, and its Stats are zero. Another
+// process, given an FCM, runs the relay and the sender on the same
+// database.
 func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*Herald, error) {
-	if pool == nil || fcm == nil || rules == nil {
-		panic("herald: New: nil pool, fcm or rules")
+	if pool == nil || rules == nil {
+		panic("herald: New: nil pool or rules")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid herald config: %w", err)
@@ -103,6 +124,19 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = log
+	deliveries := adapters.NewPostgresDeliveryRepository(pool)
+	h := &Herald{
+		pool:        pool,
+		outbox:      outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{Now: cfg.Now, Logger: log}),
+		deliveries:  deliveries,
+		deadLetters: adapters.NewPostgresDeadLetterRepository(pool),
+		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
+		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
+		log:         log,
+	}
+	if fcm == nil {
+		return h, nil
+	}
 	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg.relay())
 	if err != nil {
 		return nil, err
@@ -111,7 +145,6 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	deliveries := adapters.NewPostgresDeliveryRepository(pool)
 	sender, err := app.NewSender(deliveries, pusher, cfg.sender())
 	if err != nil {
 		return nil, err
@@ -124,19 +157,8 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Herald{
-		pool:        pool,
-		expander:    expander,
-		housekeeper: housekeeper,
-		outbox:      outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{Now: cfg.Now, Logger: log}),
-		relay:       relay,
-		sender:      sender,
-		fcm:         pusher,
-		deliveries:  deliveries,
-		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
-		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
-		log:         log,
-	}, nil
+	h.relay, h.fcm, h.sender, h.expander, h.housekeeper = relay, pusher, sender, expander, housekeeper
+	return h, nil
 }
 
 // Raise applies the rules to events and writes the notifications and the
@@ -163,8 +185,12 @@ func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Ev
 // logs and retries with backoff: Run returns only when ctx ends. It returns
 // ErrAlreadyRunning at once, starting nothing, while another Run of this
 // Herald is running; it may be called again after it returned. Run one per
-// process; several processes may run it against one database.
+// process; several processes may run it against one database. A Herald
+// made without an FCM client returns ErrNoFCM at once.
 func (h *Herald) Run(ctx context.Context) error {
+	if h.fcm == nil {
+		return ErrNoFCM
+	}
 	if !h.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
 	}
@@ -219,7 +245,12 @@ type Stats struct {
 	Breaker string
 }
 
-// Stats returns the counters so far and the circuit breaker's state.
+// Stats returns the counters so far and the circuit breaker's state. A
+// Herald made without an FCM client, which never runs, returns the zero
+// Stats.
 func (h *Herald) Stats() Stats {
+	if h.fcm == nil {
+		return Stats{}
+	}
 	return Stats{Relay: h.relay.Stats(), Sender: h.sender.Stats(), Breaker: h.fcm.BreakerState()}
 }

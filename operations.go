@@ -14,13 +14,40 @@ import (
 // Operator actions: what an operator or an admin page needs to see and
 // mend, and nothing that takes part in sending (claiming, recording). Each
 // may be called whether or not Run is running, from any process on the
-// same database, and is safe for concurrent use. None acts on everything
-// when given no ids: that is what the ...All methods are for.
+// same database, including one whose Herald was made without an FCM client
+// (see New), and is safe for concurrent use. None acts on everything when
+// given no ids: that is what the ...All methods are for. The herald
+// command's `deliveries` and `deadletters` commands are these methods.
 
 // ListDeliveries returns the deliveries of one notification (one per
 // device token), in id order.
 func (h *Herald) ListDeliveries(ctx context.Context, notificationID uuid.UUID) ([]*notification.Delivery, error) {
 	return h.deliveries.ListForNotification(ctx, notificationID)
+}
+
+// ListDeliveriesByStatus returns at most limit deliveries in status, the
+// most recently changed first. limit must be positive, and status one of
+// the notification.Status... constants: an unknown status is an error, not
+// an empty list, so that a typo never reads as "nothing failed".
+func (h *Herald) ListDeliveriesByStatus(ctx context.Context, status notification.DeliveryStatus, limit int) ([]*notification.Delivery, error) {
+	if !knownStatus(status) {
+		return nil, fmt.Errorf("list deliveries: unknown status %q", status)
+	}
+	if limit < 1 {
+		return nil, fmt.Errorf("list deliveries: limit %d must be positive", limit)
+	}
+	return h.deliveries.ListByStatus(ctx, status, limit)
+}
+
+// knownStatus reports whether s is one of the delivery statuses.
+func knownStatus(s notification.DeliveryStatus) bool {
+	switch s {
+	case notification.StatusPending, notification.StatusClaimed, notification.StatusSent,
+		notification.StatusRetryScheduled, notification.StatusTokenPruned, notification.StatusTokenMoved,
+		notification.StatusFailed:
+		return true
+	}
+	return false
 }
 
 // CountDeliveries returns how many deliveries are in each status.
@@ -29,12 +56,10 @@ func (h *Herald) CountDeliveries(ctx context.Context) (map[notification.Delivery
 }
 
 // ListFailed returns at most limit failed deliveries, the most recently
-// failed first. limit must be positive.
+// failed first: ListDeliveriesByStatus for notification.StatusFailed.
+// limit must be positive.
 func (h *Herald) ListFailed(ctx context.Context, limit int) ([]*notification.Delivery, error) {
-	if limit < 1 {
-		return nil, fmt.Errorf("list failed deliveries: limit %d must be positive", limit)
-	}
-	return h.deliveries.ListByStatus(ctx, notification.StatusFailed, limit)
+	return h.ListDeliveriesByStatus(ctx, notification.StatusFailed, limit)
 }
 
 // RetryFailed makes the failed deliveries with the given ids pending
@@ -52,12 +77,15 @@ func (h *Herald) RetryFailed(ctx context.Context, ids []int64) (int, error) {
 }
 
 // RetryAllFailed makes every delivery that has failed by now pending again,
-// in batches of short statements, until none is left or ctx ends, and
-// returns how many it changed. A delivery that fails again meanwhile is not
-// retried again, so it always ends; an interrupted run may be started
-// again.
+// in batches of 1,000, each its own short statement, until none is left or
+// ctx ends, and returns how many it changed, also when it returns an error.
+// It logs the running total at INFO after each batch. A delivery that
+// fails again meanwhile is not retried again, so it always ends; an
+// interrupted run may be started again.
 func (h *Herald) RetryAllFailed(ctx context.Context) (int, error) {
-	return h.deliveries.RetryAll(ctx, nil)
+	return h.deliveries.RetryAll(ctx, func(total int) {
+		h.log.Info("failed deliveries made pending so far", "component", "herald_operator", "total", total)
+	})
 }
 
 // DeadLetters returns at most limit dead letters, the newest first; only
@@ -66,7 +94,7 @@ func (h *Herald) DeadLetters(ctx context.Context, pendingOnly bool, limit int) (
 	if limit < 1 {
 		return nil, fmt.Errorf("list dead letters: limit %d must be positive", limit)
 	}
-	return adapters.NewPostgresDeadLetterRepository(h.pool).List(ctx, pendingOnly, limit)
+	return h.deadLetters.List(ctx, pendingOnly, limit)
 }
 
 // ReplayDeadLetters puts the dead letters with the given ids back on the
@@ -86,3 +114,9 @@ func (h *Herald) ReplayDeadLetters(ctx context.Context, ids []int64) (int, error
 func (h *Herald) ReplayAllDeadLetters(ctx context.Context) (int, error) {
 	return outbox.ReplayDeadLetters(ctx, h.pool, adapters.DeadLettersIn, nil)
 }
+
+// TokenHash is how Herald shows a device token in its logs and operator
+// output: "tok_" and the first 12 hex digits of its SHA-256, enough to
+// correlate, not enough to send to. An admin page listing deliveries shows
+// this rather than the token.
+func TokenHash(token string) string { return adapters.TokenHash(token) }

@@ -161,15 +161,3 @@ func (r *PostgresDeviceTokenRepository) ListForUser(ctx context.Context, userID 
 	}
 	return ts, nil
 }
-
-// DeleteSeenBefore removes tokens last seen before cutoff, at most limit
-// per call (so a sweep never holds a long transaction), and returns how many
-// it removed.
-func (r *PostgresDeviceTokenRepository) DeleteSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error) {
-	tag, err := r.db.Exec(ctx, `DELETE FROM herald_device_tokens WHERE token IN (
-		SELECT token FROM herald_device_tokens WHERE last_seen_at < $1 LIMIT $2)`, cutoff, limit)
-	if err != nil {
-		return 0, fmt.Errorf("delete stale device tokens: %w", err)
-	}
-	return int(tag.RowsAffected()), nil
-}

@@ -30,10 +30,6 @@ type BroadcastExpanderConfig struct {
 	PollInterval time.Duration
 	// Logger receives errors. Defaults to discarding.
 	Logger *slog.Logger
-	// Now is not used: deliveries are due at the database's clock, like
-	// every time the database compares. It is kept so that configurations
-	// setting it still compile.
-	Now func() time.Time
 }
 
 // Validate reports every invalid field at once.

@@ -16,12 +16,12 @@ import (
 // MaxOutboxMessageBytes bounds an outbox message the relay reads. Raise
 // writes at most a thousand notification ids and a few MiB of event JSON
 // per message; a larger payload was not written by Raise, and the relay
-// dead-letters it unread, keeping only its first MaxDeadPayloadKept bytes.
+// dead-letters it unread, keeping only its first 64 KiB.
 const MaxOutboxMessageBytes = 16 << 20
 
-// MaxDeadPayloadKept is how much of an oversized payload a dead letter
+// maxDeadPayloadKept is how much of an oversized payload a dead letter
 // keeps.
-const MaxDeadPayloadKept = 64 << 10
+const maxDeadPayloadKept = 64 << 10
 
 // RelayStore is what relaying one outbox message needs, bound to the
 // transaction that acknowledges the message: whatever it writes commits
@@ -199,7 +199,7 @@ func (h *RelayHandler) process(ctx context.Context, store RelayStore, msg RelayM
 	if len(msg.Payload) > MaxOutboxMessageBytes {
 		return h.deadLetter(ctx, store, msg, msg.Payload, fmt.Sprintf(
 			"outbox message of %d bytes is over the relay's limit of %d (only its first %d bytes are kept)",
-			len(msg.Payload), MaxOutboxMessageBytes, MaxDeadPayloadKept), out)
+			len(msg.Payload), MaxOutboxMessageBytes, maxDeadPayloadKept), out)
 	}
 	if msg.Malformed != nil {
 		return h.deadLetter(ctx, store, msg, msg.Payload, msg.Malformed.Error(), out)
@@ -284,7 +284,7 @@ func (h *RelayHandler) deadLetterEvent(ctx context.Context, store RelayStore, ms
 // metadata: whatever the metadata held, the letter itself must be stored.
 func (h *RelayHandler) deadLetter(ctx context.Context, store RelayStore, msg RelayMessage, payload []byte, reason string, out *RelayOutcome) error {
 	if len(payload) > MaxOutboxMessageBytes {
-		payload = payload[:MaxDeadPayloadKept]
+		payload = payload[:maxDeadPayloadKept]
 	}
 	dl := DeadLetter{
 		Topic: h.cfg.Topic, MessageUUID: msg.ID, Payload: payload, Metadata: msg.Metadata,

@@ -19,8 +19,6 @@ type DeviceTokenRepository interface {
 	// token existed.
 	Delete(ctx context.Context, token string) (bool, error)
 	ListForUser(ctx context.Context, userID string) ([]*notification.DeviceToken, error)
-	// DeleteSeenBefore removes at most limit tokens last seen before cutoff.
-	DeleteSeenBefore(ctx context.Context, cutoff time.Time, limit int) (int, error)
 }
 
 // Tokens is the device token registry. It is safe for concurrent use.
@@ -63,19 +61,4 @@ func (ts *Tokens) Unregister(ctx context.Context, token string) error {
 // List returns user's tokens, most recently seen first.
 func (ts *Tokens) List(ctx context.Context, user string) ([]*notification.DeviceToken, error) {
 	return ts.repo.ListForUser(ctx, user)
-}
-
-// SweepStale removes tokens not seen for longer than maxAge, in batches of
-// 1,000, and returns how many it removed. FCM considers a token unused for
-// a month stale, and Android tokens expire after 270 days.
-func (ts *Tokens) SweepStale(ctx context.Context, maxAge time.Duration) (int, error) {
-	cutoff := ts.now().Add(-maxAge)
-	total := 0
-	for {
-		n, err := ts.repo.DeleteSeenBefore(ctx, cutoff, 1000)
-		total += n
-		if err != nil || n < 1000 {
-			return total, err
-		}
-	}
 }

@@ -10,9 +10,9 @@ import (
 	"github.com/herald-push/herald/notification"
 )
 
-// Topic is the watermill topic of Herald's outbox (table
+// topic is the watermill topic of Herald's outbox (table
 // watermill_herald_outbox, created by the migrations).
-const Topic = "herald_outbox"
+const topic = "herald_outbox"
 
 // envelopeVersion is the version of the outbox message format.
 const envelopeVersion = 1

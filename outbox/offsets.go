@@ -12,8 +12,8 @@ import (
 // The watermill-sql tables of the outbox topic and of its consumer groups'
 // positions (created by the migrations).
 const (
-	messagesTable = `"watermill_` + Topic + `"`
-	offsetsTable  = `"watermill_offsets_` + Topic + `"`
+	messagesTable = `"watermill_` + topic + `"`
+	offsetsTable  = `"watermill_offsets_` + topic + `"`
 )
 
 // watchOffsets checks the stored position every RestoreCheckInterval until

@@ -101,7 +101,7 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 	if err := r.notifications.Add(ctx, ns); err != nil {
 		return fmt.Errorf("store notifications: %w", err)
 	}
-	if err := pub.Publish(Topic, msgs...); err != nil {
+	if err := pub.Publish(topic, msgs...); err != nil {
 		return fmt.Errorf("append events to outbox: %w", err)
 	}
 	return nil
@@ -140,7 +140,7 @@ func publish(tx pgx.Tx, log watermill.LoggerAdapter, msgs []*message.Message) er
 	if err != nil {
 		return err
 	}
-	if err := pub.Publish(Topic, msgs...); err != nil {
+	if err := pub.Publish(topic, msgs...); err != nil {
 		return fmt.Errorf("publish to outbox: %w", err)
 	}
 	return nil

@@ -153,7 +153,7 @@ func NewRelay(pool *pgxpool.Pool, rules *notification.Rules, storesIn func(pgx.T
 	}
 	cfg.setDefaults()
 	log := cfg.Logger.With("component", "herald_relay")
-	handler := app.NewRelayHandler(rules, app.RelayHandlerConfig{Topic: Topic, Now: cfg.Now, Logger: log})
+	handler := app.NewRelayHandler(rules, app.RelayHandlerConfig{Topic: topic, Now: cfg.Now, Logger: log})
 	return &Relay{pool: pool, handler: handler, stores: storesIn, cfg: cfg, log: log}, nil
 }
 
@@ -241,7 +241,7 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 	}
 	defer router.Close() //nolint:errcheck // closing a stopped router only reports it stopped
 	d := newDrain()
-	router.AddConsumerHandler("herald_relay", Topic, subscriber, func(msg *message.Message) error {
+	router.AddConsumerHandler("herald_relay", topic, subscriber, func(msg *message.Message) error {
 		if !d.enter() {
 			return errStopping
 		}

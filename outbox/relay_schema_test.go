@@ -16,7 +16,7 @@ func TestTheRelaysSelectBoundsWhatItReadsAndHowLongItMayIdle(t *testing.T) {
 	t.Parallel()
 	s := relaySchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: 100}}
 	q, err := s.SelectQuery(wsql.SelectQueryParams{
-		Topic: Topic, ConsumerGroup: "herald_relay", OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
+		Topic: topic, ConsumerGroup: "herald_relay", OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -9,10 +9,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/notification"
-	"github.com/herald-push/herald/outbox"
 )
 
 // Deliveries is herald deliveries list [-status S] [-limit N] | retry [-all | ID...]
@@ -20,12 +19,11 @@ func Deliveries(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(args) == 0 {
 		return cli.UsageError{Msg: "usage: herald deliveries list [-status failed] [-limit 50] | retry (-all | ID...)"}
 	}
-	pool, err := connectDatabase(ctx)
+	h, pool, err := operator(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	repo := adapters.NewPostgresDeliveryRepository(pool)
 	switch args[0] {
 	case "list":
 		fs := flag.NewFlagSet("deliveries list", flag.ContinueOnError)
@@ -35,14 +33,14 @@ func Deliveries(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err := fs.Parse(args[1:]); err != nil {
 			return cli.UsageError{Msg: err.Error()}
 		}
-		ds, err := repo.ListByStatus(ctx, notification.DeliveryStatus(*status), *limit)
+		ds, err := h.ListDeliveriesByStatus(ctx, notification.DeliveryStatus(*status), *limit)
 		if err != nil {
 			return err
 		}
 		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "ID\tNOTIFICATION\tTOKEN\tSTATUS\tATTEMPTS\tCODE\tUPDATED\tLAST ERROR")
 		for _, d := range ds {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID(), d.NotificationID(), adapters.TokenHash(d.Token()),
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID(), d.NotificationID(), herald.TokenHash(d.Token()),
 				d.Status(), d.Attempts(), d.ErrorCode(), d.UpdatedAt().Format(time.RFC3339), d.LastError())
 		}
 		return w.Flush()
@@ -52,14 +50,13 @@ func Deliveries(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		// Everything is retried in bounded batches, each its own short
-		// statement; an interrupted run can simply be started again.
+		// statement, logging progress to stderr; an interrupted run can
+		// simply be started again.
 		var n int
 		if len(ids) > 0 {
-			n, err = repo.RetryFailed(ctx, ids, adapters.RetryBatch)
+			n, err = h.RetryFailed(ctx, ids)
 		} else {
-			n, err = repo.RetryAll(ctx, func(total int) {
-				fmt.Fprintf(stderr, "%d failed deliveries made pending so far\n", total)
-			})
+			n, err = h.RetryAllFailed(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("after %d failed deliveries made pending again: %w", n, err)
@@ -75,7 +72,7 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(args) == 0 {
 		return cli.UsageError{Msg: "usage: herald deadletters list [-all] [-limit 50] | replay (-all | ID...)"}
 	}
-	pool, err := connectDatabase(ctx)
+	h, pool, err := operator(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -89,7 +86,7 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err := fs.Parse(args[1:]); err != nil {
 			return cli.UsageError{Msg: err.Error()}
 		}
-		dls, err := adapters.NewPostgresDeadLetterRepository(pool).List(ctx, !*all, *limit)
+		dls, err := h.DeadLetters(ctx, !*all, *limit)
 		if err != nil {
 			return err
 		}
@@ -109,7 +106,12 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		n, err := outbox.ReplayDeadLetters(ctx, pool, adapters.DeadLettersIn, ids)
+		var n int
+		if len(ids) > 0 {
+			n, err = h.ReplayDeadLetters(ctx, ids)
+		} else {
+			n, err = h.ReplayAllDeadLetters(ctx)
+		}
 		if err != nil {
 			return err
 		}

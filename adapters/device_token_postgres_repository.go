@@ -18,10 +18,7 @@ type PostgresDeviceTokenRepository struct {
 
 // NewPostgresDeviceTokenRepository returns a repository on db.
 func NewPostgresDeviceTokenRepository(db DB) *PostgresDeviceTokenRepository {
-	if db == nil {
-		panic("adapters: nil db")
-	}
-	return &PostgresDeviceTokenRepository{db: db}
+	return &PostgresDeviceTokenRepository{db: requireDB(db)}
 }
 
 // openDeliveries is the SQL condition of a delivery that may still be pushed.

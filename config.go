@@ -47,19 +47,23 @@ type RelayConfig struct {
 	// reads. Defaults to 100.
 	BatchSize int
 	// AckDeadline bounds how long one message may take, retries included,
-	// before the subscriber gives up its transaction and starts a new one;
-	// it matters when the connection dies mid-message. It must be longer
-	// than 2s. Defaults to 3s.
+	// before the subscriber gives up its transaction and starts a new one.
+	// The handler takes milliseconds; the deadline matters when the
+	// connection dies mid-message, since every retry inside the dead
+	// transaction fails until it passes. It must be longer than 2s.
+	// Defaults to 3s.
 	AckDeadline time.Duration
 	// LongTransactionWarning: the relay only sees events committed before
 	// the oldest transaction still open anywhere in the cluster, so one long
-	// write transaction delays every event. When one has been open longer
-	// than this, the relay logs a warning naming its backend pid and age,
-	// and Stats reports the oldest. Defaults to 5s.
+	// write transaction delays every event. When a transaction with an
+	// assigned xid has been open longer than this, the relay logs a warning
+	// naming its backend pid and age, and Stats reports the oldest. Herald's
+	// own relay transactions are never reported. Defaults to 5s.
 	LongTransactionWarning time.Duration
 	// RestoreCheckInterval is how often the running relay checks that its
 	// stored position is not ahead of the database's transaction ids, as it
-	// is after a logical dump and restore (it also checks at each start).
+	// is after a logical dump and restore or a logical-replication cut-over
+	// (it also checks at each start). One cheap query that takes no lock.
 	// Defaults to 10s.
 	RestoreCheckInterval time.Duration
 }
@@ -99,25 +103,37 @@ type SenderConfig struct {
 	// other pushes are held, when FCM sent no Retry-After. Defaults to 5s.
 	QuotaPause time.Duration
 	// QuotaDevices and QuotaWindow tell a project-wide QUOTA_EXCEEDED from
-	// one device over its own rate: all sending pauses only when
-	// QuotaDevices distinct devices were throttled among the last
-	// 2×QuotaDevices answers, all within QuotaWindow; otherwise only the
-	// throttled device waits. 1 pauses all sending on every QUOTA_EXCEEDED;
-	// at most 1000. Defaults to 3.
+	// one device over its own rate (240 a minute or 5,000 an hour on
+	// Android): FCM answers both alike. All sending pauses (for Retry-After,
+	// or QuotaPause) only when QuotaDevices distinct devices were throttled
+	// among the last 2×QuotaDevices answers, all within QuotaWindow.
+	// Otherwise only the throttled device waits: its delivery is retried no
+	// sooner than Retry-After, and its other pushes are held (released
+	// unattempted) for Retry-After or QuotaPause; every other push goes on.
+	// QuotaDevices 1 pauses all sending on every QUOTA_EXCEEDED; at most
+	// 1000. This is per process. Defaults to 3.
 	QuotaDevices int
 	// QuotaWindow: see QuotaDevices. Defaults to 2s.
 	QuotaWindow time.Duration
 	// PlatformPause is how long one platform's pushes pause after FCM says
 	// its APNs (ios) or web push (web) credentials were rejected
-	// (THIRD_PARTY_AUTH_ERROR); each rejected probe doubles it, up to
-	// PlatformMaxPause. Defaults to 10s.
+	// (THIRD_PARTY_AUTH_ERROR). Meanwhile that platform's pushes are
+	// released unattempted, due when the pause ends, and the rejected
+	// delivery is retried then (its attempt counted), so an operator who
+	// fixes the key retries nothing by hand. When the pause ends one probe
+	// push goes out: rejected again, the pause doubles, up to
+	// PlatformMaxPause; any success on that platform ends it. Other
+	// platforms go on at full speed; a message of unknown platform ("") is
+	// a platform of its own. Defaults to 10s.
 	PlatformPause time.Duration
 	// PlatformMaxPause caps the doubling of PlatformPause. Defaults to 10
 	// minutes (or PlatformPause, if longer).
 	PlatformMaxPause time.Duration
-	// AlarmLogInterval is how often at most one kind of alarm or failure is
-	// logged; the ones in between are counted into the next line of that
-	// kind. Defaults to 10s.
+	// AlarmLogInterval is how often at most one kind of alarm or failure
+	// (a configuration alarm per code and platform, throttling, failed
+	// deliveries per code) is logged: the first at once, the following
+	// ones counted into the next line of that kind, whose "count" says how
+	// many events it stands for. Defaults to 10s.
 	AlarmLogInterval time.Duration
 }
 
@@ -125,14 +141,15 @@ type SenderConfig struct {
 // FCM client's transport.
 type FCMConfig struct {
 	// SendTimeout is the deadline of one push, the SDK's own retries
-	// included. Defaults to 20s.
+	// included (the SDK's http.Client has none). Defaults to 20s.
 	SendTimeout time.Duration
 	// BreakerFailures opens the circuit breaker: that many consecutive
 	// failed HTTP attempts, or at least that many failed attempts making up
-	// half or more of the attempts answered in the last second. A failed
-	// attempt is a 5xx, a timeout, a network error, or our own credentials
-	// or project rejected; per-token and per-message verdicts and 429s never
-	// count. Defaults to 5.
+	// half or more of the attempts answered in the last second. The breaker
+	// sees every attempt, the SDK's own retries included. A failed attempt
+	// is a 5xx, a timeout, a network error, or our own credentials or
+	// project rejected; per-token and per-message verdicts, 429s, and
+	// attempts Herald cancelled never count. Defaults to 5.
 	BreakerFailures uint32
 	// BreakerOpenFor is how long the breaker stays open before it lets probe
 	// requests through. Defaults to 10s.
@@ -141,10 +158,12 @@ type FCMConfig struct {
 	// if all succeed it closes, and the first that fails opens it again.
 	// Defaults to 3.
 	BreakerProbes uint32
-	// RampMax ends the ramp after a start or an opening of the breaker: one
-	// request in flight, then twice as many each time as many have
-	// succeeded, until the bound reaches RampMax and no longer applies.
-	// Defaults to 256.
+	// RampMax ends the ramp: at the start and each time the breaker opens
+	// (so for its probes and the traffic after them), one request may be
+	// in flight, then twice as many each time as many attempts as the
+	// bound have succeeded, until the bound reaches RampMax and requests
+	// are no longer bounded here (Sender.MaxInFlight still is). Defaults
+	// to 256.
 	RampMax int
 }
 
@@ -176,7 +195,7 @@ type HousekeepingConfig struct {
 	// long, for operators. Defaults to 30 days.
 	FailedRetention time.Duration
 	// TokenMaxAge deletes device tokens not seen for this long. Defaults to
-	// 270 days (FCM's expiry of Android tokens).
+	// 270 days (FCM expires Android tokens after 270 days).
 	TokenMaxAge time.Duration
 }
 

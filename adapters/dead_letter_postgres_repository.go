@@ -27,10 +27,7 @@ type PostgresDeadLetterRepository struct {
 // NewPostgresDeadLetterRepository returns a repository on db; the relay
 // makes one on its transaction, so the dead letter commits with the ack.
 func NewPostgresDeadLetterRepository(db DB) *PostgresDeadLetterRepository {
-	if db == nil {
-		panic("adapters: nil db")
-	}
-	return &PostgresDeadLetterRepository{db: db}
+	return &PostgresDeadLetterRepository{db: requireDB(db)}
 }
 
 // maxReasonLength bounds a stored reason, in bytes.

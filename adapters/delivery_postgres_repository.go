@@ -25,10 +25,7 @@ type PostgresDeliveryRepository struct {
 
 // NewPostgresDeliveryRepository returns a repository on db.
 func NewPostgresDeliveryRepository(db DB) *PostgresDeliveryRepository {
-	if db == nil {
-		panic("adapters: nil db")
-	}
-	return &PostgresDeliveryRepository{db: db}
+	return &PostgresDeliveryRepository{db: requireDB(db)}
 }
 
 // ExpandChunkSize bounds the deliveries one Expand statement creates

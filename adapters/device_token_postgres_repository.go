@@ -18,10 +18,7 @@ type PostgresDeviceTokenRepository struct {
 
 // NewPostgresDeviceTokenRepository returns a repository on db.
 func NewPostgresDeviceTokenRepository(db DB) *PostgresDeviceTokenRepository {
-	if db == nil {
-		panic("adapters: nil db")
-	}
-	return &PostgresDeviceTokenRepository{db: db}
+	return &PostgresDeviceTokenRepository{db: requireDB(db)}
 }
 
 // openDeliveries is the SQL condition of a delivery that may still be pushed.
@@ -36,27 +33,10 @@ const openDeliveries = `d.status IN ('pending', 'retry_scheduled', 'claimed')`
 // owner's pushes; a sender holding such a claim finds it gone when it
 // records. Broadcast deliveries are left alone: any owner may receive a
 // broadcast.
+//
+// It runs UpsertMany's statement for one token.
 func (r *PostgresDeviceTokenRepository) Upsert(ctx context.Context, t *notification.DeviceToken) error {
-	_, err := r.db.Exec(ctx, `
-		WITH registered AS (
-			INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
-			VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (token) DO UPDATE SET
-				user_id = excluded.user_id,
-				platform = excluded.platform,
-				last_seen_at = excluded.last_seen_at,
-				registered_at = CASE WHEN herald_device_tokens.user_id = excluded.user_id
-					THEN herald_device_tokens.registered_at ELSE excluded.registered_at END
-		)
-		`+moveDeliveries+`
-		FROM herald_notifications n
-		WHERE d.token = $1 AND `+openDeliveries+`
-			AND n.id = d.notification_id AND n.audience IS NULL AND n.recipient <> $2`,
-		t.Token(), t.UserID(), string(t.Platform()), t.RegisteredAt(), t.LastSeenAt())
-	if err != nil {
-		return fmt.Errorf("upsert device token: %w", err)
-	}
-	return nil
+	return r.UpsertMany(ctx, []*notification.DeviceToken{t})
 }
 
 // moveDeliveries starts the UPDATE that closes the deliveries d whose

@@ -16,81 +16,47 @@ import (
 	"firebase.google.com/go/v4/messaging"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/herald-push/herald/internal/settings"
 	"github.com/herald-push/herald/notification"
 )
 
-// FCMSenderConfig configures an FCMSender. Zero values mean the documented
-// defaults.
+// FCMSenderConfig configures an FCMSender. Zero values mean defaults. Each
+// setting is documented, with its default, on herald.FCMConfig, which hosts
+// set.
 type FCMSenderConfig struct {
-	// SendTimeout is the deadline of one push, the SDK's own retries
-	// included (the SDK's http.Client has none). Defaults to 20s.
-	SendTimeout time.Duration
-	// BreakerFailures opens the circuit breaker: that many consecutive
-	// failed HTTP attempts, or at least that many failed attempts making up
-	// half or more of the attempts answered in the last second. The breaker
-	// sees every attempt, the SDK's own retries included. A failed attempt
-	// is a 5xx, a timeout, a network error, or our own credentials or
-	// project rejected; per-token and per-message verdicts, 429s, and
-	// attempts Herald cancelled never count. Defaults to 5.
+	SendTimeout     time.Duration
 	BreakerFailures uint32
-	// BreakerOpenFor is how long the breaker stays open before it lets probe
-	// requests through. Defaults to 10s.
-	BreakerOpenFor time.Duration
-	// BreakerProbes is how many requests a half-open breaker lets through;
-	// if all succeed it closes, and the first that fails opens it again.
-	// Defaults to 3.
-	BreakerProbes uint32
-	// RampMax ends the ramp: at the start and each time the breaker opens
-	// (so for its probes and the traffic after them), one request may be
-	// in flight, then twice as many each time as many attempts as the
-	// bound have succeeded, until the bound reaches RampMax and requests
-	// are no longer bounded here (the sender's MaxInFlight still is).
-	// Defaults to 256.
-	RampMax int
+	BreakerOpenFor  time.Duration
+	BreakerProbes   uint32
+	RampMax         int
 	// Logger receives breaker state changes. Defaults to discarding.
 	Logger *slog.Logger
 }
 
 func (c *FCMSenderConfig) setDefaults() {
-	if c.SendTimeout == 0 {
-		c.SendTimeout = 20 * time.Second
-	}
-	if c.BreakerFailures == 0 {
-		c.BreakerFailures = 5
-	}
-	if c.BreakerOpenFor == 0 {
-		c.BreakerOpenFor = 10 * time.Second
-	}
-	if c.BreakerProbes == 0 {
-		c.BreakerProbes = 3
-	}
-	if c.RampMax == 0 {
-		c.RampMax = 256
-	}
+	settings.Default(&c.SendTimeout, 20*time.Second)
+	settings.Default(&c.BreakerFailures, 5)
+	settings.Default(&c.BreakerOpenFor, 10*time.Second)
+	settings.Default(&c.BreakerProbes, 3)
+	settings.Default(&c.RampMax, 256)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
-// Validate reports every invalid field at once.
+// Validate reports every invalid field at once, in field order.
 func (c FCMSenderConfig) Validate() error {
-	var errs []error
-	if c.SendTimeout < 0 {
-		errs = append(errs, errors.New("SendTimeout must not be negative"))
-	}
-	if c.BreakerOpenFor < 0 {
-		errs = append(errs, errors.New("BreakerOpenFor must not be negative"))
-	}
-	if c.RampMax < 0 {
-		errs = append(errs, errors.New("RampMax must not be negative"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(
+		settings.NotNegative("SendTimeout", c.SendTimeout),
+		settings.NotNegative("BreakerOpenFor", c.BreakerOpenFor),
+		settings.NotNegative("RampMax", c.RampMax),
+	)
 }
 
 // FCMSender pushes messages with the firebase messaging client, one HTTP v1
 // request each, and classifies FCM's answers into *notification.SendError.
 // Its circuit breaker lives in the client's transport and judges every HTTP
-// attempt (see FCMSenderConfig.BreakerFailures). It implements app.Pusher
+// attempt (see herald.FCMConfig.BreakerFailures). It implements app.Pusher
 // and is safe for concurrent use.
 type FCMSender struct {
 	client  *messaging.Client

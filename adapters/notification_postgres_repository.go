@@ -23,10 +23,7 @@ type PostgresNotificationRepository struct {
 
 // NewPostgresNotificationRepository returns a repository on db.
 func NewPostgresNotificationRepository(db DB) *PostgresNotificationRepository {
-	if db == nil {
-		panic("adapters: nil db")
-	}
-	return &PostgresNotificationRepository{db: db}
+	return &PostgresNotificationRepository{db: requireDB(db)}
 }
 
 // insertChunk bounds one INSERT's rows, so a huge batch stays a few round

@@ -19,6 +19,15 @@ type DB interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
+// requireDB returns db, and panics when it is nil: every repository's
+// constructor takes its DB positionally, and a nil one is a programmer error.
+func requireDB(db DB) DB {
+	if db == nil {
+		panic("adapters: nil db")
+	}
+	return db
+}
+
 // uuidArray converts ids for a uuid[] parameter. pgx would otherwise encode
 // each uuid.UUID through its driver.Valuer, as a string it then parses back
 // (measured: 6.8% of a bench run's CPU).

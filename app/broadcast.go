@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/herald-push/herald/internal/backoff"
+	"github.com/herald-push/herald/internal/settings"
 )
 
 // BroadcastStore expands broadcasts into deliveries, one bounded chunk at a
@@ -21,27 +22,18 @@ type BroadcastStore interface {
 }
 
 // BroadcastExpanderConfig configures a BroadcastExpander. Zero values mean
-// the documented defaults.
+// defaults. Each setting is documented, with its default, on
+// herald.BroadcastConfig, which hosts set.
 type BroadcastExpanderConfig struct {
-	// ChunkSize is how many tokens one transaction expands. Defaults to 5,000.
-	ChunkSize int
-	// PollInterval is how often an idle expander looks for broadcasts when
-	// nothing wakes it. Defaults to 1s.
+	ChunkSize    int
 	PollInterval time.Duration
 	// Logger receives errors. Defaults to discarding.
 	Logger *slog.Logger
 }
 
-// Validate reports every invalid field at once.
+// Validate reports every invalid field at once, in field order.
 func (c BroadcastExpanderConfig) Validate() error {
-	var errs []error
-	if c.ChunkSize < 0 {
-		errs = append(errs, errors.New("ChunkSize must not be negative"))
-	}
-	if c.PollInterval < 0 {
-		errs = append(errs, errors.New("PollInterval must not be negative"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(settings.NotNegative("ChunkSize", c.ChunkSize), settings.NotNegative("PollInterval", c.PollInterval))
 }
 
 // BroadcastExpander turns broadcasts into deliveries in bounded chunks, so

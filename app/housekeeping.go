@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/herald-push/herald/internal/settings"
 )
 
 // HousekeepingStore deletes what Herald no longer needs, each call one
@@ -25,54 +27,29 @@ type HousekeepingStore interface {
 	DeleteTokensUnseenFor(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 }
 
-// HousekeepingConfig configures a Housekeeper. Zero values mean the
-// documented defaults; a negative retention turns that sweep off.
+// HousekeepingConfig configures a Housekeeper. Zero values mean defaults;
+// a negative retention turns that sweep off. Each setting is documented,
+// with its default, on herald.HousekeepingConfig, which hosts set.
 type HousekeepingConfig struct {
-	// Interval is the time between sweeps. Defaults to 10 minutes.
-	Interval time.Duration
-	// BatchSize is how many rows one statement deletes. Defaults to 5,000.
-	BatchSize int
-	// OutboxRetention keeps consumed outbox rows this long. Defaults to 1 hour.
-	OutboxRetention time.Duration
-	// DeliveryRetention keeps sent, token-pruned and token-moved deliveries (and
-	// finished broadcasts) this long. Defaults to 7 days.
-	DeliveryRetention time.Duration
-	// FailedRetention keeps failed deliveries and replayed dead letters this
-	// long, for operators. Defaults to 30 days.
-	FailedRetention time.Duration
-	// TokenMaxAge deletes device tokens not seen for this long. FCM expires
-	// Android tokens after 270 days. Defaults to 270 days.
-	TokenMaxAge time.Duration
+	Interval                                                         time.Duration
+	BatchSize                                                        int
+	OutboxRetention, DeliveryRetention, FailedRetention, TokenMaxAge time.Duration
 	// Logger receives what each sweep removed. Defaults to discarding.
 	Logger *slog.Logger
 }
 
-// Validate reports every invalid field at once.
+// Validate reports every invalid field at once, in field order.
 func (c HousekeepingConfig) Validate() error {
-	var errs []error
-	if c.Interval < 0 {
-		errs = append(errs, errors.New("Interval must not be negative"))
-	}
-	if c.BatchSize < 0 {
-		errs = append(errs, errors.New("BatchSize must not be negative"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(settings.NotNegative("Interval", c.Interval), settings.NotNegative("BatchSize", c.BatchSize))
 }
 
 func (c *HousekeepingConfig) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.Interval, 10*time.Minute)
-	def(&c.OutboxRetention, time.Hour)
-	def(&c.DeliveryRetention, 7*24*time.Hour)
-	def(&c.FailedRetention, 30*24*time.Hour)
-	def(&c.TokenMaxAge, 270*24*time.Hour)
-	if c.BatchSize == 0 {
-		c.BatchSize = 5000
-	}
+	settings.Default(&c.Interval, 10*time.Minute)
+	settings.Default(&c.OutboxRetention, time.Hour)
+	settings.Default(&c.DeliveryRetention, 7*24*time.Hour)
+	settings.Default(&c.FailedRetention, 30*24*time.Hour)
+	settings.Default(&c.TokenMaxAge, 270*24*time.Hour)
+	settings.Default(&c.BatchSize, 5000)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/herald-push/herald/internal/backoff"
+	"github.com/herald-push/herald/internal/settings"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -57,73 +58,16 @@ type Pusher interface {
 	Push(ctx context.Context, msg notification.Message) (messageName string, err error)
 }
 
-// SenderConfig configures a Sender. Zero values mean the documented defaults.
+// SenderConfig configures a Sender. Zero values mean defaults. Each
+// setting is documented, with its default, on herald.SenderConfig, which
+// hosts set; only the fields herald.Config does not map are documented here.
 type SenderConfig struct {
-	// MaxInFlight bounds the pushes in flight at once. Throughput is about
-	// MaxInFlight divided by FCM's round trip. Defaults to 128.
-	MaxInFlight int
-	// BatchSize is how many deliveries one claim takes and one record writes
-	// at most. Defaults to 500.
-	BatchSize int
-	// RatePerMinute caps pushes per minute across this process (a token
-	// bucket; FCM allows a project 600,000). Defaults to 600,000.
-	RatePerMinute int
-	// Lease is how long a claim holds a delivery. A sender that dies leaves
-	// its claims to expire; then another sender takes them. A claimed
-	// delivery is pushed only while at least half its lease remains, so the
-	// lease must be more than twice the Pusher's send timeout. Defaults to
-	// 1 minute.
-	Lease time.Duration
-	// PollInterval is how often an idle sender looks for due deliveries when
-	// nothing wakes it. Defaults to 500ms.
-	PollInterval time.Duration
-	// FlushInterval is the longest an outcome waits before being recorded.
-	// Defaults to 100ms.
-	FlushInterval time.Duration
-	// Retry decides when transient failures are retried. Defaults:
-	// MaxAttempts 12, BaseDelay 10s (after the SDK's own retries end),
-	// MaxDelay 1h.
-	Retry notification.RetryPolicy
-	// CircuitOpenPause is how long sending pauses when the circuit breaker
-	// refuses a push. Defaults to 1s.
-	CircuitOpenPause time.Duration
-	// QuotaPause is how long all sending pauses when QUOTA_EXCEEDED is
-	// project-wide (see QuotaDevices), and how long a throttled device's
-	// other pushes are held, when FCM sent no Retry-After. Defaults to 5s.
-	QuotaPause time.Duration
-	// QuotaDevices and QuotaWindow tell a project-wide QUOTA_EXCEEDED from
-	// one device over its own rate (240 a minute or 5,000 an hour on
-	// Android): FCM answers both alike. All sending pauses (for Retry-After,
-	// or QuotaPause) only when QuotaDevices distinct devices were throttled
-	// among the last 2×QuotaDevices answers, all within QuotaWindow.
-	// Otherwise only the throttled device waits: its delivery is retried no
-	// sooner than Retry-After, and its other pushes are held (released
-	// unattempted) for Retry-After or QuotaPause; every other push goes on.
-	// QuotaDevices 1 pauses all sending on every QUOTA_EXCEEDED; at most
-	// 1000. This is per process. Defaults: 3 devices within 2s.
-	QuotaDevices int
-	// QuotaWindow: see QuotaDevices. Defaults to 2s.
-	QuotaWindow time.Duration
-	// PlatformPause is how long one platform's pushes pause after FCM says
-	// its APNs (ios) or web push (web) credentials were rejected
-	// (THIRD_PARTY_AUTH_ERROR). Meanwhile that platform's pushes are released
-	// unattempted, due when the pause ends, and the rejected delivery is
-	// retried then (its attempt counted), so an operator who fixes the key
-	// retries nothing by hand. When the pause ends one probe push goes out:
-	// rejected again, the pause doubles, up to PlatformMaxPause; any success
-	// on that platform ends it. Other platforms go on at full speed; a
-	// message of unknown platform ("") is a platform of its own. Defaults to
-	// 10s.
-	PlatformPause time.Duration
-	// PlatformMaxPause caps the doubling of PlatformPause. Defaults to 10
-	// minutes.
-	PlatformMaxPause time.Duration
-	// AlarmLogInterval is how often at most one kind of alarm or failure
-	// (a configuration alarm per code and platform, throttling, failed
-	// deliveries per code) is logged: the first at once, the following
-	// ones counted into the next line of that kind, whose "count" says how
-	// many events it stands for. Defaults to 10s.
-	AlarmLogInterval time.Duration
+	MaxInFlight, BatchSize, RatePerMinute                          int
+	Lease, PollInterval, FlushInterval                             time.Duration
+	Retry                                                          notification.RetryPolicy
+	CircuitOpenPause, QuotaPause                                   time.Duration
+	QuotaDevices                                                   int
+	QuotaWindow, PlatformPause, PlatformMaxPause, AlarmLogInterval time.Duration
 	// Logger receives the sender's logs. Tokens and message bodies are never
 	// logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -139,55 +83,23 @@ type SenderConfig struct {
 const maxQuotaDevices = 1000
 
 func (c *SenderConfig) setDefaults() {
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 128
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = 500
-	}
-	if c.RatePerMinute == 0 {
-		c.RatePerMinute = 600_000
-	}
-	if c.Lease == 0 {
-		c.Lease = time.Minute
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = 500 * time.Millisecond
-	}
-	if c.FlushInterval == 0 {
-		c.FlushInterval = 100 * time.Millisecond
-	}
-	if c.Retry.MaxAttempts == 0 {
-		c.Retry.MaxAttempts = 12
-	}
-	if c.Retry.BaseDelay == 0 {
-		c.Retry.BaseDelay = 10 * time.Second
-	}
-	if c.Retry.MaxDelay == 0 {
-		c.Retry.MaxDelay = time.Hour
-	}
-	if c.CircuitOpenPause == 0 {
-		c.CircuitOpenPause = time.Second
-	}
-	if c.QuotaPause == 0 {
-		c.QuotaPause = 5 * time.Second
-	}
-	if c.QuotaDevices == 0 {
-		c.QuotaDevices = 3
-	}
-	if c.QuotaWindow == 0 {
-		c.QuotaWindow = 2 * time.Second
-	}
-	if c.PlatformPause == 0 {
-		c.PlatformPause = 10 * time.Second
-	}
-	if c.PlatformMaxPause == 0 {
-		c.PlatformMaxPause = 10 * time.Minute
-	}
+	settings.Default(&c.MaxInFlight, 128)
+	settings.Default(&c.BatchSize, 500)
+	settings.Default(&c.RatePerMinute, 600_000)
+	settings.Default(&c.Lease, time.Minute)
+	settings.Default(&c.PollInterval, 500*time.Millisecond)
+	settings.Default(&c.FlushInterval, 100*time.Millisecond)
+	settings.Default(&c.Retry.MaxAttempts, 12)
+	settings.Default(&c.Retry.BaseDelay, 10*time.Second)
+	settings.Default(&c.Retry.MaxDelay, time.Hour)
+	settings.Default(&c.CircuitOpenPause, time.Second)
+	settings.Default(&c.QuotaPause, 5*time.Second)
+	settings.Default(&c.QuotaDevices, 3)
+	settings.Default(&c.QuotaWindow, 2*time.Second)
+	settings.Default(&c.PlatformPause, 10*time.Second)
+	settings.Default(&c.PlatformMaxPause, 10*time.Minute)
 	c.PlatformMaxPause = max(c.PlatformMaxPause, c.PlatformPause)
-	if c.AlarmLogInterval == 0 {
-		c.AlarmLogInterval = 10 * time.Second
-	}
+	settings.Default(&c.AlarmLogInterval, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -202,35 +114,24 @@ func (c *SenderConfig) setDefaults() {
 // Validate reports every invalid field at once, naming each by its Go
 // field name, always in the order of the fields.
 func (c SenderConfig) Validate() error {
-	type check struct {
-		name string
-		bad  bool
-		rule string
-	}
-	notNegative := func(name string, v int64) check { return check{name, v < 0, "must not be negative"} }
-	var errs []error
-	for _, f := range []check{
-		notNegative("MaxInFlight", int64(c.MaxInFlight)),
-		notNegative("BatchSize", int64(c.BatchSize)),
-		notNegative("RatePerMinute", int64(c.RatePerMinute)),
-		notNegative("Lease", int64(c.Lease)),
-		notNegative("PollInterval", int64(c.PollInterval)),
-		notNegative("FlushInterval", int64(c.FlushInterval)),
-		notNegative("Retry.MaxAttempts", int64(c.Retry.MaxAttempts)),
-		notNegative("Retry.BaseDelay", int64(c.Retry.BaseDelay)),
-		notNegative("Retry.MaxDelay", int64(c.Retry.MaxDelay)),
-		notNegative("CircuitOpenPause", int64(c.CircuitOpenPause)),
-		notNegative("QuotaPause", int64(c.QuotaPause)),
-		{"QuotaDevices", c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices,
-			fmt.Sprintf("must be between 0 and %d", maxQuotaDevices)},
-		notNegative("QuotaWindow", int64(c.QuotaWindow)),
-		notNegative("PlatformPause", int64(c.PlatformPause)),
-		notNegative("PlatformMaxPause", int64(c.PlatformMaxPause)),
-		notNegative("AlarmLogInterval", int64(c.AlarmLogInterval)),
-	} {
-		if f.bad {
-			errs = append(errs, fmt.Errorf("%s %s", f.name, f.rule))
-		}
+	errs := []error{
+		settings.NotNegative("MaxInFlight", c.MaxInFlight),
+		settings.NotNegative("BatchSize", c.BatchSize),
+		settings.NotNegative("RatePerMinute", c.RatePerMinute),
+		settings.NotNegative("Lease", c.Lease),
+		settings.NotNegative("PollInterval", c.PollInterval),
+		settings.NotNegative("FlushInterval", c.FlushInterval),
+		settings.NotNegative("Retry.MaxAttempts", c.Retry.MaxAttempts),
+		settings.NotNegative("Retry.BaseDelay", c.Retry.BaseDelay),
+		settings.NotNegative("Retry.MaxDelay", c.Retry.MaxDelay),
+		settings.NotNegative("CircuitOpenPause", c.CircuitOpenPause),
+		settings.NotNegative("QuotaPause", c.QuotaPause),
+		settings.Check("QuotaDevices", c.QuotaDevices < 0 || c.QuotaDevices > maxQuotaDevices,
+			fmt.Sprintf("must be between 0 and %d", maxQuotaDevices)),
+		settings.NotNegative("QuotaWindow", c.QuotaWindow),
+		settings.NotNegative("PlatformPause", c.PlatformPause),
+		settings.NotNegative("PlatformMaxPause", c.PlatformMaxPause),
+		settings.NotNegative("AlarmLogInterval", c.AlarmLogInterval),
 	}
 	if c.Retry.BaseDelay >= 0 && c.Retry.MaxDelay >= 0 {
 		d := c.WithDefaults()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/internal/backoff"
+	"github.com/herald-push/herald/internal/settings"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -27,76 +28,36 @@ const ConsumerGroup = "herald_relay"
 // using the subscriber's transaction.
 const handlerMargin = time.Second
 
-// RelayConfig configures a Relay. Zero values mean the documented defaults.
+// RelayConfig configures a Relay. Zero values mean defaults. Each setting
+// is documented, with its default, on herald.RelayConfig, which hosts set.
 type RelayConfig struct {
-	// PollInterval is how often the relay looks for committed events when
-	// it found none. Defaults to 25ms.
-	PollInterval time.Duration
-	// BatchSize is how many outbox messages one subscriber transaction reads.
-	// Defaults to 100.
-	BatchSize int
-	// AckDeadline bounds how long one message may take, retries included,
-	// before the subscriber gives up its transaction and starts a new one.
-	// The handler takes milliseconds; the deadline matters when the
-	// connection dies mid-message, since every retry inside the dead
-	// transaction fails until it passes. Defaults to 3s.
-	AckDeadline time.Duration
-	// LongTransactionWarning: the relay only sees events committed before
-	// the oldest transaction still open anywhere in the cluster (facts.md),
-	// so one long write transaction delays every event. When a transaction
-	// with an assigned xid has been open longer than this, the relay logs a
-	// warning naming its backend pid and age, and Stats reports the oldest.
-	// Herald's own relay transactions are never reported. Defaults to 5s.
-	LongTransactionWarning time.Duration
-	// RestoreCheckInterval is how often the running relay checks that the
-	// consumer group's stored position is not ahead of the database's
-	// transaction ids, as it is after a logical dump and restore or a
-	// logical-replication cut-over (it also checks at each start). One
-	// cheap query that takes no lock. Defaults to 10s.
-	RestoreCheckInterval time.Duration
+	PollInterval                                              time.Duration
+	BatchSize                                                 int
+	AckDeadline, LongTransactionWarning, RestoreCheckInterval time.Duration
 	// Logger receives the relay's logs. Defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 }
 
-// Validate reports every invalid field at once.
+// Validate reports every invalid field at once, in field order.
 func (c RelayConfig) Validate() error {
-	var errs []error
-	if c.PollInterval < 0 {
-		errs = append(errs, errors.New("PollInterval must not be negative"))
-	}
-	if c.BatchSize < 0 {
-		errs = append(errs, errors.New("BatchSize must not be negative"))
-	}
-	if c.AckDeadline != 0 && c.AckDeadline <= 2*handlerMargin {
-		errs = append(errs, fmt.Errorf("AckDeadline must be longer than %s", 2*handlerMargin))
-	}
-	if c.LongTransactionWarning < 0 {
-		errs = append(errs, errors.New("LongTransactionWarning must not be negative"))
-	}
-	if c.RestoreCheckInterval < 0 {
-		errs = append(errs, errors.New("RestoreCheckInterval must not be negative"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(
+		settings.NotNegative("PollInterval", c.PollInterval),
+		settings.NotNegative("BatchSize", c.BatchSize),
+		settings.Check("AckDeadline", c.AckDeadline != 0 && c.AckDeadline <= 2*handlerMargin,
+			fmt.Sprintf("must be longer than %s", 2*handlerMargin)),
+		settings.NotNegative("LongTransactionWarning", c.LongTransactionWarning),
+		settings.NotNegative("RestoreCheckInterval", c.RestoreCheckInterval),
+	)
 }
 
 func (c *RelayConfig) setDefaults() {
-	if c.PollInterval == 0 {
-		c.PollInterval = 25 * time.Millisecond
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = 100
-	}
-	if c.LongTransactionWarning == 0 {
-		c.LongTransactionWarning = 5 * time.Second
-	}
-	if c.AckDeadline == 0 {
-		c.AckDeadline = 3 * time.Second
-	}
-	if c.RestoreCheckInterval == 0 {
-		c.RestoreCheckInterval = 10 * time.Second
-	}
+	settings.Default(&c.PollInterval, 25*time.Millisecond)
+	settings.Default(&c.BatchSize, 100)
+	settings.Default(&c.LongTransactionWarning, 5*time.Second)
+	settings.Default(&c.AckDeadline, 3*time.Second)
+	settings.Default(&c.RestoreCheckInterval, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

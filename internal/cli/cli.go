@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/herald-push/herald/internal/backoff"
 )
 
 // UsageError is a mistake on the command line. main exits 2 and prints
@@ -25,17 +27,9 @@ type UsageError struct{ Msg string }
 func (e UsageError) Error() string { return e.Msg }
 
 // Sleep waits d or until ctx ends (the command was interrupted), and reports
-// whether the full wait passed.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+// whether the full wait passed. It is backoff.Sleep, named here for the
+// subcommands that pace themselves with it.
+func Sleep(ctx context.Context, d time.Duration) bool { return backoff.Sleep(ctx, d) }
 
 // LockedWriter serialises writes from several goroutines (logs, progress
 // lines, child processes' output) to W.

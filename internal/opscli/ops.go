@@ -2,6 +2,7 @@ package opscli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,18 +46,12 @@ func Deliveries(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return w.Flush()
 	case "retry":
-		ids, err := idsOrAll("deliveries retry", args[1:], stderr)
-		if err != nil {
-			return err
-		}
 		// Everything is retried in bounded batches, each its own short
 		// statement, logging progress to stderr; an interrupted run can
 		// simply be started again.
-		var n int
-		if len(ids) > 0 {
-			n, err = h.RetryFailed(ctx, ids)
-		} else {
-			n, err = h.RetryAllFailed(ctx)
+		n, err := onIDsOrAll(ctx, "deliveries retry", args[1:], stderr, h.RetryFailed, h.RetryAllFailed)
+		if usage := (cli.UsageError{}); errors.As(err, &usage) {
+			return err
 		}
 		if err != nil {
 			return fmt.Errorf("after %d failed deliveries made pending again: %w", n, err)
@@ -102,16 +97,7 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return w.Flush()
 	case "replay":
-		ids, err := idsOrAll("deadletters replay", args[1:], stderr)
-		if err != nil {
-			return err
-		}
-		var n int
-		if len(ids) > 0 {
-			n, err = h.ReplayDeadLetters(ctx, ids)
-		} else {
-			n, err = h.ReplayAllDeadLetters(ctx)
-		}
+		n, err := onIDsOrAll(ctx, "deadletters replay", args[1:], stderr, h.ReplayDeadLetters, h.ReplayAllDeadLetters)
 		if err != nil {
 			return err
 		}
@@ -123,6 +109,19 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 // idsOrAll parses "-all" or a list of numeric ids; it refuses neither, so
 // that an operator never acts on everything by accident.
+// onIDsOrAll runs byIDs on the ids args name, or all when args say -all.
+func onIDsOrAll(ctx context.Context, name string, args []string, stderr io.Writer,
+	byIDs func(context.Context, []int64) (int, error), all func(context.Context) (int, error)) (int, error) {
+	ids, err := idsOrAll(name, args, stderr)
+	if err != nil {
+		return 0, err
+	}
+	if len(ids) > 0 {
+		return byIDs(ctx, ids)
+	}
+	return all(ctx)
+}
+
 func idsOrAll(name string, args []string, stderr io.Writer) ([]int64, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -83,6 +83,9 @@ func NewFCMSender(client *FCMClient, cfg FCMSenderConfig) (*FCMSender, error) {
 	return &FCMSender{client: client.messaging, cfg: cfg, breaker: b}, nil
 }
 
+// PushTimeout implements app.TimedPusher: a push ends within SendTimeout.
+func (s *FCMSender) PushTimeout() time.Duration { return s.cfg.SendTimeout }
+
 // BreakerState returns the circuit breaker's state: "closed", "half-open"
 // or "open".
 func (s *FCMSender) BreakerState() string { return s.breaker.cb.State().String() }

@@ -58,6 +58,20 @@ type Pusher interface {
 	Push(ctx context.Context, msg notification.Message) (messageName string, err error)
 }
 
+// TimedPusher is a Pusher that says how long one push may take at most.
+// A Sender starts a push only while that much of its lease remains, plus
+// time to record the outcome, so that no other sender can take the
+// delivery over while it is in flight.
+type TimedPusher interface {
+	Pusher
+	PushTimeout() time.Duration
+}
+
+// recordMargin is the time a sender keeps, on top of a push's timeout,
+// to record its outcome before the lease ends: a flush interval and a
+// round trip to the database.
+func recordMargin(flush time.Duration) time.Duration { return flush + 500*time.Millisecond }
+
 // SenderConfig configures a Sender. Zero values mean defaults. Each
 // setting is documented, with its default, on herald.SenderConfig, which
 // hosts set; only the fields herald.Config does not map are documented here.
@@ -204,6 +218,11 @@ type Sender struct {
 	holds     *deviceHolds
 	platforms *platformGate
 	alarms    *alarmLog
+
+	// admitBefore: a claimed delivery is pushed only while at least this
+	// much of its lease remains (half the lease, or the push's timeout and
+	// the time to record it, whichever is longer).
+	admitBefore time.Duration
 }
 
 // NewSender returns a Sender. store and pusher must not be nil.
@@ -220,14 +239,19 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 	// a few percent of the limit.
 	burst := max(1, int(perSecond/100))
 	log := cfg.Logger.With("component", "herald_sender")
+	admitBefore := cfg.Lease / 2
+	if tp, ok := pusher.(TimedPusher); ok {
+		admitBefore = max(admitBefore, tp.PushTimeout()+recordMargin(cfg.FlushInterval))
+	}
 	return &Sender{
-		store:    store,
-		pusher:   pusher,
-		cfg:      cfg,
-		log:      log,
-		limiter:  rate.NewLimiter(rate.Limit(perSecond), burst),
-		wake:     make(chan struct{}, 1),
-		outcomes: make(chan *notification.Delivery, cfg.MaxInFlight+cfg.BatchSize),
+		admitBefore: admitBefore,
+		store:       store,
+		pusher:      pusher,
+		cfg:         cfg,
+		log:         log,
+		limiter:     rate.NewLimiter(rate.Limit(perSecond), burst),
+		wake:        make(chan struct{}, 1),
+		outcomes:    make(chan *notification.Delivery, cfg.MaxInFlight+cfg.BatchSize),
 
 		seed:      maphash.MakeSeed(),
 		quota:     newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
@@ -376,8 +400,10 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// A delivery that waited in the queue (a long pause, a slow rate) must
 	// not be pushed near the end of its lease: another sender may take it
 	// over meanwhile and push it too. Give it back to be claimed afresh.
+	// The push must also end, and its outcome be recorded, before the
+	// lease does: it needs its own deadline and a flush on top.
 	now := s.cfg.Now()
-	if now.After(d.Delivery.DueAt().Add(-s.cfg.Lease / 2)) {
+	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
 		s.release(d.Delivery)
 		return
 	}

@@ -252,3 +252,45 @@ func TestStatsCountEachOutcome(t *testing.T) {
 		}, s.Stats())
 	}, waitFor, 5*time.Millisecond)
 }
+
+// timedPusher is a fakePusher whose pushes may take up to timeout.
+type timedPusher struct {
+	*fakePusher
+	timeout time.Duration
+}
+
+func (p timedPusher) PushTimeout() time.Duration { return p.timeout }
+
+// A push that may run to its deadline must still end, and be recorded,
+// before its lease does; otherwise another sender takes the delivery over
+// while it is in flight and pushes it again. A claim that waited past that
+// point is given back instead, even with more than half its lease left.
+func TestAPushIsStartedOnlyWhileItsLeaseOutlastsItsDeadlineAndTheRecord(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := &claimOnce{memStore: newMemStore()}
+	ids := make([]int64, 4)
+	for i := range ids {
+		ids[i] = store.add(fmt.Sprintf("device-%02d", i), notification.PlatformAndroid, clock.Now())
+	}
+	pusher := timedPusher{fakePusher: newFakePusher(func(msg notification.Message) error {
+		if msg.Token == "device-00" {
+			return sendErr(notification.ErrQuotaExceeded, "QUOTA_EXCEEDED", 3*time.Second)
+		}
+		return nil
+	}), timeout: 7 * time.Second}
+	cfg := senderConfig(clock) // one push at a time
+	cfg.QuotaDevices = 1
+	cfg.Lease = 10 * time.Second
+	s := runSender(t, store, pusher, cfg)
+	require.Eventually(t, func() bool { return s.Stats().QuotaPauses == 1 }, waitFor, 5*time.Millisecond)
+
+	// The pause ends with 7 s of the lease left: more than half, less than
+	// the 7 s deadline plus the time to record.
+	clock.Advance(3 * time.Second)
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, int64(3), s.Stats().Released)
+	}, waitFor, 5*time.Millisecond)
+	assert.Equal(t, 1, pusher.callsTo(hasPrefix("device-")), "none of the three is pushed this late")
+}

@@ -15,9 +15,14 @@ type (
 	Inbox = app.Inbox
 	// InboxPage is one page of a user's inbox and the cursor of the next.
 	InboxPage = app.InboxPage
-	// Tokens is the device token registry: Register, Unregister, List.
-	// Get it from Herald.Tokens.
+	// Tokens is the device token registry: Register, RegisterMany,
+	// Unregister, List. Get it from Herald.Tokens.
 	Tokens = app.Tokens
+	// TokenRegistration is one entry of Tokens.RegisterMany.
+	TokenRegistration = app.TokenRegistration
+	// RegistrationError names the entry that made Tokens.RegisterMany
+	// refuse an import.
+	RegistrationError = app.RegistrationError
 	// RelayStats counts what the relay did since Herald was made.
 	RelayStats = outbox.RelayStats
 	// SenderStats counts what the sender did since Herald was made.

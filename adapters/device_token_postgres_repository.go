@@ -44,12 +44,18 @@ func (r *PostgresDeviceTokenRepository) Upsert(ctx context.Context, t *notificat
 const moveDeliveries = `UPDATE herald_deliveries d SET status = 'token_moved', claim_id = NULL, updated_at = now(),
 			error_code = 'TOKEN_MOVED', last_error = 'token registered to another user before the push'`
 
-// UpsertMany registers many tokens in one statement per chunk; the last
-// occurrence of a repeated token wins. Like Upsert, it closes token_moved
-// the open deliveries to those tokens addressed to other users.
+// UpsertMany registers many tokens in one statement per chunk of
+// insertChunk tokens; each chunk commits on its own. The last occurrence of
+// a repeated token wins, across the whole slice: repeats are dropped before
+// chunking, so a token is written once and never moves back and forth
+// between users within one call (which would close its final owner's open
+// deliveries when the call is run again). Like Upsert, it closes
+// token_moved the open deliveries to those tokens addressed to other
+// users.
 func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*notification.DeviceToken) error {
+	ts = dedupeTokens(ts)
 	for start := 0; start < len(ts); start += insertChunk {
-		chunk := dedupeTokens(ts[start:min(start+insertChunk, len(ts))])
+		chunk := ts[start:min(start+insertChunk, len(ts))]
 		tokens, users, platforms := make([]string, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
 		registered, seen := make([]time.Time, len(chunk)), make([]time.Time, len(chunk))
 		for i, t := range chunk {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,7 +32,9 @@ const schemaRetry = 2 * time.Second
 // binary embeds, and reports false if ctx ended first. A schema behind is
 // logged at ERROR once (a rolling deploy may migrate a moment later, so it
 // keeps checking every schemaRetry); an unreachable database is logged at
-// WARN once per outage and retried with backoff, as every part of Run does.
+// WARN once and retried with backoff, as every part of Run does; an error
+// the server answered (a missing SELECT grant on herald_schema_migrations)
+// is logged at ERROR once and retried likewise.
 func (h *Herald) waitForSchema(ctx context.Context) bool {
 	retry := backoff.New(100*time.Millisecond, schemaRetry)
 	var loggedBehind, loggedDown bool
@@ -58,7 +61,14 @@ func (h *Herald) waitForSchema(ctx context.Context) bool {
 		default:
 			if !loggedDown {
 				loggedDown = true
-				h.log.Warn("herald cannot check its schema yet; retrying", "err", err)
+				// A server that answered (permission denied on
+				// herald_schema_migrations, say) needs an operator; an
+				// unreachable one is the outage Run waits out anyway.
+				level, pgErr := slog.LevelWarn, (*pgconn.PgError)(nil)
+				if errors.As(err, &pgErr) {
+					level = slog.LevelError
+				}
+				h.log.Log(ctx, level, "herald cannot check its schema yet; retrying", "err", err)
 			}
 		}
 		if !backoff.Sleep(ctx, retry.Next()) {

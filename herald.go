@@ -174,9 +174,15 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 // ErrMalformedEvent, ErrTooLong, ErrPayloadTooLarge, ErrReservedDataKey and
 // the other validation sentinels. A database error aborts tx, as any failed
 // statement does, so it can only roll back. It returns the notifications
-// created.
+// created. On a database that lacks Herald's migrations the error matches
+// ErrSchemaBehind (and errors.As a *SchemaError), not only a raw "relation
+// does not exist".
 func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
-	return h.outbox.Raise(ctx, tx, events...)
+	ns, err := h.outbox.Raise(ctx, tx, events...)
+	if err != nil {
+		return nil, h.explainSchema(ctx, err)
+	}
+	return ns, nil
 }
 
 // Run relays, expands broadcasts, sends and sweeps old rows until ctx ends,
@@ -195,6 +201,9 @@ func (h *Herald) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer h.running.Store(false)
+	if !h.waitForSchema(ctx) {
+		return nil
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

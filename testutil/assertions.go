@@ -18,7 +18,9 @@ const pollEvery = 20 * time.Millisecond
 
 // Idle reports whether Herald has nothing left to do in pool's database:
 // the relay has consumed every committed outbox message and no delivery is
-// open (pending, claimed or retry scheduled).
+// open (pending, claimed or retry scheduled). A committed message held back
+// by an older open transaction counts as work left. Herald.Idle and
+// Herald.WaitIdle ask the same question through a Herald.
 func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) { return backlog.Idle(ctx, pool) }
 
 // WaitIdle waits until Idle is true, failing the test after timeout.

@@ -11,7 +11,9 @@ import (
 
 // Idle reports whether Herald has nothing left to do in pool's database:
 // the relay has consumed every committed outbox message and no delivery is
-// open (pending, claimed or retry scheduled).
+// open (pending, claimed or retry scheduled). A committed message the relay
+// cannot read yet, because an older transaction anywhere in the cluster is
+// still open, is work left: Idle is not true until it is relayed.
 func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
 	return IdleExceptToken(ctx, pool, "")
 }
@@ -25,8 +27,7 @@ func IdleExceptToken(ctx context.Context, pool *pgxpool.Pool, token string) (boo
 		SELECT NOT EXISTS (
 			SELECT 1 FROM watermill_herald_outbox m
 			LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
-			WHERE m.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-			  AND (o.consumer_group IS NULL
+			WHERE (o.consumer_group IS NULL
 			       OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
 		) AND NOT EXISTS (
 			SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled')

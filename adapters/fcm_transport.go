@@ -74,6 +74,15 @@ func (ps *pushState) attemptStarted() {
 	ps.onWire = true
 }
 
+// attemptAborted takes back an attemptStarted whose request never went
+// out.
+func (ps *pushState) attemptAborted() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.sent--
+	ps.onWire = false
+}
+
 // attemptDone marks the attempt answered; if the breaker opened meanwhile
 // and FCM did not accept it, the push stops here instead of retrying.
 func (ps *pushState) attemptDone(accepted bool) {
@@ -129,7 +138,18 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return refuse(err)
 	}
 	if ps != nil {
+		// Marked on the wire first, then the context checked: a breaker
+		// opening before the mark has cancelled the push (seen here, and
+		// nothing is sent); one opening after it waits for the answer.
+		// Either way no accepted request is cancelled.
 		ps.attemptStarted()
+		if cause := context.Cause(ctx); cause != nil {
+			ps.attemptAborted()
+			done(errAttemptExcluded)
+			b.ramp.release(false)
+			closeRequestBody(req)
+			return nil, cause
+		}
 	}
 	resp, err := t.base.RoundTrip(req)
 	var body []byte

@@ -75,6 +75,14 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 			return nil, fmt.Errorf("kill worker %d: %w", pid, err)
 		}
 		kills++
+		// Requests the process had already written when it died still
+		// reach the fake, which accepts them after its latency: count them
+		// as accepted at the kill (they are sent again after their lease).
+		// The worker is restarted only after the count, so the claims do
+		// not change meanwhile.
+		if !cli.Sleep(ctx, chaosInFlightSettle) {
+			return nil, ctx.Err()
+		}
 		claimed, sent, err := e.claimedAtKill(ctx, seenClaims)
 		if err != nil {
 			return nil, err
@@ -122,6 +130,10 @@ type chaosClaim struct {
 // at an earlier kill, and returns how many there are and how many of them
 // are of pushes FCM already accepted: those are pushed again. A claim that
 // has not expired at the next kill is counted once.
+// chaosInFlightSettle is how long after a kill the count of pushes FCM
+// accepted waits, well over the fake FCM's 10 ms latency.
+const chaosInFlightSettle = 200 * time.Millisecond
+
 func (e *chaosEnv) claimedAtKill(ctx context.Context, seen map[chaosClaim]bool) (claimed, sent int, err error) {
 	rows, err := e.admin.Query(ctx, `SELECT d.id, d.claim_id, n.data->>'comment_id', d.token
 		FROM herald_deliveries d JOIN herald_notifications n ON n.id = d.notification_id

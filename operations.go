@@ -41,13 +41,7 @@ func (h *Herald) ListDeliveriesByStatus(ctx context.Context, status notification
 
 // knownStatus reports whether s is one of the delivery statuses.
 func knownStatus(s notification.DeliveryStatus) bool {
-	switch s {
-	case notification.StatusPending, notification.StatusClaimed, notification.StatusSent,
-		notification.StatusRetryScheduled, notification.StatusTokenPruned, notification.StatusTokenMoved,
-		notification.StatusFailed:
-		return true
-	}
-	return false
+	return s.IsKnown()
 }
 
 // CountDeliveries returns how many deliveries are in each status.

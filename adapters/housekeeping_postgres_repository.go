@@ -68,7 +68,8 @@ func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Contex
 }
 
 // DeleteFinishedDeliveries deletes up to limit deliveries that were sent,
-// had their token pruned or moved more than olderThan ago, and up to limit
+// had their token pruned or moved, or ended unsent (expired, superseded,
+// cancelled, muted) more than olderThan ago, and up to limit
 // failed ones more than failedOlderThan ago (kept longer for operators to
 // inspect and retry). A negative age deletes none of those.
 func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Context, olderThan, failedOlderThan time.Duration, limit int) (int, error) {
@@ -78,7 +79,7 @@ func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Co
 		n, err = r.exec(ctx, "delete finished deliveries", `
 			DELETE FROM herald_deliveries WHERE id IN (
 				SELECT id FROM herald_deliveries
-				WHERE status IN ('sent', 'token_pruned', 'token_moved')
+				WHERE status IN ('sent', 'token_pruned', 'token_moved', 'expired', 'superseded', 'cancelled', 'muted')
 					AND updated_at < now() - $1::bigint * interval '1 microsecond'
 				LIMIT $2)`, olderThan.Microseconds(), limit)
 		if err != nil {

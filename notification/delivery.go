@@ -34,11 +34,38 @@ const (
 	// StatusFailed: permanently failed (message rejected, configuration
 	// rejected, or attempts exhausted).
 	StatusFailed DeliveryStatus = "failed"
+	// StatusExpired: not sent because its notification's expiry passed
+	// before it could be pushed (an outage, quiet hours).
+	StatusExpired DeliveryStatus = "expired"
+	// StatusSuperseded: not sent because a newer notification to the same
+	// recipient with the same collapse key replaced it first.
+	StatusSuperseded DeliveryStatus = "superseded"
+	// StatusCancelled: not sent because an operator cancelled it.
+	StatusCancelled DeliveryStatus = "cancelled"
+	// StatusMuted: not sent because, when it came due, its recipient had
+	// muted the notification's type for push (it stays in the inbox).
+	StatusMuted DeliveryStatus = "muted"
 )
+
+// Statuses lists every delivery status, open ones first.
+var Statuses = []DeliveryStatus{
+	StatusPending, StatusRetryScheduled, StatusClaimed, StatusSent, StatusTokenPruned, StatusTokenMoved,
+	StatusFailed, StatusExpired, StatusSuperseded, StatusCancelled, StatusMuted,
+}
+
+// IsKnown reports whether s is one of the delivery statuses.
+func (s DeliveryStatus) IsKnown() bool {
+	for _, k := range Statuses {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
 
 // IsFinal reports whether no more attempts will be made.
 func (s DeliveryStatus) IsFinal() bool {
-	return s == StatusSent || s == StatusTokenPruned || s == StatusTokenMoved || s == StatusFailed
+	return s.IsKnown() && s != StatusPending && s != StatusRetryScheduled && s != StatusClaimed
 }
 
 // Message is one push: a notification's content addressed to one token.

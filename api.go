@@ -31,7 +31,47 @@ type (
 	// could not process, kept with the reason so an operator can inspect
 	// and replay it (Herald.DeadLetters, Herald.ReplayDeadLetters).
 	DeadLetter = app.DeadLetter
+
+	// DeliveryQuery selects deliveries for QueryDeliveries and
+	// RetryFailedWhere: by status, FCM error code, recipient, notification
+	// and time of the last change, with a cursor and a page size.
+	DeliveryQuery = app.DeliveryQuery
+	// DeliveryPage is one page of QueryDeliveries and the cursor of the
+	// next.
+	DeliveryPage = app.DeliveryPage
+	// DeliveryInfo is one delivery as an operator sees it, its token as a
+	// hash.
+	DeliveryInfo = app.DeliveryInfo
+	// Timeline is one notification's delivery: every delivery and every
+	// attempt with its code and time (Herald.Timeline).
+	Timeline = app.Timeline
+	// NotificationInfo is a notification as a Timeline shows it.
+	NotificationInfo = app.NotificationInfo
+	// DeliveryTimeline is one delivery of a Timeline with its attempts.
+	DeliveryTimeline = app.DeliveryTimeline
+	// Attempt is one push attempted to FCM and its outcome.
+	Attempt = app.Attempt
+	// BroadcastProgress is how far a broadcast's expansion has come.
+	BroadcastProgress = app.BroadcastProgress
+	// StatusCount is how many deliveries are in one status, counted,
+	// bounded or estimated (Status.Deliveries).
+	StatusCount = app.StatusCount
+	// CodeCount is how many attempts failed with one error code.
+	CodeCount = app.CodeCount
+	// RelayBacklog is what waits for the relay, and for how long.
+	RelayBacklog = app.RelayBacklog
 )
+
+// The page sizes of QueryDeliveries: DefaultDeliveryPageSize when the
+// query has no Limit, never more than MaxDeliveryPageSize.
+const (
+	DefaultDeliveryPageSize = app.DefaultDeliveryPageSize
+	MaxDeliveryPageSize     = app.MaxDeliveryPageSize
+)
+
+// MaxTimelineDeliveries bounds the deliveries a Timeline lists; its
+// Counts count them all.
+const MaxTimelineDeliveries = app.MaxTimelineDeliveries
 
 // The inbox's page sizes: Inbox.List returns DefaultPageSize notifications
 // when given a limit of 0 or less, and never more than MaxPageSize, so that
@@ -41,7 +81,8 @@ const (
 	MaxPageSize     = app.MaxPageSize
 )
 
-// ErrInvalidCursor is returned by Inbox.List for a cursor it did not make.
+// ErrInvalidCursor is returned by Inbox.List and QueryDeliveries for a
+// cursor they did not make.
 var ErrInvalidCursor = app.ErrInvalidCursor
 
 // MaxEventBytes bounds the JSON of one raised event (1 MiB): Raise refuses

@@ -59,6 +59,7 @@ type Herald struct {
 	fcm         *adapters.FCMSender
 	deliveries  *adapters.PostgresDeliveryRepository
 	deadLetters *adapters.PostgresDeadLetterRepository
+	status      *adapters.PostgresStatusRepository
 	inbox       *app.Inbox
 	tokens      *app.Tokens
 	log         *slog.Logger
@@ -130,6 +131,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		outbox:      outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{Now: cfg.Now, Logger: log}),
 		deliveries:  deliveries,
 		deadLetters: adapters.NewPostgresDeadLetterRepository(pool),
+		status:      adapters.NewPostgresStatusRepository(pool),
 		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
 		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
 		log:         log,

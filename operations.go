@@ -2,6 +2,7 @@ package herald
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -107,6 +108,69 @@ func (h *Herald) ReplayDeadLetters(ctx context.Context, ids []int64) (int, error
 // ReplayDeadLetters does, and returns how many.
 func (h *Herald) ReplayAllDeadLetters(ctx context.Context) (int, error) {
 	return outbox.ReplayDeadLetters(ctx, h.pool, adapters.DeadLettersIn, nil)
+}
+
+// QueryDeliveries returns a page of the deliveries q selects (by status,
+// FCM error code, recipient, notification, last change since), the newest
+// first, and in page.Next the cursor of the next page ("" on the last):
+// pass it back as q.Cursor with the same filters. q.Limit defaults to
+// DefaultDeliveryPageSize and is at most MaxDeliveryPageSize. Tokens are
+// shown only as their TokenHash. An unknown status is an error, so that a
+// typo never reads as "nothing failed"; a cursor it did not make is
+// ErrInvalidCursor.
+//
+// Filtering by notification or recipient reads through indexes, as does
+// filtering by an open status or by failed. Filtering by code or by a
+// finished status alone reads the newest deliveries until the page is
+// full: fast when matches are common, slow on millions of rows with few
+// matches (add a recipient, a notification or Since then).
+func (h *Herald) QueryDeliveries(ctx context.Context, q DeliveryQuery) (DeliveryPage, error) {
+	return h.deliveries.QueryDeliveries(ctx, q)
+}
+
+// Timeline returns what happened to one notification: the notification,
+// how many of its deliveries stand in each status, each delivery (at most
+// MaxTimelineDeliveries, the oldest first; Truncated says when there are
+// more) with its token's hash and every attempt with its outcome, FCM
+// error code and time, and for a broadcast how far its expansion has come.
+// A notification that does not exist is notification.ErrNotFound (also
+// once housekeeping has deleted it).
+func (h *Herald) Timeline(ctx context.Context, notificationID uuid.UUID) (Timeline, error) {
+	return h.deliveries.Timeline(ctx, notificationID)
+}
+
+// RetryFailedWhere makes the failed deliveries q selects pending again, as
+// RetryFailed does, and returns how many it changed, also when it returns
+// an error. It works in batches of 1,000, each its own short statement,
+// logging the running total at INFO, until none is left, ctx ends or
+// q.Limit (if positive) are retried; q.Cursor is ignored. Only deliveries
+// that failed before it started are retried, so it ends even while
+// retries fail again, and it is idempotent: running it again retries only
+// what is still failed. q.Status must be "" or notification.StatusFailed,
+// and q must have at least one other filter (Code, Recipient,
+// NotificationID, Since): RetryAllFailed is how to retry everything.
+func (h *Herald) RetryFailedWhere(ctx context.Context, q DeliveryQuery) (int, error) {
+	if q.Code == "" && q.Recipient == "" && q.NotificationID == uuid.Nil && q.Since.IsZero() {
+		return 0, errors.New("retry failed deliveries: the query selects every failed delivery: give a filter, or use RetryAllFailed")
+	}
+	return h.deliveries.RetryFailedWhere(ctx, q, func(total int) {
+		h.log.Info("failed deliveries made pending so far", "component", "herald_operator", "total", total)
+	})
+}
+
+// CancelNotification cancels the pushes of a notification not made yet,
+// and returns how many deliveries it cancelled. Its pending and
+// retry-scheduled deliveries end cancelled (notification.StatusCancelled,
+// code "CANCELLED"), in batches; the notification is marked cancelled so
+// that the relay creates no more deliveries for it, a broadcast of it stops
+// expanding, and any delivery of it that comes due later (one in flight at
+// the cancel that fails and would be retried) ends cancelled instead of
+// pushed. Pushes in flight at the moment finish: they were on their way to
+// FCM. It is idempotent (a second call cancels nothing more and returns
+// 0); the notification stays in the recipient's inbox. A notification that
+// does not exist is notification.ErrNotFound.
+func (h *Herald) CancelNotification(ctx context.Context, notificationID uuid.UUID) (int, error) {
+	return h.deliveries.CancelNotification(ctx, notificationID)
 }
 
 // TokenHash is how Herald shows a device token in its logs and operator

@@ -82,7 +82,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 				ORDER BY t.token
 				LIMIT $2 + 1
 			) t
-			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NULL
+			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NULL AND n.cancelled_at IS NULL
 		), created AS (
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
 			SELECT notification_id, token, 'pending', now(), now(), now() FROM picked WHERE rn <= $2
@@ -101,7 +101,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			INSERT INTO herald_broadcasts (notification_id, platforms, created_at)
 			SELECT n.id, ARRAY(SELECT jsonb_array_elements_text(coalesce(n.audience->'platforms', '[]'))), now()
 			FROM herald_notifications n
-			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NOT NULL
+			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NOT NULL AND n.cancelled_at IS NULL
 			ON CONFLICT (notification_id) DO NOTHING
 			RETURNING 1
 		), counts AS (
@@ -193,7 +193,8 @@ func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
 // notification's recipient (for a broadcast: still exists and matches the
 // broadcast's platforms). One whose token left the registry is closed
 // token_pruned (TOKEN_REMOVED); one whose token now belongs to someone else
-// is closed token_moved (TOKEN_MOVED). Neither is returned; since closed
+// is closed token_moved (TOKEN_MOVED); one whose notification an operator
+// cancelled is closed cancelled (CANCELLED). None is returned; since closed
 // deliveries take up room in a claim, it claims again for the room they
 // took, so a claim that returns fewer than limit means nothing more is due.
 func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, error) {
@@ -235,6 +236,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		WITH due AS (
 			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds,
 				CASE
+					WHEN n.cancelled_at IS NOT NULL THEN 'cancelled'
 					WHEN t.token IS NULL THEN 'token_pruned'
 					WHEN n.audience IS NULL AND t.user_id = n.recipient THEN 'claimed'
 					WHEN n.audience IS NOT NULL AND (coalesce(n.audience->'platforms', '[]') IN ('[]', 'null')
@@ -258,9 +260,10 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 			updated_at = now(),
 			claim_id = CASE WHEN due.next = 'claimed' THEN $3::uuid END,
 			error_code = CASE due.next WHEN 'claimed' THEN d.error_code
-				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' ELSE 'TOKEN_MOVED' END,
+				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' WHEN 'cancelled' THEN 'CANCELLED' ELSE 'TOKEN_MOVED' END,
 			last_error = CASE due.next WHEN 'claimed' THEN d.last_error
 				WHEN 'token_pruned' THEN 'token removed from the registry before the push'
+				WHEN 'cancelled' THEN 'cancelled by an operator'
 				ELSE 'token registered to another user before the push' END
 		FROM due
 		WHERE d.id = due.id
@@ -356,6 +359,15 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 			FROM outcome u
 			WHERE d.id = u.id AND d.claim_id = u.claim_id AND d.status = 'claimed'
 			RETURNING d.id, d.token, d.status, d.error_code, d.last_error
+		), attempts AS (
+			-- A failed attempt is logged for the operator's timeline; a
+			-- success is the delivery row itself, so the usual batch adds no
+			-- write. A push released unattempted (breaker, shutdown) keeps its
+			-- attempt count (d is the row as it was before this statement).
+			INSERT INTO herald_delivery_attempts (delivery_id, attempt, outcome, error_code, last_error, attempted_at)
+			SELECT r.id, u.attempts, r.status, r.error_code, r.last_error, now()
+			FROM recorded r JOIN outcome u ON u.id = r.id JOIN herald_deliveries d ON d.id = r.id
+			WHERE r.status <> 'sent' AND u.attempts > d.attempts
 		), dead AS (
 			SELECT DISTINCT ON (token) token, error_code, last_error
 			FROM recorded WHERE status = 'token_pruned'

@@ -13,8 +13,9 @@ import (
 	"github.com/herald-push/herald/notification"
 )
 
-// ErrInvalidCursor reports a page cursor that Herald did not make.
-var ErrInvalidCursor = errors.New("invalid inbox cursor")
+// ErrInvalidCursor reports a page cursor (of the inbox or of a delivery
+// listing) that Herald did not make.
+var ErrInvalidCursor = errors.New("invalid page cursor")
 
 // InboxCursor is a position in an inbox: the last notification of a page.
 type InboxCursor struct {

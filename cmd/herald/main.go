@@ -8,7 +8,9 @@
 //	herald migrate                   apply migrations to DATABASE_URL
 //	herald bench [scenario] [flags]  throughput, latency and memory benchmarks
 //	herald chaos [flags]             crash, outage and bad-input scenarios
-//	herald deliveries list|retry     failed deliveries
+//	herald status [-json] [-watch]   the deployment at a glance, from DATABASE_URL
+//	herald deliveries list|retry|timeline|cancel
+//	                                 find, retry and cancel deliveries
 //	herald deadletters list|replay   dead-lettered outbox messages
 //
 // Without DATABASE_URL, commands that need a database start a throwaway
@@ -47,7 +49,8 @@ func commands() []command {
 		{"migrate", "apply Herald's migrations to DATABASE_URL", opscli.Migrate},
 		{"bench", "run benchmark scenarios and print one JSON object per scenario", bench.Run},
 		{"chaos", "run the fault-injection scenarios and print what was lost and duplicated", chaos.Run},
-		{"deliveries", "list or retry failed deliveries", opscli.Deliveries},
+		{"status", "the deployment at a glance: backlog, lag, failures by code (-json, -watch)", opscli.Status},
+		{"deliveries", "list, retry or cancel deliveries; a notification's timeline", opscli.Deliveries},
 		{"deadletters", "list or replay dead-lettered outbox messages", opscli.DeadLetters},
 	}
 }

@@ -20,7 +20,7 @@ func TestHelpListsCommandsButNotChildren(t *testing.T) {
 	}
 	help := stderr.String()
 	last := -1
-	for _, name := range []string{"demo", "migrate", "bench", "chaos", "deliveries", "deadletters"} {
+	for _, name := range []string{"demo", "migrate", "bench", "chaos", "status", "deliveries", "deadletters"} {
 		at := strings.Index(help, "  "+name+" ")
 		if at < 0 {
 			t.Errorf("help does not list %s:\n%s", name, help)
@@ -63,7 +63,9 @@ func TestCommandsReachTheirPackages(t *testing.T) {
 		want string
 	}{
 		{[]string{"chaos-worker"}, "started by `herald chaos`"},
+		{[]string{"status"}, "DATABASE_URL is not set"},
 		{[]string{"deliveries", "list"}, "DATABASE_URL is not set"},
+		{[]string{"deliveries", "timeline", "01a22ad7-345e-72e5-83de-7a6d653fd160"}, "DATABASE_URL is not set"},
 		{[]string{"deadletters", "list"}, "DATABASE_URL is not set"},
 		{[]string{"migrate"}, "DATABASE_URL is not set"},
 	} {

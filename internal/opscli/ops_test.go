@@ -78,7 +78,7 @@ func TestOperatorCommandsListAndMendWhatASendingProcessLeft(t *testing.T) {
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 2, out)
-	assert.Regexp(t, `^ID\s+NOTIFICATION\s+TOKEN\s+STATUS\s+ATTEMPTS\s+CODE\s+UPDATED\s+LAST ERROR$`, lines[0])
+	assert.Regexp(t, `^ID\s+NOTIFICATION\s+RECIPIENT\s+TOKEN\s+STATUS\s+ATTEMPTS\s+CODE\s+UPDATED\s+LAST ERROR$`, lines[0])
 	assert.Contains(t, lines[1], herald.TokenHash("author-phone"))
 	assert.Contains(t, lines[1], " failed ")
 	assert.NotContains(t, out, "author-phone", "tokens are shown only as their hash")

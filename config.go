@@ -26,6 +26,9 @@ type Config struct {
 	Broadcast BroadcastConfig
 	// Housekeeping configures what is deleted when, and how often.
 	Housekeeping HousekeepingConfig
+	// Fleet configures the heartbeats of several Herald processes on one
+	// database (see "Running several replicas" in the README).
+	Fleet FleetConfig
 	// Logger receives every part's logs. Tokens and message bodies are
 	// never logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -77,8 +80,11 @@ type SenderConfig struct {
 	// BatchSize is how many deliveries one claim takes and one record writes
 	// at most. Defaults to 500.
 	BatchSize int
-	// RatePerMinute caps pushes per minute across this process (a token
-	// bucket; FCM allows a project 600,000). Defaults to 600,000.
+	// RatePerMinute caps pushes per minute across every Herald process
+	// running on the database: the FCM project's budget, shared through a
+	// token bucket in Postgres (FCM allows a project 600,000). Give every
+	// process the same value. In any one second the fleet pushes at most
+	// RatePerMinute/60 × (1.02 + 0.01 × processes). Defaults to 600,000.
 	RatePerMinute int
 	// Lease is how long a claim holds a delivery. A sender that dies leaves
 	// its claims to expire; then another sender takes them. A claimed
@@ -111,7 +117,9 @@ type SenderConfig struct {
 	// sooner than Retry-After, and its other pushes are held (released
 	// unattempted) for Retry-After or QuotaPause; every other push goes on.
 	// QuotaDevices 1 pauses all sending on every QUOTA_EXCEEDED; at most
-	// 1000. This is per process. Defaults to 3.
+	// 1000. Each process decides from the answers it saw; a project-wide
+	// pause it decides on pauses every process on the database (at their
+	// next grant of send budget, within 100 ms). Defaults to 3.
 	QuotaDevices int
 	// QuotaWindow: see QuotaDevices. Defaults to 2s.
 	QuotaWindow time.Duration
@@ -199,6 +207,26 @@ type HousekeepingConfig struct {
 	TokenMaxAge time.Duration
 }
 
+// FleetConfig configures how the Herald processes running on one database
+// know one another. Each running Herald registers itself and beats; one that
+// stops beating is dead to the others, which take back its claims at once.
+// Leadership (housekeeping runs on the leader only) is a lease in Postgres
+// on the database's clock, never a session lock.
+type FleetConfig struct {
+	// HeartbeatInterval is how often a running Herald refreshes its
+	// registration, renews or seeks the leader's lease, and (on the
+	// leader) frees the claims of dead instances. Defaults to 1s.
+	HeartbeatInterval time.Duration
+	// DeadAfter is how old an instance's last heartbeat (on the database's
+	// clock) makes it dead: it leaves Instances, and its claims are taken
+	// over at the leader's next heartbeat rather than at the end of their
+	// lease. It is also the leader's lease. A Herald whose own heartbeat
+	// has failed for DeadAfter minus one HeartbeatInterval starts no push
+	// until one succeeds, so that what the others take over is not pushed
+	// twice. At least three heartbeats. Defaults to 5s.
+	DeadAfter time.Duration
+}
+
 // WithDefaults returns c with every zero field set to its documented
 // default: the configuration in effect, to display or check. New applies
 // the same defaults; calling it first is never needed.
@@ -214,6 +242,7 @@ func (c Config) WithDefaults() Config {
 	c.FCM = fcmFrom(c.fcm().WithDefaults())
 	c.Broadcast = broadcastFrom(c.broadcast().WithDefaults())
 	c.Housekeeping = housekeepingFrom(c.housekeeping().WithDefaults())
+	c.Fleet = fleetFrom(c.fleet().WithDefaults())
 	return c
 }
 
@@ -297,4 +326,13 @@ func housekeepingFrom(h app.HousekeepingConfig) HousekeepingConfig {
 		Interval: h.Interval, BatchSize: h.BatchSize, OutboxRetention: h.OutboxRetention,
 		DeliveryRetention: h.DeliveryRetention, FailedRetention: h.FailedRetention, TokenMaxAge: h.TokenMaxAge,
 	}
+}
+
+func (c Config) fleet() app.MembershipConfig {
+	return app.MembershipConfig{HeartbeatInterval: c.Fleet.HeartbeatInterval, DeadAfter: c.Fleet.DeadAfter,
+		Logger: c.Logger, Now: c.Now}
+}
+
+func fleetFrom(f app.MembershipConfig) FleetConfig {
+	return FleetConfig{HeartbeatInterval: f.HeartbeatInterval, DeadAfter: f.DeadAfter}
 }

@@ -18,7 +18,7 @@ func TestEverySettingReachesThePartThatUsesIt(t *testing.T) {
 	t.Parallel()
 	var c Config
 	fill(reflect.ValueOf(&c).Elem())
-	internalOnly := []string{"Logger", "Now", "Jitter"}
+	internalOnly := []string{"Logger", "Now", "Jitter", "Budget", "Leader"}
 	for _, part := range []struct {
 		name          string
 		facade, inner any
@@ -29,6 +29,7 @@ func TestEverySettingReachesThePartThatUsesIt(t *testing.T) {
 		{"FCM", c.FCM, c.fcm(), fcmFrom(c.fcm())},
 		{"Broadcast", c.Broadcast, c.broadcast(), broadcastFrom(c.broadcast())},
 		{"Housekeeping", c.Housekeeping, c.housekeeping(), housekeepingFrom(c.housekeeping())},
+		{"Fleet", c.Fleet, c.fleet(), fleetFrom(c.fleet())},
 	} {
 		assert.Equal(t, part.facade, part.back, "%s: every field survives the round trip", part.name)
 		var want []string

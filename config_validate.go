@@ -27,6 +27,7 @@ func (c Config) Validate() error {
 		{"FCM", c.fcm().Validate()},
 		{"Broadcast", c.broadcast().Validate()},
 		{"Housekeeping", c.housekeeping().Validate()},
+		{"Fleet", c.fleet().Validate()},
 	} {
 		errs = appendPrefixed(errs, part.name, part.err)
 	}

@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -64,6 +65,12 @@ type Herald struct {
 	tokens      *app.Tokens
 	log         *slog.Logger
 	running     atomic.Bool
+
+	// The fleet: the registry every Herald reads (Instances), and this
+	// one's membership (nil in a Herald that does not send).
+	fleet      *adapters.PostgresFleetRepository
+	membership *app.Membership
+	deadAfter  time.Duration
 }
 
 // ErrAlreadyRunning is returned by Run while another Run of the same Herald
@@ -135,9 +142,16 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
 		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
 		log:         log,
+		fleet:       adapters.NewPostgresFleetRepository(pool),
+		deadAfter:   cfg.fleet().WithDefaults().DeadAfter,
 	}
 	if fcm == nil {
 		return h, nil
+	}
+	self := thisInstance()
+	membership, err := app.NewMembership(h.fleet, self, cfg.fleet())
+	if err != nil {
+		return nil, err
 	}
 	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg.relay())
 	if err != nil {
@@ -147,7 +161,11 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	sender, err := app.NewSender(deliveries, pusher, cfg.sender())
+	senderCfg := cfg.sender()
+	senderCfg.Budget = app.NewFleetBudget(h.fleet, app.FleetBudgetConfig{
+		RatePerMinute: senderCfg.WithDefaults().RatePerMinute, Live: membership.Live, Logger: log, Now: cfg.Now,
+	})
+	sender, err := app.NewSender(deliveries.ForInstance(self.ID), pusher, senderCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -155,11 +173,14 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), cfg.housekeeping())
+	housekeepingCfg := cfg.housekeeping()
+	housekeepingCfg.Leader = membership.Leader
+	housekeeper, err := app.NewHousekeeper(adapters.NewPostgresHousekeepingRepository(pool), housekeepingCfg)
 	if err != nil {
 		return nil, err
 	}
 	h.relay, h.fcm, h.sender, h.expander, h.housekeeper = relay, pusher, sender, expander, housekeeper
+	h.membership = membership
 	return h, nil
 }
 
@@ -206,6 +227,20 @@ func (h *Herald) Run(ctx context.Context) error {
 	if !h.waitForSchema(ctx) {
 		return nil
 	}
+	// Registered before the first claim, so that no claim is ever held by
+	// an instance the fleet does not know; left after the last outcome is
+	// recorded, so that a clean stop leaves no claim to take over.
+	if h.membership.Join(ctx) != nil {
+		return nil
+	}
+	defer h.membership.Leave(ctx)
+	beats, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		_ = h.membership.Run(beats)
+	}()
+	defer func() { stopBeats(); <-beating }()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -21,11 +21,22 @@ const deliveriesChannel = "herald_deliveries"
 // lease, outcomes are written in one statement per batch.
 type PostgresDeliveryRepository struct {
 	db DB
+	// instance is recorded as the holder of each claim (claimed_by), so
+	// that the claims of an instance known to be dead come back at once
+	// (PostgresFleetRepository.FreeClaimsOf). Nil records none.
+	instance *[16]byte
 }
 
 // NewPostgresDeliveryRepository returns a repository on db.
 func NewPostgresDeliveryRepository(db DB) *PostgresDeliveryRepository {
 	return &PostgresDeliveryRepository{db: requireDB(db)}
+}
+
+// ForInstance returns a repository on the same database whose claims
+// record instance as their holder.
+func (r *PostgresDeliveryRepository) ForInstance(instance uuid.UUID) *PostgresDeliveryRepository {
+	id := [16]byte(instance)
+	return &PostgresDeliveryRepository{db: r.db, instance: &id}
 }
 
 // ExpandChunkSize bounds the deliveries one Expand statement creates
@@ -259,6 +270,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 			due_at = CASE WHEN due.next = 'claimed' THEN now() + $2::bigint * interval '1 microsecond' ELSE now() END,
 			updated_at = now(),
 			claim_id = CASE WHEN due.next = 'claimed' THEN $3::uuid END,
+			claimed_by = CASE WHEN due.next = 'claimed' THEN $4::uuid END,
 			error_code = CASE due.next WHEN 'claimed' THEN d.error_code
 				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' WHEN 'cancelled' THEN 'CANCELLED' ELSE 'TOKEN_MOVED' END,
 			last_error = CASE due.next WHEN 'claimed' THEN d.last_error
@@ -269,7 +281,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		WHERE d.id = due.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
 			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds`,
-		limit, lease.Microseconds(), [16]byte(claimID)).Query(func(rows pgx.Rows) error {
+		limit, lease.Microseconds(), [16]byte(claimID), r.instance).Query(func(rows pgx.Rows) error {
 		var err error
 		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
 		return err
@@ -314,12 +326,14 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 }
 
 // StillClaimed implements app.DeliveryStore: the delivery is still claimed
-// under d's claim. Registering its token to another user, unregistering it,
-// or another sender taking over an expired lease all clear that claim.
+// under d's claim and its lease has not ended (by the database's clock).
+// Registering its token to another user, unregistering it, another sender
+// taking over an expired lease, or the fleet freeing the claims of an
+// instance it took for dead all clear that claim.
 func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error) {
 	var current bool
 	err := r.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald_deliveries
-		WHERE id = $1 AND claim_id = $2 AND status = 'claimed')`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
+		WHERE id = $1 AND claim_id = $2 AND status = 'claimed' AND due_at > now())`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
 	if err != nil {
 		return false, fmt.Errorf("check delivery claim: %w", err)
 	}
@@ -355,7 +369,7 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 			UPDATE herald_deliveries d SET
 				status = u.status, attempts = u.attempts, due_at = now() + u.delay_us * interval '1 microsecond',
 				last_error = u.last_error, error_code = u.error_code, message_name = u.message_name,
-				updated_at = now(), claim_id = NULL
+				updated_at = now(), claim_id = NULL, claimed_by = NULL
 			FROM outcome u
 			WHERE d.id = u.id AND d.claim_id = u.claim_id AND d.status = 'claimed'
 			RETURNING d.id, d.token, d.status, d.error_code, d.last_error

@@ -8,16 +8,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// housekeepingLock is the advisory lock that lets one instance at a time
-// sweep ("herald-hk" read as an integer).
-const housekeepingLock int64 = 0x6865726b
-
 // PostgresHousekeepingRepository deletes what Herald no longer needs, in
 // bounded batches so no sweep holds a long transaction: consumed outbox
 // rows, old finished deliveries and broadcasts, replayed dead letters and
 // expired device tokens. It implements app.HousekeepingStore. Ages are
 // measured on the database's clock (now() minus the age), the clock that
-// wrote the rows' times.
+// wrote the rows' times. It takes no lock: the fleet's leader sweeps (see
+// app.HousekeepingConfig.Leader).
 type PostgresHousekeepingRepository struct {
 	pool *pgxpool.Pool
 }
@@ -28,26 +25,6 @@ func NewPostgresHousekeepingRepository(pool *pgxpool.Pool) *PostgresHousekeeping
 		panic("adapters: nil pool")
 	}
 	return &PostgresHousekeepingRepository{pool: pool}
-}
-
-// TryLock takes the housekeeping lock on a connection it keeps until
-// unlock is called; ok is false when another instance holds it.
-func (r *PostgresHousekeepingRepository) TryLock(ctx context.Context) (unlock func(), ok bool, err error) {
-	conn, err := r.pool.Acquire(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("housekeeping lock: %w", err)
-	}
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, housekeepingLock).Scan(&ok); err != nil || !ok {
-		conn.Release()
-		if err != nil {
-			return nil, false, fmt.Errorf("housekeeping lock: %w", err)
-		}
-		return nil, false, nil
-	}
-	return func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, housekeepingLock)
-		conn.Release()
-	}, true, nil
 }
 
 // DeleteConsumedOutbox deletes up to limit outbox rows that the relay has

@@ -15,8 +15,6 @@ import (
 // the clock that wrote the rows' times, so an application server whose
 // clock is off never deletes early.
 type HousekeepingStore interface {
-	// TryLock lets one instance at a time sweep.
-	TryLock(ctx context.Context) (unlock func(), ok bool, err error)
 	DeleteConsumedOutbox(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 	// DeleteFinishedDeliveries deletes sent, token-pruned and token-moved
 	// deliveries older than olderThan and failed ones older than
@@ -36,6 +34,10 @@ type HousekeepingConfig struct {
 	OutboxRetention, DeliveryRetention, FailedRetention, TokenMaxAge time.Duration
 	// Logger receives what each sweep removed. Defaults to discarding.
 	Logger *slog.Logger
+	// Leader reports whether this instance leads the fleet: Run sweeps
+	// only while it does, so one instance at a time sweeps. Nil means
+	// always (a single instance).
+	Leader func() bool
 }
 
 // Validate reports every invalid field at once, in field order.
@@ -92,6 +94,9 @@ func (h *Housekeeper) Run(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 		}
+		if h.cfg.Leader != nil && !h.cfg.Leader() {
+			continue
+		}
 		report, err := h.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			h.log.Error("housekeeping sweep", "err", err)
@@ -104,15 +109,11 @@ func (h *Housekeeper) Run(ctx context.Context) error {
 }
 
 // Sweep deletes, batch by batch, everything past its retention (measured
-// on the database's clock), unless another instance is sweeping, and
-// reports what it removed.
+// on the database's clock), and reports what it removed. Run calls it on
+// the fleet's leader only; two sweeps at once would only share the work,
+// each delete being a bounded batch of rows past their retention.
 func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
 	var report HousekeepingReport
-	unlock, ok, err := h.store.TryLock(ctx)
-	if err != nil || !ok {
-		return report, err
-	}
-	defer unlock()
 	sweeps := []struct {
 		retention time.Duration
 		count     *int

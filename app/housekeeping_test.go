@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,31 +16,23 @@ import (
 
 // memHousekeeping is an app.HousekeepingStore in memory: each table holds a
 // number of rows past their retention, and each delete takes at most limit
-// of them. The lock is shared, like Postgres' advisory lock.
+// of them.
 type memHousekeeping struct {
-	mu       sync.Mutex
-	lock     *sync.Mutex
-	rows     map[string]int
-	calls    map[string][]time.Duration // the retention each call was given
-	limits   []int
-	unlocked int
-	fail     map[string]error
+	mu     sync.Mutex
+	rows   map[string]int
+	calls  map[string][]time.Duration // the retention each call was given
+	limits []int
+	fail   map[string]error
 }
 
-func newMemHousekeeping(lock *sync.Mutex, rows map[string]int) *memHousekeeping {
-	return &memHousekeeping{lock: lock, rows: rows, calls: map[string][]time.Duration{}, fail: map[string]error{}}
+func newMemHousekeeping(rows map[string]int) *memHousekeeping {
+	return &memHousekeeping{rows: rows, calls: map[string][]time.Duration{}, fail: map[string]error{}}
 }
 
-func (s *memHousekeeping) TryLock(context.Context) (func(), bool, error) {
-	if !s.lock.TryLock() {
-		return nil, false, nil
-	}
-	return func() {
-		s.mu.Lock()
-		s.unlocked++
-		s.mu.Unlock()
-		s.lock.Unlock()
-	}, true, nil
+func (s *memHousekeeping) sweeps() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls["outbox"])
 }
 
 func (s *memHousekeeping) del(table string, olderThan time.Duration, limit int) (int, error) {
@@ -84,7 +77,7 @@ func newHousekeeper(t *testing.T, store app.HousekeepingStore, cfg app.Housekeep
 
 func TestEachSweepDeletesInBoundedBatchesUntilAShortBatch(t *testing.T) {
 	t.Parallel()
-	store := newMemHousekeeping(&sync.Mutex{}, map[string]int{
+	store := newMemHousekeeping(map[string]int{
 		"outbox": 25, "deliveries": 20, "broadcasts": 0, "dead_letters": 3, "tokens": 10,
 	})
 	h := newHousekeeper(t, store, app.HousekeepingConfig{BatchSize: 10})
@@ -102,32 +95,29 @@ func TestEachSweepDeletesInBoundedBatchesUntilAShortBatch(t *testing.T) {
 	for _, limit := range store.limits {
 		assert.Equal(t, 10, limit, "no statement deletes more than BatchSize")
 	}
-	assert.Equal(t, 1, store.unlocked, "the lock is given back")
 }
 
-func TestOnlyOneInstanceSweepsAtATime(t *testing.T) {
+func TestOnlyTheFleetsLeaderSweeps(t *testing.T) {
 	t.Parallel()
-	var lock sync.Mutex // the advisory lock both instances share
-	rows := map[string]int{"outbox": 5}
-	first := newMemHousekeeping(&lock, rows)
-	second := newMemHousekeeping(&lock, rows)
-	lock.Lock() // the first instance is sweeping
+	var leader atomic.Bool
+	store := newMemHousekeeping(map[string]int{"outbox": 5})
+	h := newHousekeeper(t, store, app.HousekeepingConfig{Interval: 5 * time.Millisecond, Leader: leader.Load})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
 
-	report, err := newHousekeeper(t, second, app.HousekeepingConfig{}).Sweep(context.Background())
-
-	require.NoError(t, err)
-	assert.Zero(t, report)
-	assert.Empty(t, second.calls, "the second instance deletes nothing while the first sweeps")
-	lock.Unlock()
-
-	report, err = newHousekeeper(t, first, app.HousekeepingConfig{}).Sweep(context.Background())
-	require.NoError(t, err)
-	assert.Equal(t, 5, report.OutboxRows, "once the lock is free, a sweep runs")
+	time.Sleep(50 * time.Millisecond)
+	assert.Zero(t, store.sweeps(), "an instance that does not lead never sweeps")
+	leader.Store(true)
+	assert.Eventually(t, func() bool { return store.sweeps() > 0 }, 5*time.Second, 5*time.Millisecond,
+		"once it leads, it sweeps")
+	cancel()
+	require.NoError(t, <-done)
 }
 
 func TestANegativeRetentionTurnsThatSweepOff(t *testing.T) {
 	t.Parallel()
-	store := newMemHousekeeping(&sync.Mutex{}, map[string]int{"outbox": 5, "dead_letters": 5, "tokens": 5})
+	store := newMemHousekeeping(map[string]int{"outbox": 5, "dead_letters": 5, "tokens": 5})
 	h := newHousekeeper(t, store, app.HousekeepingConfig{OutboxRetention: -1, TokenMaxAge: -1, FailedRetention: 48 * time.Hour})
 
 	report, err := h.Sweep(context.Background())
@@ -140,9 +130,9 @@ func TestANegativeRetentionTurnsThatSweepOff(t *testing.T) {
 	assert.Equal(t, []time.Duration{7 * 24 * time.Hour}, store.calls["deliveries"], "a zero retention means the default")
 }
 
-func TestASweepStopsAtTheFirstErrorAndGivesTheLockBack(t *testing.T) {
+func TestASweepStopsAtTheFirstError(t *testing.T) {
 	t.Parallel()
-	store := newMemHousekeeping(&sync.Mutex{}, map[string]int{"outbox": 5, "tokens": 5})
+	store := newMemHousekeeping(map[string]int{"outbox": 5, "tokens": 5})
 	store.fail["deliveries"] = errors.New("database down")
 	h := newHousekeeper(t, store, app.HousekeepingConfig{})
 
@@ -151,5 +141,4 @@ func TestASweepStopsAtTheFirstErrorAndGivesTheLockBack(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, 5, report.OutboxRows, "what was deleted before the error is reported")
 	assert.NotContains(t, store.calls, "tokens")
-	assert.Equal(t, 1, store.unlocked)
 }

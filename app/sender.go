@@ -67,6 +67,18 @@ type TimedPusher interface {
 	PushTimeout() time.Duration
 }
 
+// SendBudget is the send budget shared by every instance of a fleet (see
+// FleetBudget): RatePerMinute across all of them, and the pause after a
+// project-wide QUOTA_EXCEEDED seen by any of them.
+type SendBudget interface {
+	// Take takes one push from the budget, blocking until it is granted.
+	// A positive pause means all sending waits that long and nothing was
+	// taken. It returns an error only when ctx ends.
+	Take(ctx context.Context) (pause time.Duration, err error)
+	// PauseAll pauses every instance's pushes for d.
+	PauseAll(d time.Duration)
+}
+
 // recordMargin is the time a sender keeps, on top of a push's timeout,
 // to record its outcome before the lease ends: a flush interval and a
 // round trip to the database.
@@ -90,6 +102,11 @@ type SenderConfig struct {
 	// Jitter returns a random number in [0, 1) for retry jitter. Defaults
 	// to math/rand/v2.
 	Jitter func() float64
+	// Budget, when set, is the fleet's shared budget: every push takes a
+	// token from it besides the local rate limiter (which then only
+	// smooths this process's pushes), and a project-wide QUOTA_EXCEEDED
+	// pauses the whole fleet through it. Nil: this process alone.
+	Budget SendBudget
 }
 
 // maxQuotaDevices bounds SenderConfig.QuotaDevices: the detector keeps
@@ -393,7 +410,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// The pause is checked again after the rate limiter: a QUOTA_EXCEEDED
 	// may have arrived while this push queued for a token, and Retry-After
 	// holds for every push, not only for those that had not queued yet.
-	if !s.waitPause(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
+	if !s.waitPause(ctx) || !s.takeBudget(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
@@ -504,6 +521,9 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 		if projectWide {
 			s.stats.quotaPauses.Add(1)
 			s.pause(wait)
+			if s.cfg.Budget != nil {
+				s.cfg.Budget.PauseAll(wait)
+			}
 			s.alarms.add(now, "quota_project", slog.LevelWarn,
 				"fcm quota exceeded on several devices at once: pausing all sends",
 				"pause", wait, "devices", s.cfg.QuotaDevices, "window", s.cfg.QuotaWindow)
@@ -563,6 +583,27 @@ func (s *Sender) releaseUntil(d *notification.Delivery, until time.Time) {
 	}
 	s.stats.released.Add(1)
 	s.outcomes <- d
+}
+
+// takeBudget takes one push from the fleet's budget, waiting out the
+// fleet's pauses. It returns false if ctx ended.
+func (s *Sender) takeBudget(ctx context.Context) bool {
+	if s.cfg.Budget == nil {
+		return true
+	}
+	for {
+		pause, err := s.cfg.Budget.Take(ctx)
+		if err != nil {
+			return false
+		}
+		if pause <= 0 {
+			return true
+		}
+		s.pause(pause)
+		if !s.waitPause(ctx) {
+			return false
+		}
+	}
 }
 
 // pause stops every push from starting until now+d (or a later pause).

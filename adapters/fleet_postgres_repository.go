@@ -1,0 +1,176 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/herald-push/herald/app"
+)
+
+// PostgresFleetRepository keeps what several Herald processes on one
+// database share: the registry of running instances (herald_instances), the
+// leader's lease (herald_leader) and the project's send budget with its
+// pause (herald_send_budget). Every time is the database's: instances whose
+// clocks disagree still agree on who is alive, who leads and how many pushes
+// the fleet may make. Nothing here holds a session (no advisory lock, no
+// LISTEN), so it works behind a transaction-pooling PgBouncer. It implements
+// app.InstanceStore and app.BudgetStore.
+type PostgresFleetRepository struct {
+	db DB
+}
+
+// NewPostgresFleetRepository returns a repository on db.
+func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
+	return &PostgresFleetRepository{db: requireDB(db)}
+}
+
+// Beat implements app.InstanceStore: in one round trip (one transaction),
+// it registers self or refreshes its heartbeat, deletes the instances whose
+// heartbeat is older than deadAfter, takes or renews the leader's lease for
+// leaseFor if it is free, expired or already self's, and, when self leads,
+// lists the instances that still hold claims but are no longer registered
+// (dead).
+func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInfo, leaseFor, deadAfter time.Duration) (app.BeatResult, error) {
+	var res app.BeatResult
+	batch := &pgx.Batch{}
+	batch.Queue(`
+		INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at)
+		VALUES ($1, $2, $3, $4, now(), now())
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+		RETURNING xmax = 0`, [16]byte(self.ID), self.Host, self.PID, self.Version).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&res.Registered)
+	})
+	batch.Queue(`DELETE FROM herald_instances WHERE heartbeat_at < now() - $1::bigint * interval '1 microsecond'`,
+		deadAfter.Microseconds()).Exec(func(tag pgconn.CommandTag) error {
+		res.Reaped = int(tag.RowsAffected())
+		return nil
+	})
+	batch.Queue(`
+		UPDATE herald_leader SET holder = $1, expires_at = now() + $2::bigint * interval '1 microsecond'
+		WHERE holder = $1 OR expires_at < now()
+		RETURNING true`, [16]byte(self.ID), leaseFor.Microseconds()).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			res.Leader = true
+		}
+		return rows.Err()
+	})
+	// Only the leader looks for dead instances' claims: a walk of the
+	// partial index of claimed rows (a few batches per instance), anti-joined
+	// with the small registry.
+	batch.Queue(`
+		SELECT DISTINCT d.claimed_by FROM herald_deliveries d
+		WHERE d.status = 'claimed' AND d.claimed_by IS NOT NULL
+			AND EXISTS (SELECT 1 FROM herald_leader WHERE holder = $1 AND expires_at > now())
+			AND NOT EXISTS (SELECT 1 FROM herald_instances i WHERE i.id = d.claimed_by)`,
+		[16]byte(self.ID)).Query(func(rows pgx.Rows) error {
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		res.Dead = ids
+		return err
+	})
+	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
+		return app.BeatResult{}, fmt.Errorf("instance heartbeat: %w", err)
+	}
+	return res, nil
+}
+
+// FreeClaimsOf implements app.InstanceStore: the claims still held by the
+// dead instances become due now, so any live sender claims them afresh
+// (under a new claim id, which the dead instance's outcomes can no longer
+// match). Claims of live instances are never touched: the ids are those of
+// instances already gone from the registry, and ids are never reused.
+func (r *PostgresFleetRepository) FreeClaimsOf(ctx context.Context, dead []uuid.UUID) (int, error) {
+	if len(dead) == 0 {
+		return 0, nil
+	}
+	tag, err := r.db.Exec(ctx, `
+		UPDATE herald_deliveries SET due_at = now(), updated_at = now()
+		WHERE status = 'claimed' AND claimed_by = ANY($1::uuid[]) AND due_at > now()`, uuidArray(dead))
+	if err != nil {
+		return 0, fmt.Errorf("free dead instances' claims: %w", err)
+	}
+	if tag.RowsAffected() > 0 {
+		_, _ = r.db.Exec(ctx, `SELECT pg_notify($1, '')`, deliveriesChannel)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// Leave implements app.InstanceStore: it deletes id's registration and
+// gives up its leader's lease, if it holds it, so another instance leads at
+// its next heartbeat.
+func (r *PostgresFleetRepository) Leave(ctx context.Context, id uuid.UUID) error {
+	batch := &pgx.Batch{}
+	batch.Queue(`DELETE FROM herald_instances WHERE id = $1`, [16]byte(id))
+	batch.Queue(`UPDATE herald_leader SET holder = NULL, expires_at = 'epoch' WHERE holder = $1`, [16]byte(id))
+	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("leave the fleet: %w", err)
+	}
+	return nil
+}
+
+// Instances returns the registered instances whose heartbeat is at most
+// deadAfter old, the oldest first, and marks the one holding an unexpired
+// leader's lease.
+func (r *PostgresFleetRepository) Instances(ctx context.Context, deadAfter time.Duration) ([]app.InstanceInfo, error) {
+	rows, err := r.db.Query(ctx, `
+		SELECT i.id, i.host, i.pid, i.version, i.started_at, i.heartbeat_at,
+			coalesce(l.holder = i.id AND l.expires_at > now(), false)
+		FROM herald_instances i LEFT JOIN herald_leader l ON true
+		WHERE i.heartbeat_at >= now() - $1::bigint * interval '1 microsecond'
+		ORDER BY i.started_at, i.id`, deadAfter.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (app.InstanceInfo, error) {
+		var in app.InstanceInfo
+		err := row.Scan(&in.ID, &in.Host, &in.PID, &in.Version, &in.StartedAt, &in.HeartbeatAt, &in.Leader)
+		return in, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	return list, nil
+}
+
+// Grant implements app.BudgetStore: the budget row is a token bucket of at
+// most capacity tokens refilled at perSecond by the database's clock; it
+// gives min(want, whole tokens available) and reports how long the fleet's
+// pause still lasts. One statement; concurrent grants queue on the row's
+// lock, so no token is ever given twice.
+func (r *PostgresFleetRepository) Grant(ctx context.Context, want int, perSecond, capacity float64) (int, time.Duration, error) {
+	var granted int
+	var pauseUS int64
+	// Every expression reads the row's own columns, which an UPDATE reads
+	// from the latest version once it holds the row's lock: a concurrent
+	// grant is always seen. (A joined subquery would be read from the
+	// statement's snapshot, and could give the same tokens twice.)
+	const available = `least($3::float8, tokens + $2::float8 * greatest(0, extract(epoch FROM now() - refilled_at)::float8))`
+	err := r.db.QueryRow(ctx, `
+		UPDATE herald_send_budget SET
+			tokens = `+available+` - least($1, floor(`+available+`)),
+			last_grant = least($1, floor(`+available+`))::int,
+			refilled_at = greatest(refilled_at, now())
+		WHERE singleton
+		RETURNING last_grant, greatest(0, (extract(epoch FROM paused_until - now()) * 1e6)::bigint)`,
+		want, perSecond, capacity).Scan(&granted, &pauseUS)
+	if err != nil {
+		return 0, 0, fmt.Errorf("grant send budget: %w", err)
+	}
+	return granted, time.Duration(pauseUS) * time.Microsecond, nil
+}
+
+// PauseAll implements app.BudgetStore: no instance pushes for d from now
+// (the database's clock), or until a later pause already set ends.
+func (r *PostgresFleetRepository) PauseAll(ctx context.Context, d time.Duration) error {
+	_, err := r.db.Exec(ctx, `
+		UPDATE herald_send_budget SET paused_until = greatest(paused_until, now() + $1::bigint * interval '1 microsecond')
+		WHERE singleton`, d.Microseconds())
+	if err != nil {
+		return fmt.Errorf("pause the fleet's sending: %w", err)
+	}
+	return nil
+}

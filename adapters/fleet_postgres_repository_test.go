@@ -1,0 +1,132 @@
+package adapters_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
+)
+
+func instance(host string) app.InstanceInfo {
+	return app.InstanceInfo{ID: uuid.New(), Host: host, PID: 42, Version: "test"}
+}
+
+func TestOneInstanceLeadsAndADeadOnesClaimsComeBackWhileLiveLeasesStay(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	alive, doomed := instance("alive"), instance("doomed")
+	const deadAfter = 2 * time.Second
+
+	first, err := fleet.Beat(ctx, alive, deadAfter, deadAfter)
+	require.NoError(t, err)
+	second, err := fleet.Beat(ctx, doomed, deadAfter, deadAfter)
+	require.NoError(t, err)
+	assert.True(t, first.Registered && second.Registered)
+	assert.True(t, first.Leader, "the first instance takes the free lease")
+	assert.False(t, second.Leader, "only one instance leads")
+
+	f.register("u1", "tok-alive", notification.PlatformAndroid)
+	f.register("u2", "tok-doomed", notification.PlatformAndroid)
+	f.deliver("u1", "", "tok-alive")
+	mine, err := f.repo.ForInstance(alive.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, mine, 1)
+	f.deliver("u2", "", "tok-doomed")
+	theirs, err := f.repo.ForInstance(doomed.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, theirs, 1)
+
+	// doomed stops beating; alive keeps on.
+	require.Eventually(t, func() bool {
+		res, err := fleet.Beat(ctx, alive, deadAfter, deadAfter)
+		require.NoError(t, err)
+		if len(res.Dead) == 0 {
+			return false
+		}
+		assert.Equal(t, []uuid.UUID{doomed.ID}, res.Dead)
+		n, err := fleet.FreeClaimsOf(ctx, res.Dead)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "exactly the dead instance's claim is freed")
+		return true
+	}, 10*time.Second, 200*time.Millisecond)
+
+	list, err := fleet.Instances(ctx, deadAfter)
+	require.NoError(t, err)
+	require.Len(t, list, 1, "the dead instance left the list")
+	assert.Equal(t, alive.ID, list[0].ID)
+	assert.True(t, list[0].Leader)
+
+	taken, err := f.repo.ForInstance(alive.ID).ClaimDue(ctx, time.Now(), 10, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, taken, 1, "only the dead instance's delivery is claimable again")
+	assert.Equal(t, theirs[0].Delivery.ID(), taken[0].Delivery.ID())
+	still, err := f.repo.StillClaimed(ctx, mine[0].Delivery)
+	require.NoError(t, err)
+	assert.True(t, still, "the live instance's lease is untouched")
+	stale, err := f.repo.StillClaimed(ctx, theirs[0].Delivery)
+	require.NoError(t, err)
+	assert.False(t, stale, "the dead instance's claim is no longer current")
+
+	require.NoError(t, fleet.Leave(ctx, alive.ID))
+	list, err = fleet.Instances(ctx, deadAfter)
+	require.NoError(t, err)
+	assert.Empty(t, list, "an instance that leaves is gone at once")
+	next, err := fleet.Beat(ctx, doomed, deadAfter, deadAfter)
+	require.NoError(t, err)
+	assert.True(t, next.Registered, "a revived instance registers again")
+	assert.True(t, next.Leader, "the lease given up is free at once")
+}
+
+func TestTheSharedBudgetNeverGrantsMoreThanItsRateAcrossConcurrentInstances(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	const perSecond, capacity = 500.0, 10.0
+
+	// Drain what accrued since the migration.
+	_, _, err := fleet.Grant(ctx, 1_000_000, perSecond, capacity)
+	require.NoError(t, err)
+	start := time.Now()
+	var mu sync.Mutex
+	total := 0
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < time.Second {
+				got, _, err := fleet.Grant(ctx, 5, perSecond, capacity)
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				total += got
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	assert.LessOrEqual(t, float64(total), perSecond*elapsed+capacity, "granted %d in %.2fs", total, elapsed)
+	assert.Greater(t, float64(total), perSecond*elapsed*0.8, "the budget is used: granted %d in %.2fs", total, elapsed)
+
+	require.NoError(t, fleet.PauseAll(ctx, 3*time.Second))
+	_, pause, err := fleet.Grant(ctx, 0, perSecond, capacity)
+	require.NoError(t, err)
+	assert.InDelta(t, 3*time.Second, pause, float64(500*time.Millisecond), "every instance reads the pause")
+	require.NoError(t, fleet.PauseAll(ctx, time.Second))
+	_, pause, err = fleet.Grant(ctx, 0, perSecond, capacity)
+	require.NoError(t, err)
+	assert.Greater(t, pause, 2*time.Second, "a shorter pause never cuts a longer one")
+}

@@ -47,9 +47,9 @@ type Status struct {
 	// "half-open", or "" in a Herald without an FCM client (such as the
 	// herald command). Each sending process has its own.
 	Breaker string
-
-	// TODO(fleet): Instances []Instance, the live instances from
-	// Herald.Instances, once helper "fleet" has landed it.
+	// Instances are the Heralds running on the database (Herald.Instances),
+	// the oldest first; the leader is marked.
+	Instances []Instance
 }
 
 // Status reads the deployment's state from the database in one read-only
@@ -69,6 +69,9 @@ func (h *Herald) Status(ctx context.Context) (Status, error) {
 	}
 	if h.fcm != nil {
 		s.Breaker = h.fcm.BreakerState()
+	}
+	if s.Instances, err = h.Instances(ctx); err != nil {
+		return Status{}, err
 	}
 	return s, nil
 }
@@ -90,6 +93,18 @@ type statusJSON struct {
 	} `json:"relay"`
 	Broadcasts []broadcastJSON `json:"broadcasts"`
 	Breaker    string          `json:"breaker"`
+	Instances  []instanceJSON  `json:"instances"`
+}
+
+type instanceJSON struct {
+	ID           string    `json:"id"`
+	Host         string    `json:"host"`
+	PID          int       `json:"pid"`
+	Version      string    `json:"version"`
+	StartedAt    time.Time `json:"started_at"`
+	HeartbeatAt  time.Time `json:"heartbeat_at"`
+	HeartbeatAge string    `json:"heartbeat_age"`
+	Leader       bool      `json:"leader"`
 }
 
 type statusCountJSON struct {
@@ -124,7 +139,7 @@ func readable(d time.Duration) string { return d.Round(time.Millisecond).String(
 // are [] rather than null.
 func (s Status) MarshalJSON() ([]byte, error) {
 	j := statusJSON{At: s.At, Deliveries: []statusCountJSON{}, FailedLastHour: []codeCountJSON{},
-		Broadcasts: []broadcastJSON{}, Breaker: s.Breaker}
+		Broadcasts: []broadcastJSON{}, Breaker: s.Breaker, Instances: []instanceJSON{}}
 	for _, c := range s.Deliveries {
 		j.Deliveries = append(j.Deliveries, statusCountJSON{string(c.Status), c.Count, c.AtLeast, c.Estimated})
 	}
@@ -138,6 +153,11 @@ func (s Status) MarshalJSON() ([]byte, error) {
 		j.Broadcasts = append(j.Broadcasts, broadcastJSON{NotificationID: b.NotificationID, Type: b.Type,
 			Recipient: b.Recipient, Platforms: b.Platforms, Expanded: b.Expanded, Tokens: b.Tokens,
 			StartedAt: b.StartedAt, Age: readable(max(0, s.At.Sub(b.StartedAt)))})
+	}
+	for _, in := range s.Instances {
+		j.Instances = append(j.Instances, instanceJSON{ID: in.ID, Host: in.Host, PID: in.PID, Version: in.Version,
+			StartedAt: in.StartedAt, HeartbeatAt: in.HeartbeatAt, HeartbeatAge: readable(max(0, s.At.Sub(in.HeartbeatAt))),
+			Leader: in.Leader})
 	}
 	return json.Marshal(j)
 }

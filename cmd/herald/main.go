@@ -72,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case bench.FakeFCMCommand:
 		return bench.RunFakeFCM(ctx, args[1:], stdout, stderr)
+	case bench.HeraldCommand:
+		return bench.RunHerald(ctx, args[1:], stdout, stderr)
 	case chaos.WorkerCommand:
 		return chaos.RunWorker(ctx, args[1:], stdout, stderr)
 	}

@@ -31,7 +31,7 @@ func TestHelpListsCommandsButNotChildren(t *testing.T) {
 		}
 		last = at
 	}
-	for _, hidden := range []string{"bench-fake-fcm", "chaos-worker"} {
+	for _, hidden := range []string{"bench-fake-fcm", "bench-herald", "chaos-worker"} {
 		if strings.Contains(help, hidden) {
 			t.Errorf("help lists the internal %s:\n%s", hidden, help)
 		}
@@ -57,12 +57,14 @@ func TestNoOrUnknownCommandIsAUsageError(t *testing.T) {
 // package gives.
 func TestCommandsReachTheirPackages(t *testing.T) {
 	t.Setenv("HERALD_CHAOS_WORKER", "") // a worker started by hand refuses
+	t.Setenv("HERALD_BENCH_HERALD", "") // so does a bench's herald process
 	t.Setenv("DATABASE_URL", "")        // operator commands never start a database
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"chaos-worker"}, "started by `herald chaos`"},
+		{[]string{"bench-herald"}, "started by `herald bench replicas`"},
 		{[]string{"status"}, "DATABASE_URL is not set"},
 		{[]string{"deliveries", "list"}, "DATABASE_URL is not set"},
 		{[]string{"deliveries", "timeline", "01a22ad7-345e-72e5-83de-7a6d653fd160"}, "DATABASE_URL is not set"},

@@ -23,12 +23,17 @@ import (
 	"github.com/herald-push/herald/migrations"
 )
 
-// benchScenarios lists the scenarios in the order they run by default.
-var benchScenarios = []string{"personalised", "broadcast", "latency"}
+// benchScenarios lists the scenarios; the first three run by default, in
+// this order. relay and replicas run when named.
+var benchScenarios = []string{"personalised", "broadcast", "latency", "relay", "replicas"}
+
+// benchDefaultScenarios run when none is named.
+var benchDefaultScenarios = benchScenarios[:3]
 
 // benchOptions are `herald bench`'s flags.
 type benchOptions struct {
-	n          int           // personalised: users, one token and one event each
+	n          int           // personalised, relay, replicas: users, one token and one event each
+	processes  int           // replicas: Herald processes in the fleet
 	tokens     int           // broadcast: tokens
 	duration   time.Duration // latency: how long events are raised
 	rate       int           // latency: events per second
@@ -167,7 +172,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	enc := json.NewEncoder(stdout)
 	for _, name := range names {
-		res, err := b.run(ctx, name, len(names) > 1)
+		var res any
+		var err error
+		switch name {
+		case "relay":
+			res, err = b.relay(ctx)
+		case "replicas":
+			res, err = b.replicas(ctx)
+		default:
+			res, err = b.run(ctx, name, len(names) > 1)
+		}
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", name, err)
 		}
@@ -184,12 +198,13 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: herald bench [%s ...] [flags]\n\n", strings.Join(benchScenarios, " | "))
-		fmt.Fprintln(stderr, "Runs each scenario (default: all) against a fake FCM on a throwaway Postgres and")
+		fmt.Fprintln(stderr, "Runs each scenario (default: the first three) against a fake FCM on a throwaway Postgres and")
 		fmt.Fprintln(stderr, "prints one JSON object per scenario on stdout; progress goes to stderr.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
-	fs.IntVar(&o.n, "n", 100_000, "personalised: users, one token and one personalised event each")
+	fs.IntVar(&o.n, "n", 100_000, "personalised, replicas: users, one token and one personalised event each; relay: deliveries")
+	fs.IntVar(&o.processes, "processes", 3, "replicas: Herald processes sharing the backlog (after the same backlog sent by one)")
 	fs.IntVar(&o.tokens, "tokens", 1_000_000, "broadcast: registered tokens the broadcast reaches")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "latency: how long events are raised")
 	fs.IntVar(&o.rate, "rate", 200, "latency: events per second, one per transaction")
@@ -227,11 +242,11 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 		rest = rest[1:]
 	}
 	if len(names) == 0 {
-		names = benchScenarios
+		names = benchDefaultScenarios
 	}
 	var problems []string
 	for name, v := range map[string]int{"-n": o.n, "-tokens": o.tokens, "-rate": o.rate, "-tx-size": o.txSize,
-		"-writers": o.writers, "-inflight": o.inFlight} {
+		"-writers": o.writers, "-inflight": o.inFlight, "-processes": o.processes} {
 		if v <= 0 {
 			problems = append(problems, name+" must be positive")
 		}

@@ -67,6 +67,7 @@ func TestBenchRejectsBadArguments(t *testing.T) {
 		{"nosuch"},
 		{"personalised", "-n", "0"},
 		{"-inflight", "-1"},
+		{"replicas", "-processes", "0"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := Run(context.Background(), args, &stdout, &stderr)
@@ -104,5 +105,70 @@ func TestBenchTallyCountsLostDuplicatesAndWindows(t *testing.T) {
 	lat := tally.latency([]benchCommitSegment{{From: 0, To: 4, CommitNanos: at.Add(-10 * time.Millisecond).UnixNano()}})
 	if lat.Samples != 3 || lat.P50 != 110 || lat.Max != 1510 {
 		t.Errorf("latency = %+v", lat)
+	}
+}
+
+// TestBenchReplicas runs `herald bench replicas` and `relay` at a tiny size,
+// with three Herald processes (children of the test binary), and checks the
+// accounting, never the timing: the backlog sent once by one process and
+// once by the fleet, every process doing a part of it, each push accepted
+// once; the relay expanding every event into its devices' deliveries.
+func TestBenchReplicas(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	const n, processes = 6000, 3
+	start := time.Now()
+	err := Run(ctx, []string{"replicas", "relay", "-n", "6000", "-processes", "3"}, &stdout, &stderr)
+	t.Logf("herald bench replicas relay took %s", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("herald bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	dec := json.NewDecoder(&stdout)
+	var rep replicasResult
+	var rel relayResult
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatalf("first line: %v", err)
+	}
+	if err := dec.Decode(&rel); err != nil {
+		t.Fatalf("second line: %v", err)
+	}
+	if rep.Scenario != "replicas" || rep.Processes != processes || rep.One == nil || rep.Fleet == nil {
+		t.Fatalf("replicas result = %+v", rep)
+	}
+	for _, ph := range []*replicasPhase{rep.One, rep.Fleet} {
+		if !ph.Complete || ph.Lost != 0 || ph.Duplicates != 0 || ph.Unexpected != 0 || ph.Mismatched != 0 || ph.SentRecorded != n {
+			t.Errorf("%d process(es): complete %v, lost %d, duplicates %d, unexpected %d, mismatched %d, sent recorded %d",
+				ph.Processes, ph.Complete, ph.Lost, ph.Duplicates, ph.Unexpected, ph.Mismatched, ph.SentRecorded)
+		}
+		var sent int64
+		for _, p := range ph.PerProcess {
+			sent += p.Sent
+			if p.CPUSeconds <= 0 {
+				t.Errorf("%d process(es): pid %d has no CPU time", ph.Processes, p.PID)
+			}
+		}
+		if len(ph.PerProcess) != ph.Processes || sent != n {
+			t.Errorf("%d process(es): %d reports sending %d in all, want %d sending %d", ph.Processes, len(ph.PerProcess), sent, ph.Processes, n)
+		}
+		if ph.HeraldCPUPerDeliveryUs <= 0 || ph.MaxPerSecondWindow <= 0 {
+			t.Errorf("%d process(es): herald cpu per delivery %.0fµs, busiest second %d", ph.Processes, ph.HeraldCPUPerDeliveryUs, ph.MaxPerSecondWindow)
+		}
+	}
+	// Nobody starves: the backlog is shown to all three at once.
+	if rep.Fleet.MinShare <= 0 {
+		t.Errorf("a process sent nothing: %+v", rep.Fleet.PerProcess)
+	}
+	if rel.Scenario != "relay" || len(rel.Phases) != 2 {
+		t.Fatalf("relay result = %+v", rel)
+	}
+	for _, ph := range rel.Phases {
+		if !ph.Complete || ph.Deliveries != n || ph.Events != n/ph.DevicesPerUser || ph.DeliveriesPerSecond <= 0 {
+			t.Errorf("relay with %d device(s) per user: %+v", ph.DevicesPerUser, ph)
+		}
+	}
+	if t.Failed() {
+		t.Logf("stderr:\n%s", stderr.String())
 	}
 }

@@ -28,6 +28,9 @@ type benchFake interface {
 	// connection pool of its own (so each phase's connections are counted
 	// alone).
 	clientOptions() (project string, opts []option.ClientOption, err error)
+	// endpoint is what a Herald in another process needs to reach the
+	// fake: its project, URL and certificate (PEM).
+	endpoint() (project, url, certPEM string, err error)
 	// reset starts a phase expecting one message to each of the tokens with
 	// keys 0..n-1, and zeroes the fake's request and connection counters.
 	reset(n int) error
@@ -84,6 +87,10 @@ func startBenchFakeInProcess(latency time.Duration) (*benchInProcessFake, error)
 func (f *benchInProcessFake) clientOptions() (string, []option.ClientOption, error) {
 	opts, err := fakefcm.RemoteClientOptions(f.fake.URL(), f.fake.CertPEM())
 	return f.fake.ProjectID(), opts, err
+}
+
+func (f *benchInProcessFake) endpoint() (string, string, string, error) {
+	return f.fake.ProjectID(), f.fake.URL(), string(f.fake.CertPEM()), nil
 }
 
 func (f *benchInProcessFake) reset(n int) error {
@@ -273,6 +280,10 @@ func (p *benchProcessFake) call(req benchFakeRequest, result any) error {
 func (p *benchProcessFake) clientOptions() (string, []option.ClientOption, error) {
 	opts, err := fakefcm.RemoteClientOptions(p.hello.URL, []byte(p.hello.CertPEM))
 	return p.hello.Project, opts, err
+}
+
+func (p *benchProcessFake) endpoint() (string, string, string, error) {
+	return p.hello.Project, p.hello.URL, p.hello.CertPEM, nil
 }
 
 func (p *benchProcessFake) reset(n int) error {

@@ -72,13 +72,19 @@ func benchName(key int) string { return "Member " + strconv.Itoa(key) }
 // benchLoadTokens registers one android token for each of users 0..n-1 with
 // UpsertMany, in chunks so that the bench itself holds little memory.
 func benchLoadTokens(ctx context.Context, pool *pgxpool.Pool, n int, progressf func(string, ...any)) error {
+	return benchLoadDevices(ctx, pool, n, 1, progressf)
+}
+
+// benchLoadDevices registers n android tokens, perUser to a user: token k
+// belongs to user k/perUser.
+func benchLoadDevices(ctx context.Context, pool *pgxpool.Pool, n, perUser int, progressf func(string, ...any)) error {
 	repo := adapters.NewPostgresDeviceTokenRepository(pool)
 	now := time.Now()
 	const chunk = 50_000
 	for from := 0; from < n; from += chunk {
 		ts := make([]*notification.DeviceToken, 0, min(chunk, n-from))
 		for k := from; k < min(from+chunk, n); k++ {
-			t, err := notification.NewDeviceToken(benchUser(k), benchToken(k), notification.PlatformAndroid, now)
+			t, err := notification.NewDeviceToken(benchUser(k/perUser), benchToken(k), notification.PlatformAndroid, now)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,182 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Operator is what the console needs from Herald. Herald's facade
+// implements it over its operator methods; tests may use a small fake.
+// Every method may be called concurrently.
+type Operator interface {
+	// Overview is the state of the whole deployment, read from the
+	// database, and this process's counters.
+	Overview(ctx context.Context) (Overview, error)
+	// Failed returns at most limit failed deliveries, most recent first.
+	Failed(ctx context.Context, limit int) ([]Delivery, error)
+	// RetryFailed makes the failed deliveries with these ids pending again
+	// and returns how many it changed.
+	RetryFailed(ctx context.Context, ids []int64) (int, error)
+	// RetryAllFailed makes every failed delivery pending again.
+	RetryAllFailed(ctx context.Context) (int, error)
+	// DeadLetters returns at most limit dead letters, newest first; only
+	// those not replayed if pendingOnly.
+	DeadLetters(ctx context.Context, pendingOnly bool, limit int) ([]DeadLetter, error)
+	// ReplayDeadLetters puts the dead letters with these ids back on the
+	// outbox and returns how many it replayed.
+	ReplayDeadLetters(ctx context.Context, ids []int64) (int, error)
+	// User returns a user's devices and most recent notifications.
+	User(ctx context.Context, userID string, limit int) (User, error)
+	// Timeline returns a notification's deliveries and their attempts, or
+	// an error matching ErrNotFound.
+	Timeline(ctx context.Context, notificationID uuid.UUID) (Timeline, error)
+	// CancelNotification cancels the notification's undelivered pushes and
+	// returns how many it cancelled.
+	CancelNotification(ctx context.Context, notificationID uuid.UUID) (int, error)
+}
+
+// ErrNotFound is what Operator.Timeline returns for a notification it
+// does not know.
+var ErrNotFound = errors.New("not found")
+
+// Overview is what the overview page shows. Zero-valued parts the
+// Operator could not fill are left out of the page.
+type Overview struct {
+	// Counts is the number of deliveries in each status, in display order.
+	Counts []StatusCount
+	// Backlog says whether DueNow, OldestDue, RelayBacklog and RelayLag
+	// are known.
+	Backlog bool
+	// DueNow is how many open deliveries are due; OldestDue how long the
+	// oldest of them has been due.
+	DueNow    int
+	OldestDue time.Duration
+	// DeadLetters is how many dead letters wait for a replay.
+	DeadLetters int
+	// FailedLastHour counts the deliveries that failed in the last hour,
+	// by FCM error code.
+	FailedLastHour []CodeCount
+	// RelayBacklog is how many committed outbox messages the relay has not
+	// consumed; RelayLag the age of the oldest.
+	RelayBacklog int
+	RelayLag     time.Duration
+	// Broadcasts are the broadcasts still being expanded.
+	Broadcasts []Broadcast
+	// Instances are the live Herald processes on this database.
+	Instances []Instance
+	// Breaker is this process's FCM circuit breaker state, "" when it does
+	// not send.
+	Breaker string
+	// Process are this process's counters since it started.
+	Process []Figure
+}
+
+// StatusCount is how many deliveries are in one status.
+type StatusCount struct {
+	Status string
+	Count  int
+}
+
+// CodeCount is how many deliveries failed with one FCM error code.
+type CodeCount struct {
+	Code  string
+	Count int
+}
+
+// Broadcast is one broadcast's expansion progress.
+type Broadcast struct {
+	NotificationID uuid.UUID
+	Expanded       int
+	StartedAt      time.Time
+}
+
+// Instance is one live Herald process.
+type Instance struct {
+	ID, Host, Version      string
+	PID                    int
+	StartedAt, HeartbeatAt time.Time
+	Leader                 bool
+}
+
+// Figure is one named counter.
+type Figure struct {
+	Name  string
+	Value int64
+}
+
+// Delivery is one notification to one device, its token shown as a hash.
+type Delivery struct {
+	ID             int64
+	NotificationID uuid.UUID
+	Recipient      string // "" when not known
+	TokenHash      string
+	Status         string
+	Attempts       int
+	Code           string
+	LastError      string
+	DueAt          time.Time
+	UpdatedAt      time.Time
+	// History is the delivery's attempts, oldest first, where known.
+	History []Attempt
+}
+
+// Attempt is one push attempt and its outcome.
+type Attempt struct {
+	At      time.Time
+	Outcome string
+	Code    string
+	Error   string
+}
+
+// DeadLetter is an outbox message, or one event of it, the relay could not
+// process.
+type DeadLetter struct {
+	ID          int64
+	Topic       string
+	MessageUUID string
+	Reason      string
+	CreatedAt   time.Time
+	ReplayedAt  time.Time
+	// Payload is the message's payload, "" unless the host chose to show
+	// content.
+	Payload string
+}
+
+// User is what the console shows for a user id.
+type User struct {
+	ID            string
+	Devices       []Device
+	Notifications []Notification
+}
+
+// Device is one registered device token, shown as a hash.
+type Device struct {
+	TokenHash    string
+	Platform     string
+	RegisteredAt time.Time
+	LastSeenAt   time.Time
+}
+
+// Notification is a notification's summary. Title and Body are "" unless
+// the host chose to show content.
+type Notification struct {
+	ID        uuid.UUID
+	Recipient string
+	Type      string
+	Broadcast bool
+	Title     string
+	Body      string
+	CreatedAt time.Time
+	ReadAt    time.Time
+}
+
+// Timeline is one notification and everything that happened to its pushes.
+type Timeline struct {
+	// Notification is the summary; its ID is always set, the rest when
+	// known.
+	Notification Notification
+	Deliveries   []Delivery
+}

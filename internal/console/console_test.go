@@ -37,7 +37,7 @@ type fakeOperator struct {
 func (f *fakeOperator) Overview(context.Context) (console.Overview, error) {
 	return console.Overview{
 		Counts:         []console.StatusCount{{Status: "sent", Count: 7}, {Status: "failed", Count: 1}},
-		Backlog:        true,
+		StatusKnown:    true,
 		DueNow:         2,
 		OldestDue:      1500 * time.Millisecond,
 		DeadLetters:    1,

@@ -47,9 +47,10 @@ var ErrNotFound = errors.New("not found")
 type Overview struct {
 	// Counts is the number of deliveries in each status, in display order.
 	Counts []StatusCount
-	// Backlog says whether DueNow, OldestDue, RelayBacklog and RelayLag
-	// are known.
-	Backlog bool
+	// StatusKnown says whether the deployment-wide figures below (DueNow,
+	// OldestDue, FailedLastHour, RelayBacklog, RelayLag) were read; the
+	// page leaves them out otherwise.
+	StatusKnown bool
 	// DueNow is how many open deliveries are due; OldestDue how long the
 	// oldest of them has been due.
 	DueNow    int

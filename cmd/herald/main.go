@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	herald demo                      the main job on the embedded default
+//	herald demo [-console :8080]     the main job on the embedded default (and the operator console)
 //	herald migrate                   apply migrations to DATABASE_URL
 //	herald bench [scenario] [flags]  throughput, latency and memory benchmarks
 //	herald chaos [flags]             crash, outage and bad-input scenarios

@@ -102,6 +102,7 @@ func (f *fakeOperator) Timeline(_ context.Context, id uuid.UUID) (console.Timeli
 	return console.Timeline{
 		Notification: console.Notification{ID: id, Recipient: hostile, Type: hostile, Title: hostile, CreatedAt: time.Now()},
 		Deliveries:   []console.Delivery{d},
+		Cancellable:  true,
 	}, nil
 }
 

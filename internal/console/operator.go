@@ -180,4 +180,7 @@ type Timeline struct {
 	// known.
 	Notification Notification
 	Deliveries   []Delivery
+	// Cancellable says whether the Operator can cancel the notification's
+	// undelivered pushes; the page offers it only then.
+	Cancellable bool
 }

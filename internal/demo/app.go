@@ -97,6 +97,7 @@ type demo struct {
 	runErr  error
 	breaker *demoBreakerWatch
 	stopped bool
+	console *operatorConsole // nil without -console
 
 	quotaAt  time.Time      // when FCM throttled the push
 	quotaGap *time.Duration // from the throttling to the accepted retry
@@ -215,6 +216,10 @@ func (d *demo) newHerald(cfg herald.Config) error {
 		return err
 	}
 	d.h = h
+	if d.console != nil {
+		d.console.serve(h)
+		d.out.event("console", "operator console at %s", d.console.URL())
+	}
 	return nil
 }
 

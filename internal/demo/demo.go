@@ -43,6 +43,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	verbose := fs.Bool("v", false, "log at info level on stderr (default: warnings and errors only)")
 	latency := fs.Duration("latency", 20*time.Millisecond, "latency the fake FCM adds to every request")
 	realToken := fs.String("token", "", "with real FCM: a real device's registration token, registered as one of alice's devices")
+	consoleAddr := fs.String("console", "", "serve the operator console on this address (for example :8080) during the demo and after it, until interrupted")
 	if err := fs.Parse(args); err != nil {
 		return cli.UsageError{Msg: err.Error()}
 	}
@@ -61,6 +62,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	var oc *operatorConsole
+	if *consoleAddr != "" {
+		var err error
+		if oc, err = listenOperatorConsole(*consoleAddr); err != nil {
+			return err
+		}
+		defer oc.Close()
+	}
+
 	out := newDemoConsole(stdout)
 	out.printf("herald demo: a course-and-comments app raising notifications in its own transactions\n")
 	began := time.Now()
@@ -74,11 +84,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	d := newDemo(out, env, *realToken)
+	d.console = oc
 	out.printf("  ready in  %.2fs\n", time.Since(began).Seconds())
 	out.printf("  database  %s\n", d.describeDatabase())
 	out.printf("  fcm       %s\n", d.describeFCM(*latency))
 	out.restartClock()
 	err = d.run(ctx, demoConfig(log))
+	if oc != nil && ctx.Err() == nil {
+		err = errors.Join(err, d.keepServing(ctx))
+	}
 	if ctx.Err() != nil {
 		out.event("stop", "interrupted: Herald stopped cleanly; the demo ends here")
 	}

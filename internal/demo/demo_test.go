@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"regexp"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,4 +59,75 @@ func TestDemoRejectsArguments(t *testing.T) {
 	if !errors.As(err, &usage) {
 		t.Fatalf("herald demo extra: got %v, want a usage error", err)
 	}
+}
+
+// TestDemoServesTheConsoleUntilInterrupted: `herald demo -console` serves
+// the operator console over the demo's data, leaves a failed delivery and
+// a dead letter to mend, and stops cleanly when interrupted.
+func TestDemoServesTheConsoleUntilInterrupted(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	t.Setenv("HERALD_FCM", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runCtx, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	var stdout, stderr lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, []string{"-console", "127.0.0.1:0"}, &stdout, &stderr) }()
+
+	ready := regexp.MustCompile(`open (http://\S+/) \(Ctrl-C to stop\)`)
+	var base string
+	for base == "" {
+		select {
+		case err := <-done:
+			t.Fatalf("herald demo -console returned early: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if m := ready.FindStringSubmatch(stdout.String()); m != nil {
+			base = m[1]
+		}
+	}
+	page := func(path string) string {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		return string(b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(page(""), `id="count-failed"><span class="n">1<`) || !strings.Contains(page("deadletters"), `id="replay-`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the console never showed the failed delivery and the dead letter:\n%s", page(""))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	interrupt()
+	if err := <-done; err != nil {
+		t.Fatalf("herald demo -console, interrupted: %v\nstderr:\n%s", err, stderr.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that the demo writes while the test reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -3,6 +3,7 @@ package herald
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -60,47 +61,62 @@ type consoleOperator struct {
 	showContent bool
 }
 
-// consoleDeadLetterCap bounds the dead letters the overview counts.
-const consoleDeadLetterCap = 10_000
-
 func (o consoleOperator) Overview(ctx context.Context) (console.Overview, error) {
-	var v console.Overview
-	counts, err := o.h.CountDeliveries(ctx)
+	st, err := o.h.Status(ctx)
 	if err != nil {
-		return v, err
+		return console.Overview{}, err
 	}
-	for _, s := range notification.Statuses {
-		v.Counts = append(v.Counts, console.StatusCount{Status: string(s), Count: counts[s]})
+	v := console.Overview{
+		StatusKnown: true, DueNow: st.DueNow, DueNowAtLeast: st.DueNowAtLeast, OldestDue: st.OldestDueAge,
+		DeadLetters: st.DeadLetters, RelayBacklog: st.Relay.Messages, RelayBacklogAtLeast: st.Relay.AtLeast,
+		RelayLag: st.Relay.OldestAge, Breaker: st.Breaker,
 	}
-	dls, err := o.h.DeadLetters(ctx, true, consoleDeadLetterCap)
-	if err != nil {
-		return v, err
+	v.Counts = consoleCounts(st.Deliveries)
+	for _, c := range st.FailedLastHour {
+		v.FailedLastHour = append(v.FailedLastHour, console.CodeCount{Code: c.Code, Count: c.Count})
 	}
-	v.DeadLetters = len(dls)
+	for _, b := range st.Broadcasts {
+		v.Broadcasts = append(v.Broadcasts, consoleBroadcast(b))
+	}
 	if o.h.fcm != nil {
-		st := o.h.Stats()
-		v.Breaker = st.Breaker
+		s := o.h.Stats()
 		v.Process = []console.Figure{
-			{Name: "pushes sent", Value: st.Sender.Sent},
-			{Name: "failed", Value: st.Sender.Failed},
-			{Name: "retries scheduled", Value: st.Sender.RetriesScheduled},
-			{Name: "tokens pruned", Value: st.Sender.TokensPruned},
-			{Name: "in flight", Value: st.Sender.InFlight},
-			{Name: "outbox messages relayed", Value: st.Relay.Messages},
-			{Name: "deliveries created", Value: st.Relay.Deliveries},
-			{Name: "dead-lettered", Value: st.Relay.DeadLetters},
+			{Name: "pushes sent", Value: s.Sender.Sent},
+			{Name: "failed", Value: s.Sender.Failed},
+			{Name: "retries scheduled", Value: s.Sender.RetriesScheduled},
+			{Name: "tokens pruned", Value: s.Sender.TokensPruned},
+			{Name: "in flight", Value: s.Sender.InFlight},
+			{Name: "outbox messages relayed", Value: s.Relay.Messages},
+			{Name: "deliveries created", Value: s.Relay.Deliveries},
+			{Name: "dead-lettered", Value: s.Relay.DeadLetters},
 		}
 	}
 	return v, nil
 }
 
-func (o consoleOperator) Failed(ctx context.Context, limit int) ([]console.Delivery, error) {
-	ds, err := o.h.ListFailed(ctx, limit)
-	return consoleDeliveries(ds), err
+func (o consoleOperator) Deliveries(ctx context.Context, q console.Query) (console.Page, error) {
+	page, err := o.h.QueryDeliveries(ctx, DeliveryQuery{
+		Status: notification.DeliveryStatus(q.Status), Code: q.Code, Cursor: q.Cursor, Limit: q.Limit,
+	})
+	if errors.Is(err, ErrInvalidCursor) {
+		return console.Page{}, fmt.Errorf("%w: %w", console.ErrInvalidQuery, err)
+	}
+	if err != nil {
+		return console.Page{}, err
+	}
+	out := console.Page{Next: page.Next}
+	for _, d := range page.Deliveries {
+		out.Deliveries = append(out.Deliveries, consoleDelivery(d))
+	}
+	return out, nil
 }
 
 func (o consoleOperator) RetryFailed(ctx context.Context, ids []int64) (int, error) {
 	return o.h.RetryFailed(ctx, ids)
+}
+
+func (o consoleOperator) RetryFailedWithCode(ctx context.Context, code string) (int, error) {
+	return o.h.RetryFailedWhere(ctx, DeliveryQuery{Status: notification.StatusFailed, Code: code})
 }
 
 func (o consoleOperator) RetryAllFailed(ctx context.Context) (int, error) {
@@ -141,51 +157,94 @@ func (o consoleOperator) User(ctx context.Context, userID string, limit int) (co
 			RegisteredAt: t.RegisteredAt(), LastSeenAt: t.LastSeenAt(),
 		})
 	}
-	page, err := o.h.Inbox().List(ctx, userID, "", limit)
+	deliveries, err := o.h.QueryDeliveries(ctx, DeliveryQuery{Recipient: userID, Limit: limit})
 	if err != nil {
 		return u, err
 	}
-	for _, n := range page.Notifications {
-		u.Notifications = append(u.Notifications, o.notification(n))
+	for _, d := range deliveries.Deliveries {
+		u.Deliveries = append(u.Deliveries, consoleDelivery(d))
+	}
+	inbox, err := o.h.Inbox().List(ctx, userID, "", limit)
+	if err != nil {
+		return u, err
+	}
+	for _, n := range inbox.Notifications {
+		c := console.Notification{
+			ID: n.ID(), Recipient: n.Recipient(), Type: n.Type(), Broadcast: n.Broadcast() != nil,
+			CreatedAt: n.CreatedAt(), ReadAt: n.ReadAt(),
+		}
+		if o.showContent {
+			c.Title, c.Body = n.Content().Title, n.Content().Body
+		}
+		u.Notifications = append(u.Notifications, c)
 	}
 	return u, nil
 }
 
-func (o consoleOperator) notification(n *notification.Notification) console.Notification {
-	c := console.Notification{
-		ID: n.ID(), Recipient: n.Recipient(), Type: n.Type(), Broadcast: n.Broadcast() != nil,
-		CreatedAt: n.CreatedAt(), ReadAt: n.ReadAt(),
-	}
-	if o.showContent {
-		c.Title, c.Body = n.Content().Title, n.Content().Body
-	}
-	return c
-}
-
 func (o consoleOperator) Timeline(ctx context.Context, id uuid.UUID) (console.Timeline, error) {
-	ds, err := o.h.ListDeliveries(ctx, id)
+	tl, err := o.h.Timeline(ctx, id)
+	if errors.Is(err, notification.ErrNotFound) {
+		return console.Timeline{}, fmt.Errorf("%w: %w", console.ErrNotFound, err)
+	}
 	if err != nil {
 		return console.Timeline{}, err
 	}
-	if len(ds) == 0 {
-		return console.Timeline{}, console.ErrNotFound
+	n := tl.Notification
+	out := console.Timeline{
+		Notification: console.Notification{
+			ID: n.ID, Recipient: n.Recipient, Type: n.Type, Broadcast: n.Broadcast,
+			CreatedAt: n.CreatedAt, CancelledAt: n.CancelledAt,
+		},
+		Truncated: tl.Truncated,
 	}
-	return console.Timeline{Notification: console.Notification{ID: id}, Deliveries: consoleDeliveries(ds)}, nil
-}
-
-func (o consoleOperator) CancelNotification(context.Context, uuid.UUID) (int, error) {
-	return 0, errors.New("cancelling a notification is not available yet")
-}
-
-// consoleDeliveries converts deliveries for the console, tokens hashed.
-func consoleDeliveries(ds []*notification.Delivery) []console.Delivery {
-	out := make([]console.Delivery, len(ds))
-	for i, d := range ds {
-		out[i] = console.Delivery{
-			ID: d.ID(), NotificationID: d.NotificationID(), TokenHash: TokenHash(d.Token()),
-			Status: string(d.Status()), Attempts: d.Attempts(), Code: d.ErrorCode(), LastError: d.LastError(),
-			DueAt: d.DueAt(), UpdatedAt: d.UpdatedAt(),
+	if o.showContent {
+		out.Notification.Title, out.Notification.Body = n.Title, n.Body
+	}
+	for _, s := range notification.Statuses {
+		if c, ok := tl.Counts[s]; ok && c > 0 {
+			out.Counts = append(out.Counts, console.StatusCount{Status: string(s), Count: int64(c)})
 		}
 	}
+	for _, d := range tl.Deliveries {
+		cd := consoleDelivery(d.DeliveryInfo)
+		for _, a := range d.Attempts {
+			cd.History = append(cd.History, console.Attempt{At: a.At, Outcome: string(a.Outcome), Code: a.Code, Error: a.Error})
+		}
+		out.Deliveries = append(out.Deliveries, cd)
+	}
+	if tl.Broadcast != nil {
+		b := consoleBroadcast(*tl.Broadcast)
+		out.Broadcast = &b
+	}
+	return out, nil
+}
+
+func (o consoleOperator) CancelNotification(ctx context.Context, id uuid.UUID) (int, error) {
+	n, err := o.h.CancelNotification(ctx, id)
+	if errors.Is(err, notification.ErrNotFound) {
+		return n, fmt.Errorf("%w: %w", console.ErrNotFound, err)
+	}
+	return n, err
+}
+
+// consoleDelivery converts a delivery for the console; its token is a
+// hash already.
+func consoleDelivery(d DeliveryInfo) console.Delivery {
+	return console.Delivery{
+		ID: d.ID, NotificationID: d.NotificationID, Recipient: d.Recipient, Type: d.Type, TokenHash: d.TokenHash,
+		Status: string(d.Status), Attempts: d.Attempts, Code: d.Code, LastError: d.LastError,
+		DueAt: d.DueAt, UpdatedAt: d.UpdatedAt,
+	}
+}
+
+func consoleCounts(cs []StatusCount) []console.StatusCount {
+	out := make([]console.StatusCount, len(cs))
+	for i, c := range cs {
+		out[i] = console.StatusCount{Status: string(c.Status), Count: c.Count, AtLeast: c.AtLeast, Estimated: c.Estimated}
+	}
 	return out
+}
+
+func consoleBroadcast(b BroadcastProgress) console.Broadcast {
+	return console.Broadcast{NotificationID: b.NotificationID, Type: b.Type, Expanded: b.Expanded, Tokens: b.Tokens, StartedAt: b.StartedAt}
 }

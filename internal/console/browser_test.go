@@ -113,7 +113,12 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
 	h, err := herald.New(pool, fcm, rules, herald.Config{
 		Logger: slog.New(slog.DiscardHandler),
-		Sender: herald.SenderConfig{PollInterval: 50 * time.Millisecond},
+		Sender: herald.SenderConfig{
+			PollInterval: 50 * time.Millisecond,
+			// dave's phone's push waits for its retry while the test runs.
+			Retry: notification.RetryPolicy{MaxAttempts: 5, BaseDelay: 5 * time.Minute, MaxDelay: 10 * time.Minute},
+		},
+		FCM: herald.FCMConfig{BreakerFailures: 50},
 	})
 	require.NoError(t, err)
 	w := &consoleWorld{h: h, pool: pool, fake: fake}
@@ -122,12 +127,14 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 		{"alice", "alice-phone"}, {"alice", "alice-tablet"},
 		{"bob", "bob-phone"}, {"bob", "bob-watch"},
 		{"carol", "carol-old-phone"}, {"carol", "carol-phone"},
+		{"dave", "dave-phone"},
 	} {
 		require.NoError(t, h.Tokens().Register(ctx, d.user, d.token, notification.PlatformAndroid))
 	}
 	fake.FailToken("alice-phone", testutil.Fault{Code: testutil.FaultInvalidMessage, Times: 1})
 	fake.FailToken("bob-watch", testutil.Fault{Code: testutil.FaultInvalidMessage})
 	fake.FailToken("carol-old-phone", testutil.Fault{Code: testutil.FaultUnregistered})
+	fake.FailToken("dave-phone", testutil.Fault{Code: testutil.FaultUnavailable})
 	_, err = pool.Exec(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
 		VALUES ('order-shipped-1', '{"v":1,"events":[{"type":"order_shipped","data":{},"notifications":[]}]}', '{}', pg_current_xact_id())`)
 	require.NoError(t, err)
@@ -147,9 +154,10 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 		w.comment(t, by, strings.ToUpper(by[:1])+by[1:], "bob", "sql", "SQL for operators")
 		w.comment(t, by, strings.ToUpper(by[:1])+by[1:], "carol", "k8s", "Kubernetes the hard way")
 	}
+	w.comment(t, "ann", "Ann", "dave", "sre", "Site reliability")
 	w.waitFor(t, func(c map[notification.DeliveryStatus]int) bool {
-		open := c[notification.StatusPending] + c[notification.StatusClaimed] + c[notification.StatusRetryScheduled]
-		return open == 0 && c[notification.StatusSent] > 0 && c[notification.StatusFailed] == 4
+		return c[notification.StatusPending]+c[notification.StatusClaimed] == 0 &&
+			c[notification.StatusRetryScheduled] == 1 && c[notification.StatusSent] > 0 && c[notification.StatusFailed] == 4
 	})
 	require.Eventually(t, func() bool {
 		dls, err := h.DeadLetters(ctx, true, 10)
@@ -180,7 +188,7 @@ func (w *consoleWorld) waitFor(t *testing.T, done func(map[notification.Delivery
 	}, 20*time.Second, 20*time.Millisecond)
 }
 
-// failedOf returns the failed delivery to token.
+// failedOf returns the failed deliveries to token.
 func (w *consoleWorld) failedOf(t *testing.T, token string) []int64 {
 	t.Helper()
 	ds, err := w.h.ListFailed(context.Background(), 100)
@@ -198,7 +206,8 @@ func (w *consoleWorld) failedOf(t *testing.T, token string) []int64 {
 // JavaScript off: the overview shows the failures, a failed delivery is
 // retried from its page through the confirmation and then shows as sent,
 // a dead letter is replayed, the user's page shows devices by hash and no
-// content; and a POST without the console's token, whether from the
+// content, a notification found by its id has its waiting push
+// cancelled; and a POST without the console's token, whether from the
 // console's own origin or from another site, changes nothing.
 func TestConsoleInChromium(t *testing.T) {
 	w := newConsoleWorld(t)
@@ -302,6 +311,26 @@ func TestConsoleInChromium(t *testing.T) {
 		replayed = replayed || (d.ID == dls[0].ID && !d.ReplayedAt.IsZero())
 	}
 	assert.True(t, replayed, "dead letter %d replayed", dls[0].ID)
+
+	// Cancel dave's notification, whose push waits for a retry.
+	daves := mustDeliveriesOfUser(t, w, "dave-phone")
+	require.Len(t, daves, 1)
+	daveNotification := w.notificationOf(t, daves[0])
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.SendKeys(chromedp.CSS(`header input[name="q"]`), daveNotification+kb.Enter),
+		chromedp.WaitVisible(chromedp.ID("cancel")),
+		chromedp.Click(chromedp.ID("cancel")),
+		chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.Click(chromedp.ID("confirm")),
+		chromedp.WaitVisible(chromedp.CSS(".notice")),
+	))
+	notice, err = chromedp.Run(tab, chromedp.Text(chromedp.CSS(".notice")))
+	require.NoError(t, err)
+	assert.Equal(t, "1 undelivered push cancelled.", notice)
+	status, err = chromedp.Run(tab, chromedp.Text(chromedp.CSS(fmt.Sprintf("#delivery-%d .badge", daves[0]))))
+	require.NoError(t, err)
+	assert.Equal(t, "cancelled", status)
+	assert.Empty(t, w.fake.AcceptedFor("dave-phone"))
 
 	// The confirmation form with its token taken out, as a person
 	// tampering with the page would: refused.

@@ -30,6 +30,7 @@ type fakeOperator struct {
 	mu        sync.Mutex
 	retried   [][]int64
 	retryAll  int
+	retryCode []string
 	replayed  [][]int64
 	cancelled []uuid.UUID
 }
@@ -56,8 +57,22 @@ func (f *fakeOperator) delivery() console.Delivery {
 	}
 }
 
-func (f *fakeOperator) Failed(context.Context, int) ([]console.Delivery, error) {
-	return []console.Delivery{f.delivery()}, nil
+func (f *fakeOperator) Deliveries(_ context.Context, q console.Query) (console.Page, error) {
+	switch q.Cursor {
+	case "":
+		return console.Page{Deliveries: []console.Delivery{f.delivery()}, Next: hostile}, nil
+	case hostile:
+		return console.Page{}, nil
+	default:
+		return console.Page{}, console.ErrInvalidQuery
+	}
+}
+
+func (f *fakeOperator) RetryFailedWithCode(_ context.Context, code string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.retryCode = append(f.retryCode, code)
+	return 3, nil
 }
 
 func (f *fakeOperator) RetryFailed(_ context.Context, ids []int64) (int, error) {
@@ -101,12 +116,15 @@ func (f *fakeOperator) Timeline(_ context.Context, id uuid.UUID) (console.Timeli
 	d.Status = "retry_scheduled"
 	return console.Timeline{
 		Notification: console.Notification{ID: id, Recipient: hostile, Type: hostile, Title: hostile, CreatedAt: time.Now()},
+		Counts:       []console.StatusCount{{Status: "retry_scheduled", Count: 1}},
 		Deliveries:   []console.Delivery{d},
-		Cancellable:  true,
 	}, nil
 }
 
 func (f *fakeOperator) CancelNotification(_ context.Context, id uuid.UUID) (int, error) {
+	if id != notificationID {
+		return 0, console.ErrNotFound
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cancelled = append(f.cancelled, id)
@@ -179,7 +197,7 @@ func TestConsole_EveryPageShowsHostileValuesAsText(t *testing.T) {
 	_, srv := newConsole(t)
 	c := client(t)
 	for _, path := range []string{
-		"/ops/", "/ops/failed", "/ops/deadletters", "/ops/deadletters?all=1",
+		"/ops/", "/ops/failed", "/ops/failed?cursor=" + url.QueryEscape(hostile), "/ops/failed?code=UNAVAILABLE", "/ops/deadletters", "/ops/deadletters?all=1",
 		"/ops/search?q=" + url.QueryEscape(hostile), "/ops/notification?id=" + notificationID.String(),
 		"/ops/retry?id=42", "/ops/replay?id=9", "/ops/cancel?id=" + notificationID.String(),
 		"/ops/notification?id=" + url.QueryEscape(hostile),
@@ -210,12 +228,13 @@ func TestConsole_ConfirmationPagesChangeNothing(t *testing.T) {
 	t.Parallel()
 	op, srv := newConsole(t)
 	c := client(t)
-	for _, path := range []string{"/ops/retry?id=42", "/ops/retry?all=1", "/ops/replay?id=9", "/ops/cancel?id=" + notificationID.String()} {
+	for _, path := range []string{"/ops/retry?id=42", "/ops/retry?all=1", "/ops/retry?code=UNAVAILABLE", "/ops/replay?id=9", "/ops/cancel?id=" + notificationID.String()} {
 		status, body, _ := get(t, c, srv.URL+path)
 		assert.Equal(t, http.StatusOK, status, path)
 		assert.Contains(t, body, `<form method="post"`, path)
 	}
 	assert.Empty(t, op.retried)
+	assert.Empty(t, op.retryCode)
 	assert.Zero(t, op.retryAll)
 	assert.Empty(t, op.replayed)
 	assert.Empty(t, op.cancelled)
@@ -238,6 +257,12 @@ func TestConsole_AConfirmedRetryReplayAndCancelAct(t *testing.T) {
 	status, _, _ = post(t, c, srv.URL+"/ops/retry", url.Values{"all": {"1"}, "csrf": {tok}}, nil)
 	require.Equal(t, http.StatusSeeOther, status)
 	assert.Equal(t, 1, op.retryAll)
+
+	tok = confirmToken(t, c, srv.URL+"/ops/retry?code=UNAVAILABLE")
+	status, _, h = post(t, c, srv.URL+"/ops/retry", url.Values{"code": {"UNAVAILABLE"}, "csrf": {tok}}, nil)
+	require.Equal(t, http.StatusSeeOther, status)
+	assert.Equal(t, "failed?retried=3", h.Get("Location"))
+	assert.Equal(t, []string{"UNAVAILABLE"}, op.retryCode)
 
 	tok = confirmToken(t, c, srv.URL+"/ops/replay?id=9")
 	status, _, h = post(t, c, srv.URL+"/ops/replay", url.Values{"id": {"9"}, "csrf": {tok}}, nil)
@@ -304,6 +329,14 @@ func TestConsole_IdsAreParsedStrictly(t *testing.T) {
 	}
 	status, _, _ = get(t, c, srv.URL+"/ops/notification?id="+uuid.NewString())
 	assert.Equal(t, http.StatusNotFound, status)
+	for _, bad := range []string{"unavailable", "A B", "<X>", "UNAVAILABLE;", strings.Repeat("A", 65)} {
+		status, _, _ = get(t, c, srv.URL+"/ops/retry?code="+url.QueryEscape(bad))
+		assert.Equal(t, http.StatusBadRequest, status, "code %q", bad)
+		status, _, _ = get(t, c, srv.URL+"/ops/failed?code="+url.QueryEscape(bad))
+		assert.Equal(t, http.StatusBadRequest, status, "code %q", bad)
+	}
+	status, _, _ = get(t, c, srv.URL+"/ops/failed?cursor=made-up")
+	assert.Equal(t, http.StatusBadRequest, status, "a cursor the operator did not make")
 
 	// A valid token does not make a bad id acceptable.
 	tok := confirmToken(t, c, srv.URL+"/ops/retry?id=42")

@@ -15,11 +15,16 @@ type Operator interface {
 	// Overview is the state of the whole deployment, read from the
 	// database, and this process's counters.
 	Overview(ctx context.Context) (Overview, error)
-	// Failed returns at most limit failed deliveries, most recent first.
-	Failed(ctx context.Context, limit int) ([]Delivery, error)
+	// Deliveries returns a page of the deliveries q selects, newest
+	// first, or an error matching ErrInvalidQuery for a cursor or status
+	// it does not know.
+	Deliveries(ctx context.Context, q Query) (Page, error)
 	// RetryFailed makes the failed deliveries with these ids pending again
 	// and returns how many it changed.
 	RetryFailed(ctx context.Context, ids []int64) (int, error)
+	// RetryFailedWithCode makes every failed delivery whose last error had
+	// this FCM code pending again.
+	RetryFailedWithCode(ctx context.Context, code string) (int, error)
 	// RetryAllFailed makes every failed delivery pending again.
 	RetryAllFailed(ctx context.Context) (int, error)
 	// DeadLetters returns at most limit dead letters, newest first; only
@@ -34,13 +39,32 @@ type Operator interface {
 	// an error matching ErrNotFound.
 	Timeline(ctx context.Context, notificationID uuid.UUID) (Timeline, error)
 	// CancelNotification cancels the notification's undelivered pushes and
-	// returns how many it cancelled.
+	// returns how many it cancelled, or an error matching ErrNotFound.
 	CancelNotification(ctx context.Context, notificationID uuid.UUID) (int, error)
 }
 
-// ErrNotFound is what Operator.Timeline returns for a notification it
-// does not know.
+// ErrNotFound is what an Operator returns for a notification it does not
+// know.
 var ErrNotFound = errors.New("not found")
+
+// ErrInvalidQuery is what Operator.Deliveries returns for a query it
+// cannot answer (a cursor it did not make).
+var ErrInvalidQuery = errors.New("invalid query")
+
+// Query selects deliveries: the filters left empty select everything.
+type Query struct {
+	Status string
+	Code   string
+	Cursor string
+	Limit  int
+}
+
+// Page is one page of deliveries and the cursor of the next, "" on the
+// last.
+type Page struct {
+	Deliveries []Delivery
+	Next       string
+}
 
 // Overview is what the overview page shows. Zero-valued parts the
 // Operator could not fill are left out of the page.
@@ -53,17 +77,19 @@ type Overview struct {
 	StatusKnown bool
 	// DueNow is how many open deliveries are due; OldestDue how long the
 	// oldest of them has been due.
-	DueNow    int
-	OldestDue time.Duration
+	DueNow        int64
+	DueNowAtLeast bool
+	OldestDue     time.Duration
 	// DeadLetters is how many dead letters wait for a replay.
-	DeadLetters int
+	DeadLetters int64
 	// FailedLastHour counts the deliveries that failed in the last hour,
 	// by FCM error code.
 	FailedLastHour []CodeCount
 	// RelayBacklog is how many committed outbox messages the relay has not
 	// consumed; RelayLag the age of the oldest.
-	RelayBacklog int
-	RelayLag     time.Duration
+	RelayBacklog        int64
+	RelayBacklogAtLeast bool
+	RelayLag            time.Duration
 	// Broadcasts are the broadcasts still being expanded.
 	Broadcasts []Broadcast
 	// Instances are the live Herald processes on this database.
@@ -75,23 +101,29 @@ type Overview struct {
 	Process []Figure
 }
 
-// StatusCount is how many deliveries are in one status.
+// StatusCount is how many deliveries are in one status: at least Count
+// when AtLeast, about Count when Estimated.
 type StatusCount struct {
-	Status string
-	Count  int
+	Status    string
+	Count     int64
+	AtLeast   bool
+	Estimated bool
 }
 
-// CodeCount is how many deliveries failed with one FCM error code.
+// CodeCount is how many push attempts failed with one FCM error code.
 type CodeCount struct {
 	Code  string
-	Count int
+	Count int64
 }
 
 // Broadcast is one broadcast's expansion progress.
 type Broadcast struct {
 	NotificationID uuid.UUID
-	Expanded       int
-	StartedAt      time.Time
+	Type           string
+	Expanded       int64
+	// Tokens estimates how many devices it will reach, 0 when unknown.
+	Tokens    int64
+	StartedAt time.Time
 }
 
 // Instance is one live Herald process.
@@ -113,6 +145,7 @@ type Delivery struct {
 	ID             int64
 	NotificationID uuid.UUID
 	Recipient      string // "" when not known
+	Type           string // the notification's type, "" when not known
 	TokenHash      string
 	Status         string
 	Attempts       int
@@ -151,6 +184,8 @@ type User struct {
 	ID            string
 	Devices       []Device
 	Notifications []Notification
+	// Deliveries are the user's most recent deliveries.
+	Deliveries []Delivery
 }
 
 // Device is one registered device token, shown as a hash.
@@ -172,6 +207,8 @@ type Notification struct {
 	Body      string
 	CreatedAt time.Time
 	ReadAt    time.Time
+	// CancelledAt is when an operator cancelled its pushes, zero if never.
+	CancelledAt time.Time
 }
 
 // Timeline is one notification and everything that happened to its pushes.
@@ -179,8 +216,14 @@ type Timeline struct {
 	// Notification is the summary; its ID is always set, the rest when
 	// known.
 	Notification Notification
-	Deliveries   []Delivery
-	// Cancellable says whether the Operator can cancel the notification's
-	// undelivered pushes; the page offers it only then.
-	Cancellable bool
+	// Counts is how many of its deliveries are in each status, all of
+	// them counted.
+	Counts []StatusCount
+	// Deliveries are its deliveries, the oldest first, with their
+	// attempts; Truncated says when there were more than it lists.
+	Deliveries []Delivery
+	Truncated  bool
+	// Broadcast is the expansion of a broadcast, nil for an ordinary
+	// notification.
+	Broadcast *Broadcast
 }

@@ -20,6 +20,24 @@ const maxFormBytes = 64 << 10
 // maxQuery bounds a search.
 const maxQuery = 256
 
+// maxCursor bounds a page cursor.
+const maxCursor = 512
+
+// validCode reports whether s can be an FCM or Herald error code:
+// capital letters, digits and underscores, as "UNAVAILABLE" and
+// "SENDER_ID_MISMATCH" are.
+func validCode(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	o, err := h.op.Overview(r.Context())
 	if err != nil {
@@ -34,16 +52,31 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) failed(w http.ResponseWriter, r *http.Request) {
-	ds, err := h.op.Failed(r.Context(), listLimit)
+	q := r.URL.Query()
+	code, cursor := q.Get("code"), q.Get("cursor")
+	if code != "" && !validCode(code) {
+		h.fail(w, r, http.StatusBadRequest, "That is not an error code.", nil)
+		return
+	}
+	if len(cursor) > maxCursor {
+		h.fail(w, r, http.StatusBadRequest, "That is not a cursor the console made.", nil)
+		return
+	}
+	pg, err := h.op.Deliveries(r.Context(), Query{Status: "failed", Code: code, Cursor: cursor, Limit: listLimit})
+	if errors.Is(err, ErrInvalidQuery) {
+		h.fail(w, r, http.StatusBadRequest, "That is not a cursor the console made.", nil)
+		return
+	}
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "The failed deliveries could not be read.", err)
 		return
 	}
 	p := page{Title: "Failed deliveries", Nav: "failed", Data: struct {
-		Deliveries []Delivery
-		Limit      int
-	}{ds, listLimit}}
-	if n, ok := count(r.URL.Query().Get("retried")); ok {
+		Page
+		Code  string
+		Later bool // not the first page
+	}{pg, code, cursor != ""}}
+	if n, ok := count(q.Get("retried")); ok {
 		p.Notice = plural(n, "failed delivery", "failed deliveries") + " made pending again."
 	}
 	h.render(w, http.StatusOK, "failed", p)
@@ -52,11 +85,22 @@ func (h *Handler) failed(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) confirmRetry(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	c := confirmation{Action: "retry", Button: "Retry", Back: "failed"}
-	if q.Get("all") == "1" {
+	switch {
+	case q.Get("all") == "1":
 		c.Heading = "Retry every failed delivery?"
 		c.Text = "Every delivery that has failed by now becomes pending again, due now with a fresh attempt count, in batches. A push whose token was pruned or moved to another user is still never sent."
 		c.Fields = []field{{"all", "1"}}
-	} else {
+	case q.Has("code"):
+		code := q.Get("code")
+		if !validCode(code) {
+			h.fail(w, r, http.StatusBadRequest, "That is not an error code.", nil)
+			return
+		}
+		c.Heading = "Retry every failed delivery with code " + code + "?"
+		c.Text = "Every delivery that has failed by now with this code becomes pending again, due now with a fresh attempt count, in batches. A push whose token was pruned or moved to another user is still never sent."
+		c.Fields = []field{{"code", code}}
+		c.Back = "failed?code=" + url.QueryEscape(code)
+	default:
 		ids, err := parseIDs(q["id"])
 		if err != nil {
 			h.fail(w, r, http.StatusBadRequest, "Choose the failed deliveries to retry.", err)
@@ -77,6 +121,13 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if r.PostForm.Get("all") == "1" {
 		n, err = h.op.RetryAllFailed(r.Context())
+	} else if r.PostForm.Has("code") {
+		code := r.PostForm.Get("code")
+		if !validCode(code) {
+			h.fail(w, r, http.StatusBadRequest, "The form named no valid error code.", nil)
+			return
+		}
+		n, err = h.op.RetryFailedWithCode(r.Context(), code)
 	} else {
 		var ids []int64
 		if ids, err = parseIDs(r.PostForm["id"]); err != nil {
@@ -182,15 +233,15 @@ func (h *Handler) timeline(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusInternalServerError, "The timeline could not be read.", err)
 		return
 	}
-	open := 0
-	for _, d := range tl.Deliveries {
-		if d.Status == "pending" || d.Status == "retry_scheduled" || d.Status == "claimed" {
-			open++
+	var open int64
+	for _, c := range tl.Counts {
+		if c.Status == "pending" || c.Status == "retry_scheduled" || c.Status == "claimed" {
+			open += c.Count
 		}
 	}
 	p := page{Title: "Notification " + id.String(), Nav: "search", Data: struct {
 		Timeline
-		Open int
+		Open int64
 	}{tl, open}}
 	if n, ok := count(r.URL.Query().Get("cancelled")); ok {
 		p.Notice = plural(n, "undelivered push", "undelivered pushes") + " cancelled."
@@ -223,6 +274,10 @@ func (h *Handler) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := h.op.CancelNotification(r.Context(), id)
+	if errors.Is(err, ErrNotFound) {
+		h.fail(w, r, http.StatusNotFound, "No notification has that id.", nil)
+		return
+	}
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "The cancellation failed.", err)
 		return

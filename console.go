@@ -78,6 +78,12 @@ func (o consoleOperator) Overview(ctx context.Context) (console.Overview, error)
 	for _, b := range st.Broadcasts {
 		v.Broadcasts = append(v.Broadcasts, consoleBroadcast(b))
 	}
+	for _, in := range st.Instances {
+		v.Instances = append(v.Instances, console.Instance{
+			ID: in.ID, Host: in.Host, PID: in.PID, Version: in.Version,
+			StartedAt: in.StartedAt, HeartbeatAt: in.HeartbeatAt, Leader: in.Leader,
+		})
+	}
 	if o.h.fcm != nil {
 		s := o.h.Stats()
 		v.Process = []console.Figure{

@@ -123,18 +123,23 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 	require.NoError(t, err)
 	w := &consoleWorld{h: h, pool: pool, fake: fake}
 
-	for _, d := range []struct{ user, token string }{
-		{"alice", "alice-phone"}, {"alice", "alice-tablet"},
-		{"bob", "bob-phone"}, {"bob", "bob-watch"},
-		{"carol", "carol-old-phone"}, {"carol", "carol-phone"},
-		{"dave", "dave-phone"},
+	for _, d := range []struct {
+		user, token string
+		platform    notification.Platform
+	}{
+		{"alice", "alice-phone", notification.PlatformAndroid}, {"alice", "alice-tablet", notification.PlatformAndroid},
+		{"bob", "bob-phone", notification.PlatformAndroid}, {"bob", "bob-watch", notification.PlatformAndroid},
+		{"carol", "carol-old-phone", notification.PlatformAndroid}, {"carol", "carol-phone", notification.PlatformAndroid},
+		{"dave", "dave-phone", notification.PlatformIOS},
 	} {
-		require.NoError(t, h.Tokens().Register(ctx, d.user, d.token, notification.PlatformAndroid))
+		require.NoError(t, h.Tokens().Register(ctx, d.user, d.token, d.platform))
 	}
 	fake.FailToken("alice-phone", testutil.Fault{Code: testutil.FaultInvalidMessage, Times: 1})
 	fake.FailToken("bob-watch", testutil.Fault{Code: testutil.FaultInvalidMessage})
 	fake.FailToken("carol-old-phone", testutil.Fault{Code: testutil.FaultUnregistered})
-	fake.FailToken("dave-phone", testutil.Fault{Code: testutil.FaultUnavailable})
+	// APNs refuses the project's key: Herald retries after its delay
+	// (iOS alone pauses), and the firebase SDK does not retry a 401 itself.
+	fake.FailToken("dave-phone", testutil.Fault{Code: testutil.FaultThirdPartyAuth})
 	_, err = pool.Exec(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
 		VALUES ('order-shipped-1', '{"v":1,"events":[{"type":"order_shipped","data":{},"notifications":[]}]}', '{}', pg_current_xact_id())`)
 	require.NoError(t, err)
@@ -229,6 +234,9 @@ func TestConsoleInChromium(t *testing.T) {
 	failed, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("#count-failed .n")))
 	require.NoError(t, err)
 	assert.Equal(t, "4", failed)
+	instances, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("#instances")))
+	require.NoError(t, err)
+	assert.Contains(t, instances, "leader", "this process, the only instance, leads")
 	if *update {
 		png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
 		require.NoError(t, err)

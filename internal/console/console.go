@@ -91,7 +91,7 @@ func New(op Operator, opts Options) *Handler {
 	h.style = template.CSS(css)
 	sum := sha256.Sum256(css)
 	h.csp = "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
-		"'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+		"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 	h.pages = parsePages(h.funcs())
 	h.routes()
 	cop := http.NewCrossOriginProtection()

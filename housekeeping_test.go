@@ -31,6 +31,7 @@ func TestHousekeepingRemovesWhatIsNoLongerNeeded(t *testing.T) {
 		return n
 	}
 	require.Equal(t, 1, count("watermill_herald_outbox"))
+	require.Equal(t, 1, count("herald_delivery_attempts"), "the failed attempt is logged, the sent one is not")
 
 	// Eight days later (ages are measured on the database's clock, so the
 	// rows are made older): sent deliveries and consumed outbox rows go,
@@ -67,4 +68,6 @@ func TestHousekeepingRemovesWhatIsNoLongerNeeded(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, report.Tokens)
 	assert.Zero(t, count("herald_device_tokens"))
+	assert.Zero(t, count("herald_deliveries"))
+	assert.Zero(t, count("herald_delivery_attempts"), "attempts go with their deliveries")
 }

@@ -261,3 +261,52 @@ func TestStatusShowsTheWholeDeploymentAtAGlance(t *testing.T) {
 	}, j["deliveries"])
 	assert.Equal(t, []any{}, j["failed_last_hour"])
 }
+
+// TestCancellingABroadcastStopsItsExpansion: a broadcast cancelled half
+// expanded creates no more deliveries, and those it created are
+// cancelled: no device gets it.
+func TestCancellingABroadcastStopsItsExpansion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
+	require.NoError(t, err)
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, func(a Announcement) ([]notification.Draft, error) {
+		return []notification.Draft{{Type: "announcement", Broadcast: &notification.Audience{},
+			Content: notification.Content{Title: "News", Body: a.Text}}}, nil
+	}))
+	cfg := fastConfig()
+	cfg.Broadcast.ChunkSize = 10
+	hd, err := herald.New(pool, client, rules, cfg)
+	require.NoError(t, err)
+	h := &harness{t: t, pool: pool, fake: fake, herald: hd}
+	h.registerTokens("crowd", 50)
+	n := h.raise(true, Announcement{Text: "v2 is out"})[0]
+	// Half way: the relay recorded the broadcast and the expander created
+	// the first chunk.
+	for _, sql := range []string{
+		`INSERT INTO herald_broadcasts (notification_id, last_token, expanded, created_at)
+			VALUES ($1, 'crowd-device-0009', 10, now())`,
+		`INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+			SELECT $1, token, 'pending', now(), now(), now() FROM herald_device_tokens WHERE token <= 'crowd-device-0009'`,
+	} {
+		_, err := pool.Exec(ctx, sql, n.ID())
+		require.NoError(t, err)
+	}
+
+	cancelled, err := hd.CancelNotification(ctx, n.ID())
+	require.NoError(t, err)
+	assert.Equal(t, 10, cancelled)
+	h.run()
+	testutil.WaitIdle(t, pool, 10*time.Second)
+	assert.Equal(t, map[notification.DeliveryStatus]int{notification.StatusCancelled: 10}, h.statuses(n))
+	assert.Empty(t, fake.Accepted())
+	tl, err := hd.Timeline(ctx, n.ID())
+	require.NoError(t, err)
+	require.NotNil(t, tl.Broadcast)
+	assert.False(t, tl.Broadcast.FinishedAt.IsZero(), "the expansion stopped")
+	assert.Equal(t, int64(10), tl.Broadcast.Expanded)
+	assert.True(t, tl.Notification.Broadcast)
+}

@@ -11,3 +11,11 @@ func WrapFCMClientTransport(c *FCMClient, wrap func(http.RoundTripper) http.Roun
 // ClassifyFCMError is classifyFCMError, for the table tests of FCM's
 // answers.
 var ClassifyFCMError = classifyFCMError
+
+// SetExactCountBelow sets the table size under which the status counts
+// every delivery, until the test ends.
+func SetExactCountBelow(t interface{ Cleanup(func()) }, n float64) {
+	old := exactCountBelow
+	exactCountBelow = n
+	t.Cleanup(func() { exactCountBelow = old })
+}

@@ -81,7 +81,15 @@ func writeStatus(w io.Writer, s herald.Status) {
 		counts = append(counts, fmt.Sprintf("%s %s", c.Status, countText(c.Count, c.AtLeast, c.Estimated)))
 	}
 	fmt.Fprintf(tw, "Deliveries\t%s\n", orNone(strings.Join(counts, "  ")))
-	due := countText(s.DueNow, s.DueNowAtLeast, false) + " due now"
+	var open int64
+	openAtLeast := false
+	for _, c := range s.Deliveries {
+		if !c.Status.IsFinal() {
+			open += c.Count
+			openAtLeast = openAtLeast || c.AtLeast
+		}
+	}
+	due := countText(open, openAtLeast, false) + " open, " + countText(s.DueNow, s.DueNowAtLeast, false) + " due now"
 	if s.DueNow > 0 {
 		due += ", oldest due for " + ago(s.OldestDueAge)
 	}

@@ -70,7 +70,7 @@ func TestHeraldStatusAndTheTimelineAnswerTheOnCallQuestions(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("herald status:\n%s", out)
 	assert.Regexp(t, `(?m)^Deliveries\s+token_pruned 1  failed 1$`, out)
-	assert.Regexp(t, `(?m)^Senders\s+0 due now$`, out)
+	assert.Regexp(t, `(?m)^Senders\s+0 open, 0 due now$`, out)
 	assert.Regexp(t, `(?m)^Relay\s+0 outbox messages waiting$`, out)
 	assert.Regexp(t, `(?m)^Failed, last hour\s+(INVALID_ARGUMENT 1  UNREGISTERED 1)$`, out)
 	assert.Regexp(t, `(?m)^Dead letters\s+none$`, out)

@@ -139,8 +139,21 @@ func writeStatus(w io.Writer, s herald.Status) {
 		breaker = "(each sending process has its own; this one does not send)"
 	}
 	fmt.Fprintf(tw, "Breaker\t%s\n", breaker)
-	// TODO(fleet): print s.Instances (live instances, the leader marked)
-	// once helper "fleet" has landed Herald.Instances.
+	if len(s.Instances) == 0 {
+		fmt.Fprintf(tw, "Instances\tnone running\n")
+	}
+	for i, in := range s.Instances {
+		label := ""
+		if i == 0 {
+			label = fmt.Sprintf("Instances (%d)", len(s.Instances))
+		}
+		leader := ""
+		if in.Leader {
+			leader = ", leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s pid %d %s%s, up %s, heartbeat %s ago\n", label, in.Host, in.PID, in.Version, leader,
+			ago(s.At.Sub(in.StartedAt)), ago(max(0, s.At.Sub(in.HeartbeatAt))))
+	}
 	_ = tw.Flush()
 }
 

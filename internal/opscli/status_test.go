@@ -75,6 +75,8 @@ func TestHeraldStatusAndTheTimelineAnswerTheOnCallQuestions(t *testing.T) {
 	assert.Regexp(t, `(?m)^Failed, last hour\s+(INVALID_ARGUMENT 1  UNREGISTERED 1)$`, out)
 	assert.Regexp(t, `(?m)^Dead letters\s+none$`, out)
 	assert.Regexp(t, `(?m)^Breaker\s+\(each sending process has its own; this one does not send\)$`, out)
+	assert.Regexp(t, `(?m)^Instances \(1\)\s+\S+ pid \d+ \S+, leader, up \S+, heartbeat \S+ ago$`, out,
+		"the sending Herald, the only one, leads")
 	assert.NotContains(t, out, "alice-phone")
 
 	out, err = runCommand(ctx, opscli.Status, "-json")

@@ -29,6 +29,8 @@ type Config struct {
 	// Fleet configures the heartbeats of several Herald processes on one
 	// database (see "Running several replicas" in the README).
 	Fleet FleetConfig
+	// Raise configures what Raise decides for the drafts.
+	Raise RaiseConfig
 	// Logger receives every part's logs. Tokens and message bodies are
 	// never logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -227,6 +229,16 @@ type FleetConfig struct {
 	DeadAfter time.Duration
 }
 
+// RaiseConfig configures raising.
+type RaiseConfig struct {
+	// IdempotencyWindow is how long a draft's IdempotencyKey holds, from
+	// the notification's creation, when the draft does not set its own
+	// IdempotencyWindow: a raise with the same key and recipient within it
+	// returns the first notification and pushes nothing more. At most 30
+	// days. Defaults to 24h.
+	IdempotencyWindow time.Duration
+}
+
 // WithDefaults returns c with every zero field set to its documented
 // default: the configuration in effect, to display or check. New applies
 // the same defaults; calling it first is never needed.
@@ -243,6 +255,7 @@ func (c Config) WithDefaults() Config {
 	c.Broadcast = broadcastFrom(c.broadcast().WithDefaults())
 	c.Housekeeping = housekeepingFrom(c.housekeeping().WithDefaults())
 	c.Fleet = fleetFrom(c.fleet().WithDefaults())
+	c.Raise = raiseFrom(c.raise().WithDefaults())
 	return c
 }
 
@@ -335,4 +348,12 @@ func (c Config) fleet() app.MembershipConfig {
 
 func fleetFrom(f app.MembershipConfig) FleetConfig {
 	return FleetConfig{HeartbeatInterval: f.HeartbeatInterval, DeadAfter: f.DeadAfter}
+}
+
+func (c Config) raise() outbox.Config {
+	return outbox.Config{IdempotencyWindow: c.Raise.IdempotencyWindow, Logger: c.Logger, Now: c.Now}
+}
+
+func raiseFrom(o outbox.Config) RaiseConfig {
+	return RaiseConfig{IdempotencyWindow: o.IdempotencyWindow}
 }

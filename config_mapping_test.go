@@ -30,6 +30,7 @@ func TestEverySettingReachesThePartThatUsesIt(t *testing.T) {
 		{"Broadcast", c.Broadcast, c.broadcast(), broadcastFrom(c.broadcast())},
 		{"Housekeeping", c.Housekeeping, c.housekeeping(), housekeepingFrom(c.housekeeping())},
 		{"Fleet", c.Fleet, c.fleet(), fleetFrom(c.fleet())},
+		{"Raise", c.Raise, c.raise(), raiseFrom(c.raise())},
 	} {
 		assert.Equal(t, part.facade, part.back, "%s: every field survives the round trip", part.name)
 		var want []string

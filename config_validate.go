@@ -28,6 +28,7 @@ func (c Config) Validate() error {
 		{"Broadcast", c.broadcast().Validate()},
 		{"Housekeeping", c.housekeeping().Validate()},
 		{"Fleet", c.fleet().Validate()},
+		{"Raise", c.raise().Validate()},
 	} {
 		errs = appendPrefixed(errs, part.name, part.err)
 	}

@@ -135,7 +135,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	deliveries := adapters.NewPostgresDeliveryRepository(pool)
 	h := &Herald{
 		pool:        pool,
-		outbox:      outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{Now: cfg.Now, Logger: log}),
+		outbox:      outbox.New(rules, adapters.NotificationWriterIn, cfg.raise()),
 		deliveries:  deliveries,
 		deadLetters: adapters.NewPostgresDeadLetterRepository(pool),
 		status:      adapters.NewPostgresStatusRepository(pool),

@@ -84,7 +84,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 	// share.
 	err := r.db.QueryRow(ctx, `
 		WITH picked AS (
-			SELECT n.id AS notification_id, n.recipient, t.token, t.rn
+			SELECT n.id AS notification_id, n.recipient, n.send_at, t.token, t.rn
 			FROM herald_notifications n CROSS JOIN LATERAL (
 				SELECT t.token, row_number() OVER (ORDER BY t.token) AS rn
 				FROM herald_device_tokens t
@@ -95,10 +95,36 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			) t
 			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NULL AND n.cancelled_at IS NULL
 		), created AS (
+			-- A scheduled notification is due at its send time.
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
-			SELECT notification_id, token, 'pending', now(), now(), now() FROM picked WHERE rn <= $2
+			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM picked WHERE rn <= $2
 			ON CONFLICT (notification_id, token) DO NOTHING
 			RETURNING 1
+		), collapsed AS (
+			-- Collapse: of each recipient's notifications with a collapse key
+			-- among these, all but the newest (by creation, then id) are
+			-- superseded, wherever they stand in expansion. One index probe
+			-- per key; nothing for notifications without a key.
+			UPDATE herald_notifications o SET superseded_at = now()
+			FROM (SELECT DISTINCT recipient, collapse_key FROM herald_notifications
+				WHERE id = ANY($1::uuid[]) AND collapse_key IS NOT NULL) g,
+			LATERAL (SELECT m.created_at, m.id FROM herald_notifications m
+				WHERE m.recipient = g.recipient AND m.collapse_key = g.collapse_key
+				ORDER BY m.created_at DESC, m.id DESC LIMIT 1) newest
+			WHERE o.recipient = g.recipient AND o.collapse_key = g.collapse_key AND o.superseded_at IS NULL
+				AND (o.created_at, o.id) < (newest.created_at, newest.id)
+			RETURNING o.id, o.audience IS NULL AS personal
+		), superseded AS (
+			-- Their deliveries not claimed yet end here. A claimed one is on
+			-- its way (or comes back, and the claim then closes it, reading
+			-- superseded_at): the row lock orders this against the claim.
+			UPDATE herald_deliveries d SET status = 'superseded', due_at = now(), updated_at = now(),
+				claim_id = NULL, error_code = 'SUPERSEDED',
+				last_error = 'replaced by a newer notification with the same collapse key before the push'
+			-- A broadcast's deliveries may be millions: the claim closes
+			-- those as they come due, so this statement stays bounded.
+			FROM collapsed c
+			WHERE c.personal AND d.notification_id = c.id AND d.status IN ('pending', 'retry_scheduled')
 		), continued AS (
 			-- The recipient has more tokens than this share: the broadcast
 			-- expander carries on after the last one expanded here.
@@ -148,7 +174,9 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 			WHERE finished_at IS NULL ORDER BY recipient IS NULL, created_at LIMIT 1
 			FOR UPDATE SKIP LOCKED
 		), chunk AS (
-			SELECT b.notification_id, t.token FROM b, LATERAL (
+			SELECT b.notification_id, t.token, (SELECT n.send_at FROM herald_notifications n
+				WHERE n.id = b.notification_id) AS send_at
+			FROM b, LATERAL (
 				(SELECT t.token FROM herald_device_tokens t
 				WHERE b.recipient IS NULL AND t.token > b.last_token AND octet_length(t.token) <= 1024
 					AND (cardinality(b.platforms) = 0 OR t.platform = ANY (b.platforms))
@@ -162,7 +190,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 			) t
 		), created AS (
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
-			SELECT notification_id, token, 'pending', now(), now(), now() FROM chunk
+			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM chunk
 			ON CONFLICT (notification_id, token) DO NOTHING
 			RETURNING 1
 		), advanced AS (
@@ -245,10 +273,22 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 	var scanned int
 	batch.Queue(`
 		WITH due AS (
-			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds,
+			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds, n.expires_at, n.collapse_key, n.options,
+				-- The unread count only for the few notifications whose
+				-- options ask for it as their badge.
+				CASE WHEN n.options IS NULL THEN NULL
+					WHEN coalesce((n.options->'apns'->>'badge_unread')::boolean, false)
+						OR coalesce((n.options->'android'->>'badge_unread')::boolean, false)
+					THEN (SELECT count(*) FROM herald_notifications u WHERE u.recipient = n.recipient
+						AND u.read_at IS NULL AND (u.send_at IS NULL OR u.send_at <= now()) AND u.superseded_at IS NULL)
+				END AS badge,
 				CASE
 					WHEN n.cancelled_at IS NOT NULL THEN 'cancelled'
 					WHEN t.token IS NULL THEN 'token_pruned'
+					-- A newer notification with the same collapse key was
+					-- expanded, or the expiry passed: never pushed.
+					WHEN n.superseded_at IS NOT NULL THEN 'superseded'
+					WHEN n.expires_at <= now() THEN 'expired'
 					WHEN n.audience IS NULL AND t.user_id = n.recipient THEN 'claimed'
 					WHEN n.audience IS NOT NULL AND (coalesce(n.audience->'platforms', '[]') IN ('[]', 'null')
 						OR n.audience->'platforms' ? t.platform) THEN 'claimed'
@@ -272,15 +312,19 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 			claim_id = CASE WHEN due.next = 'claimed' THEN $3::uuid END,
 			claimed_by = CASE WHEN due.next = 'claimed' THEN $4::uuid END,
 			error_code = CASE due.next WHEN 'claimed' THEN d.error_code
-				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' WHEN 'cancelled' THEN 'CANCELLED' ELSE 'TOKEN_MOVED' END,
+				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' WHEN 'cancelled' THEN 'CANCELLED'
+				WHEN 'superseded' THEN 'SUPERSEDED' WHEN 'expired' THEN 'EXPIRED' ELSE 'TOKEN_MOVED' END,
 			last_error = CASE due.next WHEN 'claimed' THEN d.last_error
 				WHEN 'token_pruned' THEN 'token removed from the registry before the push'
 				WHEN 'cancelled' THEN 'cancelled by an operator'
+				WHEN 'superseded' THEN 'replaced by a newer notification with the same collapse key before the push'
+				WHEN 'expired' THEN 'notification expired before the push'
 				ELSE 'token registered to another user before the push' END
 		FROM due
 		WHERE d.id = due.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
-			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds`,
+			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds,
+			due.expires_at, coalesce(due.collapse_key, ''), due.options, due.badge`,
 		limit, lease.Microseconds(), [16]byte(claimID), r.instance).Query(func(rows pgx.Rows) error {
 		var err error
 		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
@@ -306,9 +350,13 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 			attempts                                      int
 			data                                          map[string]string
 			ttl                                           int32
+			expiresAt                                     *time.Time
+			collapseKey                                   string
+			options                                       *storedOptions
+			badge                                         *int64
 		)
 		if err := rows.Scan(&claimed, &id, &notificationID, &token, &platform, &attempts, &lastError, &code,
-			&title, &body, &data, &ttl); err != nil {
+			&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge); err != nil {
 			return scanned, err
 		}
 		if !claimed {
@@ -319,7 +367,13 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		msg := notification.Message{NotificationID: notificationID, Token: token,
 			Platform: notification.Platform(platform), Content: notification.Content{
 				Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second,
-			}}
+			}, PushOptions: notification.PushOptions{CollapseKey: collapseKey, ExpiresAt: deref(expiresAt)}}
+		if options != nil {
+			msg.Android, msg.APNs, msg.Web = options.Android, options.APNs, options.Web
+		}
+		if badge != nil {
+			msg.Badge = ptr(int(*badge))
+		}
 		*dispatches = append(*dispatches, app.Dispatch{Delivery: d, Message: msg})
 	}
 	return scanned, rows.Err()

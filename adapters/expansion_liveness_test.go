@@ -42,7 +42,8 @@ func addNotification(t *testing.T, pool *pgxpool.Pool, recipient string) uuid.UU
 	n, err := notification.NewNotification(uuid.Must(uuid.NewV7()),
 		notification.Draft{Recipient: recipient, Type: "t", Content: notification.Content{Title: "hi"}}, time.Now())
 	require.NoError(t, err)
-	require.NoError(t, adapters.NewPostgresNotificationRepository(pool).Add(context.Background(), []*notification.Notification{n}))
+	_, err = adapters.NewPostgresNotificationRepository(pool).Add(context.Background(), []*notification.Notification{n})
+	require.NoError(t, err)
 	return n.ID()
 }
 

@@ -111,7 +111,7 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 	ctx = context.WithValue(ctx, pushStateKey{}, ps)
 	defer context.AfterFunc(s.breaker.openedContext(), ps.stopForBreaker)()
 
-	name, err := s.client.Send(ctx, fcmMessage(msg))
+	name, err := s.client.Send(ctx, fcmMessage(msg, time.Now()))
 	if err == nil {
 		return name, nil
 	}
@@ -146,21 +146,6 @@ func classifyPushError(parent, ctx context.Context, ps *pushState, err error) *n
 		se.RetryAfter = retryAfter
 	}
 	return se
-}
-
-func fcmMessage(msg notification.Message) *messaging.Message {
-	m := &messaging.Message{Token: msg.Token, Data: msg.Data}
-	if msg.Title != "" || msg.Body != "" {
-		m.Notification = &messaging.Notification{Title: msg.Title, Body: msg.Body}
-	}
-	if msg.TTL > 0 {
-		ttl := msg.TTL
-		m.Android = &messaging.AndroidConfig{TTL: &ttl}
-		m.APNS = &messaging.APNSConfig{Headers: map[string]string{
-			"apns-expiration": strconv.FormatInt(time.Now().Add(ttl).Unix(), 10),
-		}}
-	}
-	return m
 }
 
 // classifyFCMError turns an error from the firebase messaging client into a

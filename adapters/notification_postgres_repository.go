@@ -30,54 +30,168 @@ func NewPostgresNotificationRepository(db DB) *PostgresNotificationRepository {
 // trips of bounded size.
 const insertChunk = 5000
 
-// Add inserts notifications, one statement per chunk of 5,000. To write
-// them in the host's transaction, make the repository on that pgx.Tx.
-func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notification.Notification) error {
+// Add inserts notifications, one statement per chunk of 5,000, and returns
+// them as stored (see app.NotificationWriter): a notification whose
+// idempotency key its recipient already holds is not inserted, and the
+// holder is returned in its place. A key whose window has passed (its
+// idempotent_until is not after the new notification's creation) is
+// released first, in the same transaction. A chunk with no key costs one
+// statement; one with keys, up to three (release, insert, and a lookup
+// only when some were duplicates). To write them in the host's
+// transaction, make the repository on that pgx.Tx.
+func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notification.Notification) ([]*notification.Notification, error) {
+	stored := append([]*notification.Notification(nil), ns...)
 	for start := 0; start < len(ns); start += insertChunk {
-		chunk := ns[start:min(start+insertChunk, len(ns))]
-		ids := make([]uuid.UUID, len(chunk))
-		recipients := make([]string, len(chunk))
-		types := make([]string, len(chunk))
-		titles := make([]string, len(chunk))
-		bodies := make([]string, len(chunk))
-		data := make([]string, len(chunk))
-		ttls := make([]int32, len(chunk))
-		audiences := make([]*string, len(chunk))
-		created := make([]time.Time, len(chunk))
-		for i, n := range chunk {
-			c := n.Content()
-			ids[i], recipients[i], types[i] = n.ID(), n.Recipient(), n.Type()
-			titles[i], bodies[i], ttls[i], created[i] = c.Title, c.Body, int32(c.TTL/time.Second), n.CreatedAt()
-			b, err := json.Marshal(c.Data)
-			if err != nil {
-				return fmt.Errorf("encode data of notification %s: %w", n.ID(), err)
-			}
-			if c.Data == nil {
-				b = []byte("{}")
-			}
-			data[i] = string(b)
-			if a := n.Broadcast(); a != nil {
-				b, err := json.Marshal(a)
-				if err != nil {
-					return fmt.Errorf("encode audience of notification %s: %w", n.ID(), err)
-				}
-				audience := string(b)
-				audiences[i] = &audience
-			}
+		if err := r.addChunk(ctx, stored[start:min(start+insertChunk, len(ns))]); err != nil {
+			return nil, err
 		}
-		_, err := r.db.Exec(ctx, `
-			INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience)
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
-				$8::timestamptz[], $9::jsonb[])`,
-			uuidArray(ids), recipients, types, titles, bodies, data, ttls, created, audiences)
+	}
+	return stored, nil
+}
+
+// addChunk inserts chunk and replaces, in place, each duplicate by the
+// notification holding its key.
+func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*notification.Notification) error {
+	n := len(chunk)
+	ids := make([]uuid.UUID, n)
+	recipients, types, titles, bodies, data := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ttls := make([]int32, n)
+	audiences, keys, collapseKeys, options := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	created := make([]time.Time, n)
+	keyedUntil, sendAt, expiresAt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	keyed := 0
+	for i, nt := range chunk {
+		c := nt.Content()
+		ids[i], recipients[i], types[i] = nt.ID(), nt.Recipient(), nt.Type()
+		titles[i], bodies[i], ttls[i], created[i] = c.Title, c.Body, int32(c.TTL/time.Second), nt.CreatedAt()
+		b, err := json.Marshal(c.Data)
 		if err != nil {
+			return fmt.Errorf("encode data of notification %s: %w", nt.ID(), err)
+		}
+		if c.Data == nil {
+			b = []byte("{}")
+		}
+		data[i] = string(b)
+		if a := nt.Broadcast(); a != nil {
+			b, err := json.Marshal(a)
+			if err != nil {
+				return fmt.Errorf("encode audience of notification %s: %w", nt.ID(), err)
+			}
+			audiences[i] = ptr(string(b))
+		}
+		if k := nt.IdempotencyKey(); k != "" {
+			keys[i], keyedUntil[i] = ptr(k), ptr(nt.IdempotentUntil())
+			keyed++
+		}
+		p := nt.PushOptions()
+		if p.CollapseKey != "" {
+			collapseKeys[i] = ptr(p.CollapseKey)
+		}
+		if t := nt.SendAt(); !t.IsZero() {
+			sendAt[i] = ptr(t)
+		}
+		if !p.ExpiresAt.IsZero() {
+			expiresAt[i] = ptr(p.ExpiresAt)
+		}
+		if p.Android != nil || p.APNs != nil || p.Web != nil {
+			b, err := json.Marshal(storedOptions{Android: p.Android, APNs: p.APNs, Web: p.Web})
+			if err != nil {
+				return fmt.Errorf("encode options of notification %s: %w", nt.ID(), err)
+			}
+			options[i] = ptr(string(b))
+		}
+	}
+	args := []any{uuidArray(ids), recipients, types, titles, bodies, data, ttls, created, audiences,
+		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options}
+	const insert = `
+		INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience,
+			idempotency_key, idempotent_until, send_at, expires_at, collapse_key, options)
+		SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
+			$8::timestamptz[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
+			$14::text[], $15::jsonb[])`
+	if keyed == 0 {
+		if _, err := r.db.Exec(ctx, insert, args...); err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
+		return nil
+	}
+	// A key whose window has passed is released, so the unique index
+	// (which knows no time) lets the new notification take it. A concurrent
+	// raise of the same key waits here, or at the insert, for this
+	// transaction to end.
+	if _, err := r.db.Exec(ctx, `
+		UPDATE herald_notifications n SET idempotency_key = NULL
+		FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(recipient, key, created_at)
+		WHERE k.key IS NOT NULL AND n.recipient = k.recipient AND n.idempotency_key = k.key
+			AND n.idempotent_until <= k.created_at`, recipients, keys, created); err != nil {
+		return fmt.Errorf("release expired idempotency keys: %w", err)
+	}
+	rows, err := r.db.Query(ctx, insert+`
+		ON CONFLICT (recipient, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+		RETURNING id`, args...)
+	if err != nil {
+		return fmt.Errorf("insert notifications: %w", err)
+	}
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return fmt.Errorf("insert notifications: %w", err)
+	}
+	if len(inserted) == n {
+		return nil
+	}
+	isNew := make(map[uuid.UUID]bool, len(inserted))
+	for _, id := range inserted {
+		isNew[id] = true
+	}
+	var dupRecipients, dupKeys []string
+	for i, nt := range chunk {
+		if !isNew[nt.ID()] {
+			dupRecipients, dupKeys = append(dupRecipients, recipients[i]), append(dupKeys, *keys[i])
+		}
+	}
+	// A new statement: it sees what a concurrent transaction committed
+	// while the insert waited for it.
+	rows, err = r.db.Query(ctx, `SELECT `+notificationColumns+` FROM herald_notifications
+		WHERE (recipient, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, dupRecipients, dupKeys)
+	if err != nil {
+		return fmt.Errorf("read notifications holding idempotency keys: %w", err)
+	}
+	holders, err := pgx.CollectRows(rows, scanNotification)
+	if err != nil {
+		return fmt.Errorf("read notifications holding idempotency keys: %w", err)
+	}
+	byKey := make(map[[2]string]*notification.Notification, len(holders))
+	for _, h := range holders {
+		byKey[[2]string{h.Recipient(), h.IdempotencyKey()}] = h
+	}
+	for i, nt := range chunk {
+		if isNew[nt.ID()] {
+			continue
+		}
+		h, ok := byKey[[2]string{recipients[i], *keys[i]}]
+		if !ok { // cannot happen: the insert conflicted with a row this transaction sees
+			return fmt.Errorf("notification %s: idempotency key %q is held, but its holder is not visible", nt.ID(), *keys[i])
+		}
+		chunk[i] = h
 	}
 	return nil
 }
 
-const notificationColumns = `id, recipient, audience, type, title, body, data, ttl_seconds, created_at, read_at`
+// storedOptions is the JSON of the options column.
+type storedOptions struct {
+	Android *notification.AndroidOptions `json:"android,omitempty"`
+	APNs    *notification.APNsOptions    `json:"apns,omitempty"`
+	Web     *notification.WebOptions     `json:"web,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+const notificationColumns = `id, recipient, audience, type, title, body, data, ttl_seconds, created_at, read_at,
+	idempotency_key, idempotent_until, send_at, expires_at, collapse_key, superseded_at, options`
+
+// inboxVisible is the inbox's filter: a notification shows from its send
+// time, and not once a newer one with its collapse key replaced it.
+const inboxVisible = `(send_at IS NULL OR send_at <= now()) AND superseded_at IS NULL`
 
 // Get returns one notification, or notification.ErrNotFound.
 func (r *PostgresNotificationRepository) Get(ctx context.Context, id uuid.UUID) (*notification.Notification, error) {
@@ -102,10 +216,10 @@ func (r *PostgresNotificationRepository) ListForRecipient(ctx context.Context, r
 	var err error
 	if after == nil {
 		rows, err = r.db.Query(ctx, `SELECT `+notificationColumns+` FROM herald_notifications
-			WHERE recipient = $1 ORDER BY created_at DESC, id DESC LIMIT $2`, recipient, limit)
+			WHERE recipient = $1 AND `+inboxVisible+` ORDER BY created_at DESC, id DESC LIMIT $2`, recipient, limit)
 	} else {
 		rows, err = r.db.Query(ctx, `SELECT `+notificationColumns+` FROM herald_notifications
-			WHERE recipient = $1 AND (created_at, id) < ($2, $3)
+			WHERE recipient = $1 AND (created_at, id) < ($2, $3) AND `+inboxVisible+`
 			ORDER BY created_at DESC, id DESC LIMIT $4`, recipient, after.CreatedAt, after.ID, limit)
 	}
 	if err != nil {
@@ -121,7 +235,7 @@ func (r *PostgresNotificationRepository) ListForRecipient(ctx context.Context, r
 // CountUnread counts recipient's unread notifications.
 func (r *PostgresNotificationRepository) CountUnread(ctx context.Context, recipient string) (int, error) {
 	var n int
-	err := r.db.QueryRow(ctx, `SELECT count(*) FROM herald_notifications WHERE recipient = $1 AND read_at IS NULL`, recipient).Scan(&n)
+	err := r.db.QueryRow(ctx, `SELECT count(*) FROM herald_notifications WHERE recipient = $1 AND read_at IS NULL AND `+inboxVisible, recipient).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count unread notifications: %w", err)
 	}
@@ -163,7 +277,7 @@ func (r *PostgresNotificationRepository) Update(ctx context.Context, recipient s
 // MarkAllRead marks every unread notification of recipient read at at and
 // returns how many it marked.
 func (r *PostgresNotificationRepository) MarkAllRead(ctx context.Context, recipient string, at time.Time) (int, error) {
-	tag, err := r.db.Exec(ctx, `UPDATE herald_notifications SET read_at = $2 WHERE recipient = $1 AND read_at IS NULL`, recipient, at)
+	tag, err := r.db.Exec(ctx, `UPDATE herald_notifications SET read_at = $2 WHERE recipient = $1 AND read_at IS NULL AND `+inboxVisible, recipient, at)
 	if err != nil {
 		return 0, fmt.Errorf("mark all read: %w", err)
 	}
@@ -179,14 +293,32 @@ func scanNotification(row pgx.CollectableRow) (*notification.Notification, error
 		createdAt                   time.Time
 		readAt                      *time.Time
 		audience                    *notification.Audience
+		key, collapseKey            *string
+		until, sendAt, expiresAt    *time.Time
+		supersededAt                *time.Time
+		options                     *storedOptions
 	)
-	if err := row.Scan(&id, &recipient, &audience, &typ, &title, &body, &data, &ttl, &createdAt, &readAt); err != nil {
+	if err := row.Scan(&id, &recipient, &audience, &typ, &title, &body, &data, &ttl, &createdAt, &readAt,
+		&key, &until, &sendAt, &expiresAt, &collapseKey, &supersededAt, &options); err != nil {
 		return nil, err
 	}
-	var read time.Time
-	if readAt != nil {
-		read = *readAt
-	}
 	content := notification.Content{Title: title, Body: body, Data: data, TTL: time.Duration(ttl) * time.Second}
-	return notification.NotificationFromDatabase(id, recipient, audience, typ, content, createdAt, read), nil
+	n := notification.NotificationFromDatabase(id, recipient, audience, typ, content, createdAt, deref(readAt))
+	s := notification.DeliverySettings{IdempotencyKey: deref(key), IdempotentUntil: deref(until),
+		SendAt: deref(sendAt), SupersededAt: deref(supersededAt),
+		Push: notification.PushOptions{CollapseKey: deref(collapseKey), ExpiresAt: deref(expiresAt)}}
+	if options != nil {
+		s.Push.Android, s.Push.APNs, s.Push.Web = options.Android, options.APNs, options.Web
+	}
+	n.RestoreDeliverySettings(s)
+	return n, nil
+}
+
+// deref returns *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }

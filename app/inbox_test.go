@@ -38,7 +38,8 @@ func seedInbox(t *testing.T, user string, n int) (*app.Inbox, []uuid.UUID) {
 	require.NoError(t, err)
 	ns = append(ns, other)
 	require.NoError(t, pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-		return adapters.NewPostgresNotificationRepository(tx).Add(context.Background(), ns)
+		_, err := adapters.NewPostgresNotificationRepository(tx).Add(context.Background(), ns)
+		return err
 	}))
 	return app.NewInbox(repo, nil), ids
 }

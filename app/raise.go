@@ -37,15 +37,27 @@ type Raised struct {
 // its first write, so such an error leaves the transaction untouched and
 // usable. A database error aborts the host's transaction, as any failed
 // statement does, so it can never commit half of the writes.
+//
+// It returns the notifications as stored, in the order of ns: where a
+// notification's idempotency key was already taken by an earlier one of the
+// same recipient (in this transaction, or committed by another), the
+// earlier one in its place. Such a duplicate is not stored, and no outbox
+// event is written for a raise whose notifications are all duplicates.
 type RaiseTx interface {
-	Write(ctx context.Context, ns []*notification.Notification, raised []Raised) error
+	Write(ctx context.Context, ns []*notification.Notification, raised []Raised) ([]*notification.Notification, error)
 }
 
 // NotificationWriter stores notifications; the outbox makes one on the
 // host's transaction (package adapters implements it on Postgres), so the
 // notifications commit or roll back with the host's own writes.
+//
+// Add returns the notifications as stored, in the order of ns: the same
+// pointer for one it inserted, the existing notification for one whose
+// idempotency key the recipient already holds within its window. When
+// another open transaction holds the key, Add waits for it: if it commits,
+// its notification is returned; if it rolls back, this one is inserted.
 type NotificationWriter interface {
-	Add(ctx context.Context, ns []*notification.Notification) error
+	Add(ctx context.Context, ns []*notification.Notification) ([]*notification.Notification, error)
 }
 
 // RaiserConfig configures a Raiser.
@@ -54,14 +66,35 @@ type RaiserConfig struct {
 	Now func() time.Time
 	// NewID makes notification ids. Defaults to uuid.NewV7 (time-ordered).
 	NewID func() (uuid.UUID, error)
+	// IdempotencyWindow is how long a draft's idempotency key holds when
+	// the draft does not say. Defaults to
+	// notification.DefaultIdempotencyWindow (24h).
+	IdempotencyWindow time.Duration
+}
+
+// Validate reports every invalid field at once.
+func (c RaiserConfig) Validate() error {
+	if c.IdempotencyWindow < 0 || c.IdempotencyWindow > notification.MaxIdempotencyWindow {
+		return fmt.Errorf("IdempotencyWindow must be between 0 and %s", notification.MaxIdempotencyWindow)
+	}
+	return nil
+}
+
+// WithDefaults returns c with every zero setting at its default.
+func (c RaiserConfig) WithDefaults() RaiserConfig {
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = notification.DefaultIdempotencyWindow
+	}
+	return c
 }
 
 // Raiser turns domain events into notifications with the host's rules and
 // writes both through a RaiseTx. It is safe for concurrent use.
 type Raiser struct {
-	rules *notification.Rules
-	now   func() time.Time
-	newID func() (uuid.UUID, error)
+	rules  *notification.Rules
+	now    func() time.Time
+	newID  func() (uuid.UUID, error)
+	window time.Duration
 }
 
 // NewRaiser returns a Raiser applying rules. rules must not be nil.
@@ -73,7 +106,7 @@ func NewRaiser(rules *notification.Rules, cfg RaiserConfig) *Raiser {
 	if newID == nil {
 		newID = uuid.NewV7
 	}
-	return &Raiser{rules: rules, now: clockOrDefault(cfg.Now), newID: newID}
+	return &Raiser{rules: rules, now: clockOrDefault(cfg.Now), newID: newID, window: cfg.WithDefaults().IdempotencyWindow}
 }
 
 // Raise applies each event's rule, validates the notifications, encodes the
@@ -83,8 +116,9 @@ func NewRaiser(rules *notification.Rules, cfg RaiserConfig) *Raiser {
 // ErrMalformedEvent, the event's validation error, or the notification's
 // *FieldError / *PayloadTooLargeError. On such an error the host's
 // transaction is left as it was, still usable; a database error aborts it
-// (see RaiseTx). It returns the notifications
-// created, in event order.
+// (see RaiseTx). It returns the notifications in event order: those
+// created, and for a draft whose idempotency key its recipient already
+// holds, the notification raised first with that key.
 func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.Event) ([]*notification.Notification, error) {
 	raised, all, err := r.Prepare(events...)
 	if err != nil {
@@ -93,10 +127,7 @@ func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.E
 	if len(raised) == 0 {
 		return nil, nil
 	}
-	if err := tx.Write(ctx, all, raised); err != nil {
-		return nil, err
-	}
-	return all, nil
+	return tx.Write(ctx, all, raised)
 }
 
 // Prepare applies the rules, validates and encodes each event as JSON,
@@ -118,6 +149,9 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 		}
 		ns := make([]*notification.Notification, 0, len(drafts))
 		for j, d := range drafts {
+			if d.IdempotencyKey != "" && d.IdempotencyWindow == 0 {
+				d.IdempotencyWindow = r.window
+			}
 			id, err := r.newID()
 			if err != nil {
 				return nil, nil, fmt.Errorf("new notification id: %w", err)

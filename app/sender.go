@@ -191,7 +191,7 @@ type SenderStats struct {
 	PlatformPauses int64
 	// ClosedBeforePush counts claimed deliveries not pushed because they
 	// were closed while they waited (their token moved to another user or
-	// left the registry).
+	// left the registry), or whose notification expired while they waited.
 	ClosedBeforePush int64
 	// CircuitOpen counts pushes the circuit breaker stopped.
 	CircuitOpen int64
@@ -422,6 +422,17 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	now := s.cfg.Now()
 	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
 		s.release(d.Delivery)
+		return
+	}
+	// A notification that expired while its delivery waited is not pushed:
+	// it ends expired.
+	if d.Message.Expired(now) {
+		if err := d.Delivery.MarkExpired(now); err != nil {
+			s.log.Error("mark delivery expired", "delivery_id", d.Delivery.ID(), "err", err)
+			return
+		}
+		s.stats.closed.Add(1)
+		s.outcomes <- d.Delivery
 		return
 	}
 	// A claim that waited (a pause, a slow rate) is checked again just

@@ -76,6 +76,7 @@ type Message struct {
 	// delivery was claimed.
 	Platform Platform
 	Content
+	PushOptions
 }
 
 // Delivery is one notification to one device token, with its attempts. The
@@ -211,6 +212,17 @@ func (d *Delivery) RecordFailure(err error, policy RetryPolicy, now time.Time, j
 		d.dueAt = now.Add(policy.Delay(d.attempts, se.RetryAfter, jitter))
 	}
 	return d.status, nil
+}
+
+// MarkExpired records that the claimed delivery was not pushed because its
+// notification expired before the push could start.
+func (d *Delivery) MarkExpired(now time.Time) error {
+	if err := d.mustBeClaimed("expired"); err != nil {
+		return err
+	}
+	d.status, d.updatedAt = StatusExpired, now
+	d.errorCode, d.lastError = "EXPIRED", "notification expired before the push"
+	return nil
 }
 
 // Release gives a claimed delivery back unattempted, due at dueAt, for

@@ -31,6 +31,16 @@ var (
 	// ErrRecipientAndBroadcast reports a draft with both a recipient and a
 	// broadcast audience.
 	ErrRecipientAndBroadcast = errors.New("a broadcast has no single recipient")
+	// ErrInvalidValue reports an option outside the values it accepts (an
+	// Android priority, an interruption level, a negative badge, an
+	// idempotency window out of range).
+	ErrInvalidValue = errors.New("not an accepted value")
+	// ErrInvalidURL reports an image or link that is not an absolute https
+	// URL, which FCM requires.
+	ErrInvalidURL = errors.New("not an absolute https url")
+	// ErrExpiresTooEarly reports an ExpiresAt not after the notification's
+	// creation and SendAt: it could never be pushed.
+	ErrExpiresTooEarly = errors.New("expires before it could be sent")
 )
 
 // FieldError says which field of a notification, token or event failed

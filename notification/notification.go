@@ -21,6 +21,11 @@ const (
 	MaxRecipientLength = 255
 	// MaxTypeLength bounds a notification type.
 	MaxTypeLength = 100
+	// DefaultIdempotencyWindow is how long an idempotency key holds when
+	// neither the draft nor the configuration says.
+	DefaultIdempotencyWindow = 24 * time.Hour
+	// MaxIdempotencyWindow is the longest window a key may hold.
+	MaxIdempotencyWindow = 30 * 24 * time.Hour
 )
 
 // reservedDataKeys are data keys FCM rejects; keys starting with "google" or
@@ -62,6 +67,36 @@ type Draft struct {
 	// Type names the kind of notification, for example "comment_created".
 	Type string
 	Content
+
+	// IdempotencyKey, when set, makes raising the same draft again harmless:
+	// while the key's window lasts, a second notification to the same
+	// recipient (or a second broadcast) with the same key is not created,
+	// nothing more is pushed, and Raise returns the first notification.
+	IdempotencyKey string
+	// IdempotencyWindow is how long the key holds from the notification's
+	// creation. Zero means herald.Config.IdempotencyWindow (default 24h); at
+	// most MaxIdempotencyWindow.
+	IdempotencyWindow time.Duration
+	// SendAt, when set, holds the pushes until then; the inbox shows the
+	// notification from then too. The zero time (or a past one) sends at
+	// once.
+	SendAt time.Time
+	// ExpiresAt, when set, is when the notification stops being worth
+	// pushing: a delivery that could not go out before then (an outage,
+	// quiet hours) ends expired, never pushed, and each push tells FCM to
+	// keep it only for the time that remains (Content.TTL, if shorter,
+	// still applies). It must be after the creation and after SendAt.
+	ExpiresAt time.Time
+	// CollapseKey, when set, makes a newer notification to the same
+	// recipient (or a newer broadcast) with the same key replace older
+	// ones: their deliveries not yet pushed end superseded, and FCM's
+	// collapse_key and apns-collapse-id are set so devices replace rather
+	// than stack. At most MaxCollapseKeyLength bytes.
+	CollapseKey string
+	// Android, APNs and Web are the platform options. Nil means none.
+	Android *AndroidOptions
+	APNs    *APNsOptions
+	Web     *WebOptions
 }
 
 // Notification is one message to one user. It is the in-app inbox entry and
@@ -74,6 +109,12 @@ type Notification struct {
 	content   Content
 	createdAt time.Time
 	readAt    time.Time
+
+	idempotencyKey  string
+	idempotentUntil time.Time
+	sendAt          time.Time
+	push            PushOptions
+	supersededAt    time.Time
 }
 
 // NewNotification validates d and returns the notification. It fails with
@@ -90,22 +131,84 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 	if createdAt.IsZero() {
 		return nil, &FieldError{Field: "created_at", Err: ErrRequired}
 	}
-	return &Notification{
+	if !d.ExpiresAt.IsZero() && !d.ExpiresAt.After(createdAt) {
+		return nil, &FieldError{Field: "expires_at", Err: ErrExpiresTooEarly}
+	}
+	n := &Notification{
 		id:        id,
 		recipient: d.Recipient,
 		audience:  d.Broadcast.clone(),
 		typ:       d.Type,
 		content:   d.Content.clone(),
 		createdAt: createdAt,
-	}, nil
+		sendAt:    d.SendAt,
+		push: PushOptions{CollapseKey: d.CollapseKey, ExpiresAt: d.ExpiresAt,
+			Android: d.Android.clone(), APNs: d.APNs.clone(), Web: d.Web.clone()},
+	}
+	if !d.SendAt.After(createdAt) {
+		n.sendAt = time.Time{}
+	}
+	if d.IdempotencyKey != "" {
+		window := d.IdempotencyWindow
+		if window == 0 {
+			window = DefaultIdempotencyWindow
+		}
+		n.idempotencyKey, n.idempotentUntil = d.IdempotencyKey, createdAt.Add(window)
+	}
+	return n, nil
 }
 
 // NotificationFromDatabase rebuilds a stored notification without validating
 // it. It is only for adapters reading what Herald wrote. audience is nil
-// unless the notification is a broadcast.
+// unless the notification is a broadcast. The delivery settings are
+// restored with RestoreDeliverySettings.
 func NotificationFromDatabase(id uuid.UUID, recipient string, audience *Audience, typ string, content Content, createdAt, readAt time.Time) *Notification {
 	return &Notification{id: id, recipient: recipient, audience: audience, typ: typ, content: content, createdAt: createdAt, readAt: readAt}
 }
+
+// DeliverySettings are the stored settings of a notification beyond its
+// content: its idempotency key and window, send time, push options, and
+// when a newer notification with its collapse key superseded it.
+type DeliverySettings struct {
+	IdempotencyKey  string
+	IdempotentUntil time.Time
+	SendAt          time.Time
+	Push            PushOptions
+	SupersededAt    time.Time
+}
+
+// RestoreDeliverySettings sets what NotificationFromDatabase does not. It
+// is only for adapters reading what Herald wrote.
+func (n *Notification) RestoreDeliverySettings(s DeliverySettings) {
+	n.idempotencyKey, n.idempotentUntil, n.sendAt = s.IdempotencyKey, s.IdempotentUntil, s.SendAt
+	n.push, n.supersededAt = s.Push, s.SupersededAt
+}
+
+// IdempotencyKey returns the draft's idempotency key, or "".
+func (n *Notification) IdempotencyKey() string { return n.idempotencyKey }
+
+// IdempotentUntil returns when the idempotency key stops holding, or the
+// zero time when there is no key.
+func (n *Notification) IdempotentUntil() time.Time { return n.idempotentUntil }
+
+// SendAt returns when the pushes may start and the inbox shows the
+// notification, or the zero time for at once.
+func (n *Notification) SendAt() time.Time { return n.sendAt }
+
+// ExpiresAt returns when the notification stops being pushed, or the zero
+// time.
+func (n *Notification) ExpiresAt() time.Time { return n.push.ExpiresAt }
+
+// CollapseKey returns the collapse key, or "".
+func (n *Notification) CollapseKey() string { return n.push.CollapseKey }
+
+// PushOptions returns the collapse key, expiry and platform options. The
+// option structs are shared: do not modify them.
+func (n *Notification) PushOptions() PushOptions { return n.push }
+
+// SupersededAt returns when a newer notification with the same collapse key
+// replaced this one, or the zero time.
+func (n *Notification) SupersededAt() time.Time { return n.supersededAt }
 
 // ID returns the notification's id.
 func (n *Notification) ID() uuid.UUID { return n.id }
@@ -156,8 +259,46 @@ func (d Draft) Validate() error {
 		}
 	}
 	errs = append(errs, checkText("type", d.Type, true, MaxTypeLength)...)
-	errs = append(errs, d.Content.validate()...)
+	errs = append(errs, checkText("idempotency_key", d.IdempotencyKey, false, MaxIdempotencyKeyLength)...)
+	if d.IdempotencyWindow < 0 || d.IdempotencyWindow > MaxIdempotencyWindow {
+		errs = append(errs, &FieldError{Field: "idempotency_window", Err: ErrInvalidValue})
+	}
+	errs = append(errs, checkText("collapse_key", d.CollapseKey, false, MaxCollapseKeyLength)...)
+	if !d.ExpiresAt.IsZero() && !d.SendAt.IsZero() && !d.ExpiresAt.After(d.SendAt) {
+		errs = append(errs, &FieldError{Field: "expires_at", Err: ErrExpiresTooEarly})
+	}
+	errs = append(errs, d.Android.validate()...)
+	errs = append(errs, d.APNs.validate()...)
+	errs = append(errs, d.Web.validate()...)
+	contentErrs := d.Content.validate()
+	if len(contentErrs) == 0 {
+		if size := d.PayloadSize(); size > MaxPayloadBytes {
+			contentErrs = append(contentErrs, &PayloadTooLargeError{Size: size, Limit: MaxPayloadBytes})
+		}
+	}
+	errs = append(errs, contentErrs...)
 	return errors.Join(errs...)
+}
+
+// PayloadSize is the size in bytes FCM counts against its 4096-byte limit
+// for this draft: the content's payload (see Content.PayloadSize) plus the
+// JSON of the platform options, counted for every platform at once, so a
+// draft that passes fits whichever device it reaches.
+func (d Draft) PayloadSize() int {
+	size := d.Content.PayloadSize()
+	if d.Android == nil && d.APNs == nil && d.Web == nil && d.CollapseKey == "" {
+		return size
+	}
+	b, err := json.Marshal(struct {
+		CollapseKey string          `json:"collapse_key,omitempty"`
+		Android     *AndroidOptions `json:"android,omitempty"`
+		APNs        *APNsOptions    `json:"apns,omitempty"`
+		Web         *WebOptions     `json:"web,omitempty"`
+	}{d.CollapseKey, d.Android, d.APNs, d.Web})
+	if err != nil { // cannot happen for these types
+		return MaxPayloadBytes + 1
+	}
+	return size + len(b)
 }
 
 func (c Content) validate() []error {
@@ -186,11 +327,6 @@ func (c Content) validate() []error {
 	}
 	if c.TTL < 0 || c.TTL > MaxTTL {
 		errs = append(errs, &FieldError{Field: "ttl", Err: ErrTTLOutOfRange})
-	}
-	if len(errs) == 0 {
-		if size := c.PayloadSize(); size > MaxPayloadBytes {
-			errs = append(errs, &PayloadTooLargeError{Size: size, Limit: MaxPayloadBytes})
-		}
 	}
 	return errs
 }

@@ -22,6 +22,21 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives watermill's logs. Defaults to discarding.
 	Logger *slog.Logger
+	// IdempotencyWindow is how long a draft's idempotency key holds when
+	// the draft does not say. Defaults to 24h.
+	IdempotencyWindow time.Duration
+}
+
+// Validate reports every invalid field at once.
+func (c Config) Validate() error {
+	return app.RaiserConfig{IdempotencyWindow: c.IdempotencyWindow}.Validate()
+}
+
+// WithDefaults returns c with every zero setting at its default (Now and
+// Logger stay nil: New applies theirs).
+func (c Config) WithDefaults() Config {
+	c.IdempotencyWindow = app.RaiserConfig{IdempotencyWindow: c.IdempotencyWindow}.WithDefaults().IdempotencyWindow
+	return c
 }
 
 // Outbox raises domain events inside the host's transaction. It is safe for
@@ -45,7 +60,7 @@ func New(rules *notification.Rules, notificationsIn func(pgx.Tx) app.Notificatio
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Outbox{
-		raiser:        app.NewRaiser(rules, app.RaiserConfig{Now: cfg.Now}),
+		raiser:        app.NewRaiser(rules, app.RaiserConfig{Now: cfg.Now, IdempotencyWindow: cfg.IdempotencyWindow}),
 		notifications: notificationsIn,
 		log:           watermill.NewSlogLogger(logger),
 	}
@@ -68,7 +83,17 @@ func New(rules *notification.Rules, notificationsIn func(pgx.Tx) app.Notificatio
 // savepoint is taken: a host raising many times in one transaction would
 // pile up subtransactions, which slow down every backend once a transaction
 // holds more than 64.) The relay expands what Raise accepted without
-// validating the events again. It returns the notifications created.
+// validating the events again. It returns the notifications created, and
+// for a draft whose idempotency key its recipient already holds, the
+// notification raised first with that key (nothing is written for it: a
+// raise whose notifications are all such duplicates writes no outbox
+// event; a partly duplicate one writes its event, whose duplicate ids the
+// relay finds no row for and skips). Two transactions raising the same key
+// at once resolve to one notification: the second waits for the first to
+// end, then returns the first's notification if it committed, or inserts
+// its own if it rolled back. (Under REPEATABLE READ or SERIALIZABLE the
+// second fails with a serialization error instead, to be retried as any
+// such failure.)
 func (o *Outbox) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
 	return o.raiser.Raise(ctx, raiseTx{tx: tx, notifications: o.notifications(tx), log: o.log}, events...)
 }
@@ -82,29 +107,39 @@ type raiseTx struct {
 
 // Write implements app.RaiseTx: it encodes the outbox messages and makes
 // the publisher first, so only the database can fail once it has written.
-func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, raised []app.Raised) error {
+func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, raised []app.Raised) ([]*notification.Notification, error) {
 	payloads, err := encodeEnvelopes(raised)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	msgs, err := newMessages(payloads)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, m := range msgs {
 		m.SetContext(ctx)
 	}
 	pub, err := newPublisher(r.tx, r.log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := r.notifications.Add(ctx, ns); err != nil {
-		return fmt.Errorf("store notifications: %w", err)
+	stored, err := r.notifications.Add(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("store notifications: %w", err)
+	}
+	created := 0
+	for i, n := range stored {
+		if n == ns[i] {
+			created++
+		}
+	}
+	if created == 0 {
+		return stored, nil // all duplicates: nothing to relay
 	}
 	if err := pub.Publish(topic, msgs...); err != nil {
-		return fmt.Errorf("append events to outbox: %w", err)
+		return nil, fmt.Errorf("append events to outbox: %w", err)
 	}
-	return nil
+	return stored, nil
 }
 
 // newMessages makes one outbox message per payload, each with a new

@@ -38,8 +38,21 @@ type wireMessage struct {
 	Notification json.RawMessage `json:"notification"`
 	Data         json.RawMessage `json:"data"`
 	Android      *struct {
-		TTL string `json:"ttl"`
+		TTL         string          `json:"ttl"`
+		CollapseKey string          `json:"collapse_key"`
+		Priority    string          `json:"priority"`
+		Notif       json.RawMessage `json:"notification"`
 	} `json:"android"`
+	APNS *struct {
+		Headers map[string]string `json:"headers"`
+		Payload json.RawMessage   `json:"payload"`
+	} `json:"apns"`
+	Webpush *struct {
+		Headers    map[string]string `json:"headers"`
+		FCMOptions *struct {
+			Link string `json:"link"`
+		} `json:"fcm_options"`
+	} `json:"webpush"`
 }
 
 type wireNotification struct {
@@ -226,6 +239,32 @@ func checkMessage(m *wireMessage) (Received, *apiError) {
 			return Received{}, errBadTTL
 		}
 		rec.TTL = m.Android.TTL
+	}
+	if a := m.Android; a != nil {
+		rec.CollapseKey, rec.AndroidPriority = a.CollapseKey, a.Priority
+		if len(a.Notif) > 0 && string(a.Notif) != "null" {
+			if err := json.Unmarshal(a.Notif, &rec.AndroidNotification); err != nil {
+				return Received{}, invalidMessage("message.android.notification", "Invalid value at 'message.android.notification'.")
+			}
+		}
+	}
+	if a := m.APNS; a != nil {
+		rec.APNsHeaders = a.Headers
+		if len(a.Payload) > 0 && string(a.Payload) != "null" {
+			var p struct {
+				Aps map[string]any `json:"aps"`
+			}
+			if err := json.Unmarshal(a.Payload, &p); err != nil {
+				return Received{}, invalidMessage("message.apns.payload", "Invalid value at 'message.apns.payload'.")
+			}
+			rec.APNsAps = p.Aps
+		}
+	}
+	if w := m.Webpush; w != nil {
+		rec.WebpushHeaders = w.Headers
+		if w.FCMOptions != nil {
+			rec.WebpushLink = w.FCMOptions.Link
+		}
 	}
 	return rec, nil
 }

@@ -65,6 +65,19 @@ type Received struct {
 	Data map[string]string
 	// TTL is message.android.ttl as sent on the wire (for example "3600s"); empty if absent.
 	TTL string
+	// CollapseKey and AndroidPriority are message.android.collapse_key and .priority.
+	CollapseKey, AndroidPriority string
+	// AndroidNotification is message.android.notification, nil when absent.
+	AndroidNotification *AndroidNotification
+	// APNsHeaders is message.apns.headers (apns-expiration, apns-collapse-id, ...); nil when absent.
+	APNsHeaders map[string]string
+	// APNsAps is the "aps" dictionary of message.apns.payload (badge, sound, thread-id, category,
+	// mutable-content, interruption-level, ...) as decoded JSON; nil when absent.
+	APNsAps map[string]any
+	// WebpushHeaders is message.webpush.headers (TTL, Topic, ...); nil when absent.
+	WebpushHeaders map[string]string
+	// WebpushLink is message.webpush.fcm_options.link.
+	WebpushLink string
 	// Authorization is the request's Authorization header; empty when the request had none
 	// (the fake never requires one).
 	Authorization string
@@ -72,6 +85,15 @@ type Received struct {
 	ProtoMajor int
 	// At is when the fake accepted the message.
 	At time.Time
+}
+
+// AndroidNotification is the part of message.android.notification the fake records.
+type AndroidNotification struct {
+	ChannelID         string `json:"channel_id"`
+	Image             string `json:"image"`
+	ClickAction       string `json:"click_action"`
+	Tag               string `json:"tag"`
+	NotificationCount *int   `json:"notification_count"`
 }
 
 // Server is an in-process stand-in for the FCM HTTP v1 API

@@ -1,0 +1,10 @@
+DROP INDEX herald_notifications_collapse_idx;
+DROP INDEX herald_notifications_idempotency_idx;
+ALTER TABLE herald_notifications
+    DROP COLUMN options,
+    DROP COLUMN superseded_at,
+    DROP COLUMN collapse_key,
+    DROP COLUMN expires_at,
+    DROP COLUMN send_at,
+    DROP COLUMN idempotent_until,
+    DROP COLUMN idempotency_key;

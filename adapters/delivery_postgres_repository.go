@@ -61,7 +61,15 @@ const minDirectPerNotification = 8
 // written into the table) are skipped. It is idempotent: a (notification,
 // token) pair that already has a delivery, or a notification that already
 // has its row in herald_broadcasts, is skipped. Deliveries are due at the
-// database's clock. When it creates anything it signals deliveriesChannel,
+// database's clock, or at the notification's send time if later.
+//
+// Collapse: for each recipient and collapse key among the notifications,
+// every notification of that key but the newest (by creation time, then id)
+// gets superseded_at, and their pending or retry_scheduled deliveries end
+// superseded in the same statement (a broadcast's are left to the claim,
+// which closes them as they come due, so the statement stays bounded).
+// Claimed ones are on their way and left to their sender; if the push does
+// not happen they come back and the claim closes them. When it creates anything it signals deliveriesChannel,
 // which Postgres delivers at commit. The relay makes the repository on its
 // transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID) (int, error) {
@@ -233,7 +241,11 @@ func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
 // broadcast's platforms). One whose token left the registry is closed
 // token_pruned (TOKEN_REMOVED); one whose token now belongs to someone else
 // is closed token_moved (TOKEN_MOVED); one whose notification an operator
-// cancelled is closed cancelled (CANCELLED). None is returned; since closed
+// cancelled is closed cancelled (CANCELLED); one whose notification a newer
+// one with the same collapse key superseded (superseded_at set at
+// expansion) is closed superseded (SUPERSEDED), and one whose
+// notification's expiry has passed is closed expired (EXPIRED): each a
+// column test on the joined notification. None is returned; since closed
 // deliveries take up room in a claim, it claims again for the room they
 // took, so a claim that returns fewer than limit means nothing more is due.
 func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, error) {

@@ -1,0 +1,67 @@
+package notification_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/notification"
+)
+
+func TestThePushTimeToLiveIsWhatRemainsBeforeExpiry(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name      string
+		ttl       time.Duration
+		expiresAt time.Time
+		want      time.Duration
+	}{
+		{"neither: the provider's default", 0, time.Time{}, 0},
+		{"a ttl alone", time.Hour, time.Time{}, time.Hour},
+		{"an expiry alone", 0, now.Add(90 * time.Minute), 90 * time.Minute},
+		{"the shorter of both", time.Hour, now.Add(10 * time.Minute), 10 * time.Minute},
+		{"a ttl shorter than the expiry", 5 * time.Minute, now.Add(time.Hour), 5 * time.Minute},
+		{"a far expiry is capped at 28 days", 0, now.Add(60 * 24 * time.Hour), notification.MaxTTL},
+		{"under a second left: one second", 0, now.Add(300 * time.Millisecond), time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := notification.Message{Content: notification.Content{TTL: c.ttl},
+				PushOptions: notification.PushOptions{ExpiresAt: c.expiresAt}}
+			assert.Equal(t, c.want, m.TTLAt(now))
+		})
+	}
+	m := notification.Message{PushOptions: notification.PushOptions{ExpiresAt: now}}
+	assert.True(t, m.Expired(now))
+	assert.False(t, m.Expired(now.Add(-time.Nanosecond)))
+	assert.False(t, notification.Message{}.Expired(now), "no expiry never expires")
+}
+
+func TestANotificationKeepsItsDraftsDeliverySettings(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	badge := 2
+	d := notification.Draft{Recipient: "u", Type: "t", Content: notification.Content{Title: "x"},
+		IdempotencyKey: "k", SendAt: created.Add(time.Hour), ExpiresAt: created.Add(2 * time.Hour), CollapseKey: "c",
+		APNs: &notification.APNsOptions{Badge: &badge}}
+	n, err := notification.NewNotification(uuid.New(), d, created)
+	require.NoError(t, err)
+	badge = 9
+	assert.Equal(t, "k", n.IdempotencyKey())
+	assert.Equal(t, created.Add(notification.DefaultIdempotencyWindow), n.IdempotentUntil())
+	assert.Equal(t, d.SendAt, n.SendAt())
+	assert.Equal(t, d.ExpiresAt, n.ExpiresAt())
+	assert.Equal(t, "c", n.CollapseKey())
+	assert.Equal(t, 2, *n.PushOptions().APNs.Badge, "the options are copied")
+
+	past := d
+	past.SendAt = created.Add(-time.Minute)
+	p, err := notification.NewNotification(uuid.New(), past, created)
+	require.NoError(t, err)
+	assert.True(t, p.SendAt().IsZero(), "a send time already passed sends at once")
+}

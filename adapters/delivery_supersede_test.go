@@ -60,7 +60,7 @@ func TestASupersededDeliveryIsNeverPushedWhateverItsClaimWasDoing(t *testing.T) 
 		return m
 	}
 	assert.Equal(t, map[string]notification.DeliveryStatus{
-		claimed[0].Message.Token: notification.StatusClaimed, // on its way: its sender decides
+		claimed[0].Message.Token:             notification.StatusClaimed, // on its way: its sender decides
 		otherToken(claimed[0].Message.Token): notification.StatusSuperseded,
 	}, byToken(first))
 

@@ -65,11 +65,10 @@ const minDirectPerNotification = 8
 //
 // Collapse: for each recipient and collapse key among the notifications,
 // every notification of that key but the newest (by creation time, then id)
-// gets superseded_at, and their pending or retry_scheduled deliveries end
-// superseded in the same statement (a broadcast's are left to the claim,
-// which closes them as they come due, so the statement stays bounded).
-// Claimed ones are on their way and left to their sender; if the push does
-// not happen they come back and the claim closes them. When it creates anything it signals deliveriesChannel,
+// gets superseded_at. The claim closes their open deliveries as superseded
+// as they come due (a column test), never returning them; a delivery
+// claimed at that moment is on its way and left to its sender, and if its
+// push does not happen it comes back and the next claim closes it. When it creates anything it signals deliveriesChannel,
 // which Postgres delivers at commit. The relay makes the repository on its
 // transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID) (int, error) {
@@ -112,7 +111,11 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			-- Collapse: of each recipient's notifications with a collapse key
 			-- among these, all but the newest (by creation, then id) are
 			-- superseded, wherever they stand in expansion. One index probe
-			-- per key; nothing for notifications without a key.
+			-- per key; nothing for notifications without a key. Their
+			-- deliveries are closed by the claim, which reads superseded_at:
+			-- updating them here, in the relay's REPEATABLE READ
+			-- transaction, would fail on every delivery a sender claimed
+			-- meanwhile.
 			UPDATE herald_notifications o SET superseded_at = now()
 			FROM (SELECT DISTINCT recipient, collapse_key FROM herald_notifications
 				WHERE id = ANY($1::uuid[]) AND collapse_key IS NOT NULL) g,
@@ -121,18 +124,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 				ORDER BY m.created_at DESC, m.id DESC LIMIT 1) newest
 			WHERE o.recipient = g.recipient AND o.collapse_key = g.collapse_key AND o.superseded_at IS NULL
 				AND (o.created_at, o.id) < (newest.created_at, newest.id)
-			RETURNING o.id, o.audience IS NULL AS personal
-		), superseded AS (
-			-- Their deliveries not claimed yet end here. A claimed one is on
-			-- its way (or comes back, and the claim then closes it, reading
-			-- superseded_at): the row lock orders this against the claim.
-			UPDATE herald_deliveries d SET status = 'superseded', due_at = now(), updated_at = now(),
-				claim_id = NULL, error_code = 'SUPERSEDED',
-				last_error = 'replaced by a newer notification with the same collapse key before the push'
-			-- A broadcast's deliveries may be millions: the claim closes
-			-- those as they come due, so this statement stays bounded.
-			FROM collapsed c
-			WHERE c.personal AND d.notification_id = c.id AND d.status IN ('pending', 'retry_scheduled')
+			RETURNING o.id
 		), continued AS (
 			-- The recipient has more tokens than this share: the broadcast
 			-- expander carries on after the last one expanded here.

@@ -75,6 +75,8 @@ var chaosFigures = map[string][]string{
 	"db-down-at-start": {"postgres_down_seconds", "worker_exits"},
 	"fcm-outage":       {"max_in_flight", "requests_during_outage", "breaker_open_after_ms", "requests_while_open"},
 	"clock-skew":       {"processes", "clock_offset_seconds"},
+	"sigkill": {"feature_scheduled_raised", "feature_collapsing_raised", "feature_superseded", "feature_pushed_early",
+		"feature_lost", "feature_superseded_pushed"},
 }
 
 // runChaosForTest runs `herald chaos -short <name>` and returns its JSON

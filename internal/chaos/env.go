@@ -101,12 +101,14 @@ func (t chaosTuning) heraldConfig(log *slog.Logger) herald.Config {
 }
 
 // chaosRules are the host application's rules: the worked example, and
-// chaosScored (poison raises one that cannot be encoded).
+// chaosScored (poison raises one that cannot be encoded), and chaosFeature
+// (scheduled and collapsing notifications, under sigkill).
 func chaosRules() *notification.Rules {
 	rules := notification.NewRules()
 	if err := errors.Join(
 		notification.On(rules, notification.NotifyCourseAuthor),
 		notification.On(rules, notifyScored),
+		notification.On(rules, notifyFeature),
 	); err != nil {
 		panic("chaos rules: " + err.Error()) // a fresh rule set cannot already have them
 	}

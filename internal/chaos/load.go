@@ -273,6 +273,7 @@ type chaosPushKey struct{ comment, token string }
 type chaosPushCounter struct {
 	mu    sync.Mutex
 	byKey map[chaosPushKey]int
+	first map[chaosPushKey]time.Time // when each key was first accepted
 	times []time.Time
 	// watched tokens have each of their pushes kept, with its time.
 	watched       map[string]bool
@@ -285,7 +286,9 @@ type chaosTimedPush struct {
 	at time.Time
 }
 
-func newChaosPushCounter() *chaosPushCounter { return &chaosPushCounter{byKey: map[chaosPushKey]int{}} }
+func newChaosPushCounter() *chaosPushCounter {
+	return &chaosPushCounter{byKey: map[chaosPushKey]int{}, first: map[chaosPushKey]time.Time{}}
+}
 
 // accept is the fake's OnAccept.
 func (c *chaosPushCounter) accept(r fakefcm.Received) {
@@ -293,6 +296,9 @@ func (c *chaosPushCounter) accept(r fakefcm.Received) {
 	defer c.mu.Unlock()
 	k := chaosPushKey{r.Data["comment_id"], r.Token}
 	c.byKey[k]++
+	if first, ok := c.first[k]; !ok || r.At.Before(first) {
+		c.first[k] = r.At
+	}
 	c.times = append(c.times, r.At)
 	if c.watched[r.Token] {
 		c.watchedPushes = append(c.watchedPushes, chaosTimedPush{k, r.At})
@@ -328,6 +334,14 @@ func (c *chaosPushCounter) count(k chaosPushKey) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.byKey[k]
+}
+
+// firstAt returns when the first push of k was accepted, if any was.
+func (c *chaosPushCounter) firstAt(k chaosPushKey) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.first[k]
+	return at, ok
 }
 
 func (c *chaosPushCounter) snapshot() map[chaosPushKey]int {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-push/herald/internal/backlog"
 	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/notification"
 )
 
 // chaosCrashBound is how many pushes one crash can duplicate: the
@@ -46,6 +47,10 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 		workers.pid(), deliveries, over, gapLo, gapHi, minKills)
 	raising, stopRelayWatch := e.raiseSteadily(ctx, res, load, deliveries, over, chaosMaxRelayStall)
 	defer stopRelayWatch()
+	// Scheduled and collapsing notifications in flight too (issue 10):
+	// nothing early, nothing lost, nothing superseded pushed.
+	load.allowEnds(notification.StatusSuperseded)
+	features := startFeatureLoad(ctx, e, load, over)
 
 	var kills, claimedAtKills, sentUnrecorded, unexpectedExits int
 	seenClaims := map[chaosClaim]bool{}
@@ -96,8 +101,12 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 			kills, pid, claimed, sent, workers.pid(), e.pushes.total())
 	}
 	<-raising
+	<-features.done
 	bound := kills * chaosCrashBound(tuning)
 	if err := load.finish(ctx, res, func() error { return workers.stop(30 * time.Second) }, bound); err != nil {
+		return nil, err
+	}
+	if err := features.check(ctx, e, res, claimedDeliveries(seenClaims)); err != nil {
 		return nil, err
 	}
 	stopRelayWatch()

@@ -4,8 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"testing"
+
+	"github.com/google/uuid"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -55,4 +60,69 @@ func TestTheConsoleShowsContentOnlyWhenTheHostOptsIn(t *testing.T) {
 	assert.Contains(t, shown, "New comment on Go in Practice")
 	assert.Contains(t, shown, "Ann commented on your course")
 	assert.NotContains(t, shown, "author-phone-token")
+}
+
+// TestTheConsoleOfAProcessThatDoesNotSendServesEveryPage: an admin process
+// (a Herald without an FCM client) serves every page of the console from
+// the database, cancels a notification through its confirmation page,
+// and answers 404 for a notification that does not exist.
+func TestTheConsoleOfAProcessThatDoesNotSendServesEveryPage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
+	h, err := herald.New(pool, nil, rules, fastConfig())
+	require.NoError(t, err)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	ns, err := h.Raise(ctx, tx, comment("m1", "ann", "author"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	id := ns[0].ID().String()
+
+	srv := httptest.NewServer(h.Console(herald.ConsoleOptions{}))
+	t.Cleanup(srv.Close)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/", "/failed", "/failed?code=UNAVAILABLE", "/deadletters", "/deadletters?all=1",
+		"/search?q=author", "/notification?id=" + id} {
+		status, body := get(path)
+		assert.Equal(t, http.StatusOK, status, "%s: %s", path, body)
+	}
+	status, _ := get("/notification?id=" + uuid.NewString())
+	assert.Equal(t, http.StatusNotFound, status)
+
+	_, body := get("/notification?id=" + id)
+	assert.Contains(t, body, "Cancel it before it is sent", "not expanded yet: cancel is offered")
+	status, body = get("/cancel?id=" + id)
+	require.Equal(t, http.StatusOK, status)
+	token := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
+	require.NotNil(t, token)
+	resp, err := client.PostForm(srv.URL+"/cancel", url.Values{"id": {id}, "csrf": {token[1]}})
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "followed to the timeline: %s", b)
+	assert.Contains(t, string(b), "0 undelivered pushes cancelled.")
+	assert.Contains(t, string(b), "<dt>Cancelled</dt>")
+	tl, err := h.Timeline(ctx, ns[0].ID())
+	require.NoError(t, err)
+	assert.False(t, tl.Notification.CancelledAt.IsZero(), "the relay will create no delivery for it")
+
+	resp, err = client.PostForm(srv.URL+"/cancel", url.Values{"id": {uuid.NewString()}, "csrf": {token[1]}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 }

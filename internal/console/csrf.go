@@ -28,9 +28,17 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request) string {
 	_, _ = rand.Read(b) // never fails (crypto/rand)
 	v := base64.RawURLEncoding.EncodeToString(b)
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: v, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		Name: cookieName, Value: v, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overHTTPS(r),
 	})
 	return v
+}
+
+// overHTTPS reports whether the browser reached the console over HTTPS:
+// directly, or through a proxy that terminated TLS and says so. A forged
+// X-Forwarded-Proto only makes the forger's own browser withhold the
+// cookie over plain HTTP.
+func overHTTPS(r *http.Request) bool {
+	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
 }
 
 // validSession reports whether v looks like a value session made.

@@ -239,10 +239,14 @@ func (h *Handler) timeline(w http.ResponseWriter, r *http.Request) {
 			open += c.Count
 		}
 	}
+	// Pushes not made yet can be cancelled, and so can a notification the
+	// relay has not expanded yet (the relay then skips it).
+	cancellable := tl.Notification.CancelledAt.IsZero() && (open > 0 || len(tl.Counts) == 0)
 	p := page{Title: "Notification " + id.String(), Nav: "search", Data: struct {
 		Timeline
-		Open int64
-	}{tl, open}}
+		Open        int64
+		Cancellable bool
+	}{tl, open, cancellable}}
 	if n, ok := count(r.URL.Query().Get("cancelled")); ok {
 		p.Notice = plural(n, "undelivered push", "undelivered pushes") + " cancelled."
 	}

@@ -42,13 +42,17 @@ func Status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer pool.Close()
 	for {
 		s, err := h.Status(ctx)
-		if err != nil {
-			if *watch && ctx.Err() != nil {
-				return nil // interrupted: the normal end of -watch
-			}
-			return err
-		}
 		switch {
+		case err != nil && *watch && ctx.Err() != nil:
+			return nil // interrupted: the normal end of -watch
+		case err != nil && *watch && !*asJSON:
+			// A database restart or a failover should not end the watch:
+			// say so in place and try again at the next refresh.
+			fmt.Fprint(stdout, clearScreen)
+			fmt.Fprintf(stdout, "status unavailable at %s: %v\n\nretrying every %s; Ctrl-C to stop\n",
+				time.Now().UTC().Format("15:04:05"), err, *interval)
+		case err != nil:
+			return err
 		case *asJSON:
 			enc := json.NewEncoder(stdout)
 			if !*watch {

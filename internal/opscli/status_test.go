@@ -148,3 +148,20 @@ func TestHeraldStatusAndTheTimelineAnswerTheOnCallQuestions(t *testing.T) {
 	assert.Regexp(t, `(?m)^Deliveries\s+none$`, out)
 	assert.Len(t, fake.AcceptedFor("alice-phone"), 1, "the cancelled notification was not pushed")
 }
+
+// TestStatusWatchOutlivesAnUnreachableDatabase: `herald status -watch`
+// left running through a database restart says in place that the status
+// is unavailable and keeps trying, instead of exiting; without -watch the
+// error is the command's.
+func TestStatusWatchOutlivesAnUnreachableDatabase(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	ctx := context.Background()
+	_, err := runCommand(ctx, opscli.Status)
+	assert.Error(t, err)
+
+	watchCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	out, err := runCommand(watchCtx, opscli.Status, "-watch", "-interval", "100ms")
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, strings.Count(out, "status unavailable at "), 2, out)
+}

@@ -36,6 +36,7 @@ var chaosScenarios = []chaosScenario{
 	{"hot-device", "one device is throttled (QUOTA_EXCEEDED): the other devices keep full speed, nothing is lost", runChaosHotDevice},
 	{"db-down-at-start", "Herald starts while Postgres is down: it waits instead of exiting and delivers everything", runChaosDBDownAtStart},
 	{"clock-skew", "two Herald processes, one clock 30 s ahead: no duplicates, nothing lost", runChaosClockSkew},
+	{"replicas", "three Herald processes under one fleet rate limit, one SIGKILLed and restarted, another's connections cut: nothing lost, duplicates bounded, the fleet's busiest second within 5 % of the limit", runChaosReplicas},
 }
 
 // chaosOptions are the flags of `herald chaos`.

@@ -275,6 +275,8 @@ type chaosPushCounter struct {
 	byKey map[chaosPushKey]int
 	first map[chaosPushKey]time.Time // when each key was first accepted
 	times []time.Time
+	// arrivals are when each push reached the fake, before its latency.
+	arrivals []time.Time
 	// watched tokens have each of their pushes kept, with its time.
 	watched       map[string]bool
 	watchedPushes []chaosTimedPush
@@ -300,6 +302,7 @@ func (c *chaosPushCounter) accept(r fakefcm.Received) {
 		c.first[k] = r.At
 	}
 	c.times = append(c.times, r.At)
+	c.arrivals = append(c.arrivals, r.Arrived)
 	if c.watched[r.Token] {
 		c.watchedPushes = append(c.watchedPushes, chaosTimedPush{k, r.At})
 	}

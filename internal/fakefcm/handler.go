@@ -103,6 +103,7 @@ func invalidMessage(field, message string) *apiError {
 var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (f *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
 	f.inFlight.Add(1)
 	defer f.inFlight.Add(-1)
 	project, ok := parseSendPath(r.URL.Path)
@@ -164,6 +165,7 @@ func (f *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	received.Authorization = r.Header.Get("Authorization")
 	received.ProtoMajor = r.ProtoMajor
 	received.At = time.Now()
+	received.Arrived = arrived
 	f.record(received)
 	writeJSON(w, http.StatusOK, mustMarshal(sendResponse{Name: received.Name}))
 }

@@ -83,8 +83,12 @@ type Received struct {
 	Authorization string
 	// ProtoMajor is the HTTP major version the request arrived with: 2 for HTTP/2, 1 for HTTP/1.1.
 	ProtoMajor int
-	// At is when the fake accepted the message.
+	// At is when the fake accepted the message, after its latency.
 	At time.Time
+	// Arrived is when the request reached the fake, before its latency:
+	// what FCM's quota counts. Rates measured on it are free of the jitter
+	// of the fake's own latency timers.
+	Arrived time.Time
 }
 
 // AndroidNotification is the part of message.android.notification the fake records.

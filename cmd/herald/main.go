@@ -45,7 +45,7 @@ type command struct {
 // commands lists the subcommands in help order.
 func commands() []command {
 	return []command{
-		{"demo", "run a course-and-comments scenario end to end and print a summary", demo.Run},
+		{"demo", "run a course-and-comments scenario end to end and print a summary; -console :8080 also serves the operator console", demo.Run},
 		{"migrate", "apply Herald's migrations to DATABASE_URL", opscli.Migrate},
 		{"bench", "run benchmark scenarios and print one JSON object per scenario", bench.Run},
 		{"chaos", "run the fault-injection scenarios and print what was lost and duplicated", chaos.Run},

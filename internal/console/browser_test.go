@@ -225,7 +225,7 @@ func TestConsoleInChromium(t *testing.T) {
 	base := srv.URL + "/admin/herald/"
 
 	browser := newBrowser(t)
-	tab, cancel := context.WithTimeout(browser, 30*time.Second)
+	tab, cancel := context.WithTimeout(browser, time.Minute) // a bound for a loaded CI machine; it takes some 10 s
 	defer cancel()
 	require.NoError(t, chromedp.Do(tab, javaScript(false), chromedp.EmulateViewport(1280, 900)))
 

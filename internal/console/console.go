@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -56,6 +57,7 @@ type Handler struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	log     *slog.Logger
+	refused refusalLog
 }
 
 // New returns the console over op. It panics if op is nil or the key is
@@ -189,7 +191,10 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, text 
 
 // refuse renders the 403 of a POST that failed the anti-forgery checks.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, why string) {
-	h.log.Warn("console: refused a state-changing request", "component", "herald_console", "path", r.URL.Path, "reason", why)
+	if n, ok := h.refused.note(h.opts.Now()); ok {
+		h.log.Warn("console: refused state-changing requests without a valid token or from another site",
+			"component", "herald_console", "path", r.URL.Path, "reason", why, "count", n, "per", refusalLogInterval)
+	}
 	h.render(w, http.StatusForbidden, "message", page{Title: "Refused", Data: message{
 		Heading: "Refused",
 		Text:    why + " Nothing was changed. Open the page again from the console and confirm there.",
@@ -249,4 +254,30 @@ func readable(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
 	}
+}
+
+// refusalLogInterval is how often at most the console logs the POSTs it
+// refused: a page on another site can make a logged-in operator's browser
+// send many, and one line per interval with the count says as much.
+const refusalLogInterval = time.Minute
+
+// refusalLog counts refused requests between log lines.
+type refusalLog struct {
+	mu    sync.Mutex
+	last  time.Time
+	count int
+}
+
+// note counts one refusal and reports whether to log now, with the count
+// since the last line.
+func (l *refusalLog) note(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.count++
+	if !l.last.IsZero() && now.Sub(l.last) < refusalLogInterval {
+		return 0, false
+	}
+	n := l.count
+	l.last, l.count = now, 0
+	return n, true
 }

@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -369,4 +371,43 @@ func TestConsole_StateChangesNeedAPost(t *testing.T) {
 	status, _, _ := get(t, client(t), srv.URL+"/ops/nowhere")
 	assert.Equal(t, http.StatusNotFound, status)
 	assert.Empty(t, op.retried)
+}
+
+func TestConsole_RefusedPostsAreLoggedOncePerMinuteWithTheirCount(t *testing.T) {
+	t.Parallel()
+	var logged strings.Builder
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	h := console.New(&fakeOperator{}, console.Options{
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)),
+		Now:    func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	for range 50 {
+		status, _, _ := post(t, &http.Client{}, srv.URL+"/retry", url.Values{"all": {"1"}}, nil)
+		require.Equal(t, http.StatusForbidden, status)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	status, _, _ := post(t, &http.Client{}, srv.URL+"/retry", url.Values{"all": {"1"}}, nil)
+	require.Equal(t, http.StatusForbidden, status)
+	mu.Lock()
+	defer mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+	require.Len(t, lines, 2, logged.String())
+	assert.Contains(t, lines[0], "count=1 ")
+	assert.Contains(t, lines[1], "count=50 ", "the 49 refused meanwhile and this one")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -347,7 +347,7 @@ func TestConsole_IdsAreParsedStrictly(t *testing.T) {
 	assert.Empty(t, op.retried)
 }
 
-func TestConsole_SearchingANotificationIdOpensItsTimeline(t *testing.T) {
+func TestConsole_SearchingANotificationIdOpensItsTimelineAndAnyOtherIdTheUser(t *testing.T) {
 	t.Parallel()
 	_, srv := newConsole(t)
 	c := client(t)
@@ -357,6 +357,11 @@ func TestConsole_SearchingANotificationIdOpensItsTimeline(t *testing.T) {
 	status, body, _ := get(t, c, srv.URL+"/ops/search?q=alice")
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, body, "tok_0123456789ab")
+
+	userID := uuid.NewString() // a host whose user ids are UUIDs
+	status, body, _ = get(t, c, srv.URL+"/ops/search?q="+userID)
+	require.Equal(t, http.StatusOK, status, "no notification has that id: it is a user")
+	assert.Contains(t, body, userID)
 }
 
 func TestConsole_StateChangesNeedAPost(t *testing.T) {
@@ -410,4 +415,11 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+func TestConsole_AShortKeyIsAProgrammerError(t *testing.T) {
+	t.Parallel()
+	assert.Panics(t, func() { console.New(&fakeOperator{}, console.Options{Key: []byte("short")}) })
+	assert.Panics(t, func() { console.New(nil, console.Options{}) })
+	assert.NotPanics(t, func() { console.New(&fakeOperator{}, console.Options{Key: make([]byte, 16)}) })
 }

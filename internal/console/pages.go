@@ -204,9 +204,18 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request) {
 		User  *User
 	}{Query: q}
 	if q != "" {
+		// A notification id opens its timeline; a host whose user ids are
+		// UUIDs too finds the user when no notification has that id.
 		if id, err := parseUUID(q); err == nil {
-			seeOther(w, "notification?id="+url.QueryEscape(id.String()))
-			return
+			_, err := h.op.Timeline(r.Context(), id)
+			if err == nil {
+				seeOther(w, "notification?id="+url.QueryEscape(id.String()))
+				return
+			}
+			if !errors.Is(err, ErrNotFound) {
+				h.fail(w, r, http.StatusInternalServerError, "The notification could not be read.", err)
+				return
+			}
 		}
 		u, err := h.op.User(r.Context(), q, listLimit)
 		if err != nil {

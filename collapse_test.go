@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/testutil"
 )
@@ -73,6 +74,14 @@ func TestACollapseKeyRaisedFiveTimesWhileFCMIsDownIsOnePushAfterRecovery(t *test
 	counts, err := h.herald.CountDeliveries(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, 8, counts[notification.StatusSuperseded], "operators see what was superseded")
+	tl, err := h.herald.Timeline(context.Background(), ns[0].ID())
+	require.NoError(t, err)
+	assert.Equal(t, "post-9-comments", tl.Notification.CollapseKey)
+	assert.False(t, tl.Notification.SupersededAt.IsZero(), "the timeline says when it was replaced")
+	assert.Equal(t, map[notification.DeliveryStatus]int{notification.StatusSuperseded: 2}, tl.Counts)
+	page, err := h.herald.QueryDeliveries(context.Background(), herald.DeliveryQuery{Status: notification.StatusSuperseded, Recipient: "u"})
+	require.NoError(t, err)
+	assert.Len(t, page.Deliveries, 8)
 }
 
 // TestAnOlderNotificationExpandedAfterANewerOneIsSupersededToo: the relay

@@ -73,6 +73,10 @@ func TestAnExpiredNotificationIsNeverPushed(t *testing.T) {
 	counts, err := h.herald.CountDeliveries(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, 2, counts[notification.StatusExpired])
+	tl, err := h.herald.Timeline(context.Background(), n.ID())
+	require.NoError(t, err)
+	assert.Equal(t, d.ExpiresAt.Unix(), tl.Notification.ExpiresAt.Unix())
+	assert.Equal(t, map[notification.DeliveryStatus]int{notification.StatusExpired: 2}, tl.Counts)
 	// The inbox still holds it: expiry is about pushes.
 	assert.ElementsMatch(t, []string{"your ride is here", "receipt"}, h.inboxTitles("u"))
 }

@@ -258,19 +258,19 @@ func (r *PostgresDeliveryRepository) CancelNotification(ctx context.Context, id 
 func (r *PostgresDeliveryRepository) Timeline(ctx context.Context, id uuid.UUID) (app.Timeline, error) {
 	var t app.Timeline
 	n := &t.Notification
-	var cancelled *time.Time
-	err := r.db.QueryRow(ctx, `SELECT id, recipient, type, title, body, audience IS NOT NULL, created_at, cancelled_at
+	var cancelled, sendAt, expiresAt, superseded *time.Time
+	err := r.db.QueryRow(ctx, `SELECT id, recipient, type, title, body, audience IS NOT NULL, created_at, cancelled_at,
+			send_at, expires_at, coalesce(collapse_key, ''), superseded_at, coalesce(idempotency_key, '')
 		FROM herald_notifications WHERE id = $1`, [16]byte(id)).
-		Scan(&n.ID, &n.Recipient, &n.Type, &n.Title, &n.Body, &n.Broadcast, &n.CreatedAt, &cancelled)
+		Scan(&n.ID, &n.Recipient, &n.Type, &n.Title, &n.Body, &n.Broadcast, &n.CreatedAt, &cancelled,
+			&sendAt, &expiresAt, &n.CollapseKey, &superseded, &n.IdempotencyKey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return app.Timeline{}, fmt.Errorf("timeline of %s: %w", id, notification.ErrNotFound)
 	}
 	if err != nil {
 		return app.Timeline{}, fmt.Errorf("timeline: %w", err)
 	}
-	if cancelled != nil {
-		n.CancelledAt = *cancelled
-	}
+	n.CancelledAt, n.SendAt, n.ExpiresAt, n.SupersededAt = deref(cancelled), deref(sendAt), deref(expiresAt), deref(superseded)
 	rows, err := r.db.Query(ctx, `SELECT status, count(*) FROM herald_deliveries WHERE notification_id = $1 GROUP BY status`, [16]byte(id))
 	if err != nil {
 		return app.Timeline{}, fmt.Errorf("timeline: %w", err)

@@ -111,6 +111,19 @@ type NotificationInfo struct {
 	CreatedAt time.Time
 	// CancelledAt is when an operator cancelled it, zero if never.
 	CancelledAt time.Time
+	// SendAt is when its pushes were held until (the draft's SendAt), zero
+	// if sent at once.
+	SendAt time.Time
+	// ExpiresAt is when its pushes stop (their deliveries end expired),
+	// zero if never.
+	ExpiresAt time.Time
+	// CollapseKey is its collapse key, "" if none; SupersededAt is when a
+	// newer notification with that key replaced it (its deliveries not yet
+	// pushed end superseded), zero if never.
+	CollapseKey  string
+	SupersededAt time.Time
+	// IdempotencyKey is the key it was raised with, "" if none.
+	IdempotencyKey string
 }
 
 // DeliveryTimeline is one delivery and its attempts, oldest first.

@@ -211,6 +211,9 @@ func (d *demo) newHerald(cfg herald.Config) error {
 	if err := notification.On(rules, notification.NotifyCourseAuthor); err != nil {
 		return err
 	}
+	if err := notification.On(rules, notifyNotice); err != nil {
+		return err
+	}
 	h, err := herald.New(d.env.Pool, d.env.FCM, rules, cfg)
 	if err != nil {
 		return err

@@ -171,6 +171,17 @@ func (d *demo) run(ctx context.Context, cfg herald.Config) (err error) {
 		}
 	}
 
+	featureProblems, err := d.features(ctx)
+	if err != nil {
+		var notSettled *demoNotSettledError
+		if ctx.Err() != nil || !errors.As(err, &notSettled) {
+			return err
+		}
+		d.out.event("timeout", "%v", err)
+		featureProblems = append(featureProblems, err)
+	}
+	problems = append(problems, featureProblems...)
+
 	d.out.section("every delivery final")
 	if _, err := d.settle(ctx, demoSettleWithin); err != nil {
 		if ctx.Err() != nil {

@@ -203,6 +203,12 @@ func demoDescribeCounts(counts map[notification.DeliveryStatus]int) string {
 		notification.StatusFailed, notification.StatusPending, notification.StatusClaimed, notification.StatusRetryScheduled} {
 		parts = append(parts, fmt.Sprintf("%s %d", st, counts[st]))
 	}
+	// The product options' final statuses, when there are any.
+	for _, st := range []notification.DeliveryStatus{notification.StatusExpired, notification.StatusSuperseded} {
+		if counts[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", st, counts[st]))
+		}
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -351,6 +357,9 @@ func (d *demo) account(ctx context.Context) (*demoSummary, error) {
 	type pair struct{ comment, token string }
 	got := map[pair]int{}
 	for _, r := range d.fake.Accepted() {
+		if r.Data["feature"] != "" {
+			continue // a product-option notice: the features step checked it
+		}
 		got[pair{r.Data["comment_id"], r.Token}]++
 		s.accepted++
 	}

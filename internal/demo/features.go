@@ -23,7 +23,9 @@ type demoNotice struct {
 // EventType names the event in the outbox.
 func (demoNotice) EventType() string { return "demo_notice" }
 
-func notifyNotice(e demoNotice) ([]notification.Draft, error) { return []notification.Draft{e.Draft}, nil }
+func notifyNotice(e demoNotice) ([]notification.Draft, error) {
+	return []notification.Draft{e.Draft}, nil
+}
 
 // notice raises one notice in its own transaction.
 func (d *demo) notice(ctx context.Context, feature string, draft notification.Draft) (*notification.Notification, error) {

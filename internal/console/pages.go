@@ -242,15 +242,19 @@ func (h *Handler) timeline(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusInternalServerError, "The timeline could not be read.", err)
 		return
 	}
-	var open int64
+	// Pushes waiting to be made can be cancelled; one claimed is on its
+	// way (it ends cancelled only if it fails and would be retried). So
+	// can a notification the relay has not expanded yet: it then skips it.
+	var open, claimed int64
 	for _, c := range tl.Counts {
-		if c.Status == "pending" || c.Status == "retry_scheduled" || c.Status == "claimed" {
+		switch c.Status {
+		case "pending", "retry_scheduled":
 			open += c.Count
+		case "claimed":
+			claimed += c.Count
 		}
 	}
-	// Pushes not made yet can be cancelled, and so can a notification the
-	// relay has not expanded yet (the relay then skips it).
-	cancellable := tl.Notification.CancelledAt.IsZero() && (open > 0 || len(tl.Counts) == 0)
+	cancellable := tl.Notification.CancelledAt.IsZero() && (open > 0 || claimed > 0 || len(tl.Counts) == 0)
 	p := page{Title: "Notification " + id.String(), Nav: "search", Data: struct {
 		Timeline
 		Open        int64

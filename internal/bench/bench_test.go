@@ -108,12 +108,12 @@ func TestBenchTallyCountsLostDuplicatesAndWindows(t *testing.T) {
 	}
 }
 
-// TestBenchReplicas runs `herald bench replicas` and `relay` at a tiny size,
+// TestBenchReplicasSharesOneBacklogAmongProcessesAndLosesNothing runs `herald bench replicas` and `relay` at a tiny size,
 // with three Herald processes (children of the test binary), and checks the
 // accounting, never the timing: the backlog sent once by one process and
 // once by the fleet, every process doing a part of it, each push accepted
 // once; the relay expanding every event into its devices' deliveries.
-func TestBenchReplicas(t *testing.T) {
+func TestBenchReplicasSharesOneBacklogAmongProcessesAndLosesNothing(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -156,9 +156,13 @@ func TestBenchReplicas(t *testing.T) {
 			t.Errorf("%d process(es): herald cpu per delivery %.0fµs, busiest second %d", ph.Processes, ph.HeraldCPUPerDeliveryUs, ph.MaxPerSecondWindow)
 		}
 	}
-	// Nobody starves: the backlog is shown to all three at once.
-	if rep.Fleet.MinShare <= 0 {
-		t.Errorf("a process sent nothing: %+v", rep.Fleet.PerProcess)
+	// Nobody starves and nobody hoards: each of the three sends at least a
+	// third of its fair share (a third of the backlog), whatever the
+	// machine's load; measured 0.26-0.38 each.
+	t.Logf("shares of %d processes: %.2f-%.2f", processes, rep.Fleet.MinShare, rep.Fleet.MaxShare)
+	if fair := 1.0 / processes; rep.Fleet.MinShare < fair/3 {
+		t.Errorf("a process sent %.2f of the backlog, less than a third of its fair share %.2f: %+v",
+			rep.Fleet.MinShare, fair, rep.Fleet.PerProcess)
 	}
 	if rel.Scenario != "relay" || len(rel.Phases) != 2 {
 		t.Fatalf("relay result = %+v", rel)

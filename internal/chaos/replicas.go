@@ -7,7 +7,11 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-push/herald/internal/cli"
 )
@@ -22,6 +26,15 @@ import (
 const (
 	chaosReplicasRateExcess      = 0.05
 	chaosReplicasShortRateExcess = 0.10
+)
+
+// chaosReplicasLease is the replicas' Sender.Lease, and
+// chaosReplicasTakeover how soon after a replica's death the claims it held
+// must be claimable again (issue 8): with Fleet's defaults (1 s heartbeats,
+// dead after 5 s) about 7 s.
+const (
+	chaosReplicasLease    = 30 * time.Second
+	chaosReplicasTakeover = 10 * time.Second
 )
 
 // chaosAppCutWorker names the connections of the replica whose database
@@ -40,6 +53,9 @@ const chaosAppCutWorker = chaosAppWorker + "-cut"
 func runChaosReplicas(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	res := &chaosResult{}
 	tuning := defaultChaosTuning()
+	// Longer than the fleet takes to give a dead instance's claims back,
+	// so that the takeover, not the lease's end, is what is measured.
+	tuning.Lease = chaosReplicasLease
 	// The limit binds: the host commits faster than the fleet may send.
 	perSecond := chaosSize(e.opts, 400, 1_000)
 	tuning.RatePerMinute = perSecond * 60
@@ -67,6 +83,8 @@ func runChaosReplicas(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 
 	var kills, cuts, backendsCut, claimedAtKills, sentUnrecorded, unexpectedExits int
 	seenClaims := map[chaosClaim]bool{}
+	takeovers := &chaosTakeovers{}
+	defer takeovers.wait()
 	// Faults go on while work is left, and at least the minimum of each.
 	for {
 		if !cli.Sleep(ctx, e.jitter(gapLo, gapHi)) {
@@ -98,6 +116,7 @@ func runChaosReplicas(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 			continue
 		}
 		pid := killed.pid()
+		killedAt := time.Now()
 		if err := killed.kill(); err != nil {
 			return nil, fmt.Errorf("kill replica %d: %w", pid, err)
 		}
@@ -111,6 +130,9 @@ func runChaosReplicas(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 		}
 		claimedAtKills += claimed
 		sentUnrecorded += sent
+		if err := takeovers.watch(ctx, e, pid, killedAt); err != nil {
+			return nil, err
+		}
 		if err := killed.start(); err != nil {
 			return nil, err
 		}
@@ -152,12 +174,18 @@ func runChaosReplicas(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 	res.set("claimed_at_kills", claimedAtKills)
 	res.set("sent_unrecorded_at_kills", sentUnrecorded)
 	res.set("lease_seconds", tuning.Lease.Seconds())
+	takeovers.wait()
+	watched, slowest := takeovers.result()
+	res.set("kills_holding_claims", watched)
+	res.set("takeover_max_seconds", chaosSeconds(slowest))
 	res.set("rate_limit_per_second", perSecond)
 	res.set("busiest_second", busiest)
 	res.set("rate_excess", math.Round(excess*1000)/1000)
 	res.check(kills >= minKills, "only %d kills, want at least %d", kills, minKills)
 	res.check(cuts >= minCuts, "only %d connection cuts, want at least %d", cuts, minCuts)
 	res.check(backendsCut > 0, "no backend of the replica was found to terminate")
+	res.check(slowest <= chaosReplicasTakeover, "a killed replica's claims came back %s after its death (promise: within %s)",
+		slowest.Round(100*time.Millisecond), chaosReplicasTakeover)
 	res.check(unexpectedExits == 0, "%d replicas exited without being killed", unexpectedExits)
 	res.set("rate_excess_allowed", allowed)
 	// In whole pushes: 420 at 400/s is 5 %, whatever float rounding says.
@@ -211,4 +239,60 @@ func (c *chaosPushCounter) maxPerSecond(from time.Time) int {
 		best = max(best, hi-lo+1)
 	}
 	return best
+}
+
+// chaosTakeovers times how long the claims a killed replica held stay
+// claimed by it, one watch per kill.
+type chaosTakeovers struct {
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	watched int
+	slowest time.Duration
+}
+
+// watch finds the instance the killed process pid registered as and, if it
+// still holds claims, polls in the background until none is left claimed
+// by it: taken back by the fleet's leader, or expired.
+func (t *chaosTakeovers) watch(ctx context.Context, e *chaosEnv, pid int, killedAt time.Time) error {
+	var instance *uuid.UUID
+	var held int
+	err := e.admin.QueryRow(ctx, `SELECT i.id, (SELECT count(*) FROM herald_deliveries d
+			WHERE d.status = 'claimed' AND d.claimed_by = i.id)
+		FROM herald_instances i WHERE i.pid = $1`, pid).Scan(&instance, &held)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && held == 0) {
+		return nil // it had not registered yet, or held nothing
+	}
+	if err != nil {
+		return fmt.Errorf("claims of the killed replica: %w", err)
+	}
+	t.mu.Lock()
+	t.watched++
+	t.mu.Unlock()
+	t.wg.Go(func() {
+		for ctx.Err() == nil {
+			var left int
+			err := e.admin.QueryRow(ctx, `SELECT count(*) FROM herald_deliveries
+				WHERE status = 'claimed' AND claimed_by = $1`, *instance).Scan(&left)
+			if err == nil && left == 0 {
+				t.mu.Lock()
+				t.slowest = max(t.slowest, time.Since(killedAt))
+				t.mu.Unlock()
+				return
+			}
+			if !cli.Sleep(ctx, 100*time.Millisecond) {
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (t *chaosTakeovers) wait() { t.wg.Wait() }
+
+// result returns how many kills left claims behind and the longest any
+// took to come back.
+func (t *chaosTakeovers) result() (watched int, slowest time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.watched, t.slowest
 }

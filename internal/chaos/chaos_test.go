@@ -77,7 +77,8 @@ var chaosFigures = map[string][]string{
 	"clock-skew":       {"processes", "clock_offset_seconds"},
 	"sigkill": {"feature_scheduled_raised", "feature_collapsing_raised", "feature_superseded", "feature_pushed_early",
 		"feature_lost", "feature_superseded_pushed"},
-	"replicas": {"processes", "connection_cuts", "sent_unrecorded_at_kills", "rate_limit_per_second", "busiest_second", "rate_excess"},
+	"replicas": {"processes", "connection_cuts", "sent_unrecorded_at_kills", "takeover_max_seconds", "rate_limit_per_second",
+		"busiest_second", "rate_excess"},
 }
 
 // runChaosForTest runs `herald chaos -short <name>` and returns its JSON

@@ -23,13 +23,15 @@ type BudgetStore interface {
 }
 
 // The budget's rules, as fractions of one second's rate. A grant is at
-// most grantShare of a second (10 ms of budget) and the bucket holds at most
-// capacityShare (20 ms). Sends in any one second then never exceed the rate
-// by more than the bucket's capacity plus the grants the instances hold
-// unspent: rate × (1 + capacityShare + N × grantShare), 5 % for N = 3.
+// most grantShare of a second (5 ms of budget) and the bucket holds at most
+// capacityShare (15 ms). Grants in any one second then never exceed the
+// rate by more than the bucket's capacity plus the grants the instances
+// hold unspent: rate × (1 + capacityShare + N × grantShare), 3 % for N = 3,
+// which leaves room under 5 % for the jitter between a grant and the push
+// reaching FCM (a loaded machine delays some pushes and bunches them).
 const (
-	grantShare    = 0.01
-	capacityShare = 0.02
+	grantShare    = 0.005
+	capacityShare = 0.015
 	// stashFreshFor: tokens granted longer ago than this are not spent
 	// before a grant (which may be of zero tokens) has read the fleet's
 	// pause again, so a pause set by another instance stops this one within
@@ -56,7 +58,7 @@ type FleetBudgetConfig struct {
 }
 
 // FleetBudget is one instance's access to the fleet's send budget. It
-// takes tokens from the shared bucket a grant (10 ms of the fleet's rate)
+// takes tokens from the shared bucket a grant (5 ms of the fleet's rate)
 // at a time and hands them to pushes one by one; at most one grant is
 // asked for at a time. It implements SendBudget and is safe for concurrent
 // use.
@@ -198,7 +200,7 @@ func (b *FleetBudget) fetch(ctx context.Context) error {
 
 // PauseAll pauses every instance's pushes for d: this one at once, the
 // others at their next grant (within stashFreshFor, or one grant's worth
-// of pushes). Errors are logged: this instance pauses anyway.
+// of pushes, whichever comes first). Errors are logged: this instance pauses anyway.
 func (b *FleetBudget) PauseAll(d time.Duration) {
 	b.mu.Lock()
 	now := b.now()

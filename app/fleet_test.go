@@ -53,8 +53,8 @@ func TestAnInstanceSpendsOneGrantAtATimeFromTheSharedBudget(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	store := &memBudget{tokens: 25}
-	// 60,000 a minute is 1,000 a second: a grant is 10.
-	b := app.NewFleetBudget(store, app.FleetBudgetConfig{RatePerMinute: 60_000, Now: clock.Now})
+	// 120,000 a minute is 2,000 a second: a grant (5 ms) is 10.
+	b := app.NewFleetBudget(store, app.FleetBudgetConfig{RatePerMinute: 120_000, Now: clock.Now})
 	require.Equal(t, 10, b.GrantSize())
 
 	for range 10 {

@@ -43,10 +43,17 @@ func TestTheFleetsBusiestSecondStaysWithinFivePercentOfTheRateLimit(t *testing.T
 			lost, duplicates := pushes.tally(tokens)
 			t.Logf("%d processes, rate limit %d/s: busiest second %d (%.1f%% of the limit), mean %.0f/s, lost %d, duplicates %d",
 				processes, fleetRate, busiest, 100*float64(busiest)/fleetRate, mean, lost, duplicates)
-			assert.LessOrEqual(t, busiest, fleetRate*105/100, "the fleet's busiest second is within 5%% of the limit")
-			assert.GreaterOrEqual(t, mean, fleetRate*0.8, "the fleet uses its budget")
 			assert.Zero(t, lost)
 			assert.Zero(t, duplicates)
+			if raceDetector {
+				// Pushes that took their token are delayed by a starved
+				// process and land bunched; .ci/run runs this test without
+				// -race as well, where the figures below must hold.
+				t.Log("race detector on: the rate figures are logged, not checked")
+				return
+			}
+			assert.LessOrEqual(t, busiest, fleetRate*105/100, "the fleet's busiest second is within 5%% of the limit")
+			assert.GreaterOrEqual(t, mean, fleetRate*0.8, "the fleet uses its budget")
 		})
 	}
 }

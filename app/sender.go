@@ -407,54 +407,28 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 // push sends one claimed delivery and hands its outcome to the recorder.
 func (s *Sender) push(ctx context.Context, d Dispatch) {
 	s.alarms.flush(s.cfg.Now())
-	// The pause is checked again after the rate limiter: a QUOTA_EXCEEDED
-	// may have arrived while this push queued for a token, and Retry-After
-	// holds for every push, not only for those that had not queued yet.
-	if !s.waitPause(ctx) || !s.takeBudget(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
+	if !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
-	// A delivery that waited in the queue (a long pause, a slow rate) must
-	// not be pushed near the end of its lease: another sender may take it
-	// over meanwhile and push it too. Give it back to be claimed afresh.
-	// The push must also end, and its outcome be recorded, before the
-	// lease does: it needs its own deadline and a flush on top.
-	now := s.cfg.Now()
-	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
-		s.release(d.Delivery)
-		return
-	}
-	// A notification that expired while its delivery waited is not pushed:
-	// it ends expired.
-	if d.Message.Expired(now) {
-		if err := d.Delivery.MarkExpired(now); err != nil {
-			s.log.Error("mark delivery expired", "delivery_id", d.Delivery.ID(), "err", err)
-			return
-		}
-		s.stats.closed.Add(1)
-		s.outcomes <- d.Delivery
-		return
-	}
-	// A claim that waited (a pause, a slow rate) is checked again just
-	// before the push: its token may have moved to another user meanwhile,
-	// which closes the delivery, and the push must then go to nobody.
-	if now.Sub(d.Delivery.DueAt().Add(-s.cfg.Lease)) > recheckAfter {
-		current, err := s.store.StillClaimed(ctx, d.Delivery)
-		if err != nil {
-			s.release(d.Delivery)
-			return
-		}
-		if !current {
-			s.stats.closed.Add(1)
-			return // closed by someone else: nothing to push or record
-		}
-	}
-	// A throttled device, or a platform whose credentials are rejected,
-	// waits; nothing else does.
+	checked := s.cfg.Now()
 	device := maphash.String(s.seed, d.Message.Token)
-	if until, held := s.holds.heldUntil(device, now); held {
-		s.releaseUntil(d.Delivery, until)
+	if !s.stillToPush(ctx, d, device, checked, d.Delivery.DueAt().Add(-s.cfg.Lease)) {
 		return
+	}
+	// The send budget is taken last, after every check that may wait on the
+	// database, so that a push leaves as soon as its token is granted and
+	// the fleet's pushes reach FCM at the pace they were granted. The pause
+	// is checked again after the rate limiter: a QUOTA_EXCEEDED may have
+	// arrived while this push queued for a token, and Retry-After holds for
+	// every push, not only for those that had not queued yet.
+	if !s.takeBudget(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
+		s.release(d.Delivery)
+		return
+	}
+	now := s.cfg.Now()
+	if !s.stillToPush(ctx, d, device, now, checked) {
+		return // it waited for its token: checked again (in the store only if long)
 	}
 	ticket, until, ok := s.platforms.admit(d.Message.Platform, now)
 	if !ok {
@@ -501,6 +475,54 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 		}
 	}
 	s.outcomes <- d.Delivery
+}
+
+// stillToPush checks, at now, that a claimed delivery may still be pushed:
+// its lease has room left for the push, its claim is still current (checked
+// in the store only when it was last known current more than recheckAfter
+// ago, at since), and its device is not held. Otherwise it gives the
+// delivery back (or counts it closed) and returns false.
+func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now, since time.Time) bool {
+	// A delivery that waited in the queue (a long pause, a slow rate) must
+	// not be pushed near the end of its lease: another sender may take it
+	// over meanwhile and push it too. Give it back to be claimed afresh.
+	// The push must also end, and its outcome be recorded, before the
+	// lease does: it needs its own deadline and a flush on top.
+	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
+		s.release(d.Delivery)
+		return false
+	}
+	// A notification that expired while its delivery waited is not pushed:
+	// it ends expired.
+	if d.Message.Expired(now) {
+		if err := d.Delivery.MarkExpired(now); err != nil {
+			s.log.Error("mark delivery expired", "delivery_id", d.Delivery.ID(), "err", err)
+			return false
+		}
+		s.stats.closed.Add(1)
+		s.outcomes <- d.Delivery
+		return false
+	}
+	// A claim that waited (a pause, a slow rate) is checked again just
+	// before the push: its token may have moved to another user meanwhile,
+	// which closes the delivery, and the push must then go to nobody.
+	if now.Sub(since) > recheckAfter {
+		current, err := s.store.StillClaimed(ctx, d.Delivery)
+		if err != nil {
+			s.release(d.Delivery)
+			return false
+		}
+		if !current {
+			s.stats.closed.Add(1)
+			return false // closed by someone else: nothing to push or record
+		}
+	}
+	// A throttled device waits; nothing else does.
+	if until, held := s.holds.heldUntil(device, now); held {
+		s.releaseUntil(d.Delivery, until)
+		return false
+	}
+	return true
 }
 
 // onFailure reacts to a failed push in what concerns more than its delivery

@@ -16,7 +16,8 @@ import (
 	"github.com/herald-push/herald/testutil"
 )
 
-// pushLog records when the fake FCM accepted each push, by token.
+// pushLog records when each push the fake FCM accepted reached it, by
+// token.
 type pushLog struct {
 	mu  sync.Mutex
 	at  []time.Time
@@ -28,7 +29,7 @@ func newPushLog() *pushLog { return &pushLog{per: map[string]int{}} }
 func (l *pushLog) observe(r fakefcm.Received) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.at = append(l.at, r.At)
+	l.at = append(l.at, r.Arrived)
 	l.per[r.Token]++
 }
 
@@ -62,17 +63,20 @@ func (l *pushLog) tally(tokens []string) (lost, duplicates int) {
 	return lost, duplicates
 }
 
-// busiestSecond is the most pushes accepted in any one-second window
-// (sliding, from each push) among times, which must be sorted.
-func busiestSecond(times []time.Time) int {
-	best, j := 0, 0
+// busiestSecond is the most pushes in any one-second window (sliding, from
+// each push) among times, which must be sorted, and when that window
+// starts after the first push.
+func busiestSecond(times []time.Time) (int, time.Duration) {
+	best, j, at := 0, 0, time.Duration(0)
 	for i := range times {
 		for times[i].Sub(times[j]) >= time.Second {
 			j++
 		}
-		best = max(best, i-j+1)
+		if i-j+1 > best {
+			best, at = i-j+1, times[j].Sub(times[0])
+		}
 	}
-	return best
+	return best, at
 }
 
 // startFake starts a fake FCM in this process that logs every push it

@@ -37,12 +37,18 @@ func TestTheFleetsBusiestSecondStaysWithinFivePercentOfTheRateLimit(t *testing.T
 				w.stop(t)
 			}
 
-			times := pushes.times()
-			busiest := busiestSecond(times)
+			// The limit governs when pushes leave the processes; where they
+			// reach the fake, the loaded machine's scheduling adds bunching
+			// (logged, as FCM's own network would).
+			times := readSends(t, f.sends)
+			require.Len(t, times, len(tokens), "one request per push")
+			busiest, at := busiestSecond(times)
+			arrivals, _ := busiestSecond(pushes.times())
 			mean := float64(len(times)-1) / times[len(times)-1].Sub(times[0]).Seconds()
 			lost, duplicates := pushes.tally(tokens)
-			t.Logf("%d processes, rate limit %d/s: busiest second %d (%.1f%% of the limit), mean %.0f/s, lost %d, duplicates %d",
-				processes, fleetRate, busiest, 100*float64(busiest)/fleetRate, mean, lost, duplicates)
+			t.Logf("%d processes, rate limit %d/s: busiest second %d sent (%.1f%% of the limit, from %s), %d arrived at the fake (%.1f%%), mean %.0f/s, lost %d, duplicates %d",
+				processes, fleetRate, busiest, 100*float64(busiest)/fleetRate, at.Round(time.Millisecond),
+				arrivals, 100*float64(arrivals)/fleetRate, mean, lost, duplicates)
 			assert.Zero(t, lost)
 			assert.Zero(t, duplicates)
 			if raceDetector {

@@ -1,20 +1,29 @@
 package fleettest_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/api/option"
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/internal/fakefcm"
@@ -29,6 +38,9 @@ const (
 	workerFCMCert   = "HERALD_FLEETTEST_FCM_CERT" // a PEM file
 	workerFCMProj   = "HERALD_FLEETTEST_FCM_PROJECT"
 	workerTuningEnv = "HERALD_FLEETTEST_TUNING" // a workerTuning as JSON
+	// workerSendsEnv names a directory where each worker writes, one line
+	// each, the time (Unix nanoseconds) every request to FCM left it.
+	workerSendsEnv = "HERALD_FLEETTEST_SENDS"
 )
 
 // workerTuning is what a test sets in its workers' configuration.
@@ -70,11 +82,14 @@ func runWorker() error {
 	if err != nil {
 		return err
 	}
-	opts, err := fakefcm.RemoteClientOptions(os.Getenv(workerFCMURLEnv), cert)
+	sends := newSendLog(filepath.Join(os.Getenv(workerSendsEnv), fmt.Sprintf("worker-%d.txt", os.Getpid())))
+	defer sends.close()
+	client, err := stampingClient(cert, sends)
 	if err != nil {
 		return err
 	}
-	fcm, err := herald.NewFCM(ctx, os.Getenv(workerFCMProj), opts...)
+	fcm, err := herald.NewFCM(ctx, os.Getenv(workerFCMProj),
+		option.WithEndpoint(os.Getenv(workerFCMURLEnv)+"/v1"), option.WithHTTPClient(client))
 	if err != nil {
 		return err
 	}
@@ -101,6 +116,89 @@ func runWorker() error {
 	return h.Run(ctx)
 }
 
+// stampingClient is an HTTP client to the fake FCM (trusting only its
+// certificate, over HTTP/2) that logs when each request leaves: what
+// Herald's rate limit governs, before any delay the loaded machine adds on
+// the way to the fake.
+func stampingClient(certPEM []byte, sends *sendLog) (*http.Client, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(certPEM) {
+		return nil, errors.New("the fake fcm's certificate is not PEM")
+	}
+	base := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
+	}
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, ":send") {
+			sends.add(time.Now())
+		}
+		return base.RoundTrip(r)
+	})}, nil
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// sendLog writes send times to a file from one goroutine.
+type sendLog struct {
+	times chan time.Time
+	done  chan struct{}
+}
+
+func newSendLog(path string) *sendLog {
+	l := &sendLog{times: make(chan time.Time, 1<<16), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		f, err := os.Create(path)
+		if err != nil {
+			for range l.times {
+			}
+			return
+		}
+		defer f.Close()
+		w := bufio.NewWriter(f)
+		defer w.Flush()
+		for at := range l.times {
+			fmt.Fprintln(w, at.UnixNano())
+		}
+	}()
+	return l
+}
+
+func (l *sendLog) add(at time.Time) { l.times <- at }
+
+func (l *sendLog) close() {
+	close(l.times)
+	<-l.done
+}
+
+// readSends returns every send time the workers logged in dir, sorted.
+func readSends(t *testing.T, dir string) []time.Time {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "worker-*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []time.Time
+	for _, name := range files {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Fields(string(raw)) {
+			ns, err := strconv.ParseInt(line, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, time.Unix(0, ns))
+		}
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out
+}
+
 // worker is one Herald process started by a test.
 type worker struct {
 	cmd  *exec.Cmd
@@ -110,8 +208,9 @@ type worker struct {
 
 // fleet starts and stops workers on one database and fake FCM.
 type fleet struct {
-	t   *testing.T
-	env []string
+	t     *testing.T
+	env   []string
+	sends string // the directory of the workers' send logs
 }
 
 func newFleet(t *testing.T, databaseURL string, fake *fakefcm.Server, tuning workerTuning) *fleet {
@@ -124,7 +223,9 @@ func newFleet(t *testing.T, databaseURL string, fake *fakefcm.Server, tuning wor
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fleet{t: t, env: append(os.Environ(),
+	sends := t.TempDir()
+	return &fleet{t: t, sends: sends, env: append(os.Environ(),
+		workerSendsEnv+"="+sends,
 		workerEnv+"=1",
 		"DATABASE_URL="+databaseURL,
 		workerFCMURLEnv+"="+fake.URL(),

@@ -2,16 +2,16 @@
 // (NNNN_name.up.sql and NNNN_name.down.sql), watermill's outbox tables
 // included, and applies them.
 //
-// Up is idempotent and safe when several instances start at once: it holds a
-// Postgres advisory lock while it works and records each applied version in
-// herald_schema_migrations, one transaction per migration. A host that runs
+// Up is idempotent and safe when several instances start at once: each
+// migration is applied in its own transaction, which takes a
+// transaction-scoped advisory lock (so it works through PgBouncer in
+// transaction mode) and records the version in herald_schema_migrations. A host that runs
 // its own migration tool can use the plain SQL in FS instead.
 package migrations
 
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -91,24 +91,27 @@ func Up(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 		return nil, err
 	}
 	var applied []int
-	err = withLock(ctx, pool, func(conn *pgx.Conn) error {
-		done, err := appliedVersions(ctx, conn)
-		if err != nil {
-			return err
-		}
-		for _, m := range all {
-			if done[m.Version] {
-				continue
+	for {
+		var version int
+		err := step(ctx, pool, func(tx pgx.Tx, done map[int]bool) error {
+			for _, m := range all {
+				if done[m.Version] {
+					continue
+				}
+				if err := run(ctx, tx, m.Up,
+					`INSERT INTO herald_schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+					return fmt.Errorf("apply migration %04d_%s: %w", m.Version, m.Name, err)
+				}
+				version = m.Version
+				return nil
 			}
-			if err := run(ctx, conn, m.Up,
-				`INSERT INTO herald_schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
-				return fmt.Errorf("apply migration %04d_%s: %w", m.Version, m.Name, err)
-			}
-			applied = append(applied, m.Version)
+			return nil
+		})
+		if err != nil || version == 0 {
+			return applied, err
 		}
-		return nil
-	})
-	return applied, err
+		applied = append(applied, version)
+	}
 }
 
 // Down reverts the last steps applied migrations, newest first, and returns
@@ -119,53 +122,59 @@ func Down(ctx context.Context, pool *pgxpool.Pool, steps int) ([]int, error) {
 		return nil, err
 	}
 	var reverted []int
-	err = withLock(ctx, pool, func(conn *pgx.Conn) error {
-		done, err := appliedVersions(ctx, conn)
+	for len(reverted) < steps {
+		var version int
+		err := step(ctx, pool, func(tx pgx.Tx, done map[int]bool) error {
+			for i := len(all) - 1; i >= 0; i-- {
+				m := all[i]
+				if !done[m.Version] {
+					continue
+				}
+				if err := run(ctx, tx, m.Down,
+					`DELETE FROM herald_schema_migrations WHERE version = $1`, m.Version); err != nil {
+					return fmt.Errorf("revert migration %04d_%s: %w", m.Version, m.Name, err)
+				}
+				version = m.Version
+				return nil
+			}
+			return nil
+		})
+		if err != nil || version == 0 {
+			return reverted, err
+		}
+		reverted = append(reverted, version)
+	}
+	return reverted, nil
+}
+
+// step runs fn in one transaction that holds the migration lock, a
+// transaction-scoped advisory lock: it ends with the transaction, so it
+// works as well through a transaction pooler (PgBouncer's pool_mode =
+// transaction), which hands each transaction to any server session and
+// would strand a session-level lock on one of them. fn gets the versions
+// applied so far, read under the lock, and applies or reverts at most one
+// migration: each is its own transaction.
+func step(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx, map[int]bool) error) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS herald_schema_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create herald_schema_migrations: %w", err)
+		}
+		done, err := appliedVersions(ctx, tx)
 		if err != nil {
 			return err
 		}
-		for i := len(all) - 1; i >= 0 && len(reverted) < steps; i-- {
-			m := all[i]
-			if !done[m.Version] {
-				continue
-			}
-			if err := run(ctx, conn, m.Down,
-				`DELETE FROM herald_schema_migrations WHERE version = $1`, m.Version); err != nil {
-				return fmt.Errorf("revert migration %04d_%s: %w", m.Version, m.Name, err)
-			}
-			reverted = append(reverted, m.Version)
-		}
-		return nil
+		return fn(tx, done)
 	})
-	return reverted, err
 }
 
-func withLock(ctx context.Context, pool *pgxpool.Pool, fn func(*pgx.Conn) error) (err error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquire connection for migrations: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockID); err != nil {
-		return fmt.Errorf("take migration lock: %w", err)
-	}
-	defer func() {
-		// A fresh context: the lock must be released even if ctx ended.
-		if _, unlockErr := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockID); unlockErr != nil {
-			err = errors.Join(err, fmt.Errorf("release migration lock: %w", unlockErr))
-		}
-	}()
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS herald_schema_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("create herald_schema_migrations: %w", err)
-	}
-	return fn(conn.Conn())
-}
-
-func appliedVersions(ctx context.Context, conn *pgx.Conn) (map[int]bool, error) {
-	rows, err := conn.Query(ctx, `SELECT version FROM herald_schema_migrations`)
+func appliedVersions(ctx context.Context, tx pgx.Tx) (map[int]bool, error) {
+	rows, err := tx.Query(ctx, `SELECT version FROM herald_schema_migrations`)
 	if err != nil {
 		return nil, fmt.Errorf("read applied migrations: %w", err)
 	}
@@ -180,13 +189,11 @@ func appliedVersions(ctx context.Context, conn *pgx.Conn) (map[int]bool, error) 
 	return done, nil
 }
 
-// run executes a migration's SQL and its bookkeeping statement in one transaction.
-func run(ctx context.Context, conn *pgx.Conn, sql, record string, args ...any) error {
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, sql); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, record, args...)
+// run executes a migration's SQL and its bookkeeping statement in tx.
+func run(ctx context.Context, tx pgx.Tx, sql, record string, args ...any) error {
+	if _, err := tx.Exec(ctx, sql); err != nil {
 		return err
-	})
+	}
+	_, err := tx.Exec(ctx, record, args...)
+	return err
 }

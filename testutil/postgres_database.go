@@ -98,9 +98,27 @@ func NewDatabase(t testing.TB) string {
 // NewPool returns a pgxpool connected to a fresh database from NewDatabase. The pool has at
 // most 10 connections unless HERALD_TEST_DATABASE_URL sets pool_max_conns. It is closed when
 // the test ends, before the database is dropped. NewPool fails the test if it cannot connect.
+//
+// With HERALD_TEST_POOLER=pgbouncer (see PoolerEnv) the pool goes through pgbouncer in
+// transaction pooling mode, as NewPoolerPool's does; it fails the test if pgbouncer cannot
+// be started.
 func NewPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	url := NewDatabase(t)
+	if poolerRequested(t) {
+		b, err := sharedBouncer()
+		if err != nil {
+			t.Fatalf("testutil.NewPool: %s=pgbouncer: %v", PoolerEnv, err)
+		}
+		url = poolerURL(t, b, url)
+	}
+	return newPool(t, url)
+}
+
+// newPool connects a pool of at most 10 connections (unless url sets pool_max_conns) and
+// closes it when the test ends.
+func newPool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatalf("testutil.NewPool: %v", err)
@@ -144,6 +162,9 @@ func SharedCluster() (*Cluster, error) {
 // files are removed by a later StartCluster.
 func Main(m *testing.M) int {
 	code := m.Run()
+	if err := stopBouncer(); err != nil {
+		fmt.Fprintf(os.Stderr, "testutil.Main: %v\n", err)
+	}
 	if err := stopShared(); err != nil {
 		fmt.Fprintf(os.Stderr, "testutil.Main: %v\n", err)
 	}

@@ -30,10 +30,21 @@ func startServerProcess(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	if cmd.SysProcAttr.Pdeathsig == 0 {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	}
 	done := make(chan error, 1)
 	spawner.requests <- spawnRequest{cmd: cmd, done: done}
 	return <-done
+}
+
+// setBouncerDeathSignal makes pgbouncer, started by startServerProcess, shut
+// down at once (SIGTERM) when this process dies.
+func setBouncerDeathSignal(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 }
 
 var spawner struct {

@@ -32,3 +32,7 @@ func processStartTime(int) string { return "" }
 func signalServer(p *os.Process, _ bool) error { return p.Kill() }
 
 func isPostmasterOf(int, string) bool { return false }
+
+func setBouncerDeathSignal(*exec.Cmd) {}
+
+func terminate(p *os.Process) error { return p.Kill() }

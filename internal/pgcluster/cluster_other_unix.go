@@ -14,3 +14,7 @@ func processStartTime(int) string { return "" }
 // isPostmasterOf cannot tell outside Linux: it says no, and the server is left to notice that
 // its data directory is gone.
 func isPostmasterOf(int, string) bool { return false }
+
+// setBouncerDeathSignal does nothing outside Linux: a pgbouncer left by a
+// killed test binary stays until its cluster's server is gone.
+func setBouncerDeathSignal(*exec.Cmd) {}

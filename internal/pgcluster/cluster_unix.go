@@ -117,3 +117,6 @@ func signalServer(p *os.Process, immediate bool) error {
 	}
 	return p.Signal(syscall.SIGINT)
 }
+
+// terminate asks pgbouncer for its immediate shutdown (SIGTERM).
+func terminate(p *os.Process) error { return p.Signal(syscall.SIGTERM) }

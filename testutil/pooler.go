@@ -1,0 +1,142 @@
+package testutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/herald-push/herald/internal/pgcluster"
+)
+
+// PoolerEnv names the environment variable that puts PgBouncer between the
+// tests and Postgres: with HERALD_TEST_POOLER=pgbouncer, NewPool's pools go
+// through a pgbouncer in transaction pooling mode (started by the test kit
+// in front of the throwaway cluster) with pgx's exec mode set to
+// QueryExecModeExec, as a host behind such a pooler must. NewDatabase still
+// returns the direct URL. Unset (or "none"), NewPool connects directly.
+const PoolerEnv = "HERALD_TEST_POOLER"
+
+// poolerQueryExecMode is what PoolerURL adds to its URL: pgx's
+// QueryExecModeExec, which uses no named prepared statements, so it works
+// through a transaction pooler that does not keep them (PgBouncer before
+// 1.21, or any without max_prepared_statements).
+const poolerQueryExecMode = "default_query_exec_mode=exec"
+
+// bouncer is the binary's pgbouncer, started on first use.
+var bouncer struct {
+	once sync.Once
+	b    *pgcluster.Bouncer
+	err  error
+}
+
+// errNoBouncer marks why no pgbouncer could be started: the binary is absent,
+// or the tests use HERALD_TEST_DATABASE_URL rather than a throwaway cluster.
+var errNoBouncer = errors.New("no pgbouncer")
+
+// poolerRequested reports whether HERALD_TEST_POOLER asks NewPool to go
+// through pgbouncer; an unknown value fails the test.
+func poolerRequested(t testing.TB) bool {
+	switch v := os.Getenv(PoolerEnv); v {
+	case "", "none":
+		return false
+	case "pgbouncer":
+		return true
+	default:
+		t.Fatalf("testutil: %s=%q: want pgbouncer or none", PoolerEnv, v)
+		return false
+	}
+}
+
+// sharedBouncer returns the binary's pgbouncer (transaction pooling) in front
+// of the shared cluster, starting it on first use. Main stops it.
+func sharedBouncer() (*pgcluster.Bouncer, error) {
+	bouncer.once.Do(func() {
+		server, err := sharedServer()
+		if err != nil {
+			bouncer.err = err
+			return
+		}
+		if server.cluster == nil {
+			bouncer.err = fmt.Errorf("%w: the tests use the server in %s, not a throwaway cluster", errNoBouncer, databaseURLEnv)
+			return
+		}
+		if _, err := pgcluster.FindBouncer(""); err != nil {
+			bouncer.err = fmt.Errorf("%w: %v", errNoBouncer, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), databaseTimeout)
+		defer cancel()
+		bouncer.b, bouncer.err = pgcluster.StartBouncer(ctx, server.cluster, pgcluster.BouncerConfig{})
+	})
+	return bouncer.b, bouncer.err
+}
+
+// stopBouncer stops the binary's pgbouncer if one was started, and makes
+// later calls fail.
+func stopBouncer() error {
+	started := true
+	bouncer.once.Do(func() {
+		started = false
+		bouncer.err = errors.New("pgbouncer is stopped: testutil.Main has returned")
+	})
+	if !started || bouncer.b == nil {
+		return nil
+	}
+	return bouncer.b.Stop()
+}
+
+// PoolerURL returns the URL of the database at databaseURL (from
+// NewDatabase) through a pgbouncer in transaction pooling mode, the mode most
+// teams run, started by the test kit in front of the throwaway cluster on
+// first use (as the postgres user when the tests run as root) and stopped by
+// Main. The URL carries default_query_exec_mode=exec, which pgx reads (libpq
+// does not): a pgx pool on it uses no named prepared statements. When the
+// test ends, pgbouncer's connections to the database are closed, so that it
+// can be dropped at once.
+//
+// It skips the test, saying why, where pgbouncer is not installed
+// (/usr/sbin/pgbouncer, or pgbouncer in PATH) or HERALD_TEST_DATABASE_URL is
+// set.
+func PoolerURL(t testing.TB, databaseURL string) string {
+	t.Helper()
+	b, err := sharedBouncer()
+	if errors.Is(err, errNoBouncer) {
+		t.Skipf("testutil.PoolerURL: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("testutil.PoolerURL: %v", err)
+	}
+	return poolerURL(t, b, databaseURL)
+}
+
+func poolerURL(t testing.TB, b *pgcluster.Bouncer, databaseURL string) string {
+	t.Helper()
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		t.Fatalf("testutil.PoolerURL: %v", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), databaseTimeout)
+		defer cancel()
+		if err := b.Forget(ctx, name); err != nil {
+			t.Errorf("testutil.PoolerURL: %v", err)
+		}
+	})
+	return b.URL(name) + "&" + poolerQueryExecMode
+}
+
+// NewPoolerPool is NewPool through pgbouncer in transaction pooling mode (see
+// PoolerURL), with pgx's QueryExecModeExec. It skips the test where pgbouncer
+// is not installed.
+func NewPoolerPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	return newPool(t, PoolerURL(t, NewDatabase(t)))
+}

@@ -31,6 +31,10 @@ type Config struct {
 	Fleet FleetConfig
 	// Raise configures what Raise decides for the drafts.
 	Raise RaiseConfig
+	// Pooler says how the pool reaches Postgres (directly, or through a
+	// pooler in transaction mode such as PgBouncer) and where Herald may
+	// LISTEN for new deliveries.
+	Pooler PoolerConfig
 	// Logger receives every part's logs. Tokens and message bodies are
 	// never logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -256,6 +260,7 @@ func (c Config) WithDefaults() Config {
 	c.Housekeeping = housekeepingFrom(c.housekeeping().WithDefaults())
 	c.Fleet = fleetFrom(c.fleet().WithDefaults())
 	c.Raise = raiseFrom(c.raise().WithDefaults())
+	c.Pooler = c.Pooler.withDefaults()
 	return c
 }
 

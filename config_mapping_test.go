@@ -3,6 +3,7 @@ package herald
 import (
 	"reflect"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -74,6 +75,8 @@ func fill(v reflect.Value) {
 				f.SetInt(n)
 			case reflect.Uint32:
 				f.SetUint(uint64(n))
+			case reflect.String:
+				f.SetString(strconv.FormatInt(n, 10))
 			case reflect.Func:
 				at := time.Unix(n, 0)
 				f.Set(reflect.ValueOf(func() time.Time { return at }))

@@ -29,6 +29,7 @@ func (c Config) Validate() error {
 		{"Housekeeping", c.housekeeping().Validate()},
 		{"Fleet", c.fleet().Validate()},
 		{"Raise", c.raise().Validate()},
+		{"Pooler", c.Pooler.validate()},
 	} {
 		errs = appendPrefixed(errs, part.name, part.err)
 	}

@@ -64,6 +64,7 @@ type Herald struct {
 	inbox       *app.Inbox
 	tokens      *app.Tokens
 	log         *slog.Logger
+	pooler      PoolerConfig
 	running     atomic.Bool
 
 	// The fleet: the registry every Herald reads (Instances), and this
@@ -111,7 +112,10 @@ func NewFCM(ctx context.Context, projectID string, opts ...option.ClientOption) 
 // New wires Herald on pool (the host's database, migrated with package
 // migrations), fcm (from NewFCM; one per Herald) and rules (the host's
 // event types and the notifications they cause). pool and rules must not
-// be nil.
+// be nil. pool's pgx exec mode must describe statements
+// (QueryExecModeCacheStatement, pgx's default, or QueryExecModeCacheDescribe
+// behind a transaction pooler; see Config.Pooler): New returns
+// ErrUnsupportedExecMode otherwise.
 //
 // fcm may be nil in a process that never sends: a web server that only
 // raises events and serves the inbox, an admin page, or an operator tool
@@ -126,6 +130,9 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid herald config: %w", err)
+	}
+	if err := checkExecMode(pool.Config().ConnConfig.DefaultQueryExecMode); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -144,6 +151,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		log:         log,
 		fleet:       adapters.NewPostgresFleetRepository(pool),
 		deadAfter:   cfg.fleet().WithDefaults().DeadAfter,
+		pooler:      cfg.Pooler.withDefaults(),
 	}
 	if fcm == nil {
 		return h, nil
@@ -203,7 +211,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 func (h *Herald) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
 	ns, err := h.outbox.Raise(ctx, tx, events...)
 	if err != nil {
-		return nil, h.explainSchema(ctx, err)
+		return nil, h.explainPooler(h.explainSchema(ctx, err))
 	}
 	return ns, nil
 }
@@ -224,7 +232,11 @@ func (h *Herald) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer h.running.Store(false)
-	if !h.waitForSchema(ctx) {
+	signals, ok, err := h.deliverySignals(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok || !h.waitForSchema(ctx) {
 		return nil
 	}
 	// Registered before the first claim, so that no claim is ever held by
@@ -252,7 +264,7 @@ func (h *Herald) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		adapters.ListenForDeliveries(ctx, h.pool, func() { h.sender.Wake(); h.expander.Wake() }, h.log)
+		adapters.ListenForDeliveries(ctx, signals, func() { h.sender.Wake(); h.expander.Wake() }, h.log)
 	}()
 	go func() {
 		defer wg.Done()

@@ -5,22 +5,65 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// DeliverySignals says how ListenForDeliveries learns that deliveries were
+// created. Exactly one way is used, the first set of: ListenURL, Pool,
+// PollInterval.
+type DeliverySignals struct {
+	// ListenURL is a connection string for a direct session to Postgres
+	// (not through a transaction pooler): LISTEN runs on a connection of
+	// its own, opened with it.
+	ListenURL string
+	// Pool: LISTEN runs on a connection taken out of it for good. Only for
+	// a pool whose connections keep their session (direct, or a pooler in
+	// session mode): through a transaction pooler, LISTEN registers on
+	// whichever server session is lent, and notifications never come back.
+	Pool *pgxpool.Pool
+	// PollInterval: there is no session to LISTEN on, so wake is called
+	// this often instead.
+	PollInterval time.Duration
+}
 
 // ListenForDeliveries calls wake each time a transaction that created
 // deliveries commits (the relay signals deliveriesChannel), in this process
 // or any other on the same database, so a sender can claim at once instead
-// of waiting for its next poll. It holds one connection of pool, reconnects
-// after errors, and returns when ctx ends. log may be nil.
-func ListenForDeliveries(ctx context.Context, pool *pgxpool.Pool, wake func(), log *slog.Logger) {
+// of waiting for its next poll; or, with signals.PollInterval only, calls
+// wake that often. It logs once, at start, which way it learns of new
+// deliveries (a WARN when it can only poll). It reconnects after errors and
+// returns when ctx ends. log may be nil.
+func ListenForDeliveries(ctx context.Context, signals DeliverySignals, wake func(), log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	var connect func(context.Context) (*pgx.Conn, error)
+	switch {
+	case signals.ListenURL != "":
+		log.Info("new deliveries wake the sender: LISTEN on a direct session (Pooler.ListenURL)")
+		connect = func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, signals.ListenURL) }
+	case signals.Pool != nil:
+		log.Info("new deliveries wake the sender: LISTEN on a connection of the pool")
+		connect = func(ctx context.Context) (*pgx.Conn, error) {
+			pooled, err := signals.Pool.Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			// A listening connection must not go back to the pool.
+			return pooled.Hijack(), nil
+		}
+	default:
+		log.Warn("behind a transaction pooler without Pooler.ListenURL, LISTEN cannot work: "+
+			"the sender and broadcast expander look for new deliveries every poll interval instead",
+			"poll_interval", signals.PollInterval)
+		poll(ctx, signals.PollInterval, wake)
+		return
 	}
 	const firstWait = 100 * time.Millisecond
 	wait := firstWait
 	for ctx.Err() == nil {
-		listened, err := listenOnce(ctx, pool, wake)
+		listened, err := listenOnce(ctx, connect, wake)
 		if ctx.Err() != nil {
 			return
 		}
@@ -37,13 +80,25 @@ func ListenForDeliveries(ctx context.Context, pool *pgxpool.Pool, wake func(), l
 	}
 }
 
-func listenOnce(ctx context.Context, pool *pgxpool.Pool, wake func()) (listened bool, err error) {
-	pooled, err := pool.Acquire(ctx)
+// poll calls wake every interval until ctx ends.
+func poll(ctx context.Context, interval time.Duration, wake func()) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			wake()
+		}
+	}
+}
+
+func listenOnce(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), wake func()) (listened bool, err error) {
+	conn, err := connect(ctx)
 	if err != nil {
 		return false, err
 	}
-	// A listening connection must not go back to the pool.
-	conn := pooled.Hijack()
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+deliveriesChannel); err != nil {
 		return false, err

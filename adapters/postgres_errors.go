@@ -13,7 +13,8 @@ import (
 // deadlock, a canceled query or an ended context, too many connections or
 // another lack of resources, or the environment rather than the data: a
 // schema older than the code (a binary deployed before its migration ran),
-// a privilege revoked, a login refused, a feature or database missing; an
+// a privilege revoked, a login refused, a feature or database missing, a
+// prepared statement lost by a transaction pooler; an
 // operator fixes those, and the events must then still be there.
 // Everything else is deterministic (an oversized index row, a data
 // exception, a constraint violation...): trying again fails the same way.
@@ -34,6 +35,7 @@ func IsTransient(err error) bool {
 			strings.HasPrefix(pgErr.Code, "28"),          // invalid authorization
 			strings.HasPrefix(pgErr.Code, "3D"),          // invalid catalog (database) name
 			strings.HasPrefix(pgErr.Code, "3F"),          // invalid schema name
+			pgErr.Code == "26000",                        // prepared statement missing: a transaction pooler lost it
 			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock
 			pgErr.Code == "55P03": // lock not available
 			return true

@@ -19,15 +19,18 @@ import (
 // tests and Postgres: with HERALD_TEST_POOLER=pgbouncer, NewPool's pools go
 // through a pgbouncer in transaction pooling mode (started by the test kit
 // in front of the throwaway cluster) with pgx's exec mode set to
-// QueryExecModeExec, as a host behind such a pooler must. NewDatabase still
+// QueryExecModeCacheDescribe, as a host behind such a pooler must. NewDatabase still
 // returns the direct URL. Unset (or "none"), NewPool connects directly.
 const PoolerEnv = "HERALD_TEST_POOLER"
 
 // poolerQueryExecMode is what PoolerURL adds to its URL: pgx's
-// QueryExecModeExec, which uses no named prepared statements, so it works
-// through a transaction pooler that does not keep them (PgBouncer before
-// 1.21, or any without max_prepared_statements).
-const poolerQueryExecMode = "default_query_exec_mode=exec"
+// QueryExecModeCacheDescribe, which uses no named prepared statements (each
+// execution parses the unnamed one again, in the same round trip), so it
+// works through a transaction pooler that does not keep them (PgBouncer
+// before 1.21, or any without max_prepared_statements), and still encodes
+// arguments by the types Postgres describes, which Herald and watermill-sql
+// need (QueryExecModeExec sends a []byte for a json column as bytea).
+const poolerQueryExecMode = "default_query_exec_mode=cache_describe"
 
 // bouncer is the binary's pgbouncer, started on first use.
 var bouncer struct {
@@ -96,8 +99,8 @@ func stopBouncer() error {
 // NewDatabase) through a pgbouncer in transaction pooling mode, the mode most
 // teams run, started by the test kit in front of the throwaway cluster on
 // first use (as the postgres user when the tests run as root) and stopped by
-// Main. The URL carries default_query_exec_mode=exec, which pgx reads (libpq
-// does not): a pgx pool on it uses no named prepared statements. When the
+// Main. The URL carries default_query_exec_mode=cache_describe, which pgx
+// reads (libpq does not): a pgx pool on it uses no named prepared statements. When the
 // test ends, pgbouncer's connections to the database are closed, so that it
 // can be dropped at once.
 //
@@ -134,7 +137,7 @@ func poolerURL(t testing.TB, b *pgcluster.Bouncer, databaseURL string) string {
 }
 
 // NewPoolerPool is NewPool through pgbouncer in transaction pooling mode (see
-// PoolerURL), with pgx's QueryExecModeExec. It skips the test where pgbouncer
+// PoolerURL), with pgx's QueryExecModeCacheDescribe. It skips the test where pgbouncer
 // is not installed.
 func NewPoolerPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()

@@ -27,7 +27,7 @@ func TestNewPoolerPoolReachesAMigratedDatabaseThroughPgBouncerInTransactionMode(
 	t.Parallel()
 	ctx := t.Context()
 	pool := testutil.NewPoolerPool(t)
-	require.Equal(t, pgx.QueryExecModeExec, pool.Config().ConnConfig.DefaultQueryExecMode,
+	require.Equal(t, pgx.QueryExecModeCacheDescribe, pool.Config().ConnConfig.DefaultQueryExecMode,
 		"a pool through a transaction pooler must not use named prepared statements")
 
 	// Transaction pooling: a client connection has no session of its own.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/herald-push/herald/internal/pgcluster"
@@ -23,14 +24,15 @@ import (
 // returns the direct URL. Unset (or "none"), NewPool connects directly.
 const PoolerEnv = "HERALD_TEST_POOLER"
 
-// poolerQueryExecMode is what PoolerURL adds to its URL: pgx's
-// QueryExecModeCacheDescribe, which uses no named prepared statements (each
-// execution parses the unnamed one again, in the same round trip), so it
-// works through a transaction pooler that does not keep them (PgBouncer
-// before 1.21, or any without max_prepared_statements), and still encodes
-// arguments by the types Postgres describes, which Herald and watermill-sql
-// need (QueryExecModeExec sends a []byte for a json column as bytea).
-const poolerQueryExecMode = "default_query_exec_mode=cache_describe"
+// PoolerExecMode is the pgx exec mode of the pools NewPoolerPool (and NewPool
+// under HERALD_TEST_POOLER=pgbouncer) make: QueryExecModeCacheDescribe uses
+// no named prepared statements (each execution parses the unnamed one again,
+// in the same round trip), so it works through a transaction pooler that
+// does not keep them (PgBouncer before 1.21, or any without
+// max_prepared_statements), and still encodes arguments by the types
+// Postgres describes, which Herald and watermill-sql need
+// (QueryExecModeExec sends a []byte for a json column as bytea).
+const PoolerExecMode = pgx.QueryExecModeCacheDescribe
 
 // bouncer is the binary's pgbouncer, started on first use.
 var bouncer struct {
@@ -133,7 +135,7 @@ func poolerURL(t testing.TB, b *pgcluster.Bouncer, databaseURL string) string {
 			t.Errorf("testutil.PoolerURL: %v", err)
 		}
 	})
-	return b.URL(name) + "&" + poolerQueryExecMode
+	return b.URL(name)
 }
 
 // NewPoolerPool is NewPool through pgbouncer in transaction pooling mode (see
@@ -141,5 +143,5 @@ func poolerURL(t testing.TB, b *pgcluster.Bouncer, databaseURL string) string {
 // is not installed.
 func NewPoolerPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	return newPool(t, PoolerURL(t, NewDatabase(t)))
+	return newPool(t, PoolerURL(t, NewDatabase(t)), PoolerExecMode)
 }

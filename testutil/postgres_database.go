@@ -110,18 +110,21 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 		if err != nil {
 			t.Fatalf("testutil.NewPool: %s=pgbouncer: %v", PoolerEnv, err)
 		}
-		url = poolerURL(t, b, url)
+		return newPool(t, poolerURL(t, b, url), PoolerExecMode)
 	}
-	return newPool(t, url)
+	return newPool(t, url, pgx.QueryExecModeCacheStatement)
 }
 
-// newPool connects a pool of at most 10 connections (unless url sets pool_max_conns) and
-// closes it when the test ends.
-func newPool(t testing.TB, url string) *pgxpool.Pool {
+// newPool connects a pool of at most 10 connections (unless url sets pool_max_conns) in
+// exec mode mode, unless url sets default_query_exec_mode, and closes it when the test ends.
+func newPool(t testing.TB, url string, mode pgx.QueryExecMode) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatalf("testutil.NewPool: %v", err)
+	}
+	if !strings.Contains(url, "default_query_exec_mode") {
+		cfg.ConnConfig.DefaultQueryExecMode = mode
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = 10

@@ -143,7 +143,7 @@ func TestADirectPoolIsNotTakenForAPoolerAndListens(t *testing.T) {
 	deliverOne(t, h, 5*time.Second)
 	assert.Len(t, logged(logs, slog.LevelInfo, "LISTEN on a connection of the pool"), 1)
 	assert.Empty(t, logged(logs, slog.LevelInfo, "transaction mode"))
-	assert.Empty(t, logged(logs, slog.LevelWarn, ""), "nothing to warn about")
+	assert.Empty(t, logged(logs, slog.LevelWarn, "LISTEN"), "nothing to warn about")
 }
 
 func TestADeclaredTransactionPoolerWithDescribeExecStopsRun(t *testing.T) {
@@ -157,4 +157,43 @@ func TestADeclaredTransactionPoolerWithDescribeExecStopsRun(t *testing.T) {
 	h := harnessOn(t, pool, cfg)
 	err := h.herald.Run(t.Context())
 	require.ErrorIs(t, err, herald.ErrPoolerPreparedStatements)
+}
+
+func TestBehindPgBouncerARaiseThatLostItsPreparedStatementsSaysWhy(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := poolOn(t, testutil.PoolerURL(t, testutil.NewDatabase(t)), pgx.QueryExecModeCacheStatement)
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
+	h, err := herald.New(pool, nil, rules, fastConfig()) // a web process that only raises
+	require.NoError(t, err)
+	a, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer a.Release()
+	b, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer b.Release()
+	raise := func() error {
+		tx, err := a.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+		if _, err := h.Raise(ctx, tx, comment("c1", "reader", "author")); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+	// The first Raise prepares its statements on the server session it is
+	// lent; another transaction then holds that session, so the next Raise
+	// runs on a session that has never seen them.
+	require.NoError(t, raise())
+	held, err := b.Begin(ctx)
+	require.NoError(t, err)
+	defer held.Rollback(ctx) //nolint:errcheck
+	_, err = held.Exec(ctx, `SELECT 1`)
+	require.NoError(t, err)
+	err = raise()
+	require.ErrorIs(t, err, herald.ErrPoolerPreparedStatements)
+	var poolerErr *herald.PoolerError
+	require.ErrorAs(t, err, &poolerErr)
+	assert.Contains(t, err.Error(), "does not exist", "the database's own words are kept")
 }

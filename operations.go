@@ -134,7 +134,9 @@ func (h *Herald) QueryDeliveries(ctx context.Context, q DeliveryQuery) (Delivery
 // more) with its token's hash and every attempt with its outcome, FCM
 // error code and time, and for a broadcast how far its expansion has come.
 // A notification that does not exist is notification.ErrNotFound (also
-// once housekeeping has deleted it).
+// once housekeeping has deleted it). The counts read every delivery of the
+// notification: for a broadcast to 333,333 devices the whole call took
+// under a second on a loaded machine (BENCHMARKS.md).
 func (h *Herald) Timeline(ctx context.Context, notificationID uuid.UUID) (Timeline, error) {
 	return h.deliveries.Timeline(ctx, notificationID)
 }

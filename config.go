@@ -4,6 +4,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
@@ -45,6 +48,15 @@ type Config struct {
 	// decided by the database's clock, so servers whose clocks disagree
 	// never take over each other's live leases. Defaults to time.Now.
 	Now func() time.Time
+	// MeterProvider receives Herald's metrics (see "Metrics and traces" in
+	// the README for their names). Defaults to OpenTelemetry's global
+	// provider, a no-op unless the host set one.
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives Herald's spans: Raise, the relay's handling
+	// of each outbox message, and each push, the latter two linked to the
+	// first. Defaults to OpenTelemetry's global provider, a no-op unless
+	// the host set one.
+	TracerProvider trace.TracerProvider
 }
 
 // RelayConfig configures the outbox relay.

@@ -12,14 +12,14 @@ import (
 
 // TestEverySettingReachesThePartThatUsesIt: each field of Config's parts is
 // handed to the internal config of the part that uses it, and each setting
-// of those internal configs (but their logger and clock, which Config holds
-// once, and the sender's test-only jitter) has a field in Config. A setting
+// of those internal configs (but their logger, clock and telemetry, which
+// Config holds once, and the sender's test-only jitter) has a field in Config. A setting
 // added to a part but not to Config, or not mapped, fails here.
 func TestEverySettingReachesThePartThatUsesIt(t *testing.T) {
 	t.Parallel()
 	var c Config
 	fill(reflect.ValueOf(&c).Elem())
-	internalOnly := []string{"Logger", "Now", "Jitter", "Budget", "Leader"}
+	internalOnly := []string{"Logger", "Now", "Jitter", "Budget", "Leader", "Telemetry"}
 	for _, part := range []struct {
 		name          string
 		facade, inner any

@@ -43,6 +43,7 @@ import (
 
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 )
@@ -73,6 +74,10 @@ type Herald struct {
 	membership *app.Membership
 	deadAfter  time.Duration
 }
+
+// gaugeInterval is how often at most the database-wide gauges read the
+// database, however often a metrics reader collects.
+const gaugeInterval = 5 * time.Second
 
 // ErrAlreadyRunning is returned by Run while another Run of the same Herald
 // has not returned.
@@ -140,9 +145,12 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	}
 	cfg.Logger = log
 	deliveries := adapters.NewPostgresDeliveryRepository(pool)
+	tel := telemetry.New(telemetry.Config{MeterProvider: cfg.MeterProvider, TracerProvider: cfg.TracerProvider})
+	raiseCfg := cfg.raise()
+	raiseCfg.Telemetry = tel
 	h := &Herald{
 		pool:        pool,
-		outbox:      outbox.New(rules, adapters.NotificationWriterIn, cfg.raise()),
+		outbox:      outbox.New(rules, adapters.NotificationWriterIn, raiseCfg),
 		deliveries:  deliveries,
 		deadLetters: adapters.NewPostgresDeadLetterRepository(pool),
 		status:      adapters.NewPostgresStatusRepository(pool),
@@ -153,6 +161,10 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		deadAfter:   cfg.fleet().WithDefaults().DeadAfter,
 		pooler:      cfg.Pooler.withDefaults(),
 	}
+	// Every Herald, sending or not, shows the database-wide gauges.
+	if _, err := tel.ObserveDatabase(deliveries.Gauges, gaugeInterval); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	if fcm == nil {
 		return h, nil
 	}
@@ -161,11 +173,15 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg.relay())
+	relayCfg := cfg.relay()
+	relayCfg.Telemetry = tel
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, relayCfg)
 	if err != nil {
 		return nil, err
 	}
-	pusher, err := adapters.NewFCMSender(fcm, cfg.fcm())
+	fcmCfg := cfg.fcm()
+	fcmCfg.Telemetry = tel
+	pusher, err := adapters.NewFCMSender(fcm, fcmCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -173,9 +189,13 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	senderCfg.Budget = app.NewFleetBudget(h.fleet, app.FleetBudgetConfig{
 		RatePerMinute: senderCfg.WithDefaults().RatePerMinute, Live: membership.Live, Logger: log, Now: cfg.Now,
 	})
+	senderCfg.Telemetry = tel
 	sender, err := app.NewSender(deliveries.ForInstance(self.ID), pusher, senderCfg)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := tel.ObserveSender(func() int64 { return sender.Stats().InFlight }, pusher.BreakerState); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	expander, err := app.NewBroadcastExpander(deliveries, cfg.broadcast())
 	if err != nil {

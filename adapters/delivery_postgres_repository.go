@@ -278,6 +278,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 	batch.Queue(`
 		WITH due AS (
 			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds, n.expires_at, n.collapse_key, n.options,
+				n.trace_parent,
 				-- The unread count only for the few notifications whose
 				-- options ask for it as their badge.
 				CASE WHEN n.options IS NULL THEN NULL
@@ -328,7 +329,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		WHERE d.id = due.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
 			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds,
-			due.expires_at, coalesce(due.collapse_key, ''), due.options, due.badge`,
+			due.expires_at, coalesce(due.collapse_key, ''), due.options, due.badge, due.trace_parent`,
 		limit, lease.Microseconds(), [16]byte(claimID), r.instance).Query(func(rows pgx.Rows) error {
 		var err error
 		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
@@ -358,9 +359,10 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 			collapseKey                                   string
 			options                                       *storedOptions
 			badge                                         *int64
+			traceParent                                   *string
 		)
 		if err := rows.Scan(&claimed, &id, &notificationID, &token, &platform, &attempts, &lastError, &code,
-			&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge); err != nil {
+			&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge, &traceParent); err != nil {
 			return scanned, err
 		}
 		if !claimed {
@@ -378,7 +380,11 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		if badge != nil {
 			msg.Badge = ptr(int(*badge))
 		}
-		*dispatches = append(*dispatches, app.Dispatch{Delivery: d, Message: msg})
+		dispatch := app.Dispatch{Delivery: d, Message: msg}
+		if traceParent != nil {
+			dispatch.TraceParent = *traceParent
+		}
+		*dispatches = append(*dispatches, dispatch)
 	}
 	return scanned, rows.Err()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/herald-push/herald/internal/settings"
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -31,6 +32,9 @@ type FCMSenderConfig struct {
 	RampMax         int
 	// Logger receives breaker state changes. Defaults to discarding.
 	Logger *slog.Logger
+	// Telemetry counts breaker state changes. Defaults to nil, which
+	// observes nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 func (c *FCMSenderConfig) setDefaults() {

@@ -376,6 +376,7 @@ func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 				level = slog.LevelInfo
 			}
 			log.Log(context.Background(), level, "fcm circuit breaker changed state", "from", from.String(), "to", to.String())
+			cfg.Telemetry.BreakerChanged(from.String(), to.String())
 		},
 	})
 	return b

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -39,6 +40,9 @@ const insertChunk = 5000
 // statement; one with keys, up to three (release, insert, and a lookup
 // only when some were duplicates). To write them in the host's
 // transaction, make the repository on that pgx.Tx.
+//
+// When ctx carries a traced span (Raise's), its W3C traceparent is stored
+// with each notification, for the push spans to link to.
 func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notification.Notification) ([]*notification.Notification, error) {
 	stored := append([]*notification.Notification(nil), ns...)
 	for start := 0; start < len(ns); start += insertChunk {
@@ -101,12 +105,16 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 			options[i] = ptr(string(b))
 		}
 	}
+	var traceParent *string // NULL when Raise was not traced
+	if tp := telemetry.TraceParent(ctx); tp != "" {
+		traceParent = &tp
+	}
 	args := []any{uuidArray(ids), recipients, types, titles, bodies, data, ttls, created, audiences,
-		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options}
+		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options, traceParent}
 	const insert = `
 		INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience,
-			idempotency_key, idempotent_until, send_at, expires_at, collapse_key, options)
-		SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
+			idempotency_key, idempotent_until, send_at, expires_at, collapse_key, options, trace_parent)
+		SELECT *, $16::text FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
 			$8::timestamptz[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
 			$14::text[], $15::jsonb[])`
 	if keyed == 0 {

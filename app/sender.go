@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-push/herald/internal/backoff"
 	"github.com/herald-push/herald/internal/settings"
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -22,6 +23,9 @@ import (
 type Dispatch struct {
 	Delivery *notification.Delivery
 	Message  notification.Message
+	// TraceParent is the W3C traceparent of the span that raised the
+	// notification, if it was traced: the push's span links to it.
+	TraceParent string
 }
 
 // DeliveryStore is the sender's view of stored deliveries.
@@ -107,6 +111,9 @@ type SenderConfig struct {
 	// smooths this process's pushes), and a project-wide QUOTA_EXCEEDED
 	// pauses the whole fleet through it. Nil: this process alone.
 	Budget SendBudget
+	// Telemetry receives the sender's metrics and push spans. Defaults to
+	// nil, which observes nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // maxQuotaDevices bounds SenderConfig.QuotaDevices: the detector keeps
@@ -235,6 +242,7 @@ type Sender struct {
 	holds     *deviceHolds
 	platforms *platformGate
 	alarms    *alarmLog
+	tel       *telemetry.Telemetry
 
 	// admitBefore: a claimed delivery is pushed only while at least this
 	// much of its lease remains (half the lease, or the push's timeout and
@@ -274,7 +282,8 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 		quota:     newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
 		holds:     newDeviceHolds(),
 		platforms: newPlatformGate(cfg.PlatformPause, cfg.PlatformMaxPause),
-		alarms:    newAlarmLog(log, cfg.AlarmLogInterval),
+		alarms:    newAlarmLog(log, cfg.AlarmLogInterval, cfg.Telemetry),
+		tel:       cfg.Telemetry,
 	}, nil
 }
 
@@ -378,7 +387,9 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 			sleep(ctx, refillTick)
 			continue
 		}
+		claimStart := time.Now()
 		batch, err := s.store.ClaimDue(ctx, s.cfg.Now(), room, s.cfg.Lease)
+		s.tel.ClaimDone(claimStart)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -422,7 +433,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// is checked again after the rate limiter: a QUOTA_EXCEEDED may have
 	// arrived while this push queued for a token, and Retry-After holds for
 	// every push, not only for those that had not queued yet.
-	if !s.takeBudget(ctx) || s.limiter.Wait(ctx) != nil || !s.waitPause(ctx) {
+	if !s.takeBudget(ctx) || s.waitRate(ctx) != nil || !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
@@ -437,9 +448,13 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	}
 	// The push itself is not cancelled when Run's ctx ends: it finishes
 	// within the Pusher's deadline and its outcome is recorded.
-	name, err := s.pusher.Push(context.WithoutCancel(ctx), d.Message)
+	pushCtx, span := s.tel.StartPush(context.WithoutCancel(ctx), telemetry.PushInfo{
+		DeliveryID: d.Delivery.ID(), NotificationID: d.Delivery.NotificationID(), Token: d.Message.Token,
+		Platform: string(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent})
+	name, err := s.pusher.Push(pushCtx, d.Message)
 	now = s.cfg.Now()
 	if err == nil {
+		span.EndPush(string(notification.StatusSent), "", name)
 		s.quota.observe(now, device, false)
 		if s.platforms.answered(d.Message.Platform, ticket, true) {
 			s.log.Info("platform credentials accepted again: pushes resumed", "platform", platformName(d.Message.Platform))
@@ -454,6 +469,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	}
 	err = s.onFailure(d, device, ticket, err, now)
 	status, recErr := d.Delivery.RecordFailure(err, s.cfg.Retry, now, s.cfg.Jitter())
+	span.EndPush(string(status), errorType(err), "")
 	if recErr != nil {
 		s.log.Error("record delivery failure", "delivery_id", d.Delivery.ID(), "err", recErr)
 		return
@@ -596,6 +612,35 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 	return err
 }
 
+// waitRate waits for the rate limiter, and reports the wait.
+func (s *Sender) waitRate(ctx context.Context) error {
+	start := time.Now()
+	err := s.limiter.Wait(ctx)
+	s.tel.RateWaited(time.Since(start))
+	return err
+}
+
+// errorType names a failed push's class for metrics and spans: FCM's code
+// when it answered with one, else Herald's class.
+func errorType(err error) string {
+	var se *notification.SendError
+	if errors.As(err, &se) && se.Code != "" {
+		return se.Code
+	}
+	switch {
+	case errors.Is(err, notification.ErrCircuitOpen):
+		return "circuit_open"
+	case errors.Is(err, notification.ErrPushCancelled):
+		return "cancelled"
+	case errors.Is(err, notification.ErrProviderUnavailable):
+		return "unavailable"
+	case errors.Is(err, notification.ErrQuotaExceeded):
+		return "quota_exceeded"
+	default:
+		return "other"
+	}
+}
+
 // platformName names p in logs.
 func platformName(p notification.Platform) string {
 	if p == "" {
@@ -721,7 +766,9 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 	deadline := s.cfg.Now().Add(s.cfg.Lease)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		recordStart := time.Now()
 		n, err := s.store.Record(ctx, batch)
+		s.tel.RecordDone(recordStart)
 		cancel()
 		if err == nil {
 			if n < len(batch) {

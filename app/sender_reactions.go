@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -229,6 +230,7 @@ const maxAlarmKinds = 64
 type alarmLog struct {
 	log      *slog.Logger
 	interval time.Duration
+	tel      *telemetry.Telemetry // counts every event, logged or not
 
 	mu      sync.Mutex
 	kinds   map[string]*alarmLine
@@ -244,13 +246,14 @@ type alarmLine struct {
 	count    int // events since the last line
 }
 
-func newAlarmLog(log *slog.Logger, interval time.Duration) *alarmLog {
-	return &alarmLog{log: log, interval: interval, kinds: map[string]*alarmLine{}}
+func newAlarmLog(log *slog.Logger, interval time.Duration, tel *telemetry.Telemetry) *alarmLog {
+	return &alarmLog{log: log, interval: interval, tel: tel, kinds: map[string]*alarmLine{}}
 }
 
 // add records one event of kind at now, logged with msg and attrs (which
 // must never hold a token or a message body).
 func (a *alarmLog) add(now time.Time, kind string, level slog.Level, msg string, attrs ...any) {
+	a.tel.Alarm(kind)
 	a.mu.Lock()
 	line := a.kinds[kind]
 	if line == nil {

@@ -189,7 +189,7 @@ func TestPlatformGateSurvivesAClockGoingBack(t *testing.T) {
 func TestAlarmLogWritesOneLinePerKindAndInterval(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	a := newAlarmLog(slog.New(slog.NewJSONHandler(&buf, nil)), 10*time.Second)
+	a := newAlarmLog(slog.New(slog.NewJSONHandler(&buf, nil)), 10*time.Second, nil)
 	lines := func() []map[string]any {
 		var out []map[string]any
 		for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
@@ -229,7 +229,7 @@ func TestAlarmLogWritesOneLinePerKindAndInterval(t *testing.T) {
 
 func TestAlarmLogKindsStayBounded(t *testing.T) {
 	t.Parallel()
-	a := newAlarmLog(slog.New(slog.DiscardHandler), time.Second)
+	a := newAlarmLog(slog.New(slog.DiscardHandler), time.Second, nil)
 	for i := range 10 * maxAlarmKinds {
 		a.add(t0, strings.Repeat("k", i), slog.LevelError, "hostile codes")
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -25,6 +26,9 @@ type Config struct {
 	// IdempotencyWindow is how long a draft's idempotency key holds when
 	// the draft does not say. Defaults to 24h.
 	IdempotencyWindow time.Duration
+	// Telemetry receives Raise's spans. Defaults to nil, which observes
+	// nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // Validate reports every invalid field at once.
@@ -45,6 +49,7 @@ type Outbox struct {
 	raiser        *app.Raiser
 	notifications func(pgx.Tx) app.NotificationWriter
 	log           watermill.LoggerAdapter
+	tel           *telemetry.Telemetry
 }
 
 // New returns an Outbox that turns events into notifications with rules and
@@ -63,6 +68,7 @@ func New(rules *notification.Rules, notificationsIn func(pgx.Tx) app.Notificatio
 		raiser:        app.NewRaiser(rules, app.RaiserConfig{Now: cfg.Now, IdempotencyWindow: cfg.IdempotencyWindow}),
 		notifications: notificationsIn,
 		log:           watermill.NewSlogLogger(logger),
+		tel:           cfg.Telemetry,
 	}
 }
 
@@ -94,8 +100,15 @@ func New(rules *notification.Rules, notificationsIn func(pgx.Tx) app.Notificatio
 // its own if it rolled back. (Under REPEATABLE READ or SERIALIZABLE the
 // second fails with a serialization error instead, to be retried as any
 // such failure.)
+//
+// When traced, Raise's span context travels with what it writes (the W3C
+// traceparent in each outbox message's metadata and in each notification),
+// for the relay's and the pushes' spans to link to.
 func (o *Outbox) Raise(ctx context.Context, tx pgx.Tx, events ...notification.Event) ([]*notification.Notification, error) {
-	return o.raiser.Raise(ctx, raiseTx{tx: tx, notifications: o.notifications(tx), log: o.log}, events...)
+	ctx, span := o.tel.StartRaise(ctx)
+	ns, err := o.raiser.Raise(ctx, raiseTx{tx: tx, notifications: o.notifications(tx), log: o.log}, events...)
+	span.EndRaise(len(events), len(ns), err)
+	return ns, err
 }
 
 // raiseTx writes raised events into the host's transaction.
@@ -118,6 +131,7 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 	}
 	for _, m := range msgs {
 		m.SetContext(ctx)
+		telemetry.Inject(ctx, m.Metadata)
 	}
 	pub, err := newPublisher(r.tx, r.log)
 	if err != nil {

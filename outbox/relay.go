@@ -18,6 +18,7 @@ import (
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/internal/backoff"
 	"github.com/herald-push/herald/internal/settings"
+	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -38,6 +39,9 @@ type RelayConfig struct {
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// Telemetry receives the relay's spans and metrics. Defaults to nil,
+	// which observes nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // Validate reports every invalid field at once, in field order.
@@ -282,7 +286,9 @@ func (r *Relay) handle(msg *message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("outbox relay: no time left before the ack deadline: %w", err)
 	}
+	ctx, span := r.cfg.Telemetry.StartRelay(ctx, msg.UUID, msg.Metadata)
 	out, err := r.handler.Handle(ctx, r.stores(tx), relayMessage(msg))
+	span.EndRelay(out.Events, out.Deliveries, out.DeadLetters, err)
 	if err != nil {
 		return err
 	}

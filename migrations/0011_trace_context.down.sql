@@ -1,0 +1,1 @@
+ALTER TABLE herald_notifications DROP COLUMN trace_parent;

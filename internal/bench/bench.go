@@ -50,12 +50,17 @@ type benchOptions struct {
 	pgStats    bool   // report Postgres's top statements per scenario
 	pgLog      string // save the Postgres server log here at exit
 	timeline   bool   // print the relay's lag per second of raising
+	telemetry  string // off, on, or both (each scenario runs off, on, on, off)
 	verbose    bool
 }
 
 // benchResult is one scenario's line of output.
 type benchResult struct {
 	Scenario string `json:"scenario"`
+	// Telemetry is "on" when Herald ran with OpenTelemetry SDK providers
+	// exporting every metric and span to a discarded sink (-telemetry),
+	// "off" (no-op providers) otherwise.
+	Telemetry string `json:"telemetry"`
 	// Deliveries is how many pushes were committed (one per device).
 	Deliveries int `json:"deliveries"`
 	// Seconds runs from the first commit until FCM accepted the last
@@ -172,21 +177,29 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	enc := json.NewEncoder(stdout)
 	for _, name := range names {
-		var res any
-		var err error
-		switch name {
-		case "relay":
-			res, err = b.relay(ctx)
-		case "replicas":
-			res, err = b.replicas(ctx)
-		default:
-			res, err = b.run(ctx, name, len(names) > 1)
+		// relay and replicas measure other things; the delivery scenarios
+		// run once per telemetry setting (-telemetry).
+		runs := telemetryRuns(opts.telemetry)
+		if name == "relay" || name == "replicas" {
+			runs = runs[:1]
 		}
-		if err != nil {
-			return fmt.Errorf("bench %s: %w", name, err)
-		}
-		if err := enc.Encode(res); err != nil {
-			return err
+		for _, on := range runs {
+			var res any
+			var err error
+			switch name {
+			case "relay":
+				res, err = b.relay(ctx)
+			case "replicas":
+				res, err = b.replicas(ctx)
+			default:
+				res, err = b.run(ctx, name, len(names) > 1, on)
+			}
+			if err != nil {
+				return fmt.Errorf("bench %s: %w", name, err)
+			}
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -221,6 +234,7 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	fs.BoolVar(&o.pgStats, "pgstats", false, "report each scenario's top statements, server side (pg_stat_statements) and client side; log plans of statements over 40ms (auto_explain)")
 	fs.StringVar(&o.pgLog, "pglog", "", "save the Postgres server log (with -pgstats: slow plans) to `file` at exit")
 	fs.BoolVar(&o.timeline, "timeline", false, "print, per second of raising, the relay's lag from raise to delivery row (stderr)")
+	fs.StringVar(&o.telemetry, "telemetry", telemetryOff, "Herald's OpenTelemetry: off (no-op providers), on (SDK providers exporting every metric and span to a discarded sink), or both (each scenario runs off, on, on, off)")
 	fs.BoolVar(&o.verbose, "v", false, "log Herald at info level on stderr (default: warnings)")
 
 	var names []string
@@ -253,6 +267,9 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	}
 	if o.rateLimit < 0 || o.fcmLatency < 0 || o.duration <= 0 || o.timeout <= 0 {
 		problems = append(problems, "-rate-limit and -latency must not be negative; -duration and -timeout must be positive")
+	}
+	if !slices.Contains([]string{telemetryOff, telemetryOn, telemetryBoth}, o.telemetry) {
+		problems = append(problems, "-telemetry must be off, on or both")
 	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
@@ -386,7 +403,7 @@ func (b *bench) newDatabase(ctx context.Context, name string) (*pgxpool.Pool, fu
 func (b *bench) dataDir() string { return filepath.Dir(b.cluster.LogPath()) }
 
 // run runs one scenario on a fresh database.
-func (b *bench) run(ctx context.Context, name string, several bool) (*benchResult, error) {
+func (b *bench) run(ctx context.Context, name string, several, telemetry bool) (*benchResult, error) {
 	pool, drop, err := b.newDatabase(ctx, name)
 	if err != nil {
 		return nil, err
@@ -413,9 +430,22 @@ func (b *bench) run(ctx context.Context, name string, several bool) (*benchResul
 			memProfile += "." + name
 		}
 	}
-	res, err := b.measure(ctx, pool, sc, profile, memProfile)
+	var tel *benchTelemetry
+	if telemetry {
+		if tel, err = newBenchTelemetry(); err != nil {
+			return nil, err
+		}
+	}
+	res, err := b.measure(ctx, pool, sc, profile, memProfile, tel)
+	if shutdownErr := tel.shutdown(); shutdownErr != nil {
+		b.log.Warn("stop telemetry", "err", shutdownErr)
+	}
 	if err != nil {
 		return nil, err
+	}
+	res.Telemetry = telemetryOff
+	if telemetry {
+		res.Telemetry = telemetryOn
 	}
 	res.Fake = b.fake.mode()
 	res.GoVersion = runtime.Version()

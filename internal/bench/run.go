@@ -82,7 +82,7 @@ func (b *bench) benchConfig() herald.Config {
 // measure loads the scenario's tokens, runs the baseline if it has one,
 // then runs Herald while the scenario raises its events, until FCM has
 // accepted every committed push (or the timeout), and accounts for them.
-func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenario, cpuProfile, memProfile string) (*benchResult, error) {
+func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenario, cpuProfile, memProfile string, tel *benchTelemetry) (*benchResult, error) {
 	began := time.Now()
 	if err := benchLoadTokens(ctx, pool, sc.keys, b.progressf); err != nil {
 		return nil, fmt.Errorf("load tokens: %w", err)
@@ -105,7 +105,9 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 	if err != nil {
 		return nil, err
 	}
-	h, err := herald.New(pool, fcm, sc.rules, b.benchConfig())
+	cfg := b.benchConfig()
+	tel.apply(&cfg)
+	h, err := herald.New(pool, fcm, sc.rules, cfg)
 	if err != nil {
 		return nil, err
 	}

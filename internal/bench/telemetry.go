@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/exporters/stdout/stdoutmetric"
-	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -36,31 +41,71 @@ func telemetryRuns(mode string) []bool {
 	}
 }
 
-// benchTelemetry is what a run with telemetry on costs a host that exports
-// everything: the OpenTelemetry SDK's providers with real exporters (the
-// stdout ones, encoding every span and every metric collection as JSON)
-// writing to a discarded sink; every push is sampled (the SDK's default
-// sampler), spans go through a batch processor, and metrics are collected
-// every second.
+// benchTelemetry is what a host that exports everything runs: the
+// OpenTelemetry SDK's providers with real exporters, to a collector that
+// discards what it receives. Spans: every push sampled (the SDK's default
+// sampler), a batch processor, the OTLP/HTTP exporter (protobuf) posting to
+// a local server. Metrics: the Prometheus exporter, scraped over HTTP every
+// second (a scraper usually asks every 15 s).
 type benchTelemetry struct {
-	mp *sdkmetric.MeterProvider
-	tp *sdktrace.TracerProvider
+	mp     *sdkmetric.MeterProvider
+	tp     *sdktrace.TracerProvider
+	server *http.Server
+	stop   context.CancelFunc
+	done   sync.WaitGroup
 }
 
 func newBenchTelemetry() (*benchTelemetry, error) {
-	spans, err := stdouttrace.New(stdouttrace.WithWriter(io.Discard))
-	if err != nil {
-		return nil, fmt.Errorf("span exporter: %w", err)
-	}
-	metrics, err := stdoutmetric.New(stdoutmetric.WithWriter(io.Discard))
+	registry := prometheus.NewRegistry()
+	metrics, err := otelprom.New(otelprom.WithRegisterer(registry))
 	if err != nil {
 		return nil, fmt.Errorf("metric exporter: %w", err)
 	}
-	return &benchTelemetry{
-		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(
-			sdkmetric.NewPeriodicReader(metrics, sdkmetric.WithInterval(time.Second)))),
-		tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(spans)),
-	}, nil
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/v1/traces", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	})
+	t := &benchTelemetry{server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	go func() { _ = t.server.Serve(ln) }()
+	spans, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpoint(ln.Addr().String()), otlptracehttp.WithInsecure())
+	if err != nil {
+		_ = t.server.Close()
+		return nil, fmt.Errorf("span exporter: %w", err)
+	}
+	t.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
+	t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(spans))
+	ctx, stop := context.WithCancel(context.Background())
+	t.stop = stop
+	t.done.Add(1)
+	go func() {
+		defer t.done.Done()
+		url := "http://" + ln.Addr().String() + "/metrics"
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return
+			}
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		}
+	}()
+	return t, nil
 }
 
 // apply sets the providers in cfg.
@@ -71,12 +116,14 @@ func (t *benchTelemetry) apply(cfg *herald.Config) {
 	cfg.MeterProvider, cfg.TracerProvider = t.mp, t.tp
 }
 
-// shutdown flushes and stops both providers.
+// shutdown flushes and stops both providers and the collector.
 func (t *benchTelemetry) shutdown() error {
 	if t == nil {
 		return nil
 	}
+	t.stop()
+	t.done.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(t.tp.Shutdown(ctx), t.mp.Shutdown(ctx))
+	return errors.Join(t.tp.Shutdown(ctx), t.mp.Shutdown(ctx), t.server.Shutdown(ctx))
 }

@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/herald-push/herald/internal/telemetry"
@@ -69,4 +71,22 @@ func TestTokenHashIsHeraldsTokenHash(t *testing.T) {
 	t.Parallel()
 	assert.Equal(t, "tok_", telemetry.TokenHash("abc")[:4])
 	assert.Len(t, telemetry.TokenHash("abc"), 16)
+}
+
+// TestTraceParentRoundTrips: the traceparent Raise stores is read back as
+// the same span context by the push.
+func TestTraceParentRoundTrips(t *testing.T) {
+	t.Parallel()
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5}, TraceFlags: trace.FlagsSampled})
+	tp := telemetry.TraceParent(trace.ContextWithSpanContext(context.Background(), sc))
+	got, ok := telemetry.ParseTraceParent(tp)
+	require.True(t, ok, tp)
+	assert.Equal(t, sc.TraceID(), got.TraceID())
+	assert.Equal(t, sc.SpanID(), got.SpanID())
+	assert.True(t, got.IsSampled())
+	for _, bad := range []string{"", "01-" + tp[3:], tp[:54], strings.Replace(tp, "-", "_", 1)} {
+		_, ok := telemetry.ParseTraceParent(bad)
+		assert.False(t, ok, bad)
+	}
 }

@@ -56,6 +56,30 @@ func linkTo(metadata map[string]string) (trace.Link, bool) {
 	return trace.Link{SpanContext: sc}, true
 }
 
+// parseTraceParent reads a W3C traceparent of version 00
+// ("00-<trace id>-<span id>-<flags>") as a remote span context, without
+// the propagator's carrier map: every push reads one.
+func parseTraceParent(tp string) (trace.SpanContext, bool) {
+	if len(tp) != 55 || tp[:3] != "00-" || tp[35] != '-' || tp[52] != '-' {
+		return trace.SpanContext{}, false
+	}
+	traceID, err := trace.TraceIDFromHex(tp[3:35])
+	if err != nil {
+		return trace.SpanContext{}, false
+	}
+	spanID, err := trace.SpanIDFromHex(tp[36:52])
+	if err != nil {
+		return trace.SpanContext{}, false
+	}
+	flags, err := hex.DecodeString(tp[53:55])
+	if err != nil {
+		return trace.SpanContext{}, false
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID,
+		TraceFlags: trace.TraceFlags(flags[0]), Remote: true})
+	return sc, sc.IsValid()
+}
+
 // TokenHash is herald.TokenHash: the first 12 hex digits of the token's
 // SHA-256, the most of a token any span carries.
 func TokenHash(token string) string {
@@ -169,10 +193,8 @@ func (t *Telemetry) StartPush(ctx context.Context, p PushInfo) (context.Context,
 	}
 	ctx, span := t.tracer.Start(ctx, SpanPush, pushStart...)
 	if span.IsRecording() {
-		if p.TraceParent != "" {
-			if link, ok := linkTo(map[string]string{"traceparent": p.TraceParent}); ok {
-				span.AddLink(link)
-			}
+		if sc, ok := parseTraceParent(p.TraceParent); ok {
+			span.AddLink(trace.Link{SpanContext: sc})
 		}
 		span.SetAttributes(keyMessagingSystem.String(systemFCM), keyMessagingOperation.String("send"),
 			keyDeliveryID.Int64(p.DeliveryID), keyNotificationID.String(p.NotificationID.String()),

@@ -1,0 +1,4 @@
+package telemetry
+
+// ParseTraceParent is parseTraceParent, for tests.
+var ParseTraceParent = parseTraceParent

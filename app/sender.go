@@ -433,7 +433,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// is checked again after the rate limiter: a QUOTA_EXCEEDED may have
 	// arrived while this push queued for a token, and Retry-After holds for
 	// every push, not only for those that had not queued yet.
-	if !s.takeBudget(ctx) || s.waitRate(ctx) != nil || !s.waitPause(ctx) {
+	if !s.waitRate(ctx) || !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
@@ -612,12 +612,13 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 	return err
 }
 
-// waitRate waits for the rate limiter, and reports the wait.
-func (s *Sender) waitRate(ctx context.Context) error {
+// waitRate takes a token from the fleet's budget and the local rate
+// limiter, and reports how long that waited. It returns false if ctx ended.
+func (s *Sender) waitRate(ctx context.Context) bool {
 	start := time.Now()
-	err := s.limiter.Wait(ctx)
+	ok := s.takeBudget(ctx) && s.limiter.Wait(ctx) == nil
 	s.tel.RateWaited(time.Since(start))
-	return err
+	return ok
 }
 
 // errorType names a failed push's class for metrics and spans: FCM's code

@@ -47,10 +47,11 @@ type benchOptions struct {
 	inProcess  bool          // run the fake FCM in this process
 	cpuProfile string
 	memProfile string
-	pgStats    bool   // report Postgres's top statements per scenario
-	pgLog      string // save the Postgres server log here at exit
-	timeline   bool   // print the relay's lag per second of raising
-	telemetry  string // off, on, or both (each scenario runs off, on, on, off)
+	pgStats    bool    // report Postgres's top statements per scenario
+	pgLog      string  // save the Postgres server log here at exit
+	timeline   bool    // print the relay's lag per second of raising
+	telemetry  string  // off, on, or both (each scenario runs off, on, on, off)
+	sample     float64 // with telemetry: the fraction of raises traced
 	verbose    bool
 }
 
@@ -61,6 +62,9 @@ type benchResult struct {
 	// exporting every metric and span to a discarded sink (-telemetry),
 	// "off" (no-op providers) otherwise.
 	Telemetry string `json:"telemetry"`
+	// TraceSample is the fraction of raises traced when Telemetry is on
+	// (the pushes of an untraced raise start no span).
+	TraceSample float64 `json:"trace_sample,omitempty"`
 	// Deliveries is how many pushes were committed (one per device).
 	Deliveries int `json:"deliveries"`
 	// Seconds runs from the first commit until FCM accepted the last
@@ -235,6 +239,7 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	fs.StringVar(&o.pgLog, "pglog", "", "save the Postgres server log (with -pgstats: slow plans) to `file` at exit")
 	fs.BoolVar(&o.timeline, "timeline", false, "print, per second of raising, the relay's lag from raise to delivery row (stderr)")
 	fs.StringVar(&o.telemetry, "telemetry", telemetryOff, "Herald's OpenTelemetry: off (no-op providers), on (SDK providers exporting every metric and span to a discarded sink), or both (each scenario runs off, on, on, off)")
+	fs.Float64Var(&o.sample, "trace-sample", 1, "with -telemetry: the fraction of raises traced (a parent-based ratio sampler; 1 traces every raise, relay and push)")
 	fs.BoolVar(&o.verbose, "v", false, "log Herald at info level on stderr (default: warnings)")
 
 	var names []string
@@ -267,6 +272,9 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	}
 	if o.rateLimit < 0 || o.fcmLatency < 0 || o.duration <= 0 || o.timeout <= 0 {
 		problems = append(problems, "-rate-limit and -latency must not be negative; -duration and -timeout must be positive")
+	}
+	if o.sample < 0 || o.sample > 1 {
+		problems = append(problems, "-trace-sample must be between 0 and 1")
 	}
 	if !slices.Contains([]string{telemetryOff, telemetryOn, telemetryBoth}, o.telemetry) {
 		problems = append(problems, "-telemetry must be off, on or both")
@@ -432,7 +440,7 @@ func (b *bench) run(ctx context.Context, name string, several, telemetry bool) (
 	}
 	var tel *benchTelemetry
 	if telemetry {
-		if tel, err = newBenchTelemetry(); err != nil {
+		if tel, err = newBenchTelemetry(b.opts.sample); err != nil {
 			return nil, err
 		}
 	}
@@ -445,7 +453,7 @@ func (b *bench) run(ctx context.Context, name string, several, telemetry bool) (
 	}
 	res.Telemetry = telemetryOff
 	if telemetry {
-		res.Telemetry = telemetryOn
+		res.Telemetry, res.TraceSample = telemetryOn, b.opts.sample
 	}
 	res.Fake = b.fake.mode()
 	res.GoVersion = runtime.Version()

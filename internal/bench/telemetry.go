@@ -43,8 +43,8 @@ func telemetryRuns(mode string) []bool {
 
 // benchTelemetry is what a host that exports everything runs: the
 // OpenTelemetry SDK's providers with real exporters, to a collector that
-// discards what it receives. Spans: every push sampled (the SDK's default
-// sampler), a batch processor, the OTLP/HTTP exporter (protobuf) posting to
+// discards what it receives. Spans: a parent-based ratio sampler (every
+// raise, relay and push at -trace-sample 1), a batch processor, the OTLP/HTTP exporter (protobuf) posting to
 // a local server. Metrics: the Prometheus exporter, scraped over HTTP every
 // second (a scraper usually asks every 15 s).
 type benchTelemetry struct {
@@ -55,7 +55,7 @@ type benchTelemetry struct {
 	done   sync.WaitGroup
 }
 
-func newBenchTelemetry() (*benchTelemetry, error) {
+func newBenchTelemetry(sample float64) (*benchTelemetry, error) {
 	registry := prometheus.NewRegistry()
 	metrics, err := otelprom.New(otelprom.WithRegisterer(registry))
 	if err != nil {
@@ -80,7 +80,8 @@ func newBenchTelemetry() (*benchTelemetry, error) {
 		return nil, fmt.Errorf("span exporter: %w", err)
 	}
 	t.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
-	t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(spans))
+	t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(spans),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(sample))))
 	ctx, stop := context.WithCancel(context.Background())
 	t.stop = stop
 	t.done.Add(1)

@@ -140,7 +140,7 @@ func New(cfg Config) *Telemetry {
 	t.claimDuration = histogram(m, "herald.sender.claim.duration", "s", "Duration of one claim of due deliveries")
 	t.recordDuration = histogram(m, "herald.sender.record.duration", "s", "Duration of recording one batch of push outcomes")
 	t.rateWait = histogram(m, "herald.sender.rate_limit.wait", "s",
-		"Time a push waited for the rate limit (recorded only when it waited)")
+		"Time a push waited for the rate limit: the fleet's shared budget and this process's limiter (recorded only when it waited)")
 	t.transitions = counter(m, "herald.breaker.transitions", "{transition}", "Circuit breaker state changes, by from and to")
 	t.alarms = counter(m, "herald.alarms", "{alarm}",
 		"Alarms raised by the sender (configuration alarms, throttling, failed deliveries), by herald.alarm class, each counted once however they are aggregated in the logs")

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Span names.
@@ -19,6 +20,9 @@ const (
 	SpanRelay = "herald.relay"
 	SpanPush  = "herald.push"
 )
+
+// noopSpan stands for a span not started.
+var noopSpan = noop.Span{}
 
 // pushStart is made once: a push's span starts with no allocation of ours.
 var pushStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
@@ -96,6 +100,8 @@ type Span struct {
 	// id is the time-ordered id (the notification's or the outbox
 	// message's) whose time is the raise, for latency; zero if unknown.
 	id uuid.UUID
+	// push describes a push, for its span's attributes.
+	push PushInfo
 }
 
 // StartRaise starts the producer span of one Raise. The returned context
@@ -126,13 +132,19 @@ func (s Span) EndRaise(events, notifications int, err error) {
 // StartRelay starts the consumer span of the relay's handling of one
 // outbox message, linked (not parented: the relay runs later, in another
 // transaction, maybe another process) to the raise span whose context the
-// message's metadata carries.
+// message's metadata carries. When that raise was not sampled, no span is
+// started.
 func (t *Telemetry) StartRelay(ctx context.Context, messageID string, metadata map[string]string) (context.Context, Span) {
 	if t == nil {
 		return ctx, Span{}
 	}
+	id, _ := uuid.Parse(messageID)
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	if link, ok := linkTo(metadata); ok {
+		if !link.SpanContext.IsSampled() {
+			// The raise's trace was not sampled: metrics only.
+			return ctx, Span{span: noopSpan, start: time.Now(), t: t, ctx: ctx, id: id}
+		}
 		opts = append(opts, trace.WithLinks(link))
 	}
 	ctx, span := t.tracer.Start(ctx, SpanRelay, opts...)
@@ -140,7 +152,6 @@ func (t *Telemetry) StartRelay(ctx context.Context, messageID string, metadata m
 		span.SetAttributes(keyMessagingSystem.String(systemOutbox), keyMessagingOperation.String("process"),
 			keyMessagingDest.String(systemOutbox), keyMessagingMessageID.String(messageID))
 	}
-	id, _ := uuid.Parse(messageID)
 	return ctx, Span{span: span, start: time.Now(), t: t, ctx: ctx, id: id}
 }
 
@@ -186,21 +197,25 @@ type PushInfo struct {
 }
 
 // StartPush starts the span of one push to FCM, linked to the raise span
-// of its notification.
+// of its notification. The push span starts a trace of its own, sampled as
+// any root span; when the raise's span was not sampled, none is started.
 func (t *Telemetry) StartPush(ctx context.Context, p PushInfo) (context.Context, Span) {
 	if t == nil {
 		return ctx, Span{}
 	}
-	ctx, span := t.tracer.Start(ctx, SpanPush, pushStart...)
-	if span.IsRecording() {
-		if sc, ok := parseTraceParent(p.TraceParent); ok {
-			span.AddLink(trace.Link{SpanContext: sc})
-		}
-		span.SetAttributes(keyMessagingSystem.String(systemFCM), keyMessagingOperation.String("send"),
-			keyDeliveryID.Int64(p.DeliveryID), keyNotificationID.String(p.NotificationID.String()),
-			keyTokenHash.String(TokenHash(p.Token)), keyPlatform.String(p.Platform), keyAttempt.Int(p.Attempt+1))
+	raise, linked := parseTraceParent(p.TraceParent)
+	if linked && !raise.IsSampled() {
+		// The raise's trace was not sampled: a push span linking to it
+		// would show nothing of it. Metrics only.
+		return ctx, Span{span: noopSpan, start: time.Now(), t: t, ctx: ctx, id: p.NotificationID}
 	}
-	return ctx, Span{span: span, start: time.Now(), t: t, ctx: ctx, id: p.NotificationID}
+	ctx, span := t.tracer.Start(ctx, SpanPush, pushStart...)
+	if linked && span.IsRecording() {
+		span.AddLink(trace.Link{SpanContext: raise})
+	}
+	// The attributes are set at the end, all in one call: the SDK grows
+	// the span's attribute slice once.
+	return ctx, Span{span: span, start: time.Now(), t: t, ctx: ctx, id: p.NotificationID, push: p}
 }
 
 // EndPush ends a push's span and records its metrics. outcome is the
@@ -213,15 +228,20 @@ func (s Span) EndPush(outcome, errorType, messageName string) {
 		return
 	}
 	if s.span.IsRecording() {
-		kvs := []attribute.KeyValue{keyOutcome.String(outcome)}
+		p := s.push
+		kvs := make([]attribute.KeyValue, 0, 10)
+		kvs = append(kvs, keyMessagingSystem.String(systemFCM), keyMessagingOperation.String("send"),
+			keyDeliveryID.Int64(p.DeliveryID), keyNotificationID.String(p.NotificationID.String()),
+			keyTokenHash.String(TokenHash(p.Token)), keyPlatform.String(p.Platform), keyAttempt.Int(p.Attempt+1),
+			keyOutcome.String(outcome))
 		if messageName != "" {
 			kvs = append(kvs, keyMessagingMessageID.String(messageName))
 		}
-		s.span.SetAttributes(kvs...)
 		if errorType != "" {
-			s.span.SetAttributes(keyErrorType.String(errorType))
+			kvs = append(kvs, keyErrorType.String(errorType))
 			s.span.SetStatus(codes.Error, errorType)
 		}
+		s.span.SetAttributes(kvs...)
 	}
 	s.span.End()
 	t, ctx := s.t, s.ctx

@@ -8,8 +8,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -88,5 +91,35 @@ func TestTraceParentRoundTrips(t *testing.T) {
 	for _, bad := range []string{"", "01-" + tp[3:], tp[:54], strings.Replace(tp, "-", "_", 1)} {
 		_, ok := telemetry.ParseTraceParent(bad)
 		assert.False(t, ok, bad)
+	}
+}
+
+// TestPushesOfAnUnsampledRaiseStartNoSpan: a raise the host's sampler
+// dropped leaves its relay and pushes without spans (they would link to
+// nothing), while a sampled raise's pushes are traced and linked.
+func TestPushesOfAnUnsampledRaiseStartNoSpan(t *testing.T) {
+	t.Parallel()
+	exporter := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exporter))
+	tel := telemetry.New(telemetry.Config{TracerProvider: tp, MeterProvider: noopmetric.NewMeterProvider()})
+	const sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	const dropped = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	ctx := context.Background()
+
+	_, span := tel.StartPush(ctx, telemetry.PushInfo{TraceParent: dropped})
+	span.EndPush("sent", "", "")
+	_, relay := tel.StartRelay(ctx, "m", map[string]string{"traceparent": dropped})
+	relay.EndRelay(1, 1, 0, nil)
+	assert.Empty(t, exporter.GetSpans())
+
+	_, span = tel.StartPush(ctx, telemetry.PushInfo{TraceParent: sampled})
+	span.EndPush("sent", "", "")
+	_, relay = tel.StartRelay(ctx, "m", map[string]string{"traceparent": sampled})
+	relay.EndRelay(1, 1, 0, nil)
+	spans := exporter.GetSpans()
+	require.Len(t, spans, 2)
+	for _, s := range spans {
+		require.Len(t, s.Links, 1, s.Name)
+		assert.Equal(t, "b7ad6b7169203331", s.Links[0].SpanContext.SpanID().String())
 	}
 }

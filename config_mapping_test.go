@@ -82,6 +82,9 @@ func fill(v reflect.Value) {
 				f.Set(reflect.ValueOf(func() time.Time { return at }))
 			case reflect.Pointer:
 				f.Set(reflect.New(f.Type().Elem()))
+			case reflect.Interface:
+				// MeterProvider and TracerProvider: New hands them to
+				// internal/telemetry, not to a part's config.
 			default:
 				panic("fill: unhandled kind " + f.Kind().String())
 			}

@@ -17,9 +17,9 @@ import (
 )
 
 // chaosReplicasRateExcess is how far above the fleet's rate limit its
-// busiest second may go in the long form: the target of issue 8, and the
-// fleet's documented bound with three instances (the bucket's 2 % plus 1 %
-// per instance). The short form, which CI runs under the race detector on
+// busiest second may go in the long form: the target of issue 8 (the
+// fleet's documented bound on grants is 3 % with three instances; pushes
+// can bunch further between their grant and FCM). The short form, which CI runs under the race detector on
 // busy cores, allows chaosReplicasShortRateExcess: pushes granted apart
 // can leave late, when the scheduler runs their goroutines late, and
 // reach the fake bunched into one second.

@@ -1,7 +1,9 @@
 package herald
 
 import (
+	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 )
 
@@ -23,6 +25,17 @@ type (
 	// RegistrationError names the entry that made Tokens.RegisterMany
 	// refuse an import.
 	RegistrationError = app.RegistrationError
+	// UserPreferences manages users' push preferences (Set, Get,
+	// Delete). Get it from Herald.Preferences.
+	UserPreferences = app.UserPreferences
+	// Preferences are one user's choices about pushes: types muted for
+	// push and quiet hours in their time zone.
+	Preferences = notification.Preferences
+	// QuietHours is a daily window of local times during which pushes
+	// that are not urgent wait.
+	QuietHours = notification.QuietHours
+	// ErasureReport counts what Herald.ForgetUser deleted.
+	ErasureReport = adapters.ErasureReport
 	// RelayStats counts what the relay did since Herald was made.
 	RelayStats = outbox.RelayStats
 	// SenderStats counts what the sender did since Herald was made.

@@ -162,6 +162,17 @@ type SenderConfig struct {
 	// ones counted into the next line of that kind, whose "count" says how
 	// many events it stands for. Defaults to 10s.
 	AlarmLogInterval time.Duration
+	// DevicePerMinute and DevicePerHour cap the pushes to one device token,
+	// whichever sender pushes them: FCM's documented limits for one
+	// Android device, beyond which it answers QUOTA_EXCEEDED. The excess
+	// is not dropped: it waits, due when the device's minute or hour
+	// window ends, while other devices go on at full speed. The counts are
+	// kept in Postgres (herald_device_rates), one row per device, written
+	// by each claim. Negative turns a limit off; both negative turns the
+	// counting off. Default to 240 and 5,000.
+	DevicePerMinute int
+	// DevicePerHour: see DevicePerMinute.
+	DevicePerHour int
 }
 
 // FCMConfig configures the requests to FCM and the circuit breaker in the
@@ -205,8 +216,9 @@ type BroadcastConfig struct {
 }
 
 // HousekeepingConfig configures the sweeps that keep Herald's tables small.
-// Notifications (the inbox) are the host's and never deleted. A negative
-// retention turns that sweep off.
+// Notifications (the inbox) are kept unless ReadRetention or
+// UnreadRetention says otherwise. A negative retention turns that sweep
+// off.
 type HousekeepingConfig struct {
 	// Interval is the time between sweeps. Defaults to 10 minutes.
 	Interval time.Duration
@@ -224,6 +236,13 @@ type HousekeepingConfig struct {
 	// TokenMaxAge deletes device tokens not seen for this long. Defaults to
 	// 270 days (FCM expires Android tokens after 270 days).
 	TokenMaxAge time.Duration
+	// ReadRetention deletes read notifications (inbox entries, with their
+	// deliveries) created longer ago than this, once none of their pushes
+	// is still waiting. Zero (the default) keeps them.
+	ReadRetention time.Duration
+	// UnreadRetention does the same for unread notifications. Zero (the
+	// default) keeps them.
+	UnreadRetention time.Duration
 }
 
 // FleetConfig configures how the Herald processes running on one database
@@ -310,8 +329,8 @@ func (c Config) sender() app.SenderConfig {
 		PollInterval: s.PollInterval, FlushInterval: s.FlushInterval, Retry: s.Retry,
 		CircuitOpenPause: s.CircuitOpenPause, QuotaPause: s.QuotaPause, QuotaDevices: s.QuotaDevices,
 		QuotaWindow: s.QuotaWindow, PlatformPause: s.PlatformPause, PlatformMaxPause: s.PlatformMaxPause,
-		AlarmLogInterval: s.AlarmLogInterval,
-		Logger:           c.Logger, Now: c.Now,
+		AlarmLogInterval: s.AlarmLogInterval, DevicePerMinute: s.DevicePerMinute, DevicePerHour: s.DevicePerHour,
+		Logger: c.Logger, Now: c.Now,
 	}
 }
 
@@ -321,7 +340,7 @@ func senderFrom(s app.SenderConfig) SenderConfig {
 		PollInterval: s.PollInterval, FlushInterval: s.FlushInterval, Retry: s.Retry,
 		CircuitOpenPause: s.CircuitOpenPause, QuotaPause: s.QuotaPause, QuotaDevices: s.QuotaDevices,
 		QuotaWindow: s.QuotaWindow, PlatformPause: s.PlatformPause, PlatformMaxPause: s.PlatformMaxPause,
-		AlarmLogInterval: s.AlarmLogInterval,
+		AlarmLogInterval: s.AlarmLogInterval, DevicePerMinute: s.DevicePerMinute, DevicePerHour: s.DevicePerHour,
 	}
 }
 
@@ -354,6 +373,7 @@ func (c Config) housekeeping() app.HousekeepingConfig {
 	return app.HousekeepingConfig{
 		Interval: h.Interval, BatchSize: h.BatchSize, OutboxRetention: h.OutboxRetention,
 		DeliveryRetention: h.DeliveryRetention, FailedRetention: h.FailedRetention, TokenMaxAge: h.TokenMaxAge,
+		ReadRetention: h.ReadRetention, UnreadRetention: h.UnreadRetention,
 		Logger: c.Logger,
 	}
 }
@@ -362,6 +382,7 @@ func housekeepingFrom(h app.HousekeepingConfig) HousekeepingConfig {
 	return HousekeepingConfig{
 		Interval: h.Interval, BatchSize: h.BatchSize, OutboxRetention: h.OutboxRetention,
 		DeliveryRetention: h.DeliveryRetention, FailedRetention: h.FailedRetention, TokenMaxAge: h.TokenMaxAge,
+		ReadRetention: h.ReadRetention, UnreadRetention: h.UnreadRetention,
 	}
 }
 

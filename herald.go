@@ -64,6 +64,7 @@ type Herald struct {
 	status      *adapters.PostgresStatusRepository
 	inbox       *app.Inbox
 	tokens      *app.Tokens
+	preferences *app.UserPreferences
 	log         *slog.Logger
 	pooler      PoolerConfig
 	running     atomic.Bool
@@ -156,6 +157,7 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		status:      adapters.NewPostgresStatusRepository(pool),
 		inbox:       app.NewInbox(adapters.NewPostgresNotificationRepository(pool), cfg.Now),
 		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
+		preferences: app.NewUserPreferences(adapters.NewPostgresPreferenceRepository(pool), cfg.Now),
 		log:         log,
 		fleet:       adapters.NewPostgresFleetRepository(pool),
 		deadAfter:   cfg.fleet().WithDefaults().DeadAfter,
@@ -190,7 +192,10 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		RatePerMinute: senderCfg.WithDefaults().RatePerMinute, Live: membership.Live, Logger: log, Now: cfg.Now,
 	})
 	senderCfg.Telemetry = tel
-	sender, err := app.NewSender(deliveries.ForInstance(self.ID), pusher, senderCfg)
+	limits := senderCfg.WithDefaults()
+	claims := deliveries.ForInstance(self.ID).WithDeviceLimits(
+		adapters.DeviceLimits{PerMinute: limits.DevicePerMinute, PerHour: limits.DevicePerHour})
+	sender, err := app.NewSender(claims, pusher, senderCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +315,10 @@ func (h *Herald) Inbox() *Inbox { return h.inbox }
 
 // Tokens is the device token registry.
 func (h *Herald) Tokens() *Tokens { return h.tokens }
+
+// Preferences manages users' push preferences: types muted for push and
+// quiet hours in the user's time zone.
+func (h *Herald) Preferences() *UserPreferences { return h.preferences }
 
 // Stats is a snapshot of what this process's Herald did.
 type Stats struct {

@@ -3,6 +3,7 @@ package adapters
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +26,39 @@ type PostgresDeliveryRepository struct {
 	// that the claims of an instance known to be dead come back at once
 	// (PostgresFleetRepository.FreeClaimsOf). Nil records none.
 	instance *[16]byte
+	// limits are the per-device limits claims honour.
+	limits DeviceLimits
+}
+
+// DeviceLimits caps the pushes claimed for one device token: at most
+// PerMinute in a minute and PerHour in an hour, each window starting at the
+// first push counted after the previous one ended. FCM's documented limits
+// for one Android device are 240 a minute and 5,000 an hour. A limit of 0
+// or less is no limit; both 0 turns the counting off.
+type DeviceLimits struct {
+	PerMinute, PerHour int
+}
+
+// params returns the claim's $5 and $6: 0 turns the limits off.
+func (l DeviceLimits) params() (perMinute, perHour int32) {
+	if l.PerMinute <= 0 && l.PerHour <= 0 {
+		return 0, 0
+	}
+	perMinute, perHour = math.MaxInt32, math.MaxInt32
+	if l.PerMinute > 0 {
+		perMinute = int32(min(l.PerMinute, math.MaxInt32))
+	}
+	if l.PerHour > 0 {
+		perHour = int32(min(l.PerHour, math.MaxInt32))
+	}
+	return perMinute, perHour
+}
+
+// WithDeviceLimits returns a repository on the same database whose claims
+// honour limits. A repository made by NewPostgresDeliveryRepository has
+// none.
+func (r *PostgresDeliveryRepository) WithDeviceLimits(limits DeviceLimits) *PostgresDeliveryRepository {
+	return &PostgresDeliveryRepository{db: r.db, instance: r.instance, limits: limits}
 }
 
 // NewPostgresDeliveryRepository returns a repository on db.
@@ -36,7 +70,7 @@ func NewPostgresDeliveryRepository(db DB) *PostgresDeliveryRepository {
 // record instance as their holder.
 func (r *PostgresDeliveryRepository) ForInstance(instance uuid.UUID) *PostgresDeliveryRepository {
 	id := [16]byte(instance)
-	return &PostgresDeliveryRepository{db: r.db, instance: &id}
+	return &PostgresDeliveryRepository{db: r.db, instance: &id, limits: r.limits}
 }
 
 // ExpandChunkSize bounds the deliveries one Expand statement creates
@@ -91,8 +125,17 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 	// share.
 	err := r.db.QueryRow(ctx, `
 		WITH picked AS (
-			SELECT n.id AS notification_id, n.recipient, n.send_at, t.token, t.rn
-			FROM herald_notifications n CROSS JOIN LATERAL (
+			SELECT n.id AS notification_id, n.recipient, t.token, t.rn,
+				coalesce(n.type = ANY (p.muted), false) AS muted,
+				-- A scheduled notification is due at its send time; the
+				-- recipient's quiet hours may hold it longer.
+				greatest(now(), n.send_at) AS send_at,
+				CASE WHEN p.quiet_start IS NULL OR n.urgent THEN greatest(now(), n.send_at)
+					ELSE herald_quiet_until(greatest(now(), n.send_at), p.time_zone, p.quiet_start, p.quiet_end)
+				END AS push_at
+			FROM herald_notifications n
+			LEFT JOIN herald_preferences p ON p.user_id = n.recipient
+			CROSS JOIN LATERAL (
 				SELECT t.token, row_number() OVER (ORDER BY t.token) AS rn
 				FROM herald_device_tokens t
 				WHERE t.user_id = n.recipient
@@ -102,9 +145,15 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			) t
 			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NULL AND n.cancelled_at IS NULL
 		), created AS (
-			-- A scheduled notification is due at its send time.
-			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
-			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM picked WHERE rn <= $2
+			-- The recipient's preferences, read now and again at the claim:
+			-- a muted type ends muted here, quiet hours set the due time.
+			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at,
+				error_code, last_error)
+			SELECT notification_id, token, CASE WHEN muted THEN 'muted' ELSE 'pending' END, push_at, now(), now(),
+				CASE WHEN muted THEN 'MUTED' WHEN push_at > send_at THEN 'QUIET_HOURS' ELSE '' END,
+				CASE WHEN muted THEN 'type muted by the recipient'
+					WHEN push_at > send_at THEN 'waiting for the recipient''s quiet hours to end' ELSE '' END
+			FROM picked WHERE rn <= $2
 			ON CONFLICT (notification_id, token) DO NOTHING
 			RETURNING 1
 		), collapsed AS (
@@ -275,10 +324,11 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 	batch.Queue(`SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)`)
 	var dispatches []app.Dispatch
 	var scanned int
+	perMinute, perHour := r.limits.params()
 	batch.Queue(`
 		WITH due AS (
-			SELECT d.id, t.platform, n.title, n.body, n.data, n.ttl_seconds, n.expires_at, n.collapse_key, n.options,
-				n.trace_parent,
+			SELECT d.id, d.token, d.due_at, t.platform, n.title, n.body, n.data, n.ttl_seconds, n.expires_at,
+				n.collapse_key, n.options, n.trace_parent,
 				-- The unread count only for the few notifications whose
 				-- options ask for it as their badge.
 				CASE WHEN n.options IS NULL THEN NULL
@@ -294,43 +344,98 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 					-- expanded, or the expiry passed: never pushed.
 					WHEN n.superseded_at IS NOT NULL THEN 'superseded'
 					WHEN n.expires_at <= now() THEN 'expired'
-					WHEN n.audience IS NULL AND t.user_id = n.recipient THEN 'claimed'
-					WHEN n.audience IS NOT NULL AND (coalesce(n.audience->'platforms', '[]') IN ('[]', 'null')
-						OR n.audience->'platforms' ? t.platform) THEN 'claimed'
-					ELSE 'token_moved'
-				END AS next
+					WHEN NOT (n.audience IS NULL AND t.user_id = n.recipient
+						OR n.audience IS NOT NULL AND (coalesce(n.audience->'platforms', '[]') IN ('[]', 'null')
+							OR n.audience->'platforms' ? t.platform)) THEN 'token_moved'
+					-- The token's owner's preferences: one probe of a small
+					-- table's primary key, a miss for users who have none.
+					WHEN p.user_id IS NULL THEN 'claimed'
+					WHEN n.type = ANY (p.muted) THEN 'muted'
+					WHEN p.quiet_start IS NOT NULL AND NOT n.urgent
+						AND herald_quiet_until(now(), p.time_zone, p.quiet_start, p.quiet_end) > now() THEN 'quiet'
+					ELSE 'claimed'
+				END AS next,
+				CASE WHEN p.quiet_start IS NOT NULL AND NOT n.urgent
+					THEN herald_quiet_until(now(), p.time_zone, p.quiet_start, p.quiet_end) END AS quiet_until
 			FROM herald_deliveries d
 			JOIN herald_notifications n ON n.id = d.notification_id
 			LEFT JOIN herald_device_tokens t ON t.token = d.token
+			LEFT JOIN herald_preferences p ON p.user_id = t.user_id
 			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= now()
 			ORDER BY d.due_at
 			LIMIT $1
 			FOR UPDATE OF d SKIP LOCKED
+		), ranked AS (
+			-- Per-device limits ($5 a minute, $6 an hour; off when $5 is 0):
+			-- each device's pushes in this claim, oldest first.
+			SELECT id, token, row_number() OVER (PARTITION BY token ORDER BY due_at, id) AS rn
+			FROM due WHERE next = 'claimed' AND $5::int > 0
+		), rates AS (
+			-- One upsert per device, in token order (so concurrent claims
+			-- never deadlock), grants what is left of its windows; the row
+			-- lock makes concurrent claims for one device take turns.
+			INSERT INTO herald_device_rates AS r (token, minute_start, minute_count, hour_start, hour_count, granted)
+			SELECT token, now(), least(n, $5, $6), now(), least(n, $5, $6), least(n, $5, $6)
+			FROM (SELECT token, count(*)::int AS n FROM ranked GROUP BY token) w ORDER BY token
+			ON CONFLICT (token) DO UPDATE SET
+				minute_start = CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_start ELSE now() END,
+				hour_start = CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_start ELSE now() END,
+				granted = greatest(0, least(excluded.granted,
+					$5 - CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_count ELSE 0 END,
+					$6 - CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_count ELSE 0 END)),
+				minute_count = CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_count ELSE 0 END
+					+ greatest(0, least(excluded.granted,
+						$5 - CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_count ELSE 0 END,
+						$6 - CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_count ELSE 0 END)),
+				hour_count = CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_count ELSE 0 END
+					+ greatest(0, least(excluded.granted,
+						$5 - CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_count ELSE 0 END,
+						$6 - CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_count ELSE 0 END))
+			RETURNING r.token, r.granted, r.minute_start, r.hour_start, r.hour_count
+		), decided AS (
+			-- A device over its limit waits for its window to end (the
+			-- excess spread over the following minutes); nothing is dropped.
+			SELECT due.*, CASE WHEN rates.granted IS NOT NULL AND ranked.rn > rates.granted THEN 'throttled'
+					ELSE due.next END AS outcome,
+				CASE WHEN rates.hour_count >= $6 THEN rates.hour_start + interval '1 hour'
+					ELSE rates.minute_start + interval '1 minute' END
+					+ ((ranked.rn - rates.granted - 1) / $5) * interval '1 minute' AS free_at
+			FROM due LEFT JOIN ranked ON ranked.id = due.id LEFT JOIN rates ON rates.token = ranked.token
 		)
 		-- A delivery whose token left the registry since it was created (the
 		-- user signed out, or the token was pruned), or now belongs to
-		-- another user, is closed, not pushed.
+		-- another user, is closed, not pushed; so is one of a type its
+		-- recipient muted. One in its recipient's quiet hours, or to a
+		-- device over its limits, is given back, due when it may go.
 		UPDATE herald_deliveries d SET
-			status = due.next,
-			due_at = CASE WHEN due.next = 'claimed' THEN now() + $2::bigint * interval '1 microsecond' ELSE now() END,
+			status = CASE WHEN f.outcome IN ('quiet', 'throttled')
+				THEN CASE WHEN d.attempts = 0 THEN 'pending' ELSE 'retry_scheduled' END ELSE f.outcome END,
+			due_at = CASE f.outcome WHEN 'claimed' THEN now() + $2::bigint * interval '1 microsecond'
+				WHEN 'quiet' THEN f.quiet_until WHEN 'throttled' THEN f.free_at ELSE now() END,
 			updated_at = now(),
-			claim_id = CASE WHEN due.next = 'claimed' THEN $3::uuid END,
-			claimed_by = CASE WHEN due.next = 'claimed' THEN $4::uuid END,
-			error_code = CASE due.next WHEN 'claimed' THEN d.error_code
-				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' WHEN 'cancelled' THEN 'CANCELLED'
-				WHEN 'superseded' THEN 'SUPERSEDED' WHEN 'expired' THEN 'EXPIRED' ELSE 'TOKEN_MOVED' END,
-			last_error = CASE due.next WHEN 'claimed' THEN d.last_error
+			claim_id = CASE WHEN f.outcome = 'claimed' THEN $3::uuid END,
+			claimed_by = CASE WHEN f.outcome = 'claimed' THEN $4::uuid END,
+			error_code = CASE f.outcome
+				WHEN 'claimed' THEN CASE WHEN d.error_code IN ('QUIET_HOURS', 'DEVICE_RATE') THEN '' ELSE d.error_code END
+				WHEN 'token_pruned' THEN 'TOKEN_REMOVED' WHEN 'token_moved' THEN 'TOKEN_MOVED'
+				WHEN 'cancelled' THEN 'CANCELLED' WHEN 'superseded' THEN 'SUPERSEDED' WHEN 'expired' THEN 'EXPIRED'
+				WHEN 'muted' THEN 'MUTED' WHEN 'quiet' THEN 'QUIET_HOURS' ELSE 'DEVICE_RATE' END,
+			last_error = CASE f.outcome
+				WHEN 'claimed' THEN CASE WHEN d.error_code IN ('QUIET_HOURS', 'DEVICE_RATE') THEN '' ELSE d.last_error END
 				WHEN 'token_pruned' THEN 'token removed from the registry before the push'
+				WHEN 'token_moved' THEN 'token registered to another user before the push'
 				WHEN 'cancelled' THEN 'cancelled by an operator'
 				WHEN 'superseded' THEN 'replaced by a newer notification with the same collapse key before the push'
 				WHEN 'expired' THEN 'notification expired before the push'
-				ELSE 'token registered to another user before the push' END
-		FROM due
-		WHERE d.id = due.id
-		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(due.platform, ''), d.attempts,
-			d.last_error, d.error_code, due.title, due.body, due.data, due.ttl_seconds,
-			due.expires_at, coalesce(due.collapse_key, ''), due.options, due.badge, due.trace_parent`,
-		limit, lease.Microseconds(), [16]byte(claimID), r.instance).Query(func(rows pgx.Rows) error {
+				WHEN 'muted' THEN 'type muted by the recipient'
+				WHEN 'quiet' THEN 'waiting for the recipient''s quiet hours to end'
+				ELSE 'device over its per-device limit: waiting for its window to end' END
+		FROM decided f
+		WHERE d.id = f.id
+		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(f.platform, ''), d.attempts,
+			d.last_error, d.error_code, f.title, f.body, f.data, f.ttl_seconds,
+			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent`,
+		limit, lease.Microseconds(), [16]byte(claimID), r.instance, perMinute, perHour).Query(func(rows pgx.Rows) error {
 		var err error
 		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
 		return err

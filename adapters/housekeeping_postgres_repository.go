@@ -97,6 +97,45 @@ func (r *PostgresHousekeepingRepository) DeleteTokensUnseenFor(ctx context.Conte
 			WHERE last_seen_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)`, olderThan.Microseconds(), limit)
 }
 
+// DeleteIdleDeviceRates deletes up to limit per-device counts whose hour
+// window ended (so did their minute window): a device's next push starts
+// new windows anyway.
+func (r *PostgresHousekeepingRepository) DeleteIdleDeviceRates(ctx context.Context, limit int) (int, error) {
+	return r.exec(ctx, "delete idle device rates", `
+		DELETE FROM herald_device_rates WHERE token IN (
+			SELECT token FROM herald_device_rates WHERE hour_start < now() - interval '1 hour' LIMIT $1
+			FOR UPDATE SKIP LOCKED)`, limit)
+}
+
+// DeleteOldNotifications deletes up to limit notifications of the inbox
+// (broadcasts are in no inbox and are not touched) created more than
+// readOlderThan ago and read, or more than unreadOlderThan ago and unread,
+// with their deliveries, unless one of those is still open or their
+// expansion is unfinished. Zero or a negative age deletes none of those.
+// The BRIN index on created_at keeps the search cheap.
+func (r *PostgresHousekeepingRepository) DeleteOldNotifications(ctx context.Context, readOlderThan, unreadOlderThan time.Duration, limit int) (int, error) {
+	if readOlderThan <= 0 && unreadOlderThan <= 0 {
+		return 0, nil
+	}
+	oldest := readOlderThan
+	if oldest <= 0 || (unreadOlderThan > 0 && unreadOlderThan < oldest) {
+		oldest = unreadOlderThan
+	}
+	return r.exec(ctx, "delete old notifications", `
+		DELETE FROM herald_notifications WHERE id IN (
+			SELECT n.id FROM herald_notifications n
+			WHERE n.created_at < now() - $3::bigint * interval '1 microsecond' AND n.audience IS NULL
+				AND CASE WHEN n.read_at IS NULL
+					THEN $2::bigint > 0 AND n.created_at < now() - $2::bigint * interval '1 microsecond'
+					ELSE $1::bigint > 0 AND n.created_at < now() - $1::bigint * interval '1 microsecond' END
+				AND NOT EXISTS (SELECT 1 FROM herald_deliveries d WHERE d.notification_id = n.id
+					AND d.status IN ('pending', 'retry_scheduled', 'claimed'))
+				AND NOT EXISTS (SELECT 1 FROM herald_broadcasts b WHERE b.notification_id = n.id AND b.finished_at IS NULL)
+			LIMIT $4
+			FOR UPDATE SKIP LOCKED)`,
+		readOlderThan.Microseconds(), unreadOlderThan.Microseconds(), oldest.Microseconds(), limit)
+}
+
 func (r *PostgresHousekeepingRepository) exec(ctx context.Context, what, sql string, args ...any) (int, error) {
 	tag, err := r.pool.Exec(ctx, sql, args...)
 	if err != nil {

@@ -63,8 +63,10 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 	audiences, keys, collapseKeys, options := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
 	created := make([]time.Time, n)
 	keyedUntil, sendAt, expiresAt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	urgent := make([]bool, n)
 	keyed := 0
 	for i, nt := range chunk {
+		urgent[i] = nt.Urgent()
 		c := nt.Content()
 		ids[i], recipients[i], types[i] = nt.ID(), nt.Recipient(), nt.Type()
 		titles[i], bodies[i], ttls[i], created[i] = c.Title, c.Body, int32(c.TTL/time.Second), nt.CreatedAt()
@@ -110,13 +112,13 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 		traceParent = &tp
 	}
 	args := []any{uuidArray(ids), recipients, types, titles, bodies, data, ttls, created, audiences,
-		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options, traceParent}
+		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options, traceParent, urgent}
 	const insert = `
 		INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience,
-			idempotency_key, idempotent_until, send_at, expires_at, collapse_key, options, trace_parent)
+			idempotency_key, idempotent_until, send_at, expires_at, collapse_key, options, urgent, trace_parent)
 		SELECT *, $16::text FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
 			$8::timestamptz[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
-			$14::text[], $15::jsonb[])`
+			$14::text[], $15::jsonb[], $17::boolean[])`
 	if keyed == 0 {
 		if _, err := r.db.Exec(ctx, insert, args...); err != nil {
 			return fmt.Errorf("insert notifications: %w", err)

@@ -23,6 +23,14 @@ type HousekeepingStore interface {
 	DeleteFinishedBroadcasts(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 	DeleteReplayedDeadLetters(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 	DeleteTokensUnseenFor(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	// DeleteIdleDeviceRates deletes per-device counts whose hour window
+	// ended: they no longer limit anything.
+	DeleteIdleDeviceRates(ctx context.Context, limit int) (int, error)
+	// DeleteOldNotifications deletes notifications (with their finished
+	// deliveries) created more than readOlderThan ago and read, or more
+	// than unreadOlderThan ago and unread; zero or a negative age deletes
+	// none of those. A notification with a delivery still open is kept.
+	DeleteOldNotifications(ctx context.Context, readOlderThan, unreadOlderThan time.Duration, limit int) (int, error)
 }
 
 // HousekeepingConfig configures a Housekeeper. Zero values mean defaults;
@@ -32,6 +40,9 @@ type HousekeepingConfig struct {
 	Interval                                                         time.Duration
 	BatchSize                                                        int
 	OutboxRetention, DeliveryRetention, FailedRetention, TokenMaxAge time.Duration
+	// ReadRetention and UnreadRetention: zero (the default) keeps the
+	// inbox forever.
+	ReadRetention, UnreadRetention time.Duration
 	// Logger receives what each sweep removed. Defaults to discarding.
 	Logger *slog.Logger
 	// Leader reports whether this instance leads the fleet: Run sweeps
@@ -59,13 +70,14 @@ func (c *HousekeepingConfig) setDefaults() {
 
 // HousekeepingReport counts what one sweep removed.
 type HousekeepingReport struct {
-	OutboxRows, Deliveries, Broadcasts, DeadLetters, Tokens int
+	OutboxRows, Deliveries, Broadcasts, DeadLetters, Tokens, DeviceRates, Notifications int
 }
 
 // Housekeeper keeps Herald's tables small over months: consumed outbox rows
 // (watermill never deletes them), old finished deliveries and broadcasts,
-// replayed dead letters and expired tokens. The inbox (notifications) is
-// the host's to keep.
+// replayed dead letters, expired tokens and idle per-device counts. The
+// inbox (notifications) is kept unless ReadRetention or UnreadRetention is
+// set.
 type Housekeeper struct {
 	store HousekeepingStore
 	cfg   HousekeepingConfig
@@ -103,9 +115,19 @@ func (h *Housekeeper) Run(ctx context.Context) error {
 		}
 		if report != (HousekeepingReport{}) {
 			h.log.Info("housekeeping sweep", "outbox_rows", report.OutboxRows, "deliveries", report.Deliveries,
-				"broadcasts", report.Broadcasts, "dead_letters", report.DeadLetters, "tokens", report.Tokens)
+				"broadcasts", report.Broadcasts, "dead_letters", report.DeadLetters, "tokens", report.Tokens,
+				"device_rates", report.DeviceRates, "notifications", report.Notifications)
 		}
 	}
+}
+
+// inboxRetention is -1 (off) unless read or unread notifications have a
+// retention.
+func (h *Housekeeper) inboxRetention() time.Duration {
+	if h.cfg.ReadRetention <= 0 && h.cfg.UnreadRetention <= 0 {
+		return -1
+	}
+	return 0
 }
 
 // Sweep deletes, batch by batch, everything past its retention (measured
@@ -133,6 +155,12 @@ func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
 		}},
 		{h.cfg.TokenMaxAge, &report.Tokens, func(limit int) (int, error) {
 			return h.store.DeleteTokensUnseenFor(ctx, h.cfg.TokenMaxAge, limit)
+		}},
+		{0, &report.DeviceRates, func(limit int) (int, error) {
+			return h.store.DeleteIdleDeviceRates(ctx, limit)
+		}},
+		{h.inboxRetention(), &report.Notifications, func(limit int) (int, error) {
+			return h.store.DeleteOldNotifications(ctx, h.cfg.ReadRetention, h.cfg.UnreadRetention, limit)
 		}},
 	}
 	for _, s := range sweeps {

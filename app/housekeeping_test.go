@@ -68,6 +68,14 @@ func (s *memHousekeeping) DeleteTokensUnseenFor(_ context.Context, olderThan tim
 	return s.del("tokens", olderThan, limit)
 }
 
+func (s *memHousekeeping) DeleteIdleDeviceRates(_ context.Context, limit int) (int, error) {
+	return s.del("device_rates", 0, limit)
+}
+
+func (s *memHousekeeping) DeleteOldNotifications(_ context.Context, readOlderThan, _ time.Duration, limit int) (int, error) {
+	return s.del("notifications", readOlderThan, limit)
+}
+
 func newHousekeeper(t *testing.T, store app.HousekeepingStore, cfg app.HousekeepingConfig) *app.Housekeeper {
 	t.Helper()
 	h, err := app.NewHousekeeper(store, cfg)

@@ -98,6 +98,10 @@ type SenderConfig struct {
 	CircuitOpenPause, QuotaPause                                   time.Duration
 	QuotaDevices                                                   int
 	QuotaWindow, PlatformPause, PlatformMaxPause, AlarmLogInterval time.Duration
+	// DevicePerMinute and DevicePerHour are the per-device limits the
+	// store's claims apply (see herald.SenderConfig); the Sender only
+	// carries them. Negative turns a limit off.
+	DevicePerMinute, DevicePerHour int
 	// Logger receives the sender's logs. Tokens and message bodies are never
 	// logged. Defaults to discarding.
 	Logger *slog.Logger
@@ -138,6 +142,8 @@ func (c *SenderConfig) setDefaults() {
 	settings.Default(&c.PlatformMaxPause, 10*time.Minute)
 	c.PlatformMaxPause = max(c.PlatformMaxPause, c.PlatformPause)
 	settings.Default(&c.AlarmLogInterval, 10*time.Second)
+	settings.Default(&c.DevicePerMinute, 240)
+	settings.Default(&c.DevicePerHour, 5000)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

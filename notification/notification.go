@@ -65,7 +65,11 @@ type Draft struct {
 	// inbox.
 	Broadcast *Audience
 	// Type names the kind of notification, for example "comment_created".
+	// A recipient may mute a type for push (see Preferences).
 	Type string
+	// Urgent pushes bypass the recipient's quiet hours (not their mutes):
+	// for what cannot wait until morning, such as a security alert.
+	Urgent bool
 	Content
 
 	// IdempotencyKey, when set, makes raising the same draft again harmless:
@@ -106,6 +110,7 @@ type Notification struct {
 	recipient string
 	audience  *Audience
 	typ       string
+	urgent    bool
 	content   Content
 	createdAt time.Time
 	readAt    time.Time
@@ -139,6 +144,7 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 		recipient: d.Recipient,
 		audience:  d.Broadcast.clone(),
 		typ:       d.Type,
+		urgent:    d.Urgent,
 		content:   d.Content.clone(),
 		createdAt: createdAt,
 		sendAt:    d.SendAt,
@@ -221,6 +227,11 @@ func (n *Notification) Broadcast() *Audience { return n.audience.clone() }
 
 // Type returns the notification type.
 func (n *Notification) Type() string { return n.typ }
+
+// Urgent reports whether its pushes bypass the recipient's quiet hours.
+// A notification read back with NotificationFromDatabase is not urgent:
+// urgency matters only to the push, which the database decides.
+func (n *Notification) Urgent() bool { return n.urgent }
 
 // Content returns what the notification says. The data map is shared: do not
 // modify it.

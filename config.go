@@ -238,10 +238,10 @@ type HousekeepingConfig struct {
 	TokenMaxAge time.Duration
 	// ReadRetention deletes read notifications (inbox entries, with their
 	// deliveries) created longer ago than this, once none of their pushes
-	// is still waiting. Zero (the default) keeps them.
+	// is still waiting. Defaults to off (-1): the inbox is kept.
 	ReadRetention time.Duration
-	// UnreadRetention does the same for unread notifications. Zero (the
-	// default) keeps them.
+	// UnreadRetention does the same for unread notifications. Defaults to
+	// off (-1): the inbox is kept.
 	UnreadRetention time.Duration
 }
 

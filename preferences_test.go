@@ -282,8 +282,6 @@ func TestADeviceAtItsPerDeviceLimitWaitsWhileOthersGoAtFullSpeed(t *testing.T) {
 	cfg := fastConfig()
 	cfg.Sender.DevicePerMinute = 5
 	h, clock := newClockedHarness(t, cfg)
-	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	clock.set(t, start)
 	require.NoError(t, h.herald.Tokens().Register(ctx, "hot", "hot-phone", notification.PlatformAndroid))
 	// Forty other devices get five pushes each, at their limit; the hot
 	// one gets twenty, raised among theirs.
@@ -303,6 +301,9 @@ func TestADeviceAtItsPerDeviceLimitWaitsWhileOthersGoAtFullSpeed(t *testing.T) {
 		}
 	}
 	h.run()
+	// The windows start at the first claim, right after this.
+	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	clock.set(t, start)
 	began := time.Now()
 	h.raise(true, events...)
 
@@ -337,7 +338,8 @@ func TestADeviceAtItsPerDeviceLimitWaitsWhileOthersGoAtFullSpeed(t *testing.T) {
 	for i, at := range []time.Duration{61 * time.Second, 3 * time.Minute, 5 * time.Minute} {
 		clock.set(t, start.Add(at))
 		want := 10 + 5*i
-		require.Eventually(t, func() bool { return perToken()["hot-phone"] == want }, 5*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return perToken()["hot-phone"] == want }, 15*time.Second, 10*time.Millisecond,
+			"at +%s", at)
 		time.Sleep(300 * time.Millisecond)
 		assert.Equal(t, want, perToken()["hot-phone"], "at +%s", at)
 	}
@@ -429,8 +431,8 @@ func TestForgettingAUserLeavesNoRowNamingThemOrTheirTokensAndOthersPushesGoOn(t 
 func TestInboxRetentionIsOffByDefaultAndDeletesOnlyNotificationsWhosePushesAreDone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	assert.Zero(t, herald.Config{}.WithDefaults().Housekeeping.ReadRetention, "default: keep")
-	assert.Zero(t, herald.Config{}.WithDefaults().Housekeeping.UnreadRetention, "default: keep")
+	assert.Negative(t, herald.Config{}.WithDefaults().Housekeeping.ReadRetention, "default: off, kept")
+	assert.Negative(t, herald.Config{}.WithDefaults().Housekeeping.UnreadRetention, "default: off, kept")
 	h := newHarness(t, fastConfig())
 	h.registerTokens("author", 1)
 	h.run()

@@ -75,7 +75,10 @@ func (r *PostgresPreferenceRepository) Get(ctx context.Context, userID string) (
 		p          notification.Preferences
 		start, end *string
 	)
-	err := r.db.QueryRow(ctx, `SELECT muted, to_char(quiet_start, 'HH24:MI'), to_char(quiet_end, 'HH24:MI'), time_zone
+	err := r.db.QueryRow(ctx, `SELECT muted,
+			to_char(quiet_start, CASE WHEN extract(second FROM quiet_start) = 0 THEN 'HH24:MI' ELSE 'HH24:MI:SS' END),
+			to_char(quiet_end, CASE WHEN extract(second FROM quiet_end) = 0 THEN 'HH24:MI' ELSE 'HH24:MI:SS' END),
+			time_zone
 		FROM herald_preferences WHERE user_id = $1`, userID).Scan(&p.Muted, &start, &end, &p.TimeZone)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return notification.Preferences{}, false, nil

@@ -40,8 +40,8 @@ type HousekeepingConfig struct {
 	Interval                                                         time.Duration
 	BatchSize                                                        int
 	OutboxRetention, DeliveryRetention, FailedRetention, TokenMaxAge time.Duration
-	// ReadRetention and UnreadRetention: zero (the default) keeps the
-	// inbox forever.
+	// ReadRetention and UnreadRetention default to -1: off, the inbox is
+	// kept.
 	ReadRetention, UnreadRetention time.Duration
 	// Logger receives what each sweep removed. Defaults to discarding.
 	Logger *slog.Logger
@@ -63,6 +63,8 @@ func (c *HousekeepingConfig) setDefaults() {
 	settings.Default(&c.FailedRetention, 30*24*time.Hour)
 	settings.Default(&c.TokenMaxAge, 270*24*time.Hour)
 	settings.Default(&c.BatchSize, 5000)
+	settings.Default(&c.ReadRetention, -1)
+	settings.Default(&c.UnreadRetention, -1)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

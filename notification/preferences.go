@@ -12,7 +12,7 @@ var (
 	// known to both Go and Postgres.
 	ErrInvalidTimeZone = errors.New("unknown time zone")
 	// ErrInvalidClock reports a quiet-hours time that is not "HH:MM".
-	ErrInvalidClock = errors.New("not a time of day as HH:MM")
+	ErrInvalidClock = errors.New("not a time of day as HH:MM or HH:MM:SS")
 )
 
 // MaxMutedTypes bounds how many types one user may mute.
@@ -34,7 +34,8 @@ type Preferences struct {
 	TimeZone string `json:"time_zone,omitempty"`
 }
 
-// QuietHours is a daily window of local times "HH:MM" (24-hour clock).
+// QuietHours is a daily window of local times "HH:MM" (24-hour clock;
+// "HH:MM:SS" is accepted too).
 // Start later than End crosses midnight: 22:00 to 07:00 is the night.
 // Start is inside the window, End is not.
 type QuietHours struct {
@@ -126,7 +127,7 @@ func (p Preferences) PushAt(t time.Time, urgent bool) time.Time {
 	// date + time AT TIME ZONE reads it.
 	at := func(days int, c time.Duration) time.Time {
 		return time.Date(local.Year(), local.Month(), local.Day()+days,
-			int(c/time.Hour), int(c%time.Hour/time.Minute), 0, 0, loc)
+			int(c/time.Hour), int(c%time.Hour/time.Minute), int(c%time.Minute/time.Second), 0, loc)
 	}
 	switch {
 	case start < end:
@@ -141,13 +142,16 @@ func (p Preferences) PushAt(t time.Time, urgent bool) time.Time {
 	return t
 }
 
-// parseClock reads "HH:MM" as a duration since midnight.
+// parseClock reads "HH:MM" (or "HH:MM:SS") as a duration since midnight.
 func parseClock(s string) (time.Duration, error) {
 	c, err := time.Parse("15:04", s)
 	if err != nil {
-		return 0, ErrInvalidClock
+		if c, err = time.Parse("15:04:05", s); err != nil {
+			return 0, ErrInvalidClock
+		}
 	}
-	return time.Duration(c.Hour())*time.Hour + time.Duration(c.Minute())*time.Minute, nil
+	return time.Duration(c.Hour())*time.Hour + time.Duration(c.Minute())*time.Minute +
+		time.Duration(c.Second())*time.Second, nil
 }
 
 // ValidateUserID checks a user id as Herald stores it (a recipient, a

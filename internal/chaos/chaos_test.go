@@ -76,7 +76,8 @@ var chaosFigures = map[string][]string{
 	"fcm-outage":       {"max_in_flight", "requests_during_outage", "breaker_open_after_ms", "requests_while_open"},
 	"clock-skew":       {"processes", "clock_offset_seconds"},
 	"sigkill": {"feature_scheduled_raised", "feature_collapsing_raised", "feature_superseded", "feature_pushed_early",
-		"feature_lost", "feature_superseded_pushed"},
+		"feature_lost", "feature_superseded_pushed",
+		"quiet_hour_pushes", "quiet_hour_pushes_early"},
 	"replicas": {"processes", "connection_cuts", "sent_unrecorded_at_kills", "takeover_max_seconds", "rate_limit_per_second",
 		"busiest_second", "rate_excess"},
 }

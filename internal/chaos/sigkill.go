@@ -40,6 +40,13 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 		return nil, err
 	}
 	workers := ws[0]
+	// Some authors are in quiet hours until the middle of the run: their
+	// pushes come due while processes are being killed.
+	quietUntil, quietTokens, err := e.quietAuthors(ctx, chaosQuietAuthors, over/2)
+	if err != nil {
+		return nil, err
+	}
+	e.pushes.watch(quietTokens...)
 	if err := workers.start(); err != nil {
 		return nil, err
 	}
@@ -110,6 +117,7 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 		return nil, err
 	}
 	stopRelayWatch()
+	e.checkQuiet(res, quietUntil)
 	res.Crashes = kills
 	res.Restarts = kills + unexpectedExits
 	res.set("min_kills", minKills)

@@ -104,23 +104,6 @@ func seoul(t *testing.T) *time.Location {
 	return loc
 }
 
-// receivedAt returns when (on the moved clock) the fake received the first
-// push to token, waiting up to within of real time.
-func receivedAt(t *testing.T, h *harness, clock *movableClock, token string, within time.Duration) time.Time {
-	t.Helper()
-	var at time.Time
-	require.Eventually(t, func() bool {
-		for _, r := range h.fake.Accepted() {
-			if r.Token == token {
-				at = r.At.Add(time.Duration(clock.skew.Load()))
-				return true
-			}
-		}
-		return false
-	}, within, 10*time.Millisecond, "no push to %s", token)
-	return at
-}
-
 func TestQuietHoursInSeoulHoldAPushUntil7AMSeoulTimeWhileAnUrgentOneGoesAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

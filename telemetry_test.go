@@ -174,6 +174,7 @@ func TestMetricsAreScrapedFromAPrometheusEndpoint(t *testing.T) {
 		{"herald_sender_claim_duration_seconds_count", nil, atLeast(1)},
 		{"herald_sender_record_duration_seconds_count", nil, atLeast(1)},
 		{"herald_alarms_total", []string{`herald_alarm="sender_id_mismatch"`}, eq(1)},
+		{"herald_fcm_attempts_total", []string{`herald_fcm_attempt="answered"`}, eq(3)},
 		{"herald_sender_in_flight", nil, eq(0)},
 		{"herald_breaker_state", []string{`herald_breaker_state="closed"`}, eq(1)},
 		{"herald_breaker_state", []string{`herald_breaker_state="open"`}, eq(0)},

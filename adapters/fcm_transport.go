@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/herald-push/herald/internal/telemetry"
 )
 
 // fcmTransport sits under the firebase SDK's HTTP client, above the
@@ -119,6 +121,7 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	ps := pushStateFrom(ctx)
 	refuse := func(err error) (*http.Response, error) {
+		b.tel.FCMAttempt(telemetry.AttemptRefused)
 		if ps != nil {
 			ps.cancel(errBreakerOpened) // the SDK must not retry: it would only be refused again
 		}
@@ -163,12 +166,25 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ps.attemptDone(err == nil && resp.StatusCode < 400)
 	}
 	verdict := judgeAttempt(ctx, resp, body, err, ps)
+	b.tel.FCMAttempt(attemptClass(verdict))
 	if verdict != errAttemptExcluded {
 		b.window.record(time.Now(), verdict != nil)
 	}
 	done(verdict)
 	b.ramp.release(verdict == nil)
 	return resp, err
+}
+
+// attemptClass names a judged attempt for the attempts metric.
+func attemptClass(verdict error) telemetry.Attempt {
+	switch verdict {
+	case nil:
+		return telemetry.AttemptAnswered
+	case errAttemptExcluded:
+		return telemetry.AttemptCancelled
+	default:
+		return telemetry.AttemptFailed
+	}
 }
 
 func closeRequestBody(req *http.Request) {
@@ -272,6 +288,7 @@ type fcmBreaker struct {
 	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
 	ramp   *ramp
 	window outcomeWindow
+	tel    *telemetry.Telemetry
 
 	openedMu sync.Mutex
 	opened   context.Context // cancelled when the breaker opens
@@ -333,7 +350,7 @@ func (w *outcomeWindow) reset() {
 }
 
 func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
-	b := &fcmBreaker{ramp: newRamp(cfg.RampMax)}
+	b := &fcmBreaker{ramp: newRamp(cfg.RampMax), tel: cfg.Telemetry}
 	b.opened, b.cancel = context.WithCancel(context.Background())
 	failures := cfg.BreakerFailures
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{

@@ -26,6 +26,7 @@ const (
 	keyErrorType          = attribute.Key("error.type")
 	keyOutcome            = attribute.Key("herald.push.outcome")
 	keyAlarm              = attribute.Key("herald.alarm")
+	keyAttemptKind        = attribute.Key("herald.fcm.attempt")
 	keyStatus             = attribute.Key("herald.delivery.status")
 	keyBreakerState       = attribute.Key("herald.breaker.state")
 	keyBreakerFrom        = attribute.Key("herald.breaker.from")
@@ -75,6 +76,8 @@ type Telemetry struct {
 	rateWait       metric.Float64Histogram
 	transitions    metric.Int64Counter
 	alarms         metric.Int64Counter
+	attempts       metric.Int64Counter
+	attemptSets    [attemptKinds]options
 
 	// Precomputed attribute options: a push records with a set made once
 	// per outcome and error class, so the hot path allocates none.
@@ -142,6 +145,11 @@ func New(cfg Config) *Telemetry {
 	t.rateWait = histogram(m, "herald.sender.rate_limit.wait", "s",
 		"Time a push waited for the rate limit: the fleet's shared budget and this process's limiter (recorded only when it waited)")
 	t.transitions = counter(m, "herald.breaker.transitions", "{transition}", "Circuit breaker state changes, by from and to")
+	t.attempts = counter(m, "herald.fcm.attempts", "{attempt}",
+		"HTTP attempts to FCM as the circuit breaker judged them, the SDK's own retries included, by herald.fcm.attempt: answered (FCM working, whatever its verdict on the message), failed (5xx, timeout, network, our credentials), cancelled (by Herald), refused (by the open breaker, never sent)")
+	for k, name := range attemptNames {
+		t.attemptSets[k] = newOptions(keyAttemptKind.String(name))
+	}
 	t.alarms = counter(m, "herald.alarms", "{alarm}",
 		"Alarms raised by the sender (configuration alarms, throttling, failed deliveries), by herald.alarm class, each counted once however they are aggregated in the logs")
 	return t
@@ -231,6 +239,28 @@ func (t *Telemetry) Alarm(class string) {
 		t.mu.Unlock()
 	}
 	t.alarms.Add(context.Background(), 1, o.add...)
+}
+
+// Attempt is how the FCM client's circuit breaker judged one HTTP attempt.
+type Attempt int
+
+// The kinds of attempt.
+const (
+	AttemptAnswered Attempt = iota
+	AttemptFailed
+	AttemptCancelled
+	AttemptRefused
+	attemptKinds
+)
+
+var attemptNames = [attemptKinds]string{"answered", "failed", "cancelled", "refused"}
+
+// FCMAttempt counts one HTTP attempt to FCM.
+func (t *Telemetry) FCMAttempt(a Attempt) {
+	if t == nil || a < 0 || a >= attemptKinds {
+		return
+	}
+	t.attempts.Add(context.Background(), 1, t.attemptSets[a].add...)
 }
 
 // ClaimDone records one claim that started at start.

@@ -17,6 +17,14 @@
 // the shared one (SharedCluster) when they run alone. When the tests run as root, Postgres
 // runs as the postgres system user (or nobody), since it refuses to run as root.
 //
+// # PgBouncer
+//
+// NewPoolerPool and PoolerURL go through a real pgbouncer in transaction pooling mode, started
+// in front of the throwaway cluster on first use when the machine has one (/usr/sbin/pgbouncer
+// or in PATH; the tests that use them skip, saying why, where it has not), with pgx in
+// PoolerExecMode. HERALD_TEST_POOLER=pgbouncer (PoolerEnv) sends every NewPool through it, so a
+// whole suite runs as a host behind PgBouncer would.
+//
 // # FCM
 //
 // NewFakeFCM (StartFakeFCM outside tests) serves the FCM HTTP v1 send API on a loopback TLS

@@ -2,6 +2,8 @@
 // machine's server binaries: initdb into a directory of its own, a server on
 // 127.0.0.1, trust authentication, and removal of the files at Stop. Clusters
 // that a killed process left behind are reaped by the next Start.
+// StartBouncer puts a pgbouncer (transaction pooling by default) in front of
+// a cluster, as the same unprivileged user.
 //
 // It serves `herald demo`, `herald bench` and `herald chaos` (which run
 // without a database of their own) and testutil, whose StartCluster, Cluster

@@ -124,7 +124,11 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 	// each recipient's tokens are read in order and the scan stops at its
 	// share.
 	err := r.db.QueryRow(ctx, `
-		WITH picked AS (
+		WITH ns AS MATERIALIZED (
+			-- The notifications, read once for every part below.
+			SELECT id, recipient, type, urgent, audience, send_at, collapse_key, cancelled_at
+			FROM herald_notifications WHERE id = ANY($1::uuid[])
+		), picked AS (
 			SELECT n.id AS notification_id, n.recipient, t.token, t.rn,
 				coalesce(n.type = ANY (p.muted), false) AS muted,
 				-- A scheduled notification is due at its send time; the
@@ -133,7 +137,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 				CASE WHEN p.quiet_start IS NULL OR n.urgent THEN greatest(now(), n.send_at)
 					ELSE herald_quiet_until(greatest(now(), n.send_at), p.time_zone, p.quiet_start, p.quiet_end)
 				END AS push_at
-			FROM herald_notifications n
+			FROM ns n
 			LEFT JOIN herald_preferences p ON p.user_id = n.recipient
 			CROSS JOIN LATERAL (
 				SELECT t.token, row_number() OVER (ORDER BY t.token) AS rn
@@ -143,7 +147,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 				ORDER BY t.token
 				LIMIT $2 + 1
 			) t
-			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NULL AND n.cancelled_at IS NULL
+			WHERE n.audience IS NULL AND n.cancelled_at IS NULL
 		), created AS (
 			-- The recipient's preferences, read now and again at the claim:
 			-- a muted type ends muted here, quiet hours set the due time.
@@ -166,8 +170,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			-- transaction, would fail on every delivery a sender claimed
 			-- meanwhile.
 			UPDATE herald_notifications o SET superseded_at = now()
-			FROM (SELECT DISTINCT recipient, collapse_key FROM herald_notifications
-				WHERE id = ANY($1::uuid[]) AND collapse_key IS NOT NULL) g,
+			FROM (SELECT DISTINCT recipient, collapse_key FROM ns WHERE collapse_key IS NOT NULL) g,
 			LATERAL (SELECT m.created_at, m.id FROM herald_notifications m
 				WHERE m.recipient = g.recipient AND m.collapse_key = g.collapse_key
 				ORDER BY m.created_at DESC, m.id DESC LIMIT 1) newest
@@ -186,8 +189,8 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 		), broadcasts AS (
 			INSERT INTO herald_broadcasts (notification_id, platforms, created_at)
 			SELECT n.id, ARRAY(SELECT jsonb_array_elements_text(coalesce(n.audience->'platforms', '[]'))), now()
-			FROM herald_notifications n
-			WHERE n.id = ANY($1::uuid[]) AND n.audience IS NOT NULL AND n.cancelled_at IS NULL
+			FROM ns n
+			WHERE n.audience IS NOT NULL AND n.cancelled_at IS NULL
 			ON CONFLICT (notification_id) DO NOTHING
 			RETURNING 1
 		), counts AS (

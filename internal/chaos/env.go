@@ -176,6 +176,10 @@ func openChaosEnv(ctx context.Context, name string, opts chaosOptions, seed int6
 		// meant to catch the relay mid-expansion then caught nothing.
 		"wal_level":       "minimal",
 		"max_wal_senders": "0",
+		// connection-cut recognises the relay's expansion in
+		// pg_stat_activity by its INSERT, past the default 1,024 bytes of
+		// query text since the expansion learnt preferences and quiet hours.
+		"track_activity_query_size": "8192",
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)

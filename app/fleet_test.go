@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
 )
 
 // memBudget is an app.BudgetStore in memory: a bucket that holds what the
@@ -194,4 +197,80 @@ func TestDeadAfterMustCoverThreeHeartbeats(t *testing.T) {
 	t.Parallel()
 	err := app.MembershipConfig{HeartbeatInterval: 2 * time.Second, DeadAfter: 5 * time.Second}.Validate()
 	require.EqualError(t, err, "DeadAfter (5s) must be at least three times HeartbeatInterval (2s)")
+}
+
+// fleetGate is an app.SendBudget that grants everything unless the fleet
+// is paused, and records the pauses this instance asks of the fleet.
+type fleetGate struct {
+	mu       sync.Mutex
+	pause    time.Duration // the fleet's pause, as another instance set it
+	pausedBy []time.Duration
+	taken    int
+}
+
+func (g *fleetGate) Take(context.Context) (time.Duration, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pause > 0 {
+		return g.pause, nil
+	}
+	g.taken++
+	return 0, nil
+}
+
+func (g *fleetGate) PauseAll(d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pausedBy = append(g.pausedBy, d)
+}
+
+func (g *fleetGate) set(pause time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pause = pause
+}
+
+func (g *fleetGate) asked() []time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.pausedBy)
+}
+
+func TestAProjectWideQuotaSeenHerePausesTheWholeFleet(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	for i := range 5 {
+		store.add(fmt.Sprintf("device-%02d", i), notification.PlatformAndroid, clock.Now())
+	}
+	pusher := newFakePusher(func(notification.Message) error {
+		return sendErr(notification.ErrQuotaExceeded, "QUOTA_EXCEEDED", 3*time.Second)
+	})
+	gate := &fleetGate{}
+	cfg := senderConfig(clock)
+	cfg.QuotaDevices = 1
+	cfg.Budget = gate
+	s := runSender(t, store, pusher, cfg)
+
+	require.Eventually(t, func() bool { return len(gate.asked()) > 0 }, waitFor, 5*time.Millisecond)
+	assert.Equal(t, 3*time.Second, gate.asked()[0], "the fleet pauses for Retry-After")
+	assert.Equal(t, int64(1), s.Stats().QuotaPauses)
+}
+
+func TestAPauseTheFleetSetHoldsThisInstancesPushes(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	store.add("device-00", notification.PlatformAndroid, clock.Now())
+	pusher := newFakePusher(func(notification.Message) error { return nil })
+	gate := &fleetGate{pause: 2 * time.Second} // another instance saw the 429
+	cfg := senderConfig(clock)
+	cfg.Budget = gate
+	runSender(t, store, pusher, cfg)
+
+	time.Sleep(200 * time.Millisecond) // the clock stands still: the pause must hold
+	assert.Zero(t, pusher.callsTo(hasPrefix("device-")), "no push while the fleet is paused")
+	gate.set(0)
+	clock.Advance(2 * time.Second)
+	require.Eventually(t, func() bool { return pusher.callsTo(hasPrefix("device-")) == 1 }, waitFor, 5*time.Millisecond)
 }

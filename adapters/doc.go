@@ -1,7 +1,9 @@
 // Package adapters implements the interfaces of package app with real
 // technology: Postgres through pgx (PostgresNotificationRepository,
 // PostgresDeviceTokenRepository, PostgresDeliveryRepository,
-// PostgresDeadLetterRepository) and Firebase Cloud Messaging through the
+// PostgresDeadLetterRepository, PostgresFleetRepository for the registry
+// of running instances, the leader's lease and the shared send budget) and
+// Firebase Cloud Messaging through the
 // firebase Go SDK (FCMSender on an FCMClient), with a gobreaker circuit
 // breaker in the client's HTTP transport that judges every attempt, the
 // SDK's own retries included.

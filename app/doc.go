@@ -2,11 +2,14 @@
 // transaction (Raiser), deciding what becomes of each outbox message
 // (RelayHandler), expanding broadcasts (BroadcastExpander), sending due
 // deliveries to the push provider (Sender), sweeping old rows
-// (Housekeeper), the in-app inbox and the device token registry.
+// (Housekeeper), the in-app inbox and the device token registry, and the
+// fleet of processes on one database: registration, heartbeat and
+// leadership (Membership) and the shared send budget (FleetBudget).
 //
 // Each use case declares the small interfaces it needs right beside it
 // (NotificationWriter, RelayStore, DeadLetterReplayStore, DeliveryStore,
-// Pusher, BroadcastStore, HousekeepingStore, ...). Nothing here knows SQL,
+// Pusher, BroadcastStore, HousekeepingStore, InstanceStore, BudgetStore,
+// ...). Nothing here knows SQL,
 // watermill or FCM, and nothing here runs a network call inside a database
 // transaction.
 //

@@ -4,9 +4,13 @@ import (
 	"context"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/herald-push/herald/app"
 )
@@ -72,4 +76,58 @@ func moduleVersion() string {
 		}
 	}
 	return "unknown"
+}
+
+// fleetDB is the database of the fleet's coordination: while Run runs, a
+// small pool of its own (fleetConns connections), so that heartbeats and
+// send-budget grants never queue behind the sender's claims and checks for
+// a connection of the host's pool (a heartbeat delayed past DeadAfter would
+// make the others take this instance for dead); otherwise the host's pool.
+type fleetDB struct {
+	main *pgxpool.Pool
+	own  atomic.Pointer[pgxpool.Pool]
+}
+
+// fleetConns is the size of Run's own pool for the fleet: one for the
+// heartbeat, one for grants.
+const fleetConns = 2
+
+func (d *fleetDB) pick() *pgxpool.Pool {
+	if p := d.own.Load(); p != nil {
+		return p
+	}
+	return d.main
+}
+
+// open gives Run its own pool; the returned func closes it.
+func (d *fleetDB) open(ctx context.Context) func() {
+	cfg := d.main.Config().Copy()
+	cfg.MaxConns, cfg.MinConns = fleetConns, 0
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return func() {} // the host's pool serves, as for a Herald that does not run
+	}
+	d.own.Store(p)
+	return func() {
+		d.own.Store(nil)
+		p.Close()
+	}
+}
+
+func (d *fleetDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return d.pick().Exec(ctx, sql, args...)
+}
+
+func (d *fleetDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return d.pick().Query(ctx, sql, args...)
+}
+
+func (d *fleetDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return d.pick().QueryRow(ctx, sql, args...)
+}
+
+func (d *fleetDB) Begin(ctx context.Context) (pgx.Tx, error) { return d.pick().Begin(ctx) }
+
+func (d *fleetDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return d.pick().SendBatch(ctx, b)
 }

@@ -72,6 +72,7 @@ type Herald struct {
 	// The fleet: the registry every Herald reads (Instances), and this
 	// one's membership (nil in a Herald that does not send).
 	fleet      *adapters.PostgresFleetRepository
+	fleetDB    *fleetDB
 	membership *app.Membership
 	deadAfter  time.Duration
 }
@@ -159,7 +160,6 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 		tokens:      app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), cfg.Now),
 		preferences: app.NewUserPreferences(adapters.NewPostgresPreferenceRepository(pool), cfg.Now),
 		log:         log,
-		fleet:       adapters.NewPostgresFleetRepository(pool),
 		deadAfter:   cfg.fleet().WithDefaults().DeadAfter,
 		pooler:      cfg.Pooler.withDefaults(),
 	}
@@ -167,6 +167,8 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if _, err := tel.ObserveDatabase(deliveries.Gauges, gaugeInterval); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	h.fleetDB = &fleetDB{main: pool}
+	h.fleet = adapters.NewPostgresFleetRepository(h.fleetDB)
 	if fcm == nil {
 		return h, nil
 	}
@@ -267,6 +269,7 @@ func (h *Herald) Run(ctx context.Context) error {
 	// Registered before the first claim, so that no claim is ever held by
 	// an instance the fleet does not know; left after the last outcome is
 	// recorded, so that a clean stop leaves no claim to take over.
+	defer h.fleetDB.open(ctx)()
 	if h.membership.Join(ctx) != nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-push/herald/internal/backoff"
@@ -60,7 +61,8 @@ type FleetBudgetConfig struct {
 // FleetBudget is one instance's access to the fleet's send budget. It
 // takes tokens from the shared bucket a grant (5 ms of the fleet's rate)
 // at a time and hands them to pushes one by one; at most one grant is
-// asked for at a time. It implements SendBudget and is safe for concurrent
+// asked for at a time, the next one in the background once half the
+// current one is spent, and the instance never holds more than one grant. It implements SendBudget and is safe for concurrent
 // use.
 type FleetBudget struct {
 	store     BudgetStore
@@ -72,6 +74,7 @@ type FleetBudget struct {
 	log       *slog.Logger
 
 	fetching chan struct{} // a semaphore: one grant in flight
+	fenced   atomic.Bool   // Live was false at the last Take
 
 	mu          sync.Mutex
 	stash       int
@@ -117,11 +120,21 @@ func (b *FleetBudget) GrantSize() int { return b.grant }
 // retried.
 func (b *FleetBudget) Take(ctx context.Context) (time.Duration, error) {
 	if b.live != nil && !b.live() {
+		if b.fenced.CompareAndSwap(false, true) {
+			b.log.Warn("no heartbeat of this instance for nearly DeadAfter: pushes wait until one succeeds, " +
+				"so that the others, which may take it for dead, do not push its claims twice")
+		}
 		return fencedPause, ctx.Err()
+	}
+	if b.fenced.CompareAndSwap(true, false) {
+		b.log.Info("heartbeat current again: pushes resume")
 	}
 	retry := backoff.New(50*time.Millisecond, time.Second)
 	for {
 		if pause, ok := b.takeLocal(); ok || pause > 0 {
+			if ok {
+				b.prefetch()
+			}
 			return pause, nil
 		}
 		select {
@@ -144,6 +157,30 @@ func (b *FleetBudget) Take(ctx context.Context) (time.Duration, error) {
 		}
 		retry.Reset()
 	}
+}
+
+// prefetch asks for the next grant in the background once half the stash is
+// spent, so that pushes rarely wait for a round trip. It asks for what
+// tops the stash up to one grant, never more: an instance still holds at
+// most one grant.
+func (b *FleetBudget) prefetch() {
+	b.mu.Lock()
+	low := 2*b.stash < b.grant
+	b.mu.Unlock()
+	if !low {
+		return
+	}
+	select {
+	case b.fetching <- struct{}{}:
+	default:
+		return // a grant is already on its way
+	}
+	go func() {
+		defer func() { <-b.fetching }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.fetch(ctx) // logged; a Take that finds the stash empty asks again
+	}()
 }
 
 // takeLocal takes a fresh token from the stash. It reports the pause in

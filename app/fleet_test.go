@@ -52,21 +52,27 @@ func (m *memBudget) asked() []int {
 	return append([]int(nil), m.grants...)
 }
 
-func TestAnInstanceSpendsOneGrantAtATimeFromTheSharedBudget(t *testing.T) {
+func TestAnInstanceHoldsAtMostOneGrantOfTheSharedBudget(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	store := &memBudget{tokens: 25}
+	store := &memBudget{tokens: 100}
 	// 120,000 a minute is 2,000 a second: a grant (5 ms) is 10.
 	b := app.NewFleetBudget(store, app.FleetBudgetConfig{RatePerMinute: 120_000, Now: clock.Now})
 	require.Equal(t, 10, b.GrantSize())
 
-	for range 10 {
+	for range 25 {
 		pause, err := b.Take(context.Background())
 		require.NoError(t, err)
 		require.Zero(t, pause)
 	}
-	assert.Equal(t, []int{10}, store.asked(), "ten pushes cost one round trip")
-	assert.Equal(t, 15, store.tokens, "an instance never holds more than one grant")
+	time.Sleep(50 * time.Millisecond) // a grant asked in the background lands
+	asked := store.asked()
+	granted := 100 - store.tokens
+	assert.LessOrEqual(t, granted-25, 10, "besides what it spent, it holds at most one grant")
+	assert.LessOrEqual(t, len(asked), 6, "about one round trip per half grant, not per push: %v", asked)
+	for _, want := range asked {
+		assert.LessOrEqual(t, want, 10, "no grant asks for more than one grant's worth")
+	}
 }
 
 func TestAPauseSetByAnotherInstanceStopsThisOneAtItsNextGrant(t *testing.T) {

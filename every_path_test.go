@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/testutil"
 )
@@ -71,4 +72,76 @@ func TestABroadcastHonoursSendAtAndItsCollapseKey(t *testing.T) {
 	tl, err := h.herald.Timeline(context.Background(), old.ID())
 	require.NoError(t, err)
 	assert.False(t, tl.Notification.SupersededAt.IsZero())
+}
+
+// TestAReplayedDeadLetterHonoursSendAtAndCollapse: events a relay did not
+// know (raised by a newer version of the application) wait in the dead
+// letters; replayed once the rule is deployed, their notifications keep
+// their send time and collapse key.
+func TestAReplayedDeadLetterHonoursSendAtAndCollapse(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	newHerald := func(withNotify bool) *herald.Herald {
+		client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
+		require.NoError(t, err)
+		rules := notification.NewRules()
+		require.NoError(t, notification.On(rules, notification.NotifyCourseAuthor))
+		if withNotify {
+			require.NoError(t, notification.On(rules, func(e Notify) ([]notification.Draft, error) {
+				return []notification.Draft{e.Draft}, nil
+			}))
+		}
+		h, err := herald.New(pool, client, rules, fastConfig())
+		require.NoError(t, err)
+		return h
+	}
+	run := func(h *herald.Herald) (stop func()) {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); assert.NoError(t, h.Run(runCtx)) }()
+		return func() { cancel(); <-done }
+	}
+	old := newHerald(false)
+	require.NoError(t, old.Tokens().Register(ctx, "u", "tok", notification.PlatformAndroid))
+	stopOld := run(old)
+
+	// The newer application raises with its own rules.
+	newer := newHerald(true)
+	sendAt := time.Now().Add(2 * time.Second)
+	for _, title := range []string{"older", "newer"} {
+		d := collapsing("u", title, "k")
+		d.SendAt = sendAt
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		_, err = newer.Raise(ctx, tx, Notify{Draft: d})
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit(ctx))
+	}
+	require.Eventually(t, func() bool {
+		dls, err := old.DeadLetters(ctx, true, 10)
+		return err == nil && len(dls) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	stopOld()
+
+	stopNewer := run(newer)
+	defer stopNewer()
+	n, err := newer.ReplayAllDeadLetters(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Len(c, fake.AcceptedFor("tok"), 1)
+	}, 15*time.Second, 20*time.Millisecond)
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, newer.WaitIdle(waitCtx))
+	pushes := fake.AcceptedFor("tok")
+	require.Len(t, pushes, 1, "the older one is superseded")
+	assert.Equal(t, "newer", pushes[0].Title)
+	assert.False(t, pushes[0].At.Before(sendAt), "not before its send time")
+	assert.Equal(t, "k", pushes[0].CollapseKey)
+	counts, err := newer.CountDeliveries(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, counts[notification.StatusSuperseded])
 }

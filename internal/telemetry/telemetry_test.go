@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -122,4 +123,34 @@ func TestPushesOfAnUnsampledRaiseStartNoSpan(t *testing.T) {
 		require.Len(t, s.Links, 1, s.Name)
 		assert.Equal(t, "b7ad6b7169203331", s.Links[0].SpanContext.SpanID().String())
 	}
+}
+
+// TestDatabaseGaugesReadTheDatabaseAtMostOncePerInterval: however often a
+// reader collects, the database is asked once per interval, and the last
+// answer is shown in between.
+func TestDatabaseGaugesReadTheDatabaseAtMostOncePerInterval(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	tel := telemetry.New(telemetry.Config{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
+		TracerProvider: noop.NewTracerProvider()})
+	reads := 0
+	_, err := tel.ObserveDatabase(func(context.Context) (telemetry.DatabaseSnapshot, error) {
+		reads++
+		return telemetry.DatabaseSnapshot{Deliveries: map[string]int64{"pending": int64(reads)}}, nil
+	}, time.Hour)
+	require.NoError(t, err)
+	var pending []int64
+	for range 5 {
+		var rm metricdata.ResourceMetrics
+		require.NoError(t, reader.Collect(context.Background(), &rm))
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if m.Name == "herald.deliveries" {
+					pending = append(pending, m.Data.(metricdata.Gauge[int64]).DataPoints[0].Value)
+				}
+			}
+		}
+	}
+	assert.Equal(t, 1, reads)
+	assert.Equal(t, []int64{1, 1, 1, 1, 1}, pending)
 }

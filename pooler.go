@@ -174,13 +174,15 @@ func (h *Herald) deliverySignals(ctx context.Context) (signals adapters.Delivery
 			"if queries fail with \"prepared statement ... does not exist\", use pgx.QueryExecModeExec",
 			"exec_mode", execMode.String(), "observed", probe.TransactionPooling)
 	}
+	// Each LISTEN is checked with a NOTIFY sent through the pool: one the
+	// probe took for direct, or a ListenURL that goes through the pooler
+	// too, turns to polling and says so.
+	signals.PollInterval, signals.Check = cfg.PollInterval, h.pool
 	switch {
 	case cfg.ListenURL != "":
 		signals.ListenURL = cfg.ListenURL
 	case !pooled:
 		signals.Pool = h.pool
-	default:
-		signals.PollInterval = cfg.PollInterval
 	}
 	return signals, true, nil
 }

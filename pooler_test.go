@@ -197,3 +197,30 @@ func TestBehindPgBouncerARaiseThatLostItsPreparedStatementsSaysWhy(t *testing.T)
 	require.ErrorAs(t, err, &poolerErr)
 	assert.Contains(t, err.Error(), "does not exist", "the database's own words are kept")
 }
+
+func TestALISTENThatCannotHearThroughPgBouncerTurnsToPollingAndSaysSo(t *testing.T) {
+	t.Parallel()
+	// Two mistakes a probe or a host can make: a pool declared direct that
+	// goes through PgBouncer, and a ListenURL that points at PgBouncer too.
+	// Each LISTEN is checked with a NOTIFY sent through the pool, which it
+	// never hears through a transaction pooler.
+	for _, c := range []struct {
+		name   string
+		pooler func(pooled string) herald.PoolerConfig
+	}{
+		{"pool declared direct", func(string) herald.PoolerConfig { return herald.PoolerConfig{Mode: herald.PoolerNone} }},
+		{"ListenURL through the pooler", func(pooled string) herald.PoolerConfig { return herald.PoolerConfig{ListenURL: pooled} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &logRecorder{}
+			pooled := testutil.PoolerURL(t, testutil.NewDatabase(t))
+			cfg := slowPollConfig(logs)
+			cfg.Pooler = c.pooler(pooled)
+			h := harnessOn(t, poolOn(t, pooled, pgx.QueryExecModeCacheDescribe), cfg)
+			h.run()
+			deliverOne(t, h, 15*time.Second)
+			assert.Len(t, logged(logs, slog.LevelWarn, "LISTEN did not hear"), 1)
+		})
+	}
+}

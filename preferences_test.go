@@ -321,7 +321,7 @@ func TestADeviceAtItsPerDeviceLimitWaitsWhileOthersGoAtFullSpeed(t *testing.T) {
 	for i, at := range []time.Duration{61 * time.Second, 3 * time.Minute, 5 * time.Minute} {
 		clock.set(t, start.Add(at))
 		want := 10 + 5*i
-		require.Eventually(t, func() bool { return perToken()["hot-phone"] == want }, 15*time.Second, 10*time.Millisecond,
+		require.Eventually(t, func() bool { return perToken()["hot-phone"] == want }, 30*time.Second, 10*time.Millisecond,
 			"at +%s", at)
 		time.Sleep(300 * time.Millisecond)
 		assert.Equal(t, want, perToken()["hot-phone"], "at +%s", at)

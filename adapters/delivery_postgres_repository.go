@@ -371,15 +371,20 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		), ranked AS (
 			-- Per-device limits ($5 a minute, $6 an hour; off when $5 is 0):
 			-- each device's pushes in this claim, oldest first.
-			SELECT id, token, row_number() OVER (PARTITION BY token ORDER BY due_at, id) AS rn
+			-- Tokens compare bytewise (COLLATE "C"): a linguistic
+			-- collation costs far more on 160-byte tokens, and only
+			-- equality and a consistent lock order matter here.
+			SELECT id, token, row_number() OVER w AS rn, count(*) OVER w_all AS n
 			FROM due WHERE next = 'claimed' AND $5::int > 0
+			WINDOW w AS (PARTITION BY token COLLATE "C" ORDER BY due_at, id),
+				w_all AS (PARTITION BY token COLLATE "C")
 		), rates AS (
 			-- One upsert per device, in token order (so concurrent claims
 			-- never deadlock), grants what is left of its windows; the row
 			-- lock makes concurrent claims for one device take turns.
 			INSERT INTO herald_device_rates AS r (token, minute_start, minute_count, hour_start, hour_count, granted)
 			SELECT token, now(), least(n, $5, $6), now(), least(n, $5, $6), least(n, $5, $6)
-			FROM (SELECT token, count(*)::int AS n FROM ranked GROUP BY token) w ORDER BY token
+			FROM ranked WHERE rn = 1 ORDER BY token COLLATE "C"
 			ON CONFLICT (token) DO UPDATE SET
 				minute_start = CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_start ELSE now() END,
 				hour_start = CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_start ELSE now() END,

@@ -152,6 +152,7 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			late AS (
 				DELETE FROM herald_deliveries WHERE token IN (SELECT token FROM tokens)
 					AND status IN ('pending', 'retry_scheduled', 'claimed')
+					AND notification_id NOT IN (SELECT id FROM herald_notifications WHERE recipient = $1)
 				RETURNING 1
 			), rates AS (
 				DELETE FROM herald_device_rates WHERE token IN (SELECT token FROM tokens)

@@ -182,6 +182,17 @@ func (d *demo) run(ctx context.Context, cfg herald.Config) (err error) {
 	}
 	problems = append(problems, featureProblems...)
 
+	preferenceProblems, err := d.preferences(ctx)
+	if err != nil {
+		var notSettled *demoNotSettledError
+		if ctx.Err() != nil || !errors.As(err, &notSettled) {
+			return err
+		}
+		d.out.event("timeout", "%v", err)
+		preferenceProblems = append(preferenceProblems, err)
+	}
+	problems = append(problems, preferenceProblems...)
+
 	d.out.section("every delivery final")
 	if _, err := d.settle(ctx, demoSettleWithin); err != nil {
 		if ctx.Err() != nil {

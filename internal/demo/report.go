@@ -204,7 +204,8 @@ func demoDescribeCounts(counts map[notification.DeliveryStatus]int) string {
 		parts = append(parts, fmt.Sprintf("%s %d", st, counts[st]))
 	}
 	// The product options' final statuses, when there are any.
-	for _, st := range []notification.DeliveryStatus{notification.StatusExpired, notification.StatusSuperseded} {
+	for _, st := range []notification.DeliveryStatus{notification.StatusExpired, notification.StatusSuperseded,
+		notification.StatusMuted, notification.StatusCancelled, notification.StatusTokenMoved} {
 		if counts[st] > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", st, counts[st]))
 		}

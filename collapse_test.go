@@ -125,3 +125,22 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestASupersededNotificationHeldForLaterClosesAtOnce: the deliveries of an
+// older notification held far ahead (a SendAt tomorrow) end superseded when
+// the newer one is expanded, rather than stay open until tomorrow.
+func TestASupersededNotificationHeldForLaterClosesAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newDraftHarness(t, fastConfig())
+	h.register("u", "tok", notification.PlatformAndroid)
+	h.run()
+	later := collapsing("u", "tomorrow's digest", "digest")
+	later.SendAt = time.Now().Add(24 * time.Hour)
+	old := h.notify(later)
+	h.waitStatuses(old, map[notification.DeliveryStatus]int{notification.StatusPending: 1}, 10*time.Second)
+	newer := h.notify(collapsing("u", "today's digest", "digest"))
+	h.waitStatuses(newer, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+	h.waitStatuses(old, map[notification.DeliveryStatus]int{notification.StatusSuperseded: 1}, 10*time.Second)
+	h.waitIdle(10 * time.Second) // nothing left open until tomorrow
+	assert.Len(t, h.fake.AcceptedFor("tok"), 1)
+}

@@ -102,7 +102,9 @@ const minDirectPerNotification = 8
 // gets superseded_at. The claim closes their open deliveries as superseded
 // as they come due (a column test), never returning them; a delivery
 // claimed at that moment is on its way and left to its sender, and if its
-// push does not happen it comes back and the next claim closes it. When it creates anything it signals deliveriesChannel,
+// push does not happen it comes back and the next claim closes it. Those of
+// a personal notification held more than 30 s ahead are closed here at
+// once, so they do not stay open until their time. When it creates anything it signals deliveriesChannel,
 // which Postgres delivers at commit. The relay makes the repository on its
 // transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID) (int, error) {
@@ -176,7 +178,19 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 				ORDER BY m.created_at DESC, m.id DESC LIMIT 1) newest
 			WHERE o.recipient = g.recipient AND o.collapse_key = g.collapse_key AND o.superseded_at IS NULL
 				AND (o.created_at, o.id) < (newest.created_at, newest.id)
-			RETURNING o.id
+			RETURNING o.id, o.audience IS NULL AS personal
+		), held AS (
+			-- Their deliveries held far ahead (by a SendAt, quiet hours or a
+			-- long backoff) end now rather than stay open until then. A claim
+			-- only ever changes due rows, so these cannot have changed under
+			-- the relay's snapshot; those due within 30 s are left to the
+			-- claim. A broadcast's may be millions: left to the claim too.
+			UPDATE herald_deliveries d SET status = 'superseded', due_at = now(), updated_at = now(),
+				claim_id = NULL, error_code = 'SUPERSEDED',
+				last_error = 'replaced by a newer notification with the same collapse key before the push'
+			FROM collapsed c
+			WHERE c.personal AND d.notification_id = c.id AND d.status IN ('pending', 'retry_scheduled')
+				AND d.due_at > now() + interval '30 seconds'
 		), continued AS (
 			-- The recipient has more tokens than this share: the broadcast
 			-- expander carries on after the last one expanded here.

@@ -132,6 +132,9 @@ func TestQuietHoursInSeoulHoldAPushUntil7AMSeoulTimeWhileAnUrgentOneGoesAtOnce(t
 		assert.Equal(t, "QUIET_HOURS", d.ErrorCode(), "an operator sees why it waits")
 		assert.True(t, d.DueAt().Equal(sevenAM), "due at 07:00 Seoul time, not %s", d.DueAt().In(seoul(t)))
 	}
+	waiting, err := h.herald.QueryDeliveries(ctx, herald.DeliveryQuery{Code: "QUIET_HOURS", Recipient: "minji"})
+	require.NoError(t, err)
+	assert.Len(t, waiting.Deliveries, 2, "operators find the pushes waiting for quiet hours by their code")
 
 	testutil.WaitDelivered(t, h.pool, quiet.ID(), 10*time.Second)
 	var quietPushes []time.Time

@@ -20,7 +20,8 @@ type DeliveryQuery struct {
 	Status notification.DeliveryStatus
 	// Code keeps the deliveries whose last error has this FCM error code
 	// ("UNREGISTERED", "UNAVAILABLE", "QUOTA_EXCEEDED"...), or one of
-	// Herald's own ("TOKEN_MOVED", "CANCELLED").
+	// Herald's own ("TOKEN_MOVED", "CANCELLED", "MUTED"; and for a push
+	// that waits, "QUIET_HOURS" or "DEVICE_RATE").
 	Code string
 	// Recipient keeps the deliveries of notifications to this user.
 	Recipient string

@@ -2,12 +2,16 @@ package fleettest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/testutil"
 )
 
 // TestClaimsOfAKilledProcessAreTakenOverWithinTenSecondsAndNothingIsLost:
@@ -17,9 +21,34 @@ import (
 // process's leases are never shortened, every push arrives, and the only
 // duplicates are pushes the killed process had on the wire or had not yet
 // recorded.
+//
+// It runs directly and through PgBouncer in transaction pooling mode (the
+// processes' every connection, heartbeats and the leader's lease included),
+// where a session advisory lock would have been lost between transactions.
 func TestClaimsOfAKilledProcessAreTakenOverWithinTenSecondsAndNothingIsLost(t *testing.T) {
+	for _, pooled := range []bool{false, true} {
+		name := "direct"
+		if pooled {
+			name = "through PgBouncer in transaction mode"
+		}
+		t.Run(name, func(t *testing.T) { takeover(t, pooled) })
+	}
+}
+
+func takeover(t *testing.T, pooled bool) {
 	ctx := context.Background()
 	url, pool := newDatabase(t)
+	if pooled {
+		url = testutil.PoolerURL(t, url) // skips where pgbouncer is not installed
+		if !strings.Contains(url, "default_query_exec_mode") {
+			// As a host behind a transaction pooler must (README).
+			url += "&default_query_exec_mode=cache_describe"
+		}
+		var err error
+		pool, err = pgxpool.New(ctx, url)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+	}
 	fake, pushes := startFake(t)
 	const rate, inFlight, batch = 300, 16, 200
 	// Defaults for the lease (1 minute), heartbeat (1s) and DeadAfter (5s).

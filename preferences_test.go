@@ -87,6 +87,10 @@ func newClockedHarness(t *testing.T, cfg herald.Config) (*harness, *movableClock
 
 	clock := &movableClock{pool: pool}
 	cfg.Now = clock.Now
+	// The tests move the clocks by minutes or hours; an instance whose
+	// heartbeat then looks that old would be fenced off (and its claims
+	// taken back) until its next beat.
+	cfg.Fleet.DeadAfter = 24 * time.Hour
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
 	client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)

@@ -96,6 +96,9 @@ func newClockedHarness(t *testing.T, cfg herald.Config) (*harness, *movableClock
 	require.NoError(t, err)
 	rules := notification.NewRules()
 	require.NoError(t, notification.On(rules, alertRule))
+	require.NoError(t, notification.On(rules, func(e Notify) ([]notification.Draft, error) {
+		return []notification.Draft{e.Draft}, nil
+	}))
 	h, err := herald.New(pool, client, rules, cfg)
 	require.NoError(t, err)
 	return &harness{t: t, pool: pool, fake: fake, herald: h}, clock
@@ -454,4 +457,34 @@ func TestInboxRetentionIsOffByDefaultAndDeletesOnlyNotificationsWhosePushesAreDo
 	require.NoError(t, err)
 	require.Len(t, page.Notifications, 1)
 	assert.Equal(t, open.ID(), page.Notifications[0].ID(), "a notification with a push still waiting is kept")
+}
+
+func TestAPushHeldByQuietHoursExpiresIfItsExpiryComesFirstAndASendAtInsideThemWaitsForTheirEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h, clock := newClockedHarness(t, fastConfig())
+	elevenPM := time.Date(2026, 12, 1, 23, 0, 0, 0, seoul(t))
+	clock.set(t, elevenPM)
+	require.NoError(t, h.herald.Preferences().Set(ctx, "minji", herald.Preferences{
+		QuietHours: herald.QuietHours{Start: "22:00", End: "07:00"}, TimeZone: "Asia/Seoul",
+	}))
+	require.NoError(t, h.herald.Tokens().Register(ctx, "minji", "minji-phone", notification.PlatformAndroid))
+	h.run()
+	sevenAM := time.Date(2026, 12, 2, 7, 0, 0, 0, seoul(t))
+	live := h.notify(notification.Draft{Recipient: "minji", Type: "live", ExpiresAt: elevenPM.Add(time.Hour),
+		Content: notification.Content{Title: "Live now"}})
+	morning := h.notify(notification.Draft{Recipient: "minji", Type: "reminder", SendAt: elevenPM.Add(6 * time.Hour),
+		Content: notification.Content{Title: "Class at 9"}})
+	for _, n := range []*notification.Notification{live, morning} {
+		h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusPending: 1}, 5*time.Second)
+		ds, err := h.herald.ListDeliveries(ctx, n.ID())
+		require.NoError(t, err)
+		assert.True(t, ds[0].DueAt().Equal(sevenAM), "held until 07:00 Seoul, not %s", ds[0].DueAt().In(seoul(t)))
+	}
+	clock.set(t, sevenAM.Add(time.Second))
+	h.waitStatuses(live, map[notification.DeliveryStatus]int{notification.StatusExpired: 1}, 15*time.Second)
+	testutil.WaitDelivered(t, h.pool, morning.ID(), 15*time.Second)
+	for _, r := range h.fake.Accepted() {
+		assert.Equal(t, "Class at 9", r.Title, "the expired push never went")
+	}
 }

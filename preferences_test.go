@@ -488,3 +488,27 @@ func TestAPushHeldByQuietHoursExpiresIfItsExpiryComesFirstAndASendAtInsideThemWa
 		assert.Equal(t, "Class at 9", r.Title, "the expired push never went")
 	}
 }
+
+func TestForgettingAUserBeforeTheRelayRanKeepsOnlyTheOtherUsersPartOfTheirSharedOutboxMessage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h, _ := newClockedHarness(t, fastConfig())
+	require.NoError(t, h.herald.Tokens().Register(ctx, "alice", "alice-phone", notification.PlatformAndroid))
+	require.NoError(t, h.herald.Tokens().Register(ctx, "bob", "bob-phone", notification.PlatformAndroid))
+	// One host transaction, one outbox message, two users' events.
+	ns := h.raise(true, Alert{User: "alice", Text: "for alice"}, Alert{User: "bob", Text: "for bob"})
+	report, err := h.herald.ForgetUser(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, 1, report.OutboxRows, "the shared message is rewritten, not deleted")
+	var named int
+	require.NoError(t, h.pool.QueryRow(ctx, `SELECT count(*) FROM watermill_herald_outbox
+		WHERE strpos(payload::text, 'alice') > 0 OR strpos(payload::text, $1) > 0`, ns[0].ID().String()).Scan(&named))
+	assert.Zero(t, named, "no outbox row names her or her notification")
+
+	h.run()
+	testutil.WaitDelivered(t, h.pool, ns[1].ID(), 10*time.Second)
+	testutil.WaitIdle(t, h.pool, 10*time.Second)
+	accepted := h.fake.Accepted()
+	require.Len(t, accepted, 1, "bob's push still goes; nothing reaches her former device")
+	assert.Equal(t, "bob-phone", accepted[0].Token)
+}

@@ -101,8 +101,9 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 				SELECT coalesce(array_agg(id::text), '{}') AS ids FROM herald_notifications WHERE recipient = $1
 			), named AS (
 				SELECT m."transaction_id", m."offset",
-					(m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
-						AND o.last_processed_transaction_id < pg_snapshot_xmax(pg_current_snapshot()) AS consumed
+					-- No offsets yet: the relay has consumed nothing.
+					coalesce((m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
+						AND o.last_processed_transaction_id < pg_snapshot_xmax(pg_current_snapshot()), false) AS consumed
 				FROM watermill_herald_outbox m
 				LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
 				WHERE strpos(m.payload::text, $2) > 0 OR strpos(m.payload::text, to_json($1::text)::text) > 0

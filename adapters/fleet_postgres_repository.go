@@ -81,15 +81,18 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 // FreeClaimsOf implements app.InstanceStore: the claims still held by the
 // dead instances become due now, so any live sender claims them afresh
 // (under a new claim id, which the dead instance's outcomes can no longer
-// match). Claims of live instances are never touched: the ids are those of
-// instances already gone from the registry, and ids are never reused.
+// match). Claims of live instances are never touched: an instance found
+// dead by a heartbeat may beat again (registering under the same id, after
+// a long pause) and claim before this runs, so the registry is read again
+// here and a registered instance's claims are left alone.
 func (r *PostgresFleetRepository) FreeClaimsOf(ctx context.Context, dead []uuid.UUID) (int, error) {
 	if len(dead) == 0 {
 		return 0, nil
 	}
 	tag, err := r.db.Exec(ctx, `
-		UPDATE herald_deliveries SET due_at = now(), updated_at = now()
-		WHERE status = 'claimed' AND claimed_by = ANY($1::uuid[]) AND due_at > now()`, uuidArray(dead))
+		UPDATE herald_deliveries d SET due_at = now(), updated_at = now()
+		WHERE d.status = 'claimed' AND d.claimed_by = ANY($1::uuid[]) AND d.due_at > now()
+			AND NOT EXISTS (SELECT 1 FROM herald_instances i WHERE i.id = d.claimed_by)`, uuidArray(dead))
 	if err != nil {
 		return 0, fmt.Errorf("free dead instances' claims: %w", err)
 	}

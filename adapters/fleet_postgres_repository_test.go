@@ -130,3 +130,49 @@ func TestTheSharedBudgetNeverGrantsMoreThanItsRateAcrossConcurrentInstances(t *t
 	require.NoError(t, err)
 	assert.Greater(t, pause, 2*time.Second, "a shorter pause never cuts a longer one")
 }
+
+// An instance the leader found dead may beat again (a long GC pause, a
+// stalled host) before the leader frees its claims: it registers again under
+// the same id and claims afresh. Its new claims belong to a live instance
+// and must keep their lease, or another instance pushes them too.
+func TestALiveInstancesClaimsAreNeverFreedEvenIfItWasFoundDeadAMomentBefore(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	leader, stalled := instance("leader"), instance("stalled")
+	const deadAfter = time.Second
+
+	_, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+	require.NoError(t, err)
+	_, err = fleet.Beat(ctx, stalled, deadAfter, deadAfter)
+	require.NoError(t, err)
+
+	// stalled stops beating until the leader finds it dead.
+	require.Eventually(t, func() bool {
+		_, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+		require.NoError(t, err)
+		list, err := fleet.Instances(ctx, time.Hour)
+		require.NoError(t, err)
+		return len(list) == 1 // the leader's beat deleted it
+	}, 10*time.Second, 100*time.Millisecond)
+
+	// stalled wakes up, beats (registering again under its id) and claims.
+	res, err := fleet.Beat(ctx, stalled, deadAfter, deadAfter)
+	require.NoError(t, err)
+	require.True(t, res.Registered, "it registers again")
+	f.register("u1", "tok-stalled", notification.PlatformAndroid)
+	f.deliver("u1", "", "tok-stalled")
+	claimed, err := f.repo.ForInstance(stalled.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+
+	// The leader, slow, now frees the claims of the instance its beat found
+	// dead a moment before.
+	n, err := fleet.FreeClaimsOf(ctx, []uuid.UUID{stalled.ID})
+	require.NoError(t, err)
+	assert.Zero(t, n, "a registered instance's claims are not freed")
+	still, err := f.repo.StillClaimed(ctx, claimed[0].Delivery)
+	require.NoError(t, err)
+	assert.True(t, still, "the live instance's lease is untouched")
+}

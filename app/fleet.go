@@ -55,7 +55,8 @@ type InstanceStore interface {
 	// trip; times are the store's (the database's) clock.
 	Beat(ctx context.Context, self InstanceInfo, leaseFor, deadAfter time.Duration) (BeatResult, error)
 	// FreeClaimsOf makes the claims of the dead instances due at once and
-	// returns how many it freed. Claims of other instances are untouched.
+	// returns how many it freed. Claims of other instances, and of one
+	// registered again since it was found dead, are untouched.
 	FreeClaimsOf(ctx context.Context, dead []uuid.UUID) (int, error)
 	// Leave deletes the instance's registration and gives up its lease.
 	Leave(ctx context.Context, id uuid.UUID) error

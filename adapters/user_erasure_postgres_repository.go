@@ -37,8 +37,9 @@ type ErasureReport struct {
 // names userID or one of their device tokens: their notifications (and so
 // their deliveries and any continuation of their expansion), every other
 // delivery to their tokens, their tokens, preferences and per-device
-// counts, the outbox rows and dead letters that name them (by user id as a
-// JSON string, or by one of their notification ids). Outbox rows the relay
+// counts, any broadcast cursor left at one of their tokens, the outbox
+// rows and dead letters that name them (by user id as a JSON string, or by
+// one of their notification ids). Outbox rows the relay
 // has consumed are deleted; one not yet consumed is kept, for the other
 // users it may concern, with the user's notification ids removed from its
 // events (and the data of an event left with none of its notifications
@@ -157,6 +158,14 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 				RETURNING 1
 			), rates AS (
 				DELETE FROM herald_device_rates WHERE token IN (SELECT token FROM tokens)
+			), cursors AS (
+				-- A broadcast half expanded may have stopped at one of
+				-- their tokens: its cursor moves back to the greatest other
+				-- token before it (or the start), which resumes at the
+				-- same place now that theirs are gone.
+				UPDATE herald_broadcasts b SET last_token = coalesce((SELECT max(t.token)
+					FROM herald_device_tokens t WHERE t.token < b.last_token AND t.user_id <> $1), '')
+				WHERE b.last_token IN (SELECT token FROM tokens)
 			)
 			SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM tokens), (SELECT count(*) FROM late)`,
 			userID).Scan(&report.Notifications, &report.Tokens, &late)

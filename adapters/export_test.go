@@ -19,3 +19,7 @@ func SetExactCountBelow(t interface{ Cleanup(func()) }, n float64) {
 	exactCountBelow = n
 	t.Cleanup(func() { exactCountBelow = old })
 }
+
+// RelayBacklogSQL is the status's relay backlog query ($1 the cap, $2 the
+// relay's consumer group), for a test of its plan.
+const RelayBacklogSQL = relayBacklogSQL

@@ -42,6 +42,25 @@ const maxStatusBroadcasts = 20
 // table (outbox.ConsumerGroup).
 const relayConsumerGroup = "herald_relay"
 
+// relayBacklogSQL counts the outbox messages past the relay's position
+// (at most $1) and the age of the oldest. The position is read first, as
+// two scalar subqueries, so that the comparison with it is a condition on
+// the outbox's primary key: the scan starts at the relay's position rather
+// than reading, and discarding, every consumed row housekeeping keeps (an
+// hour of raises by default). A relay that has no position yet ('0', an
+// xid8 below every transaction's) has the whole outbox before it.
+//
+// watermill writes created_at, a timestamp without time zone, in the
+// session's time zone.
+const relayBacklogSQL = `
+	SELECT count(*), coalesce(extract(epoch FROM now() - (min(created_at) AT TIME ZONE current_setting('TimeZone'))), 0)
+	FROM (
+		SELECT m.created_at FROM watermill_herald_outbox m
+		WHERE (m.transaction_id, m."offset") > (
+			coalesce((SELECT last_processed_transaction_id FROM watermill_offsets_herald_outbox WHERE consumer_group = $2), '0'::xid8),
+			(SELECT offset_acked FROM watermill_offsets_herald_outbox WHERE consumer_group = $2))
+		ORDER BY m.transaction_id, m."offset" LIMIT $1) backlog`
+
 // Status reads the report in one read-only transaction, so its figures
 // are of one moment.
 func (r *PostgresStatusRepository) Status(ctx context.Context) (app.StatusReport, error) {
@@ -84,17 +103,8 @@ func (r *PostgresStatusRepository) Status(ctx context.Context) (app.StatusReport
 			Scan(&s.DeadLetters); err != nil {
 			return fmt.Errorf("count dead letters: %w", err)
 		}
-		// watermill writes created_at, a timestamp without time zone, in
-		// the session's time zone.
 		var lagSeconds float64
-		if err := tx.QueryRow(ctx, `
-			SELECT count(*), coalesce(extract(epoch FROM now() - (min(created_at) AT TIME ZONE current_setting('TimeZone'))), 0)
-			FROM (
-				SELECT m.created_at FROM watermill_herald_outbox m
-				LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = $2
-				WHERE o.consumer_group IS NULL
-					OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
-				ORDER BY m.transaction_id, m."offset" LIMIT $1) backlog`,
+		if err := tx.QueryRow(ctx, relayBacklogSQL,
 			app.StatusCountCap+1, relayConsumerGroup).Scan(&s.Relay.Messages, &lagSeconds); err != nil {
 			return fmt.Errorf("read relay backlog: %w", err)
 		}

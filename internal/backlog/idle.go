@@ -25,10 +25,14 @@ func IdleExceptToken(ctx context.Context, pool *pgxpool.Pool, token string) (boo
 	var idle bool
 	err := pool.QueryRow(ctx, `
 		SELECT NOT EXISTS (
+			-- The relay's position first, so that the comparison seeks
+			-- the outbox's primary key rather than reading every consumed
+			-- row housekeeping keeps; '0' (no position) is below every row.
 			SELECT 1 FROM watermill_herald_outbox m
-			LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
-			WHERE (o.consumer_group IS NULL
-			       OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
+			WHERE (m.transaction_id, m."offset") > (
+				coalesce((SELECT last_processed_transaction_id FROM watermill_offsets_herald_outbox
+					WHERE consumer_group = 'herald_relay'), '0'::xid8),
+				(SELECT offset_acked FROM watermill_offsets_herald_outbox WHERE consumer_group = 'herald_relay'))
 		) AND NOT EXISTS (
 			SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled')
 			  AND ($1 = '' OR token <> $1)

@@ -12,7 +12,8 @@ import (
 // and every delivery of them, every other delivery to their devices, their
 // device tokens, preferences and per-device counts, and the outbox rows
 // and dead letters that name them (the relay's consumed rows are deleted;
-// a row not yet relayed keeps only what concerns other users). Afterwards
+// a row not yet relayed keeps only other users' notification ids, and
+// loses the data of every event that names the user). Afterwards
 // no row of Herald's tables names the user or one of their tokens, and
 // nothing more is pushed to their devices; a push a sender had already
 // claimed may still arrive until ErasureReport.InFlightUntil, and its

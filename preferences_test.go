@@ -512,3 +512,24 @@ func TestForgettingAUserBeforeTheRelayRanKeepsOnlyTheOtherUsersPartOfTheirShared
 	require.Len(t, accepted, 1, "bob's push still goes; nothing reaches her former device")
 	assert.Equal(t, "bob-phone", accepted[0].Token)
 }
+
+// An event raised for someone else (Bob's post, commented on by Alice)
+// still names Alice in its data; forgetting her before the relay ran must
+// not leave that in the outbox, and Bob's push still goes.
+func TestForgettingAUserBeforeTheRelayRanLeavesNoOutboxEventDataNamingThem(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	require.NoError(t, h.herald.Tokens().Register(ctx, "bob-author", "bob-phone", notification.PlatformAndroid))
+	ns := h.raise(true, comment("c1", "alice-commenter", "bob-author"))
+	require.Len(t, ns, 1)
+	_, err := h.herald.ForgetUser(ctx, "alice-commenter")
+	require.NoError(t, err)
+	var named int
+	require.NoError(t, h.pool.QueryRow(ctx, `SELECT count(*) FROM watermill_herald_outbox
+		WHERE strpos(payload::text, 'alice-commenter') > 0`).Scan(&named))
+	assert.Zero(t, named, "no outbox row names her")
+
+	h.run()
+	testutil.WaitDelivered(t, h.pool, ns[0].ID(), 10*time.Second)
+}

@@ -42,8 +42,8 @@ type ErasureReport struct {
 // one of their notification ids). Outbox rows the relay
 // has consumed are deleted; one not yet consumed is kept, for the other
 // users it may concern, with the user's notification ids removed from its
-// events (and the data of an event left with none of its notifications
-// emptied).
+// events and the data of each event that names them emptied (the relay
+// reads only the notification ids).
 //
 // Other users' pushes are not disturbed: it locks only the user's rows. A
 // claimed push of the user's that is in a sender's hands may still go out
@@ -118,8 +118,11 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			), rewritten AS (
 				UPDATE watermill_herald_outbox m SET payload = jsonb_set(m.payload::jsonb, '{events}', (
 					SELECT coalesce(jsonb_agg(CASE
-						WHEN kept.ns = '[]'::jsonb AND (strpos(x.e->>'data', $2) > 0
-							OR strpos((x.e->'data')::text, to_json($1::text)::text) > 0)
+						-- The relay reads only an event's notification ids: data
+						-- that names the user goes, even from an event kept for
+						-- the other users it notifies.
+						WHEN strpos(x.e->>'data', $2) > 0
+							OR strpos((x.e->'data')::text, to_json($1::text)::text) > 0
 						THEN x.e || jsonb_build_object('notifications', kept.ns, 'data', '{}'::jsonb)
 						ELSE x.e || jsonb_build_object('notifications', kept.ns) END ORDER BY x.ord), '[]'::jsonb)
 					FROM jsonb_array_elements(m.payload::jsonb->'events') WITH ORDINALITY AS x(e, ord),

@@ -93,9 +93,23 @@ type RelayConfig struct {
 // SenderConfig configures the sender, which claims due deliveries and
 // pushes them.
 type SenderConfig struct {
-	// MaxInFlight bounds the pushes in flight at once. Throughput is about
-	// MaxInFlight divided by FCM's round trip. Defaults to 128.
+	// MaxInFlight, when set, is the number of pushes in flight at once, a
+	// hard bound: throughput is about MaxInFlight divided by FCM's round
+	// trip. Unset (0, the default), the sender finds the concurrency that
+	// reaches RatePerMinute at the round trip it measures (rate per second
+	// × round trip, with headroom), starting at 32 and never above
+	// InFlightCeiling, and backs off by a tenth, at most once a round trip,
+	// while FCM answers 5xx (the SDK's own retries included) or a
+	// project-wide QUOTA_EXCEEDED, or while the round trip is more than
+	// twice its recent baseline (see "Concurrency" in the README).
+	// Stats().Sender.InFlightLimit shows the limit in effect.
 	MaxInFlight int
+	// InFlightCeiling caps the adaptive concurrency when MaxInFlight is
+	// unset; it is ignored when MaxInFlight is set. Reaching a rate R per
+	// second at a round trip T takes about 1.5 × R × T pushes in flight:
+	// the default reaches 5,000/s up to a 250 ms round trip and 10,000/s
+	// up to 130 ms. Defaults to 2,048.
+	InFlightCeiling int
 	// BatchSize is how many deliveries one claim takes and one record writes
 	// at most. Defaults to 500.
 	BatchSize int
@@ -325,7 +339,8 @@ func relayFrom(r outbox.RelayConfig) RelayConfig {
 func (c Config) sender() app.SenderConfig {
 	s := c.Sender
 	return app.SenderConfig{
-		MaxInFlight: s.MaxInFlight, BatchSize: s.BatchSize, RatePerMinute: s.RatePerMinute, Lease: s.Lease,
+		MaxInFlight: s.MaxInFlight, InFlightCeiling: s.InFlightCeiling, BatchSize: s.BatchSize,
+		RatePerMinute: s.RatePerMinute, Lease: s.Lease,
 		PollInterval: s.PollInterval, FlushInterval: s.FlushInterval, Retry: s.Retry,
 		CircuitOpenPause: s.CircuitOpenPause, QuotaPause: s.QuotaPause, QuotaDevices: s.QuotaDevices,
 		QuotaWindow: s.QuotaWindow, PlatformPause: s.PlatformPause, PlatformMaxPause: s.PlatformMaxPause,
@@ -336,7 +351,7 @@ func (c Config) sender() app.SenderConfig {
 
 func senderFrom(s app.SenderConfig) SenderConfig {
 	return SenderConfig{
-		MaxInFlight: s.MaxInFlight, BatchSize: s.BatchSize, RatePerMinute: s.RatePerMinute, Lease: s.Lease,
+		MaxInFlight: s.MaxInFlight, InFlightCeiling: s.InFlightCeiling, BatchSize: s.BatchSize, RatePerMinute: s.RatePerMinute, Lease: s.Lease,
 		PollInterval: s.PollInterval, FlushInterval: s.FlushInterval, Retry: s.Retry,
 		CircuitOpenPause: s.CircuitOpenPause, QuotaPause: s.QuotaPause, QuotaDevices: s.QuotaDevices,
 		QuotaWindow: s.QuotaWindow, PlatformPause: s.PlatformPause, PlatformMaxPause: s.PlatformMaxPause,

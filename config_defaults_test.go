@@ -21,7 +21,10 @@ import (
 func TestWithDefaultsShowsAValueForEverySetting(t *testing.T) {
 	t.Parallel()
 	d := herald.Config{}.WithDefaults()
-	unset := []string{"Pooler.ListenURL"} // empty means no direct session: there is no default to show
+	unset := []string{
+		"Pooler.ListenURL",   // empty means no direct session: there is no default to show
+		"Sender.MaxInFlight", // 0 means the concurrency adapts, up to Sender.InFlightCeiling
+	}
 	for path, v := range leaves(reflect.ValueOf(d), "") {
 		if !slices.Contains(unset, path) {
 			assert.False(t, v.IsZero(), "%s has no default", path)
@@ -43,7 +46,8 @@ func TestWithDefaultsShowsAValueForEverySetting(t *testing.T) {
 	assert.Equal(t, 3*time.Second, set.Sender.Lease)
 	assert.Equal(t, time.Second, set.FCM.SendTimeout)
 	assert.Equal(t, time.Duration(-1), set.Housekeeping.OutboxRetention, "a sweep turned off stays off")
-	assert.Equal(t, 128, set.Sender.MaxInFlight)
+	assert.Equal(t, 0, set.Sender.MaxInFlight, "an unset MaxInFlight stays unset: the concurrency adapts")
+	assert.Equal(t, 2048, set.Sender.InFlightCeiling)
 	require.NoError(t, set.Validate())
 }
 

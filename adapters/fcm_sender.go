@@ -90,6 +90,10 @@ func NewFCMSender(client *FCMClient, cfg FCMSenderConfig) (*FCMSender, error) {
 // PushTimeout implements app.TimedPusher: a push ends within SendTimeout.
 func (s *FCMSender) PushTimeout() time.Duration { return s.cfg.SendTimeout }
 
+// StrainedAttempts implements app.StrainCounter: the HTTP attempts FCM
+// answered with a 5xx so far, the SDK's own retries included.
+func (s *FCMSender) StrainedAttempts() int64 { return s.breaker.strained.Load() }
+
 // BreakerState returns the circuit breaker's state: "closed", "half-open"
 // or "open".
 func (s *FCMSender) BreakerState() string { return s.breaker.cb.State().String() }

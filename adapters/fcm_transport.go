@@ -165,6 +165,9 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ps != nil {
 		ps.attemptDone(err == nil && resp.StatusCode < 400)
 	}
+	if err == nil && resp.StatusCode >= 500 {
+		b.strained.Add(1)
+	}
 	verdict := judgeAttempt(ctx, resp, body, err, ps)
 	b.tel.FCMAttempt(attemptClass(verdict))
 	if verdict != errAttemptExcluded {
@@ -289,6 +292,8 @@ type fcmBreaker struct {
 	ramp   *ramp
 	window outcomeWindow
 	tel    *telemetry.Telemetry
+	// strained counts attempts FCM answered with a 5xx.
+	strained atomic.Int64
 
 	openedMu sync.Mutex
 	opened   context.Context // cancelled when the breaker opens

@@ -83,6 +83,15 @@ type SendBudget interface {
 	PauseAll(d time.Duration)
 }
 
+// StrainCounter is a Pusher that counts the attempts FCM answered with a
+// 5xx, its client's own retries included (the firebase SDK retries a 503
+// by itself, so Push seldom returns one). A Sender with adaptive
+// concurrency backs off when the count grows.
+type StrainCounter interface {
+	Pusher
+	StrainedAttempts() int64
+}
+
 // recordMargin is the time a sender keeps, on top of a push's timeout,
 // to record its outcome before the lease ends: a flush interval and a
 // round trip to the database.
@@ -92,7 +101,7 @@ func recordMargin(flush time.Duration) time.Duration { return flush + 500*time.M
 // setting is documented, with its default, on herald.SenderConfig, which
 // hosts set; only the fields herald.Config does not map are documented here.
 type SenderConfig struct {
-	MaxInFlight, BatchSize, RatePerMinute                          int
+	MaxInFlight, InFlightCeiling, BatchSize, RatePerMinute         int
 	Lease, PollInterval, FlushInterval                             time.Duration
 	Retry                                                          notification.RetryPolicy
 	CircuitOpenPause, QuotaPause                                   time.Duration
@@ -124,8 +133,18 @@ type SenderConfig struct {
 // twice as many answers.
 const maxQuotaDevices = 1000
 
+// inFlightBound is the most pushes ever in flight: MaxInFlight when set,
+// else InFlightCeiling (defaults applied).
+func (c *SenderConfig) inFlightBound() int {
+	if c.MaxInFlight > 0 {
+		return c.MaxInFlight
+	}
+	return c.InFlightCeiling
+}
+
 func (c *SenderConfig) setDefaults() {
-	settings.Default(&c.MaxInFlight, 128)
+	// MaxInFlight stays 0: the concurrency adapts (see concurrencyRule).
+	settings.Default(&c.InFlightCeiling, 2048)
 	settings.Default(&c.BatchSize, 500)
 	settings.Default(&c.RatePerMinute, 600_000)
 	settings.Default(&c.Lease, time.Minute)
@@ -160,6 +179,7 @@ func (c *SenderConfig) setDefaults() {
 func (c SenderConfig) Validate() error {
 	errs := []error{
 		settings.NotNegative("MaxInFlight", c.MaxInFlight),
+		settings.NotNegative("InFlightCeiling", c.InFlightCeiling),
 		settings.NotNegative("BatchSize", c.BatchSize),
 		settings.NotNegative("RatePerMinute", c.RatePerMinute),
 		settings.NotNegative("Lease", c.Lease),
@@ -210,11 +230,16 @@ type SenderStats struct {
 	CircuitOpen int64
 	// InFlight is the number of pushes in flight now.
 	InFlight int64
+	// InFlightLimit is how many pushes may be in flight now: MaxInFlight
+	// when it is set, else the adaptive limit (0 before the first Run).
+	InFlightLimit int64
 }
 
 // Sender claims due deliveries, pushes them outside any database
-// transaction with at most MaxInFlight in flight and at most RatePerMinute a
-// minute, and records the outcomes in batches. Run it in one goroutine per
+// transaction with at most MaxInFlight in flight (or, when it is unset, as
+// many as reach RatePerMinute at FCM's measured round trip, up to
+// InFlightCeiling) and at most RatePerMinute a minute, and records the
+// outcomes in batches. Run it in one goroutine per
 // process (several processes may run one each); Wake and Stats are safe
 // for concurrent use.
 //
@@ -235,6 +260,12 @@ type Sender struct {
 	wake       chan struct{}
 	outcomes   chan *notification.Delivery
 	inFlight   atomic.Int64
+
+	// The concurrency: gate admits workers below the limit; rule, when
+	// MaxInFlight is unset, moves the limit (under ruleMu).
+	gate   *workerGate
+	ruleMu sync.Mutex
+	rule   *concurrencyRule
 
 	running atomic.Bool
 	stats   struct {
@@ -282,7 +313,8 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 		log:         log,
 		limiter:     rate.NewLimiter(rate.Limit(perSecond), burst),
 		wake:        make(chan struct{}, 1),
-		outcomes:    make(chan *notification.Delivery, cfg.MaxInFlight+cfg.BatchSize),
+		outcomes:    make(chan *notification.Delivery, cfg.inFlightBound()+cfg.BatchSize),
+		gate:        newWorkerGate(0),
 
 		seed:      maphash.MakeSeed(),
 		quota:     newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
@@ -309,7 +341,7 @@ func (s *Sender) Stats() SenderStats {
 		Failed: s.stats.failed.Load(), RetriesScheduled: s.stats.retries.Load(), Released: s.stats.released.Load(),
 		ConfigAlarms: s.stats.alarms.Load(), QuotaExceeded: s.stats.quota.Load(), CircuitOpen: s.stats.circuit.Load(),
 		QuotaPauses: s.stats.quotaPauses.Load(), PlatformPauses: s.stats.platformPauses.Load(),
-		ClosedBeforePush: s.stats.closed.Load(), InFlight: s.inFlight.Load(),
+		ClosedBeforePush: s.stats.closed.Load(), InFlight: s.inFlight.Load(), InFlightLimit: s.gate.limit.Load(),
 	}
 }
 
@@ -320,9 +352,11 @@ func (s *Sender) Stats() SenderStats {
 // logged and retried with backoff; they do not stop it. Run may be called
 // again after it returned: each run has its own queues.
 //
-// MaxInFlight long-lived workers push; one goroutine keeps a queue of up to
-// BatchSize claimed deliveries ahead of them, so workers never wait for a
-// claim and claims come in large batches; one goroutine records outcomes.
+// Long-lived workers push, as many as the limit allows (MaxInFlight, or
+// the adaptive limit: workers are started as it grows, and those above it
+// park when it shrinks); one goroutine keeps a queue of up to BatchSize
+// claimed deliveries ahead of them, so workers never wait for a claim and
+// claims come in large batches; one goroutine records outcomes.
 func (s *Sender) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sender is already running")
@@ -331,7 +365,7 @@ func (s *Sender) Run(ctx context.Context) error {
 
 	// Per run: the previous run closed its channel. Set before any
 	// goroutine of this run starts, read only by them.
-	s.outcomes = make(chan *notification.Delivery, s.cfg.MaxInFlight+s.cfg.BatchSize)
+	s.outcomes = make(chan *notification.Delivery, s.cfg.inFlightBound()+s.cfg.BatchSize)
 	recorded := make(chan struct{})
 	go func() {
 		defer close(recorded)
@@ -340,27 +374,126 @@ func (s *Sender) Run(ctx context.Context) error {
 
 	queue := make(chan Dispatch, s.cfg.BatchSize)
 	var workers sync.WaitGroup
-	for range s.cfg.MaxInFlight {
-		workers.Add(1)
+	started := 0
+	startWorkers := func(limit int) {
+		for ; started < limit; started++ {
+			workers.Add(1)
+			go func(i int) {
+				defer workers.Done()
+				s.work(ctx, i, queue)
+			}(started)
+		}
+	}
+	tuned := make(chan struct{})
+	if s.cfg.MaxInFlight > 0 {
+		s.gate.set(s.cfg.MaxInFlight)
+		startWorkers(s.cfg.MaxInFlight)
+		close(tuned)
+	} else {
+		s.ruleMu.Lock()
+		s.rule = newConcurrencyRule(s.cfg.RatePerMinute, s.cfg.InFlightCeiling)
+		limit := s.rule.Limit()
+		s.ruleMu.Unlock()
+		s.gate.set(limit)
+		startWorkers(limit)
 		go func() {
-			defer workers.Done()
-			for d := range queue {
-				if ctx.Err() != nil {
-					s.release(d.Delivery) // shutting down: not started, give it back
-					continue
-				}
-				s.inFlight.Add(1)
-				s.push(ctx, d)
-				s.inFlight.Add(-1)
-			}
+			defer close(tuned)
+			s.tuneLoop(ctx, startWorkers)
 		}()
 	}
 	s.claimLoop(ctx, queue)
+	<-tuned // no worker starts after this
 	close(queue)
 	workers.Wait()
 	close(s.outcomes)
 	<-recorded
 	return nil
+}
+
+// work is worker i: it takes claimed deliveries from queue and pushes them
+// while the gate admits it, and gives back what is queued once ctx ends.
+func (s *Sender) work(ctx context.Context, i int, queue <-chan Dispatch) {
+	for s.gate.admit(ctx, i) {
+		d, ok := <-queue
+		if !ok {
+			return
+		}
+		if ctx.Err() != nil {
+			s.release(d.Delivery) // shutting down: not started, give it back
+			break
+		}
+		s.inFlight.Add(1)
+		s.push(ctx, d)
+		s.inFlight.Add(-1)
+	}
+	for d := range queue {
+		s.release(d.Delivery) // shutting down: not started, give it back
+	}
+}
+
+// tuneTick is how often the adaptive limit's window is checked.
+const tuneTick = 20 * time.Millisecond
+
+// tuneLoop moves the adaptive limit until ctx ends: it reads FCM's strained
+// answers from the Pusher, closes the rule's windows, and starts workers
+// as the limit grows.
+func (s *Sender) tuneLoop(ctx context.Context, startWorkers func(int)) {
+	counter, _ := s.pusher.(StrainCounter)
+	var strained int64
+	if counter != nil {
+		strained = counter.StrainedAttempts()
+	}
+	ticker := time.NewTicker(tuneTick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		now := time.Now()
+		s.ruleMu.Lock()
+		if counter != nil {
+			if n := counter.StrainedAttempts(); n > strained {
+				strained = n
+				s.rule.strain(now)
+			}
+		}
+		changed := s.rule.tick(now)
+		limit := s.rule.Limit()
+		s.ruleMu.Unlock()
+		if changed {
+			startWorkers(limit)
+			s.gate.set(limit)
+			s.log.Debug("in-flight limit changed", "limit", limit)
+		}
+	}
+}
+
+// observeRoundTrip feeds a push's round trip to the adaptive limit. Pushes
+// FCM never answered (the breaker refused them, Herald cancelled them) say
+// nothing about its round trip.
+func (s *Sender) observeRoundTrip(rtt time.Duration, saturated bool, err error) {
+	if s.cfg.MaxInFlight > 0 || errors.Is(err, notification.ErrCircuitOpen) || errors.Is(err, notification.ErrPushCancelled) {
+		return
+	}
+	s.ruleMu.Lock()
+	if s.rule != nil {
+		s.rule.observe(time.Now(), rtt, saturated)
+	}
+	s.ruleMu.Unlock()
+}
+
+// strain tells the adaptive limit that FCM is overloaded.
+func (s *Sender) strain() {
+	if s.cfg.MaxInFlight > 0 {
+		return
+	}
+	s.ruleMu.Lock()
+	if s.rule != nil {
+		s.rule.strain(time.Now())
+	}
+	s.ruleMu.Unlock()
 }
 
 // recheckAfter is how long a claimed delivery may wait for its push before
@@ -457,7 +590,10 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	pushCtx, span := s.tel.StartPush(context.WithoutCancel(ctx), telemetry.PushInfo{
 		DeliveryID: d.Delivery.ID(), NotificationID: d.Delivery.NotificationID(), Token: d.Message.Token,
 		Platform: string(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent})
+	saturated := s.inFlight.Load() >= s.gate.limit.Load()
+	pushStart := time.Now()
 	name, err := s.pusher.Push(pushCtx, d.Message)
+	s.observeRoundTrip(time.Since(pushStart), saturated, err)
 	now = s.cfg.Now()
 	if err == nil {
 		span.EndPush(string(notification.StatusSent), "", name)
@@ -575,6 +711,7 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 		}
 		if projectWide {
 			s.stats.quotaPauses.Add(1)
+			s.strain()
 			s.pause(wait)
 			if s.cfg.Budget != nil {
 				s.cfg.Budget.PauseAll(wait)

@@ -96,6 +96,10 @@ type Fault struct {
 	Times int
 	// Latency is extra delay for matching requests, on top of the fake's latency.
 	Latency time.Duration
+	// Every, when above 1, applies the fault to one matching request in Every (the Every-th,
+	// the 2×Every-th, ...), as an FCM failing a share of requests does; the others are
+	// answered as if the fault were not set. Times counts only the requests it applies to.
+	Every int
 }
 
 // FailToken scripts fault for requests whose message.token equals token, replacing any fault
@@ -134,6 +138,7 @@ type faultTable struct {
 type activeFault struct {
 	Fault
 	remaining atomic.Int64 // uses left when Times > 0
+	seen      atomic.Int64 // matching requests so far, when Every > 1
 }
 
 func newActiveFault(fault Fault) *activeFault {
@@ -145,6 +150,9 @@ func newActiveFault(fault Fault) *activeFault {
 // take reports whether the fault applies to one more request, using one of its Times.
 func (a *activeFault) take() bool {
 	if a == nil {
+		return false
+	}
+	if a.Every > 1 && a.seen.Add(1)%int64(a.Every) != 0 {
 		return false
 	}
 	if a.Times <= 0 {

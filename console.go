@@ -92,6 +92,7 @@ func (o consoleOperator) Overview(ctx context.Context) (console.Overview, error)
 			{Name: "retries scheduled", Value: s.Sender.RetriesScheduled},
 			{Name: "tokens pruned", Value: s.Sender.TokensPruned},
 			{Name: "in flight", Value: s.Sender.InFlight},
+			{Name: "in-flight limit", Value: s.Sender.InFlightLimit},
 			{Name: "outbox messages relayed", Value: s.Relay.Messages},
 			{Name: "deliveries created", Value: s.Relay.Deliveries},
 			{Name: "dead-lettered", Value: s.Relay.DeadLetters},

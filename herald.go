@@ -201,7 +201,8 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	if _, err := tel.ObserveSender(func() int64 { return sender.Stats().InFlight }, pusher.BreakerState); err != nil {
+	if _, err := tel.ObserveSender(func() int64 { return sender.Stats().InFlight },
+		func() int64 { return sender.Stats().InFlightLimit }, pusher.BreakerState); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	expander, err := app.NewBroadcastExpander(deliveries, cfg.broadcast())

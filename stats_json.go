@@ -31,6 +31,7 @@ type statsJSON struct {
 		ClosedBeforePush int64 `json:"closed_before_push"`
 		CircuitOpen      int64 `json:"circuit_open"`
 		InFlight         int64 `json:"in_flight"`
+		InFlightLimit    int64 `json:"in_flight_limit"`
 	} `json:"sender"`
 	Breaker string `json:"breaker"`
 }
@@ -50,7 +51,7 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 	w.Claimed, w.Sent, w.TokensPruned, w.Failed, w.RetriesScheduled, w.Released =
 		e.Claimed, e.Sent, e.TokensPruned, e.Failed, e.RetriesScheduled, e.Released
 	w.ConfigAlarms, w.QuotaExceeded, w.QuotaPauses, w.PlatformPauses = e.ConfigAlarms, e.QuotaExceeded, e.QuotaPauses, e.PlatformPauses
-	w.ClosedBeforePush, w.CircuitOpen, w.InFlight = e.ClosedBeforePush, e.CircuitOpen, e.InFlight
+	w.ClosedBeforePush, w.CircuitOpen, w.InFlight, w.InFlightLimit = e.ClosedBeforePush, e.CircuitOpen, e.InFlight, e.InFlightLimit
 	j.Breaker = s.Breaker
 	return json.Marshal(j)
 }

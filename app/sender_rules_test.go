@@ -249,6 +249,7 @@ func TestStatsCountEachOutcome(t *testing.T) {
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		assert.Equal(c, app.SenderStats{
 			Claimed: 6, Sent: 2, TokensPruned: 2, Failed: 1, RetriesScheduled: 1, ConfigAlarms: 1,
+			InFlightLimit: int64(senderConfig(clock).MaxInFlight),
 		}, s.Stats())
 	}, waitFor, 5*time.Millisecond)
 }

@@ -96,12 +96,18 @@ func (c *snapshotCache) set(status string) metric.ObserveOption {
 }
 
 // ObserveSender registers this process's sender gauges: pushes in flight
-// now, and the circuit breaker's state (1 for the current state, 0 for the
-// others, as Prometheus state gauges go). Either function may be nil.
-func (t *Telemetry) ObserveSender(inFlight func() int64, breakerState func() string) (metric.Registration, error) {
+// now, how many may be (the adaptive limit, or MaxInFlight), and the
+// circuit breaker's state (1 for the current state, 0 for the others, as
+// Prometheus state gauges go). Any function may be nil.
+func (t *Telemetry) ObserveSender(inFlight, inFlightLimit func() int64, breakerState func() string) (metric.Registration, error) {
 	m := t.meter
 	flight, err := m.Int64ObservableGauge("herald.sender.in_flight", metric.WithUnit("{push}"),
 		metric.WithDescription("Pushes in flight in this process"))
+	if err != nil {
+		return nil, err
+	}
+	limit, err := m.Int64ObservableGauge("herald.sender.in_flight_limit", metric.WithUnit("{push}"),
+		metric.WithDescription("Pushes that may be in flight in this process: Sender.MaxInFlight, or the adaptive limit"))
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +125,9 @@ func (t *Telemetry) ObserveSender(inFlight func() int64, breakerState func() str
 		if inFlight != nil {
 			o.ObserveInt64(flight, inFlight())
 		}
+		if inFlightLimit != nil {
+			o.ObserveInt64(limit, inFlightLimit())
+		}
 		if breakerState != nil {
 			cur := breakerState()
 			for i, s := range states {
@@ -130,5 +139,5 @@ func (t *Telemetry) ObserveSender(inFlight func() int64, breakerState func() str
 			}
 		}
 		return nil
-	}, flight, state)
+	}, flight, limit, state)
 }

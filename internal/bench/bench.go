@@ -24,8 +24,8 @@ import (
 )
 
 // benchScenarios lists the scenarios; the first three run by default, in
-// this order. relay and replicas run when named.
-var benchScenarios = []string{"personalised", "broadcast", "latency", "relay", "replicas"}
+// this order. relay, replicas, latency-sweep and backlog run when named.
+var benchScenarios = []string{"personalised", "broadcast", "latency", "relay", "replicas", "latency-sweep", "backlog"}
 
 // benchDefaultScenarios run when none is named.
 var benchDefaultScenarios = benchScenarios[:3]
@@ -184,7 +184,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// relay and replicas measure other things; the delivery scenarios
 		// run once per telemetry setting (-telemetry).
 		runs := telemetryRuns(opts.telemetry)
-		if name == "relay" || name == "replicas" {
+		if slices.Contains([]string{"relay", "replicas", "latency-sweep", "backlog"}, name) {
 			runs = runs[:1]
 		}
 		for _, on := range runs {
@@ -195,6 +195,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				res, err = b.relay(ctx)
 			case "replicas":
 				res, err = b.replicas(ctx)
+			case "latency-sweep":
+				res, err = b.latencySweep(ctx)
+			case "backlog":
+				res, err = b.backlog(ctx)
 			default:
 				res, err = b.run(ctx, name, len(names) > 1, on)
 			}
@@ -220,14 +224,14 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
-	fs.IntVar(&o.n, "n", 100_000, "personalised, replicas: users, one token and one personalised event each; relay: deliveries")
+	fs.IntVar(&o.n, "n", 100_000, "personalised, replicas, latency-sweep (per latency): users, one token and one personalised event each; relay: deliveries")
 	fs.IntVar(&o.processes, "processes", 3, "replicas: Herald processes sharing the backlog (after the same backlog sent by one)")
 	fs.IntVar(&o.tokens, "tokens", 1_000_000, "broadcast: registered tokens the broadcast reaches")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "latency: how long events are raised")
 	fs.IntVar(&o.rate, "rate", 200, "latency: events per second, one per transaction")
 	fs.IntVar(&o.txSize, "tx-size", 1000, "personalised: events per host transaction")
 	fs.IntVar(&o.writers, "writers", 1, "personalised: host goroutines committing transactions at once")
-	fs.DurationVar(&o.fcmLatency, "latency", 20*time.Millisecond, "latency the fake FCM adds to every request")
+	fs.DurationVar(&o.fcmLatency, "latency", 20*time.Millisecond, "latency the fake FCM adds to every request (latency-sweep sets its own)")
 	fs.IntVar(&o.inFlight, "inflight", 128, "Herald's Sender.MaxInFlight, and the baseline's in-flight bound")
 	fs.IntVar(&o.rateLimit, "rate-limit", 0, "Herald's Sender.RatePerMinute (default: Herald's, 600000)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up on a scenario this long after its first commit")

@@ -37,6 +37,9 @@ type benchFake interface {
 	progress() (benchProgress, error)
 	stats() (benchFakeStats, error)
 	latency(segments []benchCommitSegment) (benchLatency, error)
+	// configure sets the fake's latency, and makes it answer 503 to one
+	// request in failEvery (none when failEvery is 0).
+	configure(latency time.Duration, failEvery int) error
 	// mode is "process" or "in-process".
 	mode() string
 	close() error
@@ -109,6 +112,20 @@ func (f *benchInProcessFake) latency(segments []benchCommitSegment) (benchLatenc
 	return f.tally.latency(segments), nil
 }
 
+func (f *benchInProcessFake) configure(latency time.Duration, failEvery int) error {
+	configureFake(f.fake, latency, failEvery)
+	return nil
+}
+
+// configureFake sets fake's latency and its share of 503s.
+func configureFake(fake *fakefcm.Server, latency time.Duration, failEvery int) {
+	fake.SetLatency(latency)
+	fake.ClearFaults()
+	if failEvery > 0 {
+		fake.FailAll(fakefcm.Fault{Code: fakefcm.FaultUnavailable, Every: failEvery})
+	}
+}
+
 func (f *benchInProcessFake) mode() string { return "in-process" }
 
 func (f *benchInProcessFake) close() error {
@@ -136,9 +153,12 @@ type benchFakeHello struct {
 }
 
 type benchFakeRequest struct {
-	Op       string               `json:"op"` // reset, progress, stats, latency
-	N        int                  `json:"n,omitempty"`
-	Segments []benchCommitSegment `json:"segments,omitempty"`
+	Op string `json:"op"` // reset, progress, stats, latency, configure
+	N  int    `json:"n,omitempty"`
+	// LatencyNanos and FailEvery: configure's arguments.
+	LatencyNanos int64                `json:"latency_ns,omitempty"`
+	FailEvery    int                  `json:"fail_every,omitempty"`
+	Segments     []benchCommitSegment `json:"segments,omitempty"`
 }
 
 type benchFakeResponse struct {
@@ -196,6 +216,9 @@ func RunFakeFCM(_ context.Context, args []string, stdout, stderr io.Writer) erro
 				CPUSeconds: benchProcessCPU().Seconds()}
 		case "latency":
 			result = tally.latency(req.Segments)
+		case "configure":
+			configureFake(fake, time.Duration(req.LatencyNanos), req.FailEvery)
+			result = struct{}{}
 		default:
 			if err := send(benchFakeResponse{Error: "unknown op " + req.Op}); err != nil {
 				return err
@@ -303,6 +326,10 @@ func (p *benchProcessFake) stats() (benchFakeStats, error) {
 func (p *benchProcessFake) latency(segments []benchCommitSegment) (benchLatency, error) {
 	var r benchLatency
 	return r, p.call(benchFakeRequest{Op: "latency", Segments: segments}, &r)
+}
+
+func (p *benchProcessFake) configure(latency time.Duration, failEvery int) error {
+	return p.call(benchFakeRequest{Op: "configure", LatencyNanos: int64(latency), FailEvery: failEvery}, &struct{}{})
 }
 
 func (p *benchProcessFake) mode() string { return "process" }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,6 +61,13 @@ type benchHeraldReport struct {
 	RunMilliseconds  int64 `json:"run_ms"`
 	QuotaPauses      int64 `json:"quota_pauses"`
 	RetriesScheduled int64 `json:"retries_scheduled"`
+	QuotaExceeded    int64 `json:"quota_exceeded"`
+	CircuitOpen      int64 `json:"circuit_open"`
+	// InFlightLimit is the sender's limit at the end, PeakInFlightLimit
+	// the largest seen, and Limits the limit every half second of the run.
+	InFlightLimit     int64   `json:"in_flight_limit"`
+	PeakInFlightLimit int64   `json:"peak_in_flight_limit"`
+	Limits            []int64 `json:"limits"`
 }
 
 // RunHerald is the child: Herald with the bench's configuration and rules
@@ -70,7 +78,7 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := flag.NewFlagSet(HeraldCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	inFlight := fs.Int("inflight", 128, "Sender.MaxInFlight")
+	inFlight := fs.Int("inflight", 128, "Sender.MaxInFlight (0: adaptive)")
 	rateLimit := fs.Int("rate-limit", 0, "Sender.RatePerMinute (0: Herald's default)")
 	verbose := fs.Bool("v", false, "log at info level")
 	if err := fs.Parse(args); err != nil {
@@ -117,14 +125,33 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	began := time.Now()
+	sampled := make(chan []int64, 1)
+	var peak atomic.Int64
+	go func() {
+		var limits []int64
+		next := time.Now()
+		for ctx.Err() == nil {
+			l := h.Stats().Sender.InFlightLimit
+			peak.Store(max(peak.Load(), l))
+			if time.Now().After(next) {
+				limits = append(limits, l)
+				next = next.Add(500 * time.Millisecond)
+			}
+			cli.Sleep(ctx, 10*time.Millisecond)
+		}
+		sampled <- limits
+	}()
 	if err := h.Run(ctx); err != nil {
 		return err
 	}
+	limits := <-sampled
 	s := h.Stats()
 	return enc.Encode(benchHeraldReport{
 		PID: os.Getpid(), Claimed: s.Sender.Claimed, Sent: s.Sender.Sent, Released: s.Sender.Released,
 		RelayEvents: s.Relay.Events, RelayDeliveries: s.Relay.Deliveries, RunMilliseconds: time.Since(began).Milliseconds(),
 		QuotaPauses: s.Sender.QuotaPauses, RetriesScheduled: s.Sender.RetriesScheduled,
+		QuotaExceeded: s.Sender.QuotaExceeded, CircuitOpen: s.Sender.CircuitOpen,
+		InFlightLimit: s.Sender.InFlightLimit, PeakInFlightLimit: peak.Load(), Limits: limits,
 	})
 }
 
@@ -135,10 +162,20 @@ type benchHeraldProcess struct {
 	ready  chan error // receives once: nil when the child said it is ready
 	report chan []byte
 	exited chan error
+	// maxRSS is the child's peak resident set in bytes, once it exited.
+	maxRSS int64
 }
 
-// startBenchHerald starts one Herald process on dbURL against the fake.
+// startBenchHerald starts one Herald process on dbURL against the fake,
+// with -inflight and -rate-limit.
 func (b *bench) startBenchHerald(dbURL string) (*benchHeraldProcess, error) {
+	return b.startBenchHeraldWith(dbURL, b.opts.inFlight, b.opts.rateLimit)
+}
+
+// startBenchHeraldWith starts one Herald process on dbURL against the fake
+// with Sender.MaxInFlight inFlight (0: adaptive) and Sender.RatePerMinute
+// rateLimit (0: Herald's default).
+func (b *bench) startBenchHeraldWith(dbURL string, inFlight, rateLimit int) (*benchHeraldProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable for a herald process: %w", err)
@@ -147,7 +184,7 @@ func (b *bench) startBenchHerald(dbURL string) (*benchHeraldProcess, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{HeraldCommand, "-inflight", strconv.Itoa(b.opts.inFlight), "-rate-limit", strconv.Itoa(b.opts.rateLimit)}
+	args := []string{HeraldCommand, "-inflight", strconv.Itoa(inFlight), "-rate-limit", strconv.Itoa(rateLimit)}
 	if b.opts.verbose {
 		args = append(args, "-v")
 	}
@@ -218,6 +255,7 @@ func (p *benchHeraldProcess) stop() (benchHeraldReport, time.Duration, error) {
 	var cpu time.Duration
 	if st := p.cmd.ProcessState; st != nil {
 		cpu = st.UserTime() + st.SystemTime()
+		p.maxRSS = benchChildPeakRSS(st)
 	}
 	var r benchHeraldReport
 	if err != nil {

@@ -44,6 +44,15 @@ func benchPeakRSS() (int64, error) {
 	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
+// benchChildPeakRSS returns an exited child's peak resident set size in
+// bytes (its rusage's ru_maxrss, in KiB on Linux).
+func benchChildPeakRSS(st *os.ProcessState) int64 {
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss * 1024
+	}
+	return 0
+}
+
 // benchProcessCPU returns the CPU time (user and system) this process has used.
 func benchProcessCPU() time.Duration {
 	var ru syscall.Rusage

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"errors"
+	"os"
 	"time"
 )
 
@@ -14,6 +15,8 @@ func benchResetPeakRSS() error { return errBenchNoProcfs }
 func benchPeakRSS() (int64, error) { return 0, errBenchNoProcfs }
 
 func benchProcessCPU() time.Duration { return 0 }
+
+func benchChildPeakRSS(*os.ProcessState) int64 { return 0 }
 
 func benchPostgresCPU(string) time.Duration { return 0 }
 

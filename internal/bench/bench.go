@@ -32,27 +32,28 @@ var benchDefaultScenarios = benchScenarios[:3]
 
 // benchOptions are `herald bench`'s flags.
 type benchOptions struct {
-	n          int           // personalised, relay, replicas: users, one token and one event each
-	processes  int           // replicas: Herald processes in the fleet
-	tokens     int           // broadcast: tokens
-	duration   time.Duration // latency: how long events are raised
-	rate       int           // latency: events per second
-	txSize     int           // personalised: events per host transaction
-	writers    int           // personalised: host goroutines raising at once
-	fcmLatency time.Duration // the fake's added latency
-	inFlight   int           // Herald's Sender.MaxInFlight (and the baseline's bound)
-	rateLimit  int           // Herald's Sender.RatePerMinute; 0 means Herald's default
-	timeout    time.Duration // per scenario, from the first commit
-	baseline   bool          // personalised: measure the SDK baseline too
-	inProcess  bool          // run the fake FCM in this process
-	cpuProfile string
-	memProfile string
-	pgStats    bool    // report Postgres's top statements per scenario
-	pgLog      string  // save the Postgres server log here at exit
-	timeline   bool    // print the relay's lag per second of raising
-	telemetry  string  // off, on, or both (each scenario runs off, on, on, off)
-	sample     float64 // with telemetry: the fraction of raises traced
-	verbose    bool
+	n           int           // personalised, relay, replicas: users, one token and one event each
+	processes   int           // replicas: Herald processes in the fleet
+	tokens      int           // broadcast: tokens
+	duration    time.Duration // latency: how long events are raised
+	rate        int           // latency: events per second
+	txSize      int           // personalised: events per host transaction
+	writers     int           // personalised: host goroutines raising at once
+	fcmLatency  time.Duration // the fake's added latency
+	inFlight    int           // Herald's Sender.MaxInFlight (and the baseline's bound)
+	inFlightSet bool          // -inflight was given (backlog: else Herald's adaptive default)
+	rateLimit   int           // Herald's Sender.RatePerMinute; 0 means Herald's default
+	timeout     time.Duration // per scenario, from the first commit
+	baseline    bool          // personalised: measure the SDK baseline too
+	inProcess   bool          // run the fake FCM in this process
+	cpuProfile  string
+	memProfile  string
+	pgStats     bool    // report Postgres's top statements per scenario
+	pgLog       string  // save the Postgres server log here at exit
+	timeline    bool    // print the relay's lag per second of raising
+	telemetry   string  // off, on, or both (each scenario runs off, on, on, off)
+	sample      float64 // with telemetry: the fraction of raises traced
+	verbose     bool
 }
 
 // benchResult is one scenario's line of output.
@@ -232,7 +233,7 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	fs.IntVar(&o.txSize, "tx-size", 1000, "personalised: events per host transaction")
 	fs.IntVar(&o.writers, "writers", 1, "personalised: host goroutines committing transactions at once")
 	fs.DurationVar(&o.fcmLatency, "latency", 20*time.Millisecond, "latency the fake FCM adds to every request (latency-sweep sets its own)")
-	fs.IntVar(&o.inFlight, "inflight", 128, "Herald's Sender.MaxInFlight, and the baseline's in-flight bound")
+	fs.IntVar(&o.inFlight, "inflight", 128, "Herald's Sender.MaxInFlight, and the baseline's in-flight bound (backlog: unset unless given, so adaptive)")
 	fs.IntVar(&o.rateLimit, "rate-limit", 0, "Herald's Sender.RatePerMinute (default: Herald's, 600000)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up on a scenario this long after its first commit")
 	fs.BoolVar(&o.baseline, "baseline", true, "personalised: also send the same pushes straight through the SDK")
@@ -267,6 +268,7 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	if len(names) == 0 {
 		names = benchDefaultScenarios
 	}
+	fs.Visit(func(f *flag.Flag) { o.inFlightSet = o.inFlightSet || f.Name == "inflight" })
 	var problems []string
 	for name, v := range map[string]int{"-n": o.n, "-tokens": o.tokens, "-rate": o.rate, "-tx-size": o.txSize,
 		"-writers": o.writers, "-inflight": o.inFlight, "-processes": o.processes} {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,12 @@ type benchHeraldReport struct {
 	InFlightLimit     int64   `json:"in_flight_limit"`
 	PeakInFlightLimit int64   `json:"peak_in_flight_limit"`
 	Limits            []int64 `json:"limits"`
+	// The Go runtime's peaks, sampled every 200 ms: heap in use, goroutine
+	// stacks in use, memory obtained from the OS, and goroutines.
+	PeakHeapInuse  uint64 `json:"peak_heap_inuse"`
+	PeakStackInuse uint64 `json:"peak_stack_inuse"`
+	PeakSys        uint64 `json:"peak_sys"`
+	PeakGoroutines int    `json:"peak_goroutines"`
 }
 
 // RunHerald is the child: Herald with the bench's configuration and rules
@@ -127,15 +134,24 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	began := time.Now()
 	sampled := make(chan []int64, 1)
 	var peak atomic.Int64
+	var mem benchHeraldReport // its runtime peaks, written by the sampler only
 	go func() {
 		var limits []int64
 		next := time.Now()
+		nextMem := time.Now()
+		var ms runtime.MemStats
 		for ctx.Err() == nil {
 			l := h.Stats().Sender.InFlightLimit
 			peak.Store(max(peak.Load(), l))
 			if time.Now().After(next) {
 				limits = append(limits, l)
 				next = next.Add(500 * time.Millisecond)
+			}
+			if time.Now().After(nextMem) {
+				runtime.ReadMemStats(&ms)
+				mem.PeakHeapInuse, mem.PeakStackInuse = max(mem.PeakHeapInuse, ms.HeapInuse), max(mem.PeakStackInuse, ms.StackInuse)
+				mem.PeakSys, mem.PeakGoroutines = max(mem.PeakSys, ms.Sys), max(mem.PeakGoroutines, runtime.NumGoroutine())
+				nextMem = nextMem.Add(200 * time.Millisecond)
 			}
 			cli.Sleep(ctx, 10*time.Millisecond)
 		}
@@ -152,6 +168,7 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		QuotaPauses: s.Sender.QuotaPauses, RetriesScheduled: s.Sender.RetriesScheduled,
 		QuotaExceeded: s.Sender.QuotaExceeded, CircuitOpen: s.Sender.CircuitOpen,
 		InFlightLimit: s.Sender.InFlightLimit, PeakInFlightLimit: peak.Load(), Limits: limits,
+		PeakHeapInuse: mem.PeakHeapInuse, PeakStackInuse: mem.PeakStackInuse, PeakSys: mem.PeakSys, PeakGoroutines: mem.PeakGoroutines,
 	})
 }
 

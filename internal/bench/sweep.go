@@ -96,10 +96,16 @@ type childPhase struct {
 	Duplicates         int64 `json:"duplicates"`
 	// PeakRSSBytes is the Herald process's peak resident set (its rusage's
 	// maxrss) over its whole life; HeraldCPUSeconds its CPU time.
-	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
-	PeakRSSMiB       float64 `json:"peak_rss_mib"`
-	HeraldCPUSeconds float64 `json:"herald_cpu_seconds"`
-	LoadAverage      float64 `json:"load_average"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	// The Go runtime's peaks in the process (sampled every 200 ms): heap
+	// in use, goroutine stacks, memory from the OS, goroutines.
+	PeakHeapInuseMiB  float64 `json:"peak_heap_inuse_mib"`
+	PeakStackInuseMiB float64 `json:"peak_stack_inuse_mib"`
+	PeakSysMiB        float64 `json:"peak_sys_mib"`
+	PeakGoroutines    int     `json:"peak_goroutines"`
+	HeraldCPUSeconds  float64 `json:"herald_cpu_seconds"`
+	LoadAverage       float64 `json:"load_average"`
 }
 
 // latencySweep runs `herald bench latency-sweep`.
@@ -129,13 +135,17 @@ func (b *bench) latencySweep(ctx context.Context) (*sweepResult, error) {
 var backlogSizes = []int{20_000, 400_000}
 
 // backlog runs `herald bench backlog`: Herald's defaults (MaxInFlight
-// unset) but for -rate-limit, at -latency.
+// unset, unless -inflight is given) but for -rate-limit, at -latency.
 func (b *bench) backlog(ctx context.Context) (*backlogResult, error) {
 	res := &backlogResult{Scenario: "backlog", LoadAverageStart: benchLoadAverage(),
 		Fake: b.fake.mode(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), PostgresVersion: b.pgVer}
 	for _, n := range backlogSizes {
-		ph, err := b.runChildPhase(ctx, childPhaseSpec{name: fmt.Sprintf("backlog_%d", n), n: n, latency: b.opts.fcmLatency,
-			rateLimit: b.opts.rateLimit, backlogFirst: true})
+		spec := childPhaseSpec{name: fmt.Sprintf("backlog_%d", n), n: n, latency: b.opts.fcmLatency,
+			rateLimit: b.opts.rateLimit, backlogFirst: true}
+		if b.opts.inFlightSet {
+			spec.inFlight = b.opts.inFlight
+		}
+		ph, err := b.runChildPhase(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("backlog %d: %w", n, err)
 		}
@@ -147,6 +157,8 @@ func (b *bench) backlog(ctx context.Context) (*backlogResult, error) {
 	res.LoadAverage = benchLoadAverage()
 	return res, nil
 }
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 type childPhaseSpec struct {
 	name      string
@@ -280,7 +292,9 @@ func (b *bench) runChildPhase(ctx context.Context, spec childPhaseSpec) (*childP
 		Requests: stats.Requests - fake0.Requests, Accepted: t.Accepted, QuotaExceeded: report.QuotaExceeded,
 		CircuitOpen: report.CircuitOpen, MaxPerSecondWindow: t.MaxPerSecond, Lost: t.Lost, Duplicates: t.Duplicates,
 		PeakRSSBytes: p.maxRSS, PeakRSSMiB: float64(p.maxRSS) / (1 << 20), HeraldCPUSeconds: cpu.Seconds(),
-		LoadAverage: benchLoadAverage()}
+		LoadAverage:      benchLoadAverage(),
+		PeakHeapInuseMiB: mib(report.PeakHeapInuse), PeakStackInuseMiB: mib(report.PeakStackInuse),
+		PeakSysMiB: mib(report.PeakSys), PeakGoroutines: report.PeakGoroutines}
 	end := t.DoneNanos
 	if end == 0 {
 		end = t.LastNanos
@@ -309,8 +323,9 @@ func (b *bench) runChildPhase(ctx context.Context, spec childPhaseSpec) (*childP
 			ph.SteadyShare = ph.SteadyPerSecond / (float64(spec.rateLimit) / 60)
 		}
 	}
-	b.progressf("%s: %d of %d accepted in %.1fs (%.0f/s, steady %.0f/s), limit peak %d final %d, requests %d, lost %d, duplicates %d, peak rss %.1f MiB, load %.1f",
+	b.progressf("%s: %d of %d accepted in %.1fs (%.0f/s, steady %.0f/s), limit peak %d final %d, requests %d, lost %d, duplicates %d, peak rss %.1f MiB (heap %.1f, stacks %.1f, %d goroutines), load %.1f",
 		spec.name, t.Distinct, spec.n, ph.Seconds, ph.DeliveriesPerSecond, ph.SteadyPerSecond, ph.PeakInFlightLimit,
-		ph.FinalInFlightLimit, ph.Requests, t.Lost, t.Duplicates, ph.PeakRSSMiB, ph.LoadAverage)
+		ph.FinalInFlightLimit, ph.Requests, t.Lost, t.Duplicates, ph.PeakRSSMiB, ph.PeakHeapInuseMiB, ph.PeakStackInuseMiB,
+		ph.PeakGoroutines, ph.LoadAverage)
 	return ph, nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -149,6 +150,12 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			if time.Now().After(nextMem) {
 				runtime.ReadMemStats(&ms)
+				if path := os.Getenv("HERALD_BENCH_HEAP_PROFILE"); path != "" && ms.HeapInuse > mem.PeakHeapInuse*11/10 {
+					if f, err := os.Create(path); err == nil {
+						_ = pprof.WriteHeapProfile(f)
+						_ = f.Close()
+					}
+				}
 				mem.PeakHeapInuse, mem.PeakStackInuse = max(mem.PeakHeapInuse, ms.HeapInuse), max(mem.PeakStackInuse, ms.StackInuse)
 				mem.PeakSys, mem.PeakGoroutines = max(mem.PeakSys, ms.Sys), max(mem.PeakGoroutines, runtime.NumGoroutine())
 				nextMem = nextMem.Add(200 * time.Millisecond)

@@ -83,13 +83,14 @@ type Draft struct {
 	IdempotencyWindow time.Duration
 	// SendAt, when set, holds the pushes until then; the inbox shows the
 	// notification from then too. The zero time (or a past one) sends at
-	// once.
+	// once; one after the year 9999 fails validation.
 	SendAt time.Time
 	// ExpiresAt, when set, is when the notification stops being worth
 	// pushing: a delivery that could not go out before then (an outage,
 	// quiet hours) ends expired, never pushed, and each push tells FCM to
 	// keep it only for the time that remains (Content.TTL, if shorter,
-	// still applies). It must be after the creation and after SendAt.
+	// still applies). It must be after the creation and after SendAt, and
+	// not after the year 9999.
 	ExpiresAt time.Time
 	// CollapseKey, when set, makes a newer notification to the same
 	// recipient (or a newer broadcast) with the same key replace older
@@ -253,6 +254,11 @@ func (n *Notification) MarkRead(at time.Time) {
 	}
 }
 
+// maxStoredTime is the latest SendAt or ExpiresAt a draft may have: the
+// end of the year 9999, far inside Postgres's range and the last year
+// RFC 3339 (and Go's JSON) can write.
+var maxStoredTime = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+
 // Validate checks a draft against Herald's and FCM's rules and reports every
 // problem at once.
 func (d Draft) Validate() error {
@@ -275,6 +281,14 @@ func (d Draft) Validate() error {
 		errs = append(errs, &FieldError{Field: "idempotency_window", Err: ErrInvalidValue})
 	}
 	errs = append(errs, checkText("collapse_key", d.CollapseKey, false, MaxCollapseKeyLength)...)
+	// Postgres stores times up to the year 294276: a later one would fail
+	// only at the insert, aborting the host's transaction.
+	if d.SendAt.After(maxStoredTime) {
+		errs = append(errs, &FieldError{Field: "send_at", Err: ErrInvalidValue})
+	}
+	if d.ExpiresAt.After(maxStoredTime) {
+		errs = append(errs, &FieldError{Field: "expires_at", Err: ErrInvalidValue})
+	}
 	if !d.ExpiresAt.IsZero() && !d.SendAt.IsZero() && !d.ExpiresAt.After(d.SendAt) {
 		errs = append(errs, &FieldError{Field: "expires_at", Err: ErrExpiresTooEarly})
 	}

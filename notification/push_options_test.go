@@ -65,3 +65,28 @@ func TestANotificationKeepsItsDraftsDeliverySettings(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, p.SendAt().IsZero(), "a send time already passed sends at once")
 }
+
+// Postgres stores times up to the year 294276 and Go's JSON up to 9999: a
+// send time or expiry beyond that would fail only at the database, after
+// Raise began writing, and lose the host's transaction. Validation refuses
+// it first.
+func TestASendTimeOrExpiryPastTheYear9999FailsValidation(t *testing.T) {
+	t.Parallel()
+	far := time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)
+	base := notification.Draft{Recipient: "u", Type: "t", Content: notification.Content{Title: "hi"}}
+	for name, d := range map[string]notification.Draft{
+		"send_at":    func() notification.Draft { d := base; d.SendAt = far; return d }(),
+		"expires_at": func() notification.Draft { d := base; d.ExpiresAt = far; return d }(),
+	} {
+		_, err := notification.NewNotification(uuid.New(), d, time.Now())
+		require.ErrorIs(t, err, notification.ErrInvalidValue, name)
+		var fe *notification.FieldError
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, name, fe.Field)
+	}
+	ok := base
+	ok.SendAt = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+	ok.ExpiresAt = ok.SendAt.Add(time.Hour)
+	_, err := notification.NewNotification(uuid.New(), ok, time.Now())
+	assert.NoError(t, err, "the year 9999 is still accepted")
+}

@@ -84,13 +84,16 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 // match). Claims of live instances are never touched: an instance found
 // dead by a heartbeat may beat again (registering under the same id, after
 // a long pause) and claim before this runs, so the registry is read again
-// here and a registered instance's claims are left alone.
+// here and a registered instance's claims are left alone. A freed claim
+// forgets its holder: a Herald older than migration 0007 that claims it
+// afresh during a rolling upgrade does not write claimed_by, and its live
+// claim must not look like the dead instance's at the next heartbeat.
 func (r *PostgresFleetRepository) FreeClaimsOf(ctx context.Context, dead []uuid.UUID) (int, error) {
 	if len(dead) == 0 {
 		return 0, nil
 	}
 	tag, err := r.db.Exec(ctx, `
-		UPDATE herald_deliveries d SET due_at = now(), updated_at = now()
+		UPDATE herald_deliveries d SET due_at = now(), updated_at = now(), claimed_by = NULL
 		WHERE d.status = 'claimed' AND d.claimed_by = ANY($1::uuid[]) AND d.due_at > now()
 			AND NOT EXISTS (SELECT 1 FROM herald_instances i WHERE i.id = d.claimed_by)`, uuidArray(dead))
 	if err != nil {

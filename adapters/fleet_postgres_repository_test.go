@@ -176,3 +176,52 @@ func TestALiveInstancesClaimsAreNeverFreedEvenIfItWasFoundDeadAMomentBefore(t *t
 	require.NoError(t, err)
 	assert.True(t, still, "the live instance's lease is untouched")
 }
+
+// During a rolling upgrade, processes of a Herald without migration 0007
+// claim without writing claimed_by. A killed instance's claim that such a
+// process takes afresh is that live process's claim: the leader must not
+// free it again, or it is pushed twice.
+func TestAClaimTakenAfreshByAnOlderHeraldIsNotFreedAgainDuringARollingUpgrade(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	leader, killed := instance("leader"), instance("killed")
+	const deadAfter = time.Second
+	_, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+	require.NoError(t, err)
+	_, err = fleet.Beat(ctx, killed, deadAfter, deadAfter)
+	require.NoError(t, err)
+	f.register("u1", "tok-killed", notification.PlatformAndroid)
+	f.deliver("u1", "", "tok-killed")
+	claimed, err := f.repo.ForInstance(killed.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+
+	// killed dies; the leader frees its claim.
+	require.Eventually(t, func() bool {
+		res, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+		require.NoError(t, err)
+		if len(res.Dead) == 0 {
+			return false
+		}
+		n, err := fleet.FreeClaimsOf(ctx, res.Dead)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		return true
+	}, 10*time.Second, 100*time.Millisecond)
+
+	// An older Herald claims it afresh with its own statement, which knows
+	// nothing of claimed_by.
+	tag, err := f.pool.Exec(ctx, `UPDATE herald_deliveries SET claim_id = $1,
+		due_at = now() + interval '1 hour', updated_at = now()
+		WHERE status = 'claimed' AND due_at <= now()`, uuid.New())
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected())
+
+	res, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+	require.NoError(t, err)
+	n, err := fleet.FreeClaimsOf(ctx, res.Dead)
+	require.NoError(t, err)
+	assert.Zero(t, n, "the older Herald's live claim keeps its lease")
+}

@@ -345,7 +345,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 	batch.Queue(`
 		WITH due AS (
 			SELECT d.id, d.token, d.due_at, t.platform, n.title, n.body, n.data, n.ttl_seconds, n.expires_at,
-				n.collapse_key, n.options, n.trace_parent,
+				n.collapse_key, n.options, n.trace_parent, n.send_at,
 				-- The unread count only for the few notifications whose
 				-- options ask for it as their badge.
 				CASE WHEN n.options IS NULL THEN NULL
@@ -456,7 +456,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		WHERE d.id = f.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(f.platform, ''), d.attempts,
 			d.last_error, d.error_code, f.title, f.body, f.data, f.ttl_seconds,
-			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent`,
+			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent, f.send_at`,
 		limit, lease.Microseconds(), [16]byte(claimID), r.instance, perMinute, perHour).Query(func(rows pgx.Rows) error {
 		var err error
 		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
@@ -487,9 +487,10 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 			options                                       *storedOptions
 			badge                                         *int64
 			traceParent                                   *string
+			sendAt                                        *time.Time
 		)
 		if err := rows.Scan(&claimed, &id, &notificationID, &token, &platform, &attempts, &lastError, &code,
-			&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge, &traceParent); err != nil {
+			&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge, &traceParent, &sendAt); err != nil {
 			return scanned, err
 		}
 		if !claimed {
@@ -507,7 +508,7 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		if badge != nil {
 			msg.Badge = ptr(int(*badge))
 		}
-		dispatch := app.Dispatch{Delivery: d, Message: msg}
+		dispatch := app.Dispatch{Delivery: d, Message: msg, SendAt: deref(sendAt)}
 		if traceParent != nil {
 			dispatch.TraceParent = *traceParent
 		}

@@ -26,6 +26,10 @@ type Dispatch struct {
 	// TraceParent is the W3C traceparent of the span that raised the
 	// notification, if it was traced: the push's span links to it.
 	TraceParent string
+	// SendAt is when the host scheduled the notification for
+	// (notification.Draft.SendAt), zero if it was to go at once: its
+	// latency is measured from then, not from the raise.
+	SendAt time.Time
 }
 
 // DeliveryStore is the sender's view of stored deliveries.
@@ -589,7 +593,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// within the Pusher's deadline and its outcome is recorded.
 	pushCtx, span := s.tel.StartPush(context.WithoutCancel(ctx), telemetry.PushInfo{
 		DeliveryID: d.Delivery.ID(), NotificationID: d.Delivery.NotificationID(), Token: d.Message.Token,
-		Platform: string(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent})
+		Platform: string(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent, SendAt: d.SendAt})
 	saturated := s.inFlight.Load() >= s.gate.limit.Load()
 	pushStart := time.Now()
 	name, err := s.pusher.Push(pushCtx, d.Message)

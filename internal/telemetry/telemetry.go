@@ -131,7 +131,7 @@ func New(cfg Config) *Telemetry {
 	t.pushDuration = histogram(m, "messaging.client.operation.duration", "s",
 		"Duration of one push to FCM, the SDK's own retries included, by outcome and error.type")
 	t.latency = histogram(m, "herald.delivery.latency", "s",
-		"Time from Raise to FCM accepting the push (raise and push clocks; the first delivery attempt's queueing and retries included)", latencyBuckets...)
+		"Time from Raise (or, for a scheduled notification, its send time) to FCM accepting the push (raise and push clocks; the first delivery attempt's queueing and retries included)", latencyBuckets...)
 	t.consumed = counter(m, "messaging.client.consumed.messages", "{message}",
 		"Outbox messages the relay handled (expanded or dead-lettered)")
 	t.relayDuration = histogram(m, "messaging.process.duration", "s",

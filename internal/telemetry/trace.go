@@ -194,6 +194,9 @@ type PushInfo struct {
 	// TraceParent is the raise's W3C traceparent, stored with the
 	// notification; the push span links to it.
 	TraceParent string
+	// SendAt is when the notification was scheduled for, zero if it was
+	// to go at once: the latency of a scheduled push starts then.
+	SendAt time.Time
 }
 
 // StartPush starts the span of one push to FCM, linked to the raise span
@@ -250,7 +253,8 @@ func (s Span) EndPush(outcome, errorType, messageName string) {
 	t.pushDuration.Record(ctx, time.Since(s.start).Seconds(), o.rec...)
 	if errorType == "" {
 		if raised, ok := uuidTime(s.id); ok {
-			t.latency.Record(ctx, time.Since(raised).Seconds())
+			// A push held until its send time is late only from then.
+			t.latency.Record(ctx, time.Since(latest(raised, s.push.SendAt)).Seconds())
 		}
 	}
 }
@@ -266,6 +270,14 @@ func setError(span trace.Span, err error, errorType string) {
 	// refused, and no span carries a message body.
 	span.SetAttributes(keyErrorType.String(errorType))
 	span.SetStatus(codes.Error, errorType)
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // uuidTime is the time a version 7 UUID was made (millisecond precision).

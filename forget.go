@@ -12,8 +12,9 @@ import (
 // and every delivery of them, every other delivery to their devices, their
 // device tokens, preferences and per-device counts, and the outbox rows
 // and dead letters that name them (the relay's consumed rows are deleted;
-// a row not yet relayed keeps only other users' notification ids, and
-// loses the data of every event that names the user). Afterwards
+// a row not yet relayed, and a dead letter, keeps only other users'
+// notification ids and loses the data of every event that names the
+// user; a dead letter with nothing of others left goes). Afterwards
 // no row of Herald's tables names the user or one of their tokens, and
 // nothing more is pushed to their devices; a push a sender had already
 // claimed may still arrive until ErasureReport.InFlightUntil, and its

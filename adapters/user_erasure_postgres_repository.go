@@ -1,9 +1,11 @@
 package adapters
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,7 +26,9 @@ type ErasureReport struct {
 	// consumed (deleted) or not yet (the user's notifications removed
 	// from them).
 	OutboxRows int `json:"outbox_rows"`
-	// DeadLetters are dead letters naming the user.
+	// DeadLetters are dead letters naming the user: rewritten without
+	// their part (other users' notifications in them stay replayable), or
+	// deleted when nothing else was in them.
 	DeadLetters int `json:"dead_letters"`
 	// InFlightUntil is, when a push to one of the user's devices was
 	// claimed by a sender at the time, the end of the last such lease: a
@@ -43,7 +47,9 @@ type ErasureReport struct {
 // has consumed are deleted; one not yet consumed is kept, for the other
 // users it may concern, with the user's notification ids removed from its
 // events and the data of each event that names them emptied (the relay
-// reads only the notification ids).
+// reads only the notification ids). Dead letters are treated alike (see
+// forgetInDeadLetters): a letter goes only when nothing of other users is
+// left in it.
 //
 // Other users' pushes are not disturbed: it locks only the user's rows. A
 // claimed push of the user's that is in a sender's hands may still go out
@@ -132,16 +138,13 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 				FROM named
 				WHERE NOT named.consumed AND (m."transaction_id", m."offset") = (named."transaction_id", named."offset")
 				RETURNING 1
-			), letters AS (
-				DELETE FROM herald_dead_letters l
-				WHERE position(convert_to($2, 'UTF8') IN l.payload) > 0
-					OR position(convert_to(to_json($1::text)::text, 'UTF8') IN l.payload) > 0
-					OR EXISTS (SELECT 1 FROM ids, unnest(ids.ids) id WHERE position(convert_to(id, 'UTF8') IN l.payload) > 0)
-				RETURNING 1
 			)
-			SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM rewritten), (SELECT count(*) FROM letters)`,
-			userID, string(goJSON)).Scan(&outboxRows, &deadLetters)
+			SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM rewritten)`,
+			userID, string(goJSON)).Scan(&outboxRows)
 		if err != nil {
+			return err
+		}
+		if deadLetters, err = forgetInDeadLetters(ctx, tx, userID); err != nil {
 			return err
 		}
 		report.OutboxRows, report.DeadLetters = outboxRows, deadLetters
@@ -179,4 +182,123 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		return report, fmt.Errorf("forget user: %w", err)
 	}
 	return report, nil
+}
+
+// forgetInDeadLetters takes userID out of the dead letters that name them
+// (by user id as a JSON string, as Go's encoder or Postgres's writes it, or
+// by one of their notification ids), in tx, before their notifications are
+// deleted, and returns how many letters it changed. A letter is other
+// users' work waiting to be replayed, and a user id such as "42" may occur
+// in it only by chance, so a letter is not simply deleted: each event loses
+// the user's notification ids, and its data if the data names the user (the
+// relay reads only the ids); an event left with none of its notifications,
+// and a letter left with no event, go. A letter that is not a JSON outbox
+// message (a truncated oversized one) cannot be read apart and goes whole.
+func forgetInDeadLetters(ctx context.Context, tx pgx.Tx, userID string) (int, error) {
+	var names [][]byte
+	for _, html := range []bool{true, false} { // Go's encoding, and one without HTML escapes
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(html)
+		if err := enc.Encode(userID); err != nil {
+			return 0, err
+		}
+		names = append(names, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	}
+	rows, err := tx.Query(ctx, `
+		WITH ids AS (
+			SELECT coalesce(array_agg(id::text), '{}') AS ids FROM herald_notifications WHERE recipient = $1
+		)
+		SELECT l.id, l.payload, ids.ids FROM herald_dead_letters l, ids
+		WHERE position($2::bytea IN l.payload) > 0 OR position($3::bytea IN l.payload) > 0
+			OR position(convert_to(to_json($1::text)::text, 'UTF8') IN l.payload) > 0
+			OR EXISTS (SELECT 1 FROM unnest(ids.ids) id WHERE position(convert_to(id, 'UTF8') IN l.payload) > 0)
+		FOR UPDATE OF l`, userID, names[0], names[1])
+	if err != nil {
+		return 0, err
+	}
+	type letter struct {
+		id      int64
+		payload []byte
+		ids     []string
+	}
+	letters, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (letter, error) {
+		var l letter
+		err := row.Scan(&l.id, &l.payload, &l.ids)
+		return l, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	var pgName []byte
+	if len(letters) > 0 {
+		if err := tx.QueryRow(ctx, `SELECT convert_to(to_json($1::text)::text, 'UTF8')`, userID).Scan(&pgName); err != nil {
+			return 0, err
+		}
+		names = append(names, pgName)
+	}
+	for _, l := range letters {
+		kept, ok := withoutUser(l.payload, l.ids, names)
+		if ok {
+			_, err = tx.Exec(ctx, `UPDATE herald_dead_letters SET payload = $2 WHERE id = $1`, l.id, kept)
+		} else {
+			_, err = tx.Exec(ctx, `DELETE FROM herald_dead_letters WHERE id = $1`, l.id)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return len(letters), nil
+}
+
+// withoutUser returns an outbox message payload without the user's part
+// (see forgetInDeadLetters), and false when nothing is left of it or it is
+// not an outbox message.
+func withoutUser(payload []byte, userIDs []string, names [][]byte) ([]byte, bool) {
+	var msg map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &msg); err != nil {
+		return nil, false
+	}
+	var events []map[string]json.RawMessage
+	if err := json.Unmarshal(msg["events"], &events); err != nil {
+		return nil, false
+	}
+	kept := make([]map[string]json.RawMessage, 0, len(events))
+	for _, ev := range events {
+		var ids []string
+		if raw, ok := ev["notifications"]; ok {
+			if err := json.Unmarshal(raw, &ids); err != nil {
+				return nil, false
+			}
+		}
+		others := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return slices.Contains(userIDs, id) })
+		named := slices.ContainsFunc(names, func(name []byte) bool { return bytes.Contains(ev["data"], name) })
+		if len(others) == 0 && (len(ids) > 0 || named) {
+			continue // it was only the user's
+		}
+		if len(others) < len(ids) {
+			b, err := json.Marshal(others)
+			if err != nil {
+				return nil, false
+			}
+			ev["notifications"] = b
+		}
+		if named {
+			ev["data"] = json.RawMessage(`{}`)
+		}
+		kept = append(kept, ev)
+	}
+	if len(kept) == 0 {
+		return nil, false
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return nil, false
+	}
+	msg["events"] = b
+	out, err := json.Marshal(msg)
+	if err != nil {
+		return nil, false
+	}
+	return out, true
 }

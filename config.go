@@ -47,7 +47,9 @@ type Config struct {
 	// waits (what is left of a lease, pauses after FCM's alarms). What is
 	// due, when a lease ends and how old a row is for housekeeping are
 	// decided by the database's clock, so servers whose clocks disagree
-	// never take over each other's live leases. Defaults to time.Now.
+	// never take over each other's live leases. The fleet's heartbeats,
+	// leadership and fencing (see Fleet) run on Go's monotonic clock
+	// whatever Now says. Defaults to time.Now.
 	Now func() time.Time
 	// MeterProvider receives Herald's metrics (see "Metrics and traces" in
 	// the README for their names). Defaults to OpenTelemetry's global
@@ -401,9 +403,14 @@ func housekeepingFrom(h app.HousekeepingConfig) HousekeepingConfig {
 	}
 }
 
+// fleet leaves the membership on Go's monotonic clock, not c.Now: whether
+// this instance may still push (and still leads) is real time since its last
+// heartbeat, which the others judge on the database's clock. An application
+// clock that stands still, is moved by a test or steps back would otherwise
+// keep a cut-off instance pushing what the others take over.
 func (c Config) fleet() app.MembershipConfig {
 	return app.MembershipConfig{HeartbeatInterval: c.Fleet.HeartbeatInterval, DeadAfter: c.Fleet.DeadAfter,
-		Logger: c.Logger, Now: c.Now}
+		Logger: c.Logger}
 }
 
 func fleetFrom(f app.MembershipConfig) FleetConfig {

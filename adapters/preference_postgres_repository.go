@@ -30,7 +30,7 @@ func NewPostgresPreferenceRepository(db DB) *PostgresPreferenceRepository {
 // wrapping notification.ErrInvalidTimeZone) and brings forward the user's
 // open deliveries waiting for quiet hours to end, so that the claim judges
 // them by the new preferences: shorter or no quiet hours take effect at
-// once.
+// once (a scheduled push still waits for its send time).
 func (r *PostgresPreferenceRepository) Set(ctx context.Context, userID string, p notification.Preferences, at time.Time) error {
 	tz := p.TimeZone
 	if tz == "" {
@@ -53,11 +53,11 @@ func (r *PostgresPreferenceRepository) Set(ctx context.Context, userID string, p
 				quiet_end = excluded.quiet_end, time_zone = excluded.time_zone, updated_at = excluded.updated_at
 			RETURNING 1
 		)
-		UPDATE herald_deliveries d SET due_at = now(), updated_at = now()
-		FROM herald_device_tokens t
+		UPDATE herald_deliveries d SET `+wakeFromQuietHours+`
+		FROM herald_device_tokens t, herald_notifications n
 		WHERE t.user_id = $1 AND d.token = t.token AND d.error_code = 'QUIET_HOURS'
 			AND d.status IN ('pending', 'retry_scheduled') AND d.due_at > now()
-			AND EXISTS (SELECT 1 FROM stored)`,
+			AND n.id = d.notification_id AND EXISTS (SELECT 1 FROM stored)`,
 		userID, muted, start, end, tz, at)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "22023" {
@@ -68,6 +68,15 @@ func (r *PostgresPreferenceRepository) Set(ctx context.Context, userID string, p
 	}
 	return nil
 }
+
+// wakeFromQuietHours brings forward a delivery (d) held by quiet hours so
+// the claim judges it by the new preferences: due now, or at its
+// notification's (n) send time if that is later, for quiet hours may hold a
+// scheduled push past its send time, and the claim does not test the send
+// time again. One waiting for its send time no longer says QUIET_HOURS.
+const wakeFromQuietHours = `due_at = greatest(now(), n.send_at), updated_at = now(),
+	error_code = CASE WHEN n.send_at > now() THEN '' ELSE d.error_code END,
+	last_error = CASE WHEN n.send_at > now() THEN '' ELSE d.last_error END`
 
 // Get returns userID's preferences, and false if they have none.
 func (r *PostgresPreferenceRepository) Get(ctx context.Context, userID string) (notification.Preferences, bool, error) {
@@ -102,11 +111,11 @@ func (r *PostgresPreferenceRepository) Delete(ctx context.Context, userID string
 	var deleted bool
 	err := r.db.QueryRow(ctx, `
 		WITH gone AS (DELETE FROM herald_preferences WHERE user_id = $1 RETURNING 1), woken AS (
-			UPDATE herald_deliveries d SET due_at = now(), updated_at = now()
-			FROM herald_device_tokens t
+			UPDATE herald_deliveries d SET `+wakeFromQuietHours+`
+			FROM herald_device_tokens t, herald_notifications n
 			WHERE t.user_id = $1 AND d.token = t.token AND d.error_code = 'QUIET_HOURS'
 				AND d.status IN ('pending', 'retry_scheduled') AND d.due_at > now()
-				AND EXISTS (SELECT 1 FROM gone)
+				AND n.id = d.notification_id AND EXISTS (SELECT 1 FROM gone)
 		)
 		SELECT EXISTS (SELECT 1 FROM gone)`, userID).Scan(&deleted)
 	if err != nil {

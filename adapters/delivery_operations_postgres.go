@@ -157,12 +157,26 @@ func (r *PostgresDeliveryRepository) RetryFailedWhere(ctx context.Context, q app
 		return 0, fmt.Errorf("retry failed deliveries: %w", err)
 	}
 	f.add("d.updated_at <= $?", failedBy)
-	f.args = append(f.args, 0)
-	limitArg := "$" + strconv.Itoa(len(f.args))
-	sql := `UPDATE herald_deliveries SET status = 'pending', attempts = 0, due_at = now(), claim_id = NULL, updated_at = now()
-		WHERE status = 'failed' AND id IN (
-			SELECT d.id FROM herald_deliveries d JOIN herald_notifications n ON n.id = d.notification_id
-			` + f.where() + ` ORDER BY d.updated_at, d.id LIMIT ` + limitArg + ` FOR UPDATE OF d SKIP LOCKED)`
+	// Each batch starts after the last delivery the one before it took
+	// (the order is the partial index on failed deliveries' updated_at):
+	// the failed deliveries the filter does not select are read once in
+	// all, not once a batch.
+	f.args = append(f.args, time.Time{}, int64(0), 0)
+	n := len(f.args)
+	afterAt, afterID, limitArg := "$"+strconv.Itoa(n-2), "$"+strconv.Itoa(n-1), "$"+strconv.Itoa(n)
+	f.conds = append(f.conds, "(d.updated_at, d.id) > ("+afterAt+"::timestamptz, "+afterID+"::bigint)")
+	sql := `WITH picked AS (
+			SELECT d.id, d.updated_at FROM herald_deliveries d JOIN herald_notifications n ON n.id = d.notification_id
+			` + f.where() + ` ORDER BY d.updated_at, d.id LIMIT ` + limitArg + ` FOR UPDATE OF d SKIP LOCKED
+		), retried AS (
+			UPDATE herald_deliveries SET status = 'pending', attempts = 0, due_at = now(), claim_id = NULL, updated_at = now()
+			WHERE status = 'failed' AND id IN (SELECT id FROM picked)
+			RETURNING id
+		)
+		SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM picked), last.updated_at, last.id
+		FROM (SELECT 1) one LEFT JOIN LATERAL (
+			SELECT updated_at, id FROM picked ORDER BY updated_at DESC, id DESC LIMIT 1) last ON true`
+	f.args[n-3] = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
 	total := 0
 	for {
 		batch := RetryBatch
@@ -172,14 +186,15 @@ func (r *PostgresDeliveryRepository) RetryFailedWhere(ctx context.Context, q app
 		if batch <= 0 {
 			return total, nil
 		}
-		f.args[len(f.args)-1] = batch
-		tag, err := r.db.Exec(ctx, sql, f.args...)
-		if err != nil {
+		f.args[n-1] = batch
+		var retried, picked int
+		var lastAt *time.Time
+		var lastID *int64
+		if err := r.db.QueryRow(ctx, sql, f.args...).Scan(&retried, &picked, &lastAt, &lastID); err != nil {
 			return total, fmt.Errorf("retry failed deliveries: %w", err)
 		}
-		n := int(tag.RowsAffected())
-		total += n
-		if n > 0 {
+		total += retried
+		if retried > 0 {
 			if err := r.signal(ctx); err != nil {
 				return total, err
 			}
@@ -187,9 +202,10 @@ func (r *PostgresDeliveryRepository) RetryFailedWhere(ctx context.Context, q app
 				progress(total)
 			}
 		}
-		if n < batch {
+		if picked < batch || lastAt == nil {
 			return total, nil
 		}
+		f.args[n-3], f.args[n-2] = *lastAt, *lastID
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}

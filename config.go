@@ -70,6 +70,11 @@ type RelayConfig struct {
 	// BatchSize is how many outbox messages one subscriber transaction
 	// reads. Defaults to 100.
 	BatchSize int
+	// BatchBytes bounds the payload bytes one subscriber transaction reads
+	// (the first message always): a message may carry 1,000 notifications,
+	// so without it a backlog of large raises is read 100 messages, 15 MB
+	// or more, at a time. Defaults to 1 MiB.
+	BatchBytes int
 	// AckDeadline bounds how long one message may take, retries included,
 	// before the subscriber gives up its transaction and starts a new one.
 	// The handler takes milliseconds; the deadline matters when the
@@ -325,7 +330,7 @@ func (c Config) WithDefaults() Config {
 func (c Config) relay() outbox.RelayConfig {
 	r := c.Relay
 	return outbox.RelayConfig{
-		PollInterval: r.PollInterval, BatchSize: r.BatchSize, AckDeadline: r.AckDeadline,
+		PollInterval: r.PollInterval, BatchSize: r.BatchSize, BatchBytes: r.BatchBytes, AckDeadline: r.AckDeadline,
 		LongTransactionWarning: r.LongTransactionWarning, RestoreCheckInterval: r.RestoreCheckInterval,
 		Logger: c.Logger, Now: c.Now,
 	}
@@ -333,7 +338,7 @@ func (c Config) relay() outbox.RelayConfig {
 
 func relayFrom(r outbox.RelayConfig) RelayConfig {
 	return RelayConfig{
-		PollInterval: r.PollInterval, BatchSize: r.BatchSize, AckDeadline: r.AckDeadline,
+		PollInterval: r.PollInterval, BatchSize: r.BatchSize, BatchBytes: r.BatchBytes, AckDeadline: r.AckDeadline,
 		LongTransactionWarning: r.LongTransactionWarning, RestoreCheckInterval: r.RestoreCheckInterval,
 	}
 }

@@ -33,7 +33,7 @@ const handlerMargin = time.Second
 // is documented, with its default, on herald.RelayConfig, which hosts set.
 type RelayConfig struct {
 	PollInterval                                              time.Duration
-	BatchSize                                                 int
+	BatchSize, BatchBytes                                     int
 	AckDeadline, LongTransactionWarning, RestoreCheckInterval time.Duration
 	// Logger receives the relay's logs. Defaults to discarding.
 	Logger *slog.Logger
@@ -49,6 +49,7 @@ func (c RelayConfig) Validate() error {
 	return errors.Join(
 		settings.NotNegative("PollInterval", c.PollInterval),
 		settings.NotNegative("BatchSize", c.BatchSize),
+		settings.NotNegative("BatchBytes", c.BatchBytes),
 		settings.Check("AckDeadline", c.AckDeadline != 0 && c.AckDeadline <= 2*handlerMargin,
 			fmt.Sprintf("must be longer than %s", 2*handlerMargin)),
 		settings.NotNegative("LongTransactionWarning", c.LongTransactionWarning),
@@ -59,6 +60,7 @@ func (c RelayConfig) Validate() error {
 func (c *RelayConfig) setDefaults() {
 	settings.Default(&c.PollInterval, 25*time.Millisecond)
 	settings.Default(&c.BatchSize, 100)
+	settings.Default(&c.BatchBytes, 1<<20)
 	settings.Default(&c.LongTransactionWarning, 5*time.Second)
 	settings.Default(&c.AckDeadline, 3*time.Second)
 	settings.Default(&c.RestoreCheckInterval, 10*time.Second)
@@ -192,7 +194,7 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 		PollInterval:   r.cfg.PollInterval,
 		ResendInterval: time.Second,
 		RetryInterval:  time.Second,
-		SchemaAdapter:  relaySchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
+		SchemaAdapter:  relaySchema{DefaultPostgreSQLSchema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}, batchBytes: r.cfg.BatchBytes},
 		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
 		// The migrations create the tables.
 		InitializeSchema: false,

@@ -28,6 +28,10 @@ const maxInvalidMetadataKept = 4096
 // subscriber then retries the same batch forever.
 type relaySchema struct {
 	wsql.DefaultPostgreSQLSchema
+	// batchBytes bounds the payload bytes one select reads: rows are
+	// returned while the payloads before them total less than this (the
+	// first always). 0 leaves only SubscribeBatchSize.
+	batchBytes int
 }
 
 // relayColumns is the column list of watermill-sql v4.1.3's select, which
@@ -62,6 +66,17 @@ func (s relaySchema) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, err
 				ELSE metadata END AS metadata,
 			set_config('idle_in_transaction_session_timeout', '%[3]s', true) AS idle_timeout
 		FROM `, app.MaxOutboxMessageBytes, maxMetadataBytes, relayIdleTimeout, oversizedPayloadKey, oversizedMetadataKey), 1)
+	if s.batchBytes > 0 {
+		// A message holds up to 1,000 notifications: a batch of 100 large
+		// ones would be 15 MB or more in memory at once, so a backlog of
+		// large raises would make the relay's memory grow with it.
+		q.Query = fmt.Sprintf(`SELECT "offset", transaction_id, uuid, payload, metadata, idle_timeout FROM (
+			SELECT batch.*, sum(octet_length(batch.payload::text)) OVER (ORDER BY batch.transaction_id, batch."offset") AS upto
+			FROM (%s) AS batch
+		) AS bounded
+		WHERE upto - octet_length(payload::text) < %d
+		ORDER BY transaction_id ASC, "offset" ASC`, q.Query, s.batchBytes)
+	}
 	return q, nil
 }
 

@@ -14,7 +14,7 @@ import (
 // the relay silently reading whole rows again.
 func TestTheRelaysSelectBoundsWhatItReadsAndHowLongItMayIdle(t *testing.T) {
 	t.Parallel()
-	s := relaySchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: 100}}
+	s := relaySchema{DefaultPostgreSQLSchema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: 100}}
 	q, err := s.SelectQuery(wsql.SelectQueryParams{
 		Topic: topic, ConsumerGroup: "herald_relay", OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
 	})

@@ -76,6 +76,11 @@ type benchHeraldReport struct {
 	PeakStackInuse uint64 `json:"peak_stack_inuse"`
 	PeakSys        uint64 `json:"peak_sys"`
 	PeakGoroutines int    `json:"peak_goroutines"`
+	// PeakRSSAnon and PeakRSSFile split the resident set (sampled every
+	// 200 ms): anonymous memory (heap, stacks, runtime) and file-backed
+	// pages (the binary's code and data as it gets touched).
+	PeakRSSAnon int64 `json:"peak_rss_anon"`
+	PeakRSSFile int64 `json:"peak_rss_file"`
 }
 
 // RunHerald is the child: Herald with the bench's configuration and rules
@@ -158,6 +163,8 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				}
 				mem.PeakHeapInuse, mem.PeakStackInuse = max(mem.PeakHeapInuse, ms.HeapInuse), max(mem.PeakStackInuse, ms.StackInuse)
 				mem.PeakSys, mem.PeakGoroutines = max(mem.PeakSys, ms.Sys), max(mem.PeakGoroutines, runtime.NumGoroutine())
+				anon, file := benchSelfRSS()
+				mem.PeakRSSAnon, mem.PeakRSSFile = max(mem.PeakRSSAnon, anon), max(mem.PeakRSSFile, file)
 				nextMem = nextMem.Add(200 * time.Millisecond)
 			}
 			cli.Sleep(ctx, 10*time.Millisecond)
@@ -176,6 +183,7 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		QuotaExceeded: s.Sender.QuotaExceeded, CircuitOpen: s.Sender.CircuitOpen,
 		InFlightLimit: s.Sender.InFlightLimit, PeakInFlightLimit: peak.Load(), Limits: limits,
 		PeakHeapInuse: mem.PeakHeapInuse, PeakStackInuse: mem.PeakStackInuse, PeakSys: mem.PeakSys, PeakGoroutines: mem.PeakGoroutines,
+		PeakRSSAnon: mem.PeakRSSAnon, PeakRSSFile: mem.PeakRSSFile,
 	})
 }
 

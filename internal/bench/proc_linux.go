@@ -44,6 +44,25 @@ func benchPeakRSS() (int64, error) {
 	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
+// benchSelfRSS returns this process's resident anonymous memory (heap,
+// stacks, runtime) and resident file-backed memory (mostly the binary's
+// pages), in bytes, from /proc/self/status.
+func benchSelfRSS() (anon, file int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		for key, dst := range map[string]*int64{"RssAnon:": &anon, "RssFile:": &file} {
+			if rest, ok := strings.CutPrefix(line, key); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+				*dst = kb * 1024
+			}
+		}
+	}
+	return anon, file
+}
+
 // benchChildPeakRSS returns an exited child's peak resident set size in
 // bytes (its rusage's ru_maxrss, in KiB on Linux).
 func benchChildPeakRSS(st *os.ProcessState) int64 {

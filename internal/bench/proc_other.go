@@ -18,6 +18,8 @@ func benchProcessCPU() time.Duration { return 0 }
 
 func benchChildPeakRSS(*os.ProcessState) int64 { return 0 }
 
+func benchSelfRSS() (anon, file int64) { return 0, 0 }
+
 func benchPostgresCPU(string) time.Duration { return 0 }
 
 func benchLoadAverage() float64 { return 0 }

@@ -104,6 +104,10 @@ type childPhase struct {
 	PeakStackInuseMiB float64 `json:"peak_stack_inuse_mib"`
 	PeakSysMiB        float64 `json:"peak_sys_mib"`
 	PeakGoroutines    int     `json:"peak_goroutines"`
+	// PeakRSSAnonMiB and PeakRSSFileMiB split the resident set: anonymous
+	// (heap, stacks, runtime) and file-backed (the binary's pages).
+	PeakRSSAnonMiB float64 `json:"peak_rss_anon_mib"`
+	PeakRSSFileMiB float64 `json:"peak_rss_file_mib"`
 	HeraldCPUSeconds  float64 `json:"herald_cpu_seconds"`
 	LoadAverage       float64 `json:"load_average"`
 }
@@ -294,7 +298,8 @@ func (b *bench) runChildPhase(ctx context.Context, spec childPhaseSpec) (*childP
 		PeakRSSBytes: p.maxRSS, PeakRSSMiB: float64(p.maxRSS) / (1 << 20), HeraldCPUSeconds: cpu.Seconds(),
 		LoadAverage:      benchLoadAverage(),
 		PeakHeapInuseMiB: mib(report.PeakHeapInuse), PeakStackInuseMiB: mib(report.PeakStackInuse),
-		PeakSysMiB: mib(report.PeakSys), PeakGoroutines: report.PeakGoroutines}
+		PeakSysMiB: mib(report.PeakSys), PeakGoroutines: report.PeakGoroutines,
+		PeakRSSAnonMiB: mib(uint64(report.PeakRSSAnon)), PeakRSSFileMiB: mib(uint64(report.PeakRSSFile))}
 	end := t.DoneNanos
 	if end == 0 {
 		end = t.LastNanos
@@ -323,9 +328,9 @@ func (b *bench) runChildPhase(ctx context.Context, spec childPhaseSpec) (*childP
 			ph.SteadyShare = ph.SteadyPerSecond / (float64(spec.rateLimit) / 60)
 		}
 	}
-	b.progressf("%s: %d of %d accepted in %.1fs (%.0f/s, steady %.0f/s), limit peak %d final %d, requests %d, lost %d, duplicates %d, peak rss %.1f MiB (heap %.1f, stacks %.1f, %d goroutines), load %.1f",
+	b.progressf("%s: %d of %d accepted in %.1fs (%.0f/s, steady %.0f/s), limit peak %d final %d, requests %d, lost %d, duplicates %d, peak rss %.1f MiB (anon %.1f, file %.1f; heap %.1f, stacks %.1f, %d goroutines), load %.1f",
 		spec.name, t.Distinct, spec.n, ph.Seconds, ph.DeliveriesPerSecond, ph.SteadyPerSecond, ph.PeakInFlightLimit,
-		ph.FinalInFlightLimit, ph.Requests, t.Lost, t.Duplicates, ph.PeakRSSMiB, ph.PeakHeapInuseMiB, ph.PeakStackInuseMiB,
+		ph.FinalInFlightLimit, ph.Requests, t.Lost, t.Duplicates, ph.PeakRSSMiB, ph.PeakRSSAnonMiB, ph.PeakRSSFileMiB, ph.PeakHeapInuseMiB, ph.PeakStackInuseMiB,
 		ph.PeakGoroutines, ph.LoadAverage)
 	return ph, nil
 }

@@ -106,10 +106,10 @@ type childPhase struct {
 	PeakGoroutines    int     `json:"peak_goroutines"`
 	// PeakRSSAnonMiB and PeakRSSFileMiB split the resident set: anonymous
 	// (heap, stacks, runtime) and file-backed (the binary's pages).
-	PeakRSSAnonMiB float64 `json:"peak_rss_anon_mib"`
-	PeakRSSFileMiB float64 `json:"peak_rss_file_mib"`
-	HeraldCPUSeconds  float64 `json:"herald_cpu_seconds"`
-	LoadAverage       float64 `json:"load_average"`
+	PeakRSSAnonMiB   float64 `json:"peak_rss_anon_mib"`
+	PeakRSSFileMiB   float64 `json:"peak_rss_file_mib"`
+	HeraldCPUSeconds float64 `json:"herald_cpu_seconds"`
+	LoadAverage      float64 `json:"load_average"`
 }
 
 // latencySweep runs `herald bench latency-sweep`.

@@ -521,11 +521,16 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 // under d's claim and its lease has not ended (by the database's clock).
 // Registering its token to another user, unregistering it, another sender
 // taking over an expired lease, or the fleet freeing the claims of an
-// instance it took for dead all clear that claim.
+// instance it took for dead all clear that claim. A claim whose
+// notification was superseded (a newer one with its collapse key was
+// expanded) or cancelled since is no longer current either: it is not
+// pushed, and the first claim after its lease closes it.
 func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error) {
 	var current bool
-	err := r.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald_deliveries
-		WHERE id = $1 AND claim_id = $2 AND status = 'claimed' AND due_at > now())`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
+	err := r.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald_deliveries d
+		JOIN herald_notifications n ON n.id = d.notification_id
+		WHERE d.id = $1 AND d.claim_id = $2 AND d.status = 'claimed' AND d.due_at > now()
+			AND n.superseded_at IS NULL AND n.cancelled_at IS NULL)`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
 	if err != nil {
 		return false, fmt.Errorf("check delivery claim: %w", err)
 	}

@@ -54,7 +54,8 @@ type DeliveryStore interface {
 	Record(ctx context.Context, ds []*notification.Delivery) (int, error)
 	// StillClaimed reports whether d's claim is still current: nobody
 	// closed the delivery since it was claimed (its token moved to another
-	// user or left the registry) and its lease was not taken over.
+	// user or left the registry), its lease was not taken over, and its
+	// notification was neither superseded nor cancelled meanwhile.
 	StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error)
 }
 

@@ -84,10 +84,18 @@ type RelayHandlerConfig struct {
 	MaxTries int
 	// Now is the clock for dead letters. Defaults to time.Now.
 	Now func() time.Time
-	// Logger receives a warning per failure and dead letter. Defaults to
-	// discarding.
+	// Logger receives a warning per failure, and for dead letters one line
+	// per DeadLetterLogInterval with their count (a host that deploys an
+	// event type before its rule dead-letters every such event). Defaults
+	// to discarding.
 	Logger *slog.Logger
 }
+
+// DeadLetterLogInterval is how often at most the relay logs the dead
+// letters it made: the first at once, those that follow within the
+// interval in one line with their count, the next time one is made or a
+// message is handled after the interval.
+const DeadLetterLogInterval = 10 * time.Second
 
 // maxTracked bounds the handler's memory of failing messages.
 const maxTracked = 1024
@@ -120,6 +128,8 @@ type RelayHandler struct {
 	once     sync.Once
 	known    map[string]bool
 	failures failureCounter
+	// deadLogged aggregates the dead letters' log lines.
+	deadLogged *alarmLog
 }
 
 // NewRelayHandler returns a handler that knows the event types of rules,
@@ -139,7 +149,8 @@ func NewRelayHandler(rules *notification.Rules, cfg RelayHandlerConfig) *RelayHa
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &RelayHandler{rules: rules, cfg: cfg, log: cfg.Logger}
+	return &RelayHandler{rules: rules, cfg: cfg, log: cfg.Logger,
+		deadLogged: newAlarmLog(cfg.Logger, DeadLetterLogInterval, nil)}
 }
 
 // Handle processes msg with store, under a savepoint so that a failed
@@ -153,6 +164,7 @@ func (h *RelayHandler) Handle(ctx context.Context, store RelayStore, msg RelayMe
 			h.known[t] = true
 		}
 	})
+	h.deadLogged.flush(h.cfg.Now())
 	var out RelayOutcome
 	err := store.Savepoint(ctx, func(s RelayStore) error { return h.process(ctx, s, msg, false, &out) })
 	if err != nil {
@@ -299,7 +311,8 @@ func (h *RelayHandler) deadLetter(ctx context.Context, store RelayStore, msg Rel
 		return err
 	}
 	out.DeadLetters++
-	h.log.Warn("outbox message moved to dead letters", "message_uuid", msg.ID, "reason", reason)
+	h.deadLogged.add(h.cfg.Now(), "dead_letter", slog.LevelWarn, "outbox messages moved to dead letters (the latest named)",
+		"message_uuid", msg.ID, "reason", reason)
 	return nil
 }
 

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -283,4 +286,35 @@ func TestADeadLetterWhoseMetadataCannotBeStoredIsStoredWithoutIt(t *testing.T) {
 	require.Len(t, store.deadLetters, 1)
 	assert.Nil(t, store.deadLetters[0].Metadata)
 	assert.Equal(t, "unreadable", store.deadLetters[0].Reason)
+}
+
+// TestDeadLettersAreLoggedOncePerIntervalWithTheirCount: a host that
+// deploys an event type before its rule dead-letters every such event; the
+// relay logs the first at once and the rest of each interval in one line
+// with their count, not one line per dead letter.
+func TestDeadLettersAreLoggedOncePerIntervalWithTheirCount(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	var buf bytes.Buffer
+	h := app.NewRelayHandler(relayRules(t), app.RelayHandlerConfig{Now: clock.Now,
+		Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	store := &memRelayStore{}
+	for range 500 {
+		_, err := h.Handle(context.Background(), store, relayMessage("from-a-newer-version"))
+		require.NoError(t, err)
+		clock.Advance(time.Millisecond)
+	}
+	require.Len(t, store.deadLetters, 500)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 1, "the first dead letter at once, the others counted:\n%s", buf.String())
+	assert.Contains(t, lines[0], `"count":1`)
+
+	clock.Advance(app.DeadLetterLogInterval)
+	_, err := h.Handle(context.Background(), store, relayMessage("ping"))
+	require.NoError(t, err)
+	lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2, "the interval's dead letters in one line when the next message comes:\n%s", buf.String())
+	assert.Contains(t, lines[1], `"count":499`)
+	assert.Contains(t, lines[1], `"level":"WARN"`)
+	assert.Contains(t, lines[1], "from-a-newer-version")
 }

@@ -290,6 +290,10 @@ type Sender struct {
 	// much of its lease remains (half the lease, or the push's timeout and
 	// the time to record it, whichever is longer).
 	admitBefore time.Duration
+	// flushTook is how long the recorder's last batch took to record (in
+	// nanoseconds): with the outcomes waiting for it, how late an outcome
+	// of a push started now may be recorded (see recordLag).
+	flushTook atomic.Int64
 }
 
 // NewSender returns a Sender. store and pusher must not be nil.
@@ -562,7 +566,7 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 // push sends one claimed delivery and hands its outcome to the recorder.
 func (s *Sender) push(ctx context.Context, d Dispatch) {
 	s.alarms.flush(s.cfg.Now())
-	if !s.waitPause(ctx) {
+	if !s.waitRecorder(ctx) || !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
@@ -651,7 +655,7 @@ func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now
 	// over meanwhile and push it too. Give it back to be claimed afresh.
 	// The push must also end, and its outcome be recorded, before the
 	// lease does: it needs its own deadline and a flush on top.
-	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
+	if now.After(d.Delivery.DueAt().Add(-s.admitBefore - s.recordLag())) {
 		s.release(d.Delivery)
 		return false
 	}
@@ -878,6 +882,30 @@ func (p *sendPause) remaining(now time.Time) time.Duration {
 	return wait
 }
 
+// recordLag is how long the recorder may take, from now, to record the
+// outcome of a push started now: one batch's recording time for each batch
+// of outcomes waiting or in flight ahead of it, and its own. A push whose
+// lease would end before that is not started (stillToPush): its outcome
+// would be refused as stale and the delivery pushed again.
+func (s *Sender) recordLag() time.Duration {
+	ahead := len(s.outcomes) + int(s.inFlight.Load())
+	return time.Duration(s.flushTook.Load()) * time.Duration(ahead/s.cfg.BatchSize+1)
+}
+
+// waitRecorder holds a push while the recorder has more than a batch of
+// outcomes waiting: pushing faster than outcomes are recorded only ages
+// them towards their leases' end. It reports false if ctx ended first.
+func (s *Sender) waitRecorder(ctx context.Context) bool {
+	for len(s.outcomes) >= s.cfg.BatchSize {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(s.cfg.FlushInterval / 4):
+		}
+	}
+	return true
+}
+
 // recordLoop writes outcomes in batches until the outcomes channel closes.
 func (s *Sender) recordLoop() {
 	batch := make([]*notification.Delivery, 0, s.cfg.BatchSize)
@@ -920,6 +948,7 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 		s.tel.RecordDone(recordStart)
 		cancel()
 		if err == nil {
+			s.flushTook.Store(int64(time.Since(started)))
 			if n < len(batch) {
 				s.log.Warn("some outcomes were not recorded: their claims had expired", "stale", len(batch)-n)
 			}

@@ -147,6 +147,9 @@ func (f *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if faulted && fault.Code != FaultNone {
+		if f.onFault != nil {
+			f.onFault(req.Message.Token, fault.Code, time.Now())
+		}
 		writeFault(w, fault)
 		return
 	}

@@ -45,6 +45,12 @@ type Config struct {
 	// requests), on the server goroutine that handles the request, before the response is
 	// written. It must be cheap and safe for concurrent use, and must not modify the Data map.
 	OnAccept func(Received)
+
+	// OnFault, if not nil, is called for every request answered with a
+	// scripted fault (FailToken, FailAll; not FaultHang), with the request's
+	// token and the time the answer is written, on the server goroutine,
+	// just before the answer. It must be cheap and safe for concurrent use.
+	OnFault func(token string, code FaultCode, answered time.Time)
 }
 
 // Received is one message the fake accepted.
@@ -112,6 +118,7 @@ type Server struct {
 	url        string
 	dontRecord bool
 	onAccept   func(Received)
+	onFault    func(token string, code FaultCode, answered time.Time)
 
 	// A message name is namePrefix + sequence number + nameSuffix, like FCM's
 	// "projects/p/messages/0:1500415314455276%31bd1c9631bd1c96"; the suffix differs per fake.
@@ -166,6 +173,7 @@ func Start(cfg Config) (*Server, error) {
 		url:        "https://" + ln.Addr().String(),
 		dontRecord: cfg.DontRecord,
 		onAccept:   cfg.OnAccept,
+		onFault:    cfg.OnFault,
 		namePrefix: "projects/" + projectID + "/messages/0:",
 		nameSuffix: "%" + hex.EncodeToString(instance),
 		dryRunBody: mustMarshal(sendResponse{Name: "projects/" + projectID + "/messages/fake_message_id"}),

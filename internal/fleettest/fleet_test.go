@@ -22,6 +22,8 @@ type pushLog struct {
 	mu  sync.Mutex
 	at  []time.Time
 	per map[string]int
+	// faultAt is when the fake first answered a push with a scripted fault.
+	faultAt time.Time
 }
 
 func newPushLog() *pushLog { return &pushLog{per: map[string]int{}} }
@@ -31,6 +33,21 @@ func (l *pushLog) observe(r fakefcm.Received) {
 	defer l.mu.Unlock()
 	l.at = append(l.at, r.Arrived)
 	l.per[r.Token]++
+}
+
+func (l *pushLog) fault(_ string, _ fakefcm.FaultCode, answered time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.faultAt.IsZero() {
+		l.faultAt = answered
+	}
+}
+
+// faulted returns when the fake first answered a push with a fault.
+func (l *pushLog) faulted() (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.faultAt, !l.faultAt.IsZero()
 }
 
 func (l *pushLog) times() []time.Time {
@@ -84,7 +101,8 @@ func busiestSecond(times []time.Time) (int, time.Duration) {
 func startFake(t *testing.T) (*fakefcm.Server, *pushLog) {
 	t.Helper()
 	log := newPushLog()
-	fake, err := fakefcm.Start(fakefcm.Config{Latency: 10 * time.Millisecond, DontRecord: true, OnAccept: log.observe})
+	fake, err := fakefcm.Start(fakefcm.Config{Latency: 10 * time.Millisecond, DontRecord: true, OnAccept: log.observe,
+		OnFault: log.fault})
 	require.NoError(t, err)
 	t.Cleanup(fake.Close)
 	return fake, log

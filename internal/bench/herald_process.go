@@ -81,6 +81,11 @@ type benchHeraldReport struct {
 	// pages (the binary's code and data as it gets touched).
 	PeakRSSAnon int64 `json:"peak_rss_anon"`
 	PeakRSSFile int64 `json:"peak_rss_file"`
+	// PeakRSS is the process's own peak resident set (VmHWM) at the end.
+	// Its rusage's maxrss is no good: Go starts a child with vfork and
+	// exec, and Linux keeps in a child's maxrss the peak of the memory it
+	// ran in before exec, the parent's.
+	PeakRSS int64 `json:"peak_rss"`
 }
 
 // RunHerald is the child: Herald with the bench's configuration and rules
@@ -175,6 +180,7 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	limits := <-sampled
+	hwm, _ := benchPeakRSS()
 	s := h.Stats()
 	return enc.Encode(benchHeraldReport{
 		PID: os.Getpid(), Claimed: s.Sender.Claimed, Sent: s.Sender.Sent, Released: s.Sender.Released,
@@ -183,7 +189,7 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		QuotaExceeded: s.Sender.QuotaExceeded, CircuitOpen: s.Sender.CircuitOpen,
 		InFlightLimit: s.Sender.InFlightLimit, PeakInFlightLimit: peak.Load(), Limits: limits,
 		PeakHeapInuse: mem.PeakHeapInuse, PeakStackInuse: mem.PeakStackInuse, PeakSys: mem.PeakSys, PeakGoroutines: mem.PeakGoroutines,
-		PeakRSSAnon: mem.PeakRSSAnon, PeakRSSFile: mem.PeakRSSFile,
+		PeakRSSAnon: mem.PeakRSSAnon, PeakRSSFile: mem.PeakRSSFile, PeakRSS: hwm,
 	})
 }
 

@@ -94,8 +94,8 @@ type childPhase struct {
 	MaxPerSecondWindow int64 `json:"max_per_second_window"`
 	Lost               int   `json:"lost"`
 	Duplicates         int64 `json:"duplicates"`
-	// PeakRSSBytes is the Herald process's peak resident set (its rusage's
-	// maxrss) over its whole life; HeraldCPUSeconds its CPU time.
+	// PeakRSSBytes is the Herald process's peak resident set (its own
+	// VmHWM) over its whole life; HeraldCPUSeconds its CPU time.
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	PeakRSSMiB   float64 `json:"peak_rss_mib"`
 	// The Go runtime's peaks in the process (sampled every 200 ms): heap
@@ -295,7 +295,7 @@ func (b *bench) runChildPhase(ctx context.Context, spec childPhaseSpec) (*childP
 		PeakInFlightLimit: report.PeakInFlightLimit, FinalInFlightLimit: report.InFlightLimit, Limits: report.Limits,
 		Requests: stats.Requests - fake0.Requests, Accepted: t.Accepted, QuotaExceeded: report.QuotaExceeded,
 		CircuitOpen: report.CircuitOpen, MaxPerSecondWindow: t.MaxPerSecond, Lost: t.Lost, Duplicates: t.Duplicates,
-		PeakRSSBytes: p.maxRSS, PeakRSSMiB: float64(p.maxRSS) / (1 << 20), HeraldCPUSeconds: cpu.Seconds(),
+		PeakRSSBytes: report.PeakRSS, PeakRSSMiB: mib(uint64(report.PeakRSS)), HeraldCPUSeconds: cpu.Seconds(),
 		LoadAverage:      benchLoadAverage(),
 		PeakHeapInuseMiB: mib(report.PeakHeapInuse), PeakStackInuseMiB: mib(report.PeakStackInuse),
 		PeakSysMiB: mib(report.PeakSys), PeakGoroutines: report.PeakGoroutines,

@@ -200,8 +200,6 @@ type benchHeraldProcess struct {
 	ready  chan error // receives once: nil when the child said it is ready
 	report chan []byte
 	exited chan error
-	// maxRSS is the child's peak resident set in bytes, once it exited.
-	maxRSS int64
 }
 
 // startBenchHerald starts one Herald process on dbURL against the fake,
@@ -293,7 +291,6 @@ func (p *benchHeraldProcess) stop() (benchHeraldReport, time.Duration, error) {
 	var cpu time.Duration
 	if st := p.cmd.ProcessState; st != nil {
 		cpu = st.UserTime() + st.SystemTime()
-		p.maxRSS = benchChildPeakRSS(st)
 	}
 	var r benchHeraldReport
 	if err != nil {

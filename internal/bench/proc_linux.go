@@ -63,15 +63,6 @@ func benchSelfRSS() (anon, file int64) {
 	return anon, file
 }
 
-// benchChildPeakRSS returns an exited child's peak resident set size in
-// bytes (its rusage's ru_maxrss, in KiB on Linux).
-func benchChildPeakRSS(st *os.ProcessState) int64 {
-	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-		return ru.Maxrss * 1024
-	}
-	return 0
-}
-
 // benchProcessCPU returns the CPU time (user and system) this process has used.
 func benchProcessCPU() time.Duration {
 	var ru syscall.Rusage

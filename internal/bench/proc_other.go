@@ -4,7 +4,6 @@ package bench
 
 import (
 	"errors"
-	"os"
 	"time"
 )
 
@@ -15,8 +14,6 @@ func benchResetPeakRSS() error { return errBenchNoProcfs }
 func benchPeakRSS() (int64, error) { return 0, errBenchNoProcfs }
 
 func benchProcessCPU() time.Duration { return 0 }
-
-func benchChildPeakRSS(*os.ProcessState) int64 { return 0 }
 
 func benchSelfRSS() (anon, file int64) { return 0, 0 }
 

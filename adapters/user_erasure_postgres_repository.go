@@ -51,7 +51,9 @@ type ErasureReport struct {
 // forgetInDeadLetters): a letter goes only when nothing of other users is
 // left in it.
 //
-// Other users' pushes are not disturbed: it locks only the user's rows. A
+// Other users' pushes are not disturbed: it locks only the user's rows,
+// and the open broadcasts, whose expansion waits until it is done (a chunk
+// under way is waited for, so no delivery to the user's tokens slips in). A
 // claimed push of the user's that is in a sender's hands may still go out
 // until its lease ends (ErasureReport.InFlightUntil); its outcome finds no
 // row and records nothing. It is idempotent. The host should stop
@@ -70,6 +72,15 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		return report, fmt.Errorf("forget user: %w", err)
 	}
 	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+		// Open broadcasts first: a chunk being expanded (it holds its
+		// broadcast's row, and may have read the user's tokens before they
+		// go) is waited for, so the statements below see its deliveries;
+		// until this transaction ends the expander skips these broadcasts.
+		// Other users' continuations cover only their own tokens.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM herald_broadcasts
+			WHERE finished_at IS NULL AND (recipient IS NULL OR recipient = $1) FOR UPDATE`, userID); err != nil {
+			return err
+		}
 		var inFlight *time.Time
 		// Deliveries first: a sender records an outcome by locking its
 		// delivery and then, for a dead token, the token; taking the locks

@@ -69,12 +69,16 @@ func (s relaySchema) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, err
 	if s.batchBytes > 0 {
 		// A message holds up to 1,000 notifications: a batch of 100 large
 		// ones would be 15 MB or more in memory at once, so a backlog of
-		// large raises would make the relay's memory grow with it.
+		// large raises would make the relay's memory grow with it. A NULL
+		// payload counts as empty: were it left out of the batch, the rows
+		// after it would be acknowledged past it and it would never be
+		// dead-lettered.
 		q.Query = fmt.Sprintf(`SELECT "offset", transaction_id, uuid, payload, metadata, idle_timeout FROM (
-			SELECT batch.*, sum(octet_length(batch.payload::text)) OVER (ORDER BY batch.transaction_id, batch."offset") AS upto
+			SELECT batch.*, sum(coalesce(octet_length(batch.payload::text), 0))
+				OVER (ORDER BY batch.transaction_id, batch."offset") AS upto
 			FROM (%s) AS batch
 		) AS bounded
-		WHERE upto - octet_length(payload::text) < %d
+		WHERE upto - coalesce(octet_length(payload::text), 0) < %d
 		ORDER BY transaction_id ASC, "offset" ASC`, q.Query, s.batchBytes)
 	}
 	return q, nil

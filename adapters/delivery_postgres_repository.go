@@ -414,15 +414,25 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 						$5 - CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_count ELSE 0 END,
 						$6 - CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_count ELSE 0 END))
 			RETURNING r.token, r.granted, r.minute_start, r.hour_start, r.hour_count
+		), grants AS (
+			-- Each device's grant, and when its window ends, as one value
+			-- looked up by token below. Joining the CTEs row to row instead
+			-- made Postgres pick nested loops (it cannot estimate a CTE's
+			-- rows, and guesses one): 250,000 token comparisons per join for
+			-- a claim of 500, measured at 70-90 % of the whole claim.
+			SELECT coalesce(jsonb_object_agg(token, jsonb_build_array(granted, extract(epoch FROM
+				CASE WHEN hour_count >= $6 THEN hour_start + interval '1 hour'
+					ELSE minute_start + interval '1 minute' END))), '{}') AS g
+			FROM rates
 		), decided AS (
 			-- A device over its limit waits for its window to end (the
 			-- excess spread over the following minutes); nothing is dropped.
-			SELECT due.*, CASE WHEN rates.granted IS NOT NULL AND ranked.rn > rates.granted THEN 'throttled'
+			SELECT due.*, CASE WHEN due.next = 'claimed' AND due.rn > (grants.g->due.token->>0)::int THEN 'throttled'
 					ELSE due.next END AS outcome,
-				CASE WHEN rates.hour_count >= $6 THEN rates.hour_start + interval '1 hour'
-					ELSE rates.minute_start + interval '1 minute' END
-					+ ((ranked.rn - rates.granted - 1) / $5) * interval '1 minute' AS free_at
-			FROM due LEFT JOIN ranked ON ranked.id = due.id LEFT JOIN rates ON rates.token = ranked.token
+				to_timestamp((grants.g->due.token->>1)::float8)
+					+ ((due.rn - (grants.g->due.token->>0)::int - 1) / $5) * interval '1 minute' AS free_at
+			FROM (SELECT due.*, row_number() OVER (PARTITION BY token COLLATE "C", next = 'claimed'
+				ORDER BY due_at, id) AS rn FROM due) due, grants
 		)
 		-- A delivery whose token left the registry since it was created (the
 		-- user signed out, or the token was pruned), or now belongs to

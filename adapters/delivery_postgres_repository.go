@@ -343,7 +343,19 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 	var scanned int
 	perMinute, perHour := r.limits.params()
 	batch.Queue(`
-		WITH due AS (
+		WITH locked AS (
+			-- Lock first, join after: rows that other senders hold are
+			-- skipped for the price of an index entry and a lock attempt.
+			-- Joining before locking read each skipped row's notification,
+			-- token and preferences too: with three senders a claim skips
+			-- about as many rows as it takes, and that doubled its cost.
+			SELECT d.id, d.notification_id, d.token, d.due_at
+			FROM herald_deliveries d
+			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= now()
+			ORDER BY d.due_at
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED
+		), due AS (
 			SELECT d.id, d.token, d.due_at, t.platform, n.title, n.body, n.data, n.ttl_seconds, n.expires_at,
 				n.collapse_key, n.options, n.trace_parent, n.send_at,
 				-- The unread count only for the few notifications whose
@@ -374,14 +386,10 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 				END AS next,
 				CASE WHEN p.quiet_start IS NOT NULL AND NOT n.urgent
 					THEN herald_quiet_until(now(), p.time_zone, p.quiet_start, p.quiet_end) END AS quiet_until
-			FROM herald_deliveries d
+			FROM locked d
 			JOIN herald_notifications n ON n.id = d.notification_id
 			LEFT JOIN herald_device_tokens t ON t.token = d.token
 			LEFT JOIN herald_preferences p ON p.user_id = t.user_id
-			WHERE d.status IN ('pending', 'retry_scheduled', 'claimed') AND d.due_at <= now()
-			ORDER BY d.due_at
-			LIMIT $1
-			FOR UPDATE OF d SKIP LOCKED
 		), ranked AS (
 			-- Per-device limits ($5 a minute, $6 an hour; off when $5 is 0):
 			-- each device's pushes in this claim, oldest first.

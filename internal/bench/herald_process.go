@@ -142,6 +142,21 @@ func RunHerald(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := enc.Encode(benchHeraldReady{Ready: true}); err != nil {
 		return err
 	}
+	// HERALD_BENCH_CPU_PROFILE names a file each child writes its CPU
+	// profile to, with its pid appended.
+	if path := os.Getenv("HERALD_BENCH_CPU_PROFILE"); path != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	began := time.Now()
 	sampled := make(chan []int64, 1)
 	var peak atomic.Int64

@@ -141,3 +141,12 @@ func benchLoadAverage() float64 {
 	v, _ := strconv.ParseFloat(f, 64)
 	return v
 }
+
+// benchChildCPU is a live process's CPU time so far (0 if unknown).
+func benchChildCPU(pid int) time.Duration {
+	_, ticks, ok := benchProcStat(pid, false)
+	if !ok {
+		return 0
+	}
+	return time.Duration(ticks) * time.Second / benchClockTicks
+}

@@ -20,3 +20,5 @@ func benchSelfRSS() (anon, file int64) { return 0, 0 }
 func benchPostgresCPU(string) time.Duration { return 0 }
 
 func benchLoadAverage() float64 { return 0 }
+
+func benchChildCPU(int) time.Duration { return 0 }

@@ -196,6 +196,13 @@ func (b *bench) replicasPhase(ctx context.Context, processes int, perSecond floa
 		}
 	}
 	pg0 := benchPostgresCPU(b.dataDir())
+	// Each process's CPU counts from here, as Postgres's does: what they
+	// spent starting and idling while the backlog was committed is not
+	// the work measured (and grows with the number of processes).
+	idle := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		idle[i] = benchChildCPU(p.cmd.Process.Pid)
+	}
 	start := time.Now()
 	release()
 	done := make(chan error)
@@ -215,8 +222,8 @@ func (b *bench) replicasPhase(ctx context.Context, processes int, perSecond floa
 	}
 	ph := &replicasPhase{Processes: processes, Complete: complete,
 		PostgresCPUSeconds: (benchPostgresCPU(b.dataDir()) - pg0).Seconds()}
-	for _, c := range cpus {
-		ph.HeraldCPUSeconds += c.Seconds()
+	for i, c := range cpus {
+		ph.HeraldCPUSeconds += (c - idle[i]).Seconds()
 	}
 	stats, err := b.fake.stats()
 	if err != nil {

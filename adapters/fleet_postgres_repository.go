@@ -3,11 +3,11 @@ package adapters
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/herald-push/herald/app"
 )
@@ -22,7 +22,20 @@ import (
 // app.InstanceStore and app.BudgetStore.
 type PostgresFleetRepository struct {
 	db DB
+	// walked is when this repository's leader last walked the claimed
+	// rows for unregistered holders (Unix nanoseconds, the local clock).
+	walked atomic.Int64
 }
+
+// orphanWalkEvery is how often the leader walks every claimed row for
+// holders that are no longer registered. A dead instance's claims are freed
+// by the heartbeat that reaps it; the walk is the backstop for claims whose
+// holder left the registry otherwise (a reaper that died mid-way cannot
+// leave them: reaping and freeing are one statement). The walk reads the
+// partial index of claimed rows, whose dead entries pile up between
+// vacuums: during a 1,000,000-token broadcast it took 153 ms on average
+// when it ran at every beat, 23 % of Postgres's CPU.
+const orphanWalkEvery = 30 * time.Second
 
 // NewPostgresFleetRepository returns a repository on db.
 func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
@@ -45,10 +58,25 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 		RETURNING xmax = 0`, [16]byte(self.ID), self.Host, self.PID, self.Version).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&res.Registered)
 	})
-	batch.Queue(`DELETE FROM herald_instances WHERE heartbeat_at < now() - $1::bigint * interval '1 microsecond'`,
-		deadAfter.Microseconds()).Exec(func(tag pgconn.CommandTag) error {
-		res.Reaped = int(tag.RowsAffected())
-		return nil
+	// Reaping an instance frees its claims in the same statement, through
+	// the claimed rows' index on their holder: they are due at once, so
+	// any live sender claims them afresh (under a new claim id, which the
+	// dead instance's outcomes can no longer match).
+	batch.Queue(`
+		WITH reaped AS (
+			DELETE FROM herald_instances WHERE heartbeat_at < now() - $1::bigint * interval '1 microsecond'
+			RETURNING id
+		), freed AS (
+			UPDATE herald_deliveries d SET due_at = now(), updated_at = now(), claimed_by = NULL
+			WHERE d.status = 'claimed' AND d.claimed_by = ANY (ARRAY(SELECT id FROM reaped)) AND d.due_at > now()
+			RETURNING 1
+		), counts AS (
+			SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM freed) AS freed
+		)
+		SELECT reaped, freed, CASE WHEN freed > 0 THEN pg_notify($2, '') END FROM counts`,
+		deadAfter.Microseconds(), deliveriesChannel).QueryRow(func(row pgx.Row) error {
+		var notified any
+		return row.Scan(&res.Reaped, &res.Freed, &notified)
 	})
 	batch.Queue(`
 		UPDATE herald_leader SET holder = $1, expires_at = now() + $2::bigint * interval '1 microsecond'
@@ -59,9 +87,16 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 		}
 		return rows.Err()
 	})
-	// Only the leader looks for dead instances' claims: a walk of the
-	// partial index of claimed rows (a few batches per instance), anti-joined
-	// with the small registry.
+	// Only the leader looks for unregistered holders' claims, every
+	// orphanWalkEvery: a walk of the partial index of claimed rows,
+	// anti-joined with the small registry.
+	now := time.Now().UnixNano()
+	if last := r.walked.Load(); now-last < int64(orphanWalkEvery) || !r.walked.CompareAndSwap(last, now) {
+		if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
+			return app.BeatResult{}, fmt.Errorf("instance heartbeat: %w", err)
+		}
+		return res, nil
+	}
 	batch.Queue(`
 		SELECT DISTINCT d.claimed_by FROM herald_deliveries d
 		WHERE d.status = 'claimed' AND d.claimed_by IS NOT NULL

@@ -46,17 +46,17 @@ func TestOneInstanceLeadsAndADeadOnesClaimsComeBackWhileLiveLeasesStay(t *testin
 	require.NoError(t, err)
 	require.Len(t, theirs, 1)
 
-	// doomed stops beating; alive keeps on.
+	// doomed stops beating; alive keeps on. The beat that reaps doomed
+	// frees its claim in the same statement.
 	require.Eventually(t, func() bool {
 		res, err := fleet.Beat(ctx, alive, deadAfter, deadAfter)
 		require.NoError(t, err)
-		if len(res.Dead) == 0 {
+		if res.Reaped == 0 {
 			return false
 		}
-		assert.Equal(t, []uuid.UUID{doomed.ID}, res.Dead)
-		n, err := fleet.FreeClaimsOf(ctx, res.Dead)
-		require.NoError(t, err)
-		assert.Equal(t, 1, n, "exactly the dead instance's claim is freed")
+		assert.Equal(t, 1, res.Reaped)
+		assert.Equal(t, 1, res.Freed, "exactly the dead instance's claim is freed")
+		assert.Empty(t, res.Dead, "nothing is left for the leader's walk")
 		return true
 	}, 10*time.Second, 200*time.Millisecond)
 
@@ -198,16 +198,14 @@ func TestAClaimTakenAfreshByAnOlderHeraldIsNotFreedAgainDuringARollingUpgrade(t 
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 
-	// killed dies; the leader frees its claim.
+	// killed dies; the beat that reaps it frees its claim.
 	require.Eventually(t, func() bool {
 		res, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
 		require.NoError(t, err)
-		if len(res.Dead) == 0 {
+		if res.Reaped == 0 {
 			return false
 		}
-		n, err := fleet.FreeClaimsOf(ctx, res.Dead)
-		require.NoError(t, err)
-		assert.Equal(t, 1, n)
+		assert.Equal(t, 1, res.Freed)
 		return true
 	}, 10*time.Second, 100*time.Millisecond)
 
@@ -219,9 +217,46 @@ func TestAClaimTakenAfreshByAnOlderHeraldIsNotFreedAgainDuringARollingUpgrade(t 
 	require.NoError(t, err)
 	require.EqualValues(t, 1, tag.RowsAffected())
 
-	res, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+	// A new leader walks the claimed rows at once: the claim has no
+	// holder, so it is nobody's to free.
+	res, err := adapters.NewPostgresFleetRepository(f.pool).Beat(ctx, leader, deadAfter, deadAfter)
 	require.NoError(t, err)
-	n, err := fleet.FreeClaimsOf(ctx, res.Dead)
+	assert.Empty(t, res.Dead)
+	n, err := fleet.FreeClaimsOf(ctx, []uuid.UUID{killed.ID})
 	require.NoError(t, err)
 	assert.Zero(t, n, "the older Herald's live claim keeps its lease")
+}
+
+// A claim whose holder left the registry without being reaped (its row
+// deleted by hand, or by a Herald older than the reaping statement) is
+// found by the leader's walk, which runs at its first beat and then from
+// time to time, and freed.
+func TestTheLeadersWalkFindsClaimsOfAnInstanceThatLeftTheRegistryUnreaped(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	leader, gone := instance("leader"), instance("gone")
+	const deadAfter = time.Hour
+	// gone leads for a millisecond only, so leader takes the lease below.
+	_, err := adapters.NewPostgresFleetRepository(f.pool).Beat(ctx, gone, time.Millisecond, deadAfter)
+	require.NoError(t, err)
+	f.register("u1", "tok-gone", notification.PlatformAndroid)
+	f.deliver("u1", "", "tok-gone")
+	claimed, err := f.repo.ForInstance(gone.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	_, err = f.pool.Exec(ctx, `DELETE FROM herald_instances WHERE id = $1`, gone.ID)
+	require.NoError(t, err)
+
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	res, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+	require.NoError(t, err)
+	require.True(t, res.Leader)
+	assert.Equal(t, []uuid.UUID{gone.ID}, res.Dead)
+	n, err := fleet.FreeClaimsOf(ctx, res.Dead)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	again, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+	require.NoError(t, err)
+	assert.Empty(t, again.Dead, "the walk runs from time to time, not at every beat")
 }

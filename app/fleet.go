@@ -37,22 +37,25 @@ type BeatResult struct {
 	// dead.
 	Registered bool
 	// Reaped counts the registrations this beat deleted because their
-	// heartbeat was older than DeadAfter.
-	Reaped int
+	// heartbeat was older than DeadAfter; Freed counts the claims they held,
+	// which the same beat made due at once.
+	Reaped, Freed int
 	// Leader is true when this instance holds the leader's lease.
 	Leader bool
-	// Dead lists, for the leader only, instances no longer registered that
-	// still hold claims.
+	// Dead lists, for the leader only and from time to time, instances no
+	// longer registered that still hold claims (those reaped by a beat have
+	// none left: see Freed).
 	Dead []uuid.UUID
 }
 
 // InstanceStore is the membership's view of the registry.
 type InstanceStore interface {
 	// Beat registers self or refreshes its heartbeat, deletes the
-	// registrations older than deadAfter, takes or renews the leader's
-	// lease for leaseFor if it is free, expired or self's, and when self
-	// leads lists the dead instances that still hold claims. One round
-	// trip; times are the store's (the database's) clock.
+	// registrations older than deadAfter and frees their claims, takes or
+	// renews the leader's lease for leaseFor if it is free, expired or
+	// self's, and when self leads lists, from time to time, the
+	// unregistered instances that still hold claims. One round trip; times
+	// are the store's (the database's) clock.
 	Beat(ctx context.Context, self InstanceInfo, leaseFor, deadAfter time.Duration) (BeatResult, error)
 	// FreeClaimsOf makes the claims of the dead instances due at once and
 	// returns how many it freed. Claims of other instances, and of one
@@ -220,6 +223,9 @@ func (m *Membership) Beat(ctx context.Context) error {
 	}
 	if res.Reaped > 0 {
 		m.log.Info("dead instances removed from the registry", "count", res.Reaped)
+	}
+	if res.Freed > 0 {
+		m.log.Warn("took back the claims of dead instances", "claims", res.Freed, "instances", res.Reaped)
 	}
 	if len(res.Dead) > 0 {
 		n, err := m.store.FreeClaimsOf(ctx, res.Dead)

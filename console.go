@@ -69,7 +69,7 @@ func (o consoleOperator) Overview(ctx context.Context) (console.Overview, error)
 	v := console.Overview{
 		StatusKnown: true, DueNow: st.DueNow, DueNowAtLeast: st.DueNowAtLeast, OldestDue: st.OldestDueAge,
 		DeadLetters: st.DeadLetters, RelayBacklog: st.Relay.Messages, RelayBacklogAtLeast: st.Relay.AtLeast,
-		RelayLag: st.Relay.OldestAge, Breaker: st.Breaker,
+		RelayLag: st.Relay.OldestAge, Breaker: st.Breaker, QuotaPause: st.QuotaPause,
 	}
 	v.Counts = consoleCounts(st.Deliveries)
 	for _, c := range st.FailedLastHour {

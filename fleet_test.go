@@ -64,3 +64,40 @@ func TestRunningHeraldsListThemselvesAndOneLeads(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, list, "a Herald that stops leaves the list at once")
 }
+
+// A project-wide QUOTA_EXCEEDED pauses every instance through the
+// database; an operator sees that pause, and how long it still lasts, in
+// Status (and so in `herald status` and the console), and sees it gone
+// once lifted.
+func TestStatusShowsTheFleetsQuotaPauseUntilItEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	s, err := h.herald.Status(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.QuotaPause, "no pause holds on a fresh database")
+
+	// What an instance writes when it decides a 429 is project-wide.
+	_, err = h.pool.Exec(ctx, `UPDATE herald_send_budget SET paused_until = now() + interval '30 seconds'`)
+	require.NoError(t, err)
+	s, err = h.herald.Status(ctx)
+	require.NoError(t, err)
+	assert.Greater(t, s.QuotaPause, 25*time.Second)
+	assert.LessOrEqual(t, s.QuotaPause, 30*time.Second)
+	raw, err := json.Marshal(s)
+	require.NoError(t, err)
+	var j struct {
+		QuotaPause string `json:"quota_pause"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &j))
+	d, err := time.ParseDuration(j.QuotaPause)
+	require.NoError(t, err)
+	assert.Greater(t, d, 25*time.Second)
+
+	// The README's way to lift it.
+	_, err = h.pool.Exec(ctx, `UPDATE herald_send_budget SET paused_until = 'epoch'`)
+	require.NoError(t, err)
+	s, err = h.herald.Status(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.QuotaPause)
+}

@@ -50,6 +50,11 @@ type Status struct {
 	// Instances are the Heralds running on the database (Herald.Instances),
 	// the oldest first; the leader is marked.
 	Instances []Instance
+	// QuotaPause is how long every instance still holds its pushes because
+	// one of them saw a project-wide QUOTA_EXCEEDED (the Retry-After, or
+	// Sender.QuotaPause): 0 when no pause holds. It is kept in the database
+	// (herald_send_budget.paused_until), so restarting does not lift it.
+	QuotaPause time.Duration
 }
 
 // Status reads the deployment's state from the database in one read-only
@@ -65,7 +70,7 @@ func (h *Herald) Status(ctx context.Context) (Status, error) {
 	s := Status{
 		At: r.At, Deliveries: r.Deliveries, DueNow: r.DueNow, DueNowAtLeast: r.DueNowAtLeast,
 		OldestDueAge: r.OldestDueAge, FailedLastHour: r.FailedLastHour, DeadLetters: r.DeadLetters,
-		Relay: r.Relay, Broadcasts: r.Broadcasts,
+		Relay: r.Relay, Broadcasts: r.Broadcasts, QuotaPause: r.QuotaPause,
 	}
 	if h.fcm != nil {
 		s.Breaker = h.fcm.BreakerState()
@@ -94,6 +99,7 @@ type statusJSON struct {
 	Broadcasts []broadcastJSON `json:"broadcasts"`
 	Breaker    string          `json:"breaker"`
 	Instances  []instanceJSON  `json:"instances"`
+	QuotaPause string          `json:"quota_pause"`
 }
 
 type instanceJSON struct {
@@ -147,7 +153,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	for _, c := range s.FailedLastHour {
 		j.FailedLastHour = append(j.FailedLastHour, codeCountJSON{c.Code, c.Count})
 	}
-	j.DeadLetters = s.DeadLetters
+	j.DeadLetters, j.QuotaPause = s.DeadLetters, readable(s.QuotaPause)
 	j.Relay.Backlog, j.Relay.BacklogAtLeast, j.Relay.Lag = s.Relay.Messages, s.Relay.AtLeast, readable(s.Relay.OldestAge)
 	for _, b := range s.Broadcasts {
 		j.Broadcasts = append(j.Broadcasts, broadcastJSON{NotificationID: b.NotificationID, Type: b.Type,

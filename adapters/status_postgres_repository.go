@@ -117,6 +117,13 @@ func (r *PostgresStatusRepository) Status(ctx context.Context) (app.StatusReport
 		if s.Broadcasts, err = pgx.CollectRows(rows, scanBroadcast); err != nil {
 			return fmt.Errorf("read open broadcasts: %w", err)
 		}
+		// The fleet's quota pause (migration 0007): one row.
+		var pauseSeconds float64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM paused_until - now())), 0)::float8
+			FROM herald_send_budget`).Scan(&pauseSeconds); err != nil {
+			return fmt.Errorf("read the fleet's quota pause: %w", err)
+		}
+		s.QuotaPause = max(0, time.Duration(pauseSeconds*float64(time.Second)))
 		return nil
 	})
 	if err != nil {

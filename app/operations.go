@@ -221,4 +221,7 @@ type StatusReport struct {
 	// Broadcasts are the broadcasts still expanding, the oldest first (at
 	// most 20).
 	Broadcasts []BroadcastProgress
+	// QuotaPause is how long the fleet's project-wide quota pause still
+	// lasts (0 when none holds).
+	QuotaPause time.Duration
 }

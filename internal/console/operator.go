@@ -97,6 +97,9 @@ type Overview struct {
 	// Breaker is this process's FCM circuit breaker state, "" when it does
 	// not send.
 	Breaker string
+	// QuotaPause is how long the fleet's project-wide quota pause still
+	// lasts, 0 when none holds.
+	QuotaPause time.Duration
 	// Process are this process's counters since it started.
 	Process []Figure
 }

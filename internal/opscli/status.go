@@ -143,6 +143,11 @@ func writeStatus(w io.Writer, s herald.Status) {
 		breaker = "(each sending process has its own; this one does not send)"
 	}
 	fmt.Fprintf(tw, "Breaker\t%s\n", breaker)
+	pause := "none"
+	if s.QuotaPause > 0 {
+		pause = "every instance holds its pushes for another " + ago(s.QuotaPause) + " (a project-wide QUOTA_EXCEEDED)"
+	}
+	fmt.Fprintf(tw, "Quota pause\t%s\n", pause)
 	if len(s.Instances) == 0 {
 		fmt.Fprintf(tw, "Instances\tnone running\n")
 	}

@@ -43,8 +43,10 @@ func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
 }
 
 // Beat implements app.InstanceStore: in one round trip (one transaction),
-// it registers self or refreshes its heartbeat, deletes the instances whose
-// heartbeat is older than deadAfter, takes or renews the leader's lease for
+// it registers self (with deadAfter, by which the others judge it) or
+// refreshes its heartbeat, deletes the instances whose heartbeat is older
+// than their own registered DeadAfter (deadAfter for one registered by an
+// older Herald, without one) and frees their claims, takes or renews the leader's lease for
 // leaseFor if it is free, expired or already self's, and, when self leads,
 // lists the instances that still hold claims but are no longer registered
 // (dead).
@@ -52,10 +54,10 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 	var res app.BeatResult
 	batch := &pgx.Batch{}
 	batch.Queue(`
-		INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at)
-		VALUES ($1, $2, $3, $4, now(), now())
-		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
-		RETURNING xmax = 0`, [16]byte(self.ID), self.Host, self.PID, self.Version).QueryRow(func(row pgx.Row) error {
+		INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at, dead_after_us)
+		VALUES ($1, $2, $3, $4, now(), now(), $5)
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), dead_after_us = excluded.dead_after_us
+		RETURNING xmax = 0`, [16]byte(self.ID), self.Host, self.PID, self.Version, deadAfter.Microseconds()).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&res.Registered)
 	})
 	// Reaping an instance frees its claims in the same statement, through
@@ -64,7 +66,8 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 	// dead instance's outcomes can no longer match).
 	batch.Queue(`
 		WITH reaped AS (
-			DELETE FROM herald_instances WHERE heartbeat_at < now() - $1::bigint * interval '1 microsecond'
+			DELETE FROM herald_instances
+			WHERE heartbeat_at < now() - coalesce(dead_after_us, $1::bigint) * interval '1 microsecond'
 			RETURNING id
 		), freed AS (
 			UPDATE herald_deliveries d SET due_at = now(), updated_at = now(), claimed_by = NULL
@@ -154,14 +157,15 @@ func (r *PostgresFleetRepository) Leave(ctx context.Context, id uuid.UUID) error
 }
 
 // Instances returns the registered instances whose heartbeat is at most
-// deadAfter old, the oldest first, and marks the one holding an unexpired
-// leader's lease.
+// their own registered DeadAfter old (deadAfter for one registered without
+// one), the oldest first, and marks the one holding an unexpired leader's
+// lease.
 func (r *PostgresFleetRepository) Instances(ctx context.Context, deadAfter time.Duration) ([]app.InstanceInfo, error) {
 	rows, err := r.db.Query(ctx, `
 		SELECT i.id, i.host, i.pid, i.version, i.started_at, i.heartbeat_at,
 			coalesce(l.holder = i.id AND l.expires_at > now(), false)
 		FROM herald_instances i LEFT JOIN herald_leader l ON true
-		WHERE i.heartbeat_at >= now() - $1::bigint * interval '1 microsecond'
+		WHERE i.heartbeat_at >= now() - coalesce(i.dead_after_us, $1::bigint) * interval '1 microsecond'
 		ORDER BY i.started_at, i.id`, deadAfter.Microseconds())
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)

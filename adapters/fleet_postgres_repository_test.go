@@ -260,3 +260,59 @@ func TestTheLeadersWalkFindsClaimsOfAnInstanceThatLeftTheRegistryUnreaped(t *tes
 	require.NoError(t, err)
 	assert.Empty(t, again.Dead, "the walk runs from time to time, not at every beat")
 }
+
+// Each instance is judged dead by the DeadAfter it registered: one
+// configured to beat slowly (DeadAfter 1 h) is not taken for dead between
+// its beats by one configured with 1 s, and its claims stay its own; it
+// still leaves the list and gives its claims back once its own DeadAfter
+// has passed.
+func TestAnInstanceIsJudgedDeadByItsOwnDeadAfterNotByTheReapers(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	quick, slow := instance("quick"), instance("slow")
+	_, err := fleet.Beat(ctx, slow, time.Hour, time.Hour)
+	require.NoError(t, err)
+	f.register("u1", "tok-slow", notification.PlatformAndroid)
+	f.deliver("u1", "", "tok-slow")
+	claimed, err := f.repo.ForInstance(slow.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+
+	time.Sleep(1500 * time.Millisecond) // past quick's DeadAfter, well within slow's
+	res, err := fleet.Beat(ctx, quick, time.Second, time.Second)
+	require.NoError(t, err)
+	assert.Zero(t, res.Reaped, "slow is alive by its own DeadAfter")
+	assert.Zero(t, res.Freed)
+	list, err := fleet.Instances(ctx, time.Second)
+	require.NoError(t, err)
+	assert.Len(t, list, 2, "both are listed as live")
+	still, err := f.repo.StillClaimed(ctx, claimed[0].Delivery)
+	require.NoError(t, err)
+	assert.True(t, still, "slow's claim is untouched")
+
+	// slow's own DeadAfter passes (its heartbeat is moved back an hour).
+	_, err = f.pool.Exec(ctx, `UPDATE herald_instances SET heartbeat_at = heartbeat_at - interval '1 hour' WHERE id = $1`, slow.ID)
+	require.NoError(t, err)
+	res, err = fleet.Beat(ctx, quick, time.Second, time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Reaped)
+	assert.Equal(t, 1, res.Freed, "its claim is freed by the beat that reaps it")
+}
+
+// An instance registered by a Herald older than migration 0012 has no
+// DeadAfter of its own: it is judged by the reaper's, as before.
+func TestAnInstanceRegisteredWithoutItsOwnDeadAfterIsJudgedByTheReapers(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	old := instance("old")
+	_, err := f.pool.Exec(ctx, `INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at)
+		VALUES ($1, 'old', 1, 'v0', now() - interval '1 minute', now() - interval '10 seconds')`, old.ID)
+	require.NoError(t, err)
+	res, err := fleet.Beat(ctx, instance("new"), 5*time.Second, 5*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Reaped)
+}

@@ -98,10 +98,15 @@ type StrainCounter interface {
 	StrainedAttempts() int64
 }
 
-// recordMargin is the time a sender keeps, on top of a push's timeout,
-// to record its outcome before the lease ends: a flush interval and a
-// round trip to the database.
-func recordMargin(flush time.Duration) time.Duration { return flush + 500*time.Millisecond }
+// recordRoundTrip is the least time a sender keeps for the recorder to
+// write a push's outcome, and what it takes one batch to need until it has
+// measured one.
+const recordRoundTrip = 500 * time.Millisecond
+
+// recordMargin is the least time a sender keeps, on top of a push's
+// timeout, to record its outcome before the lease ends: a flush interval
+// and a round trip to the database.
+func recordMargin(flush time.Duration) time.Duration { return flush + recordRoundTrip }
 
 // SenderConfig configures a Sender. Zero values mean defaults. Each
 // setting is documented, with its default, on herald.SenderConfig, which
@@ -291,15 +296,32 @@ type Sender struct {
 	// much of its lease remains (half the lease, or the push's timeout and
 	// the time to record it, whichever is longer).
 	admitBefore time.Duration
-	// flushTook is how long the recorder's last batch took to record (in
-	// nanoseconds): with the outcomes waiting for it, how late an outcome
-	// of a push started now may be recorded (see recordLag).
-	flushTook atomic.Int64
 	// held counts the claimed deliveries not yet through the send budget
 	// (queued, or waiting for their token); passed counts those that went
 	// through it. The claim loop keeps held near what this process pushes
 	// in holdFor (see claimLoop).
 	held, passed atomic.Int64
+	// recordWithin is the part of admitBefore left to the recorder once
+	// the push has had its timeout and its outcome a flush interval to
+	// join a batch: a push starts only while the recorder can write every
+	// outcome ahead of it and its own within that (see recorderRoom).
+	recordWithin time.Duration
+
+	// reserved counts the workers holding room at the recorder for the
+	// outcome of the delivery they take next or push now (see
+	// recorderRoom): taken before a worker takes a claim, given back once
+	// its outcome was handed to the recorder.
+	reserved atomic.Int64
+	// The recorder's pace, for recorderRoom. batchTook is how long a batch
+	// takes to write on the sender's clock (the longer of the last two, in
+	// nanoseconds; recordRoundTrip until one was written); handSince is
+	// when (UnixNano, sender's clock) the recorder took the first outcome
+	// of the batch it holds, 0 while it holds none. lastTook is the
+	// recorder's own. recorded wakes the workers waiting for the recorder.
+	batchTook atomic.Int64
+	handSince atomic.Int64
+	lastTook  time.Duration
+	recorded  recorderProgress
 }
 
 // NewSender returns a Sender. store and pusher must not be nil.
@@ -316,20 +338,24 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 	// a few percent of the limit.
 	burst := max(1, int(perSecond/100))
 	log := cfg.Logger.With("component", "herald_sender")
-	admitBefore := cfg.Lease / 2
+	// A Pusher that does not say how long a push may take is taken to
+	// answer at once.
+	var pushTimeout time.Duration
 	if tp, ok := pusher.(TimedPusher); ok {
-		admitBefore = max(admitBefore, tp.PushTimeout()+recordMargin(cfg.FlushInterval))
+		pushTimeout = tp.PushTimeout()
 	}
-	return &Sender{
-		admitBefore: admitBefore,
-		store:       store,
-		pusher:      pusher,
-		cfg:         cfg,
-		log:         log,
-		limiter:     rate.NewLimiter(rate.Limit(perSecond), burst),
-		wake:        make(chan struct{}, 1),
-		outcomes:    make(chan *notification.Delivery, cfg.inFlightBound()+cfg.BatchSize),
-		gate:        newWorkerGate(0),
+	admitBefore := max(cfg.Lease/2, pushTimeout+recordMargin(cfg.FlushInterval))
+	s := &Sender{
+		admitBefore:  admitBefore,
+		recordWithin: admitBefore - pushTimeout - cfg.FlushInterval, // recordRoundTrip at least
+		store:        store,
+		pusher:       pusher,
+		cfg:          cfg,
+		log:          log,
+		limiter:      rate.NewLimiter(rate.Limit(perSecond), burst),
+		wake:         make(chan struct{}, 1),
+		outcomes:     make(chan *notification.Delivery, cfg.inFlightBound()+cfg.BatchSize),
+		gate:         newWorkerGate(0),
 
 		seed:      maphash.MakeSeed(),
 		quota:     newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
@@ -337,7 +363,9 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 		platforms: newPlatformGate(cfg.PlatformPause, cfg.PlatformMaxPause),
 		alarms:    newAlarmLog(log, cfg.AlarmLogInterval, cfg.Telemetry),
 		tel:       cfg.Telemetry,
-	}, nil
+	}
+	s.batchTook.Store(int64(recordRoundTrip))
+	return s, nil
 }
 
 // Wake tells the sender that deliveries may be due, so it claims now rather
@@ -427,20 +455,43 @@ func (s *Sender) Run(ctx context.Context) error {
 
 // work is worker i: it takes claimed deliveries from queue and pushes them
 // while the gate admits it, and gives back what is queued once ctx ends.
+//
+// A worker takes a delivery only once it holds room for its outcome at the
+// recorder (see recorderRoom): while the recorder is behind, workers wait
+// holding no claim, the queue stays full and the claim loop claims nothing
+// more.
 func (s *Sender) work(ctx context.Context, i int, queue <-chan Dispatch) {
 	for s.gate.admit(ctx, i) {
+		r := s.reserveRecorder(ctx)
+		if r == roomWait {
+			break // ctx ended
+		}
 		d, ok := <-queue
 		if !ok {
+			s.reserved.Add(-1)
 			return
 		}
 		if ctx.Err() != nil {
 			s.held.Add(-1)
 			s.release(d.Delivery) // shutting down: not started, give it back
+			s.reserved.Add(-1)
 			break
 		}
 		s.inFlight.Add(1)
-		s.push(ctx, d)
+		switch {
+		case r == roomRelease && s.batchTook.Load() > int64(s.recordWithin):
+			// The recorder is too slow for any lease: the outcome could
+			// not be recorded in time even alone.
+			s.held.Add(-1)
+			s.release(d.Delivery)
+		case !s.awaitBatchInHand(ctx):
+			s.held.Add(-1)
+			s.release(d.Delivery) // shutting down: not started, give it back
+		default:
+			s.push(ctx, d)
+		}
 		s.inFlight.Add(-1)
+		s.reserved.Add(-1)
 	}
 	for d := range queue {
 		s.held.Add(-1)
@@ -641,7 +692,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 		}
 	}()
 	s.alarms.flush(s.cfg.Now())
-	if !s.waitRecorder(ctx) || !s.waitPause(ctx) {
+	if !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
@@ -732,8 +783,9 @@ func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now
 	// not be pushed near the end of its lease: another sender may take it
 	// over meanwhile and push it too. Give it back to be claimed afresh.
 	// The push must also end, and its outcome be recorded, before the
-	// lease does: it needs its own deadline and a flush on top.
-	if now.After(d.Delivery.DueAt().Add(-s.admitBefore - s.recordLag())) {
+	// lease does: it needs its own deadline, a flush, and the recorder's
+	// time (recordWithin, which the recorder's room keeps it within).
+	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
 		s.release(d.Delivery)
 		return false
 	}
@@ -960,28 +1012,139 @@ func (p *sendPause) remaining(now time.Time) time.Duration {
 	return wait
 }
 
-// recordLag is how long the recorder may take, from now, to record the
-// outcome of a push started now: one batch's recording time for each batch
-// of outcomes waiting or in flight ahead of it, and its own. A push whose
-// lease would end before that is not started (stillToPush): its outcome
-// would be refused as stale and the delivery pushed again.
-func (s *Sender) recordLag() time.Duration {
-	ahead := len(s.outcomes) + int(s.inFlight.Load())
-	return time.Duration(s.flushTook.Load()) * time.Duration(ahead/s.cfg.BatchSize+1)
+// room is what the recorder's pace allows a worker about to push.
+type room int
+
+const (
+	roomWait    room = iota // the recorder is behind: wait for it
+	roomPush                // push: the outcome will be recorded in time
+	roomRelease             // give the claim back: the recorder is too slow for any lease
+)
+
+// recorderRoom says whether a push may start while n pushes hold room (see
+// Sender.reserved), so that its outcome is recorded before its lease ends.
+//
+// A push started with admitBefore left of its lease ends within its
+// timeout, and its outcome joins a batch within a flush interval; the
+// recorder then has recordWithin to write it. Ahead of it are the batch the
+// recorder holds (written or being filled), whose outcomes are no longer
+// counted anywhere else, and the outcomes of the pushes holding room and
+// those waiting, its own included: the recorder fills each batch with what waits,
+// so they make ceil(that/BatchSize) batches. At batchTook a batch (or the
+// time the batch in hand has taken so far, if longer), a push starts only
+// while that fits recordWithin. Pushes started later count this one among
+// theirs, so none of them pushes its outcome further back than its own
+// rule allowed.
+//
+// With nothing holding room, waiting or in hand, the outcome is a batch
+// alone. If even that does not fit, no lease can be met: the claim is
+// given back (one at a time, and its record times the recorder again).
+func (s *Sender) recorderRoom(n int64) room {
+	ahead := n + int64(len(s.outcomes))
+	took := s.batchTook.Load()
+	since := s.handSince.Load()
+	if since != 0 {
+		took = max(took, s.cfg.Now().UnixNano()-since)
+	}
+	within := int64(s.recordWithin)
+	if ahead == 0 && since == 0 {
+		if took <= within {
+			return roomPush
+		}
+		return roomRelease
+	}
+	if took > within {
+		return roomWait
+	}
+	batch := int64(s.cfg.BatchSize)
+	if took*(1+(ahead+batch)/batch) <= within { // 1 + ceil((ahead+1)/batch)
+		return roomPush
+	}
+	return roomWait
 }
 
-// waitRecorder holds a push while the recorder has more than a batch of
-// outcomes waiting: pushing faster than outcomes are recorded only ages
-// them towards their leases' end. It reports false if ctx ended first.
-func (s *Sender) waitRecorder(ctx context.Context) bool {
-	for len(s.outcomes) >= s.cfg.BatchSize {
+// reserveRecorder waits until the recorder has room for one more push (or
+// must see a claim given back), takes that room for the worker, and
+// returns which. It returns roomWait, having taken nothing, if ctx ended.
+// Its fast path is a few atomic loads and one compare-and-swap: only a
+// worker that has to wait touches a lock.
+func (s *Sender) reserveRecorder(ctx context.Context) room {
+	var progress <-chan struct{}
+	for {
+		n := s.reserved.Load()
+		if r := s.recorderRoom(n); r != roomWait {
+			if s.reserved.CompareAndSwap(n, n+1) {
+				return r
+			}
+			continue
+		}
+		if progress == nil {
+			// Check again once subscribed: progress made between the
+			// check and now is not missed.
+			progress = s.recorded.next()
+			continue
+		}
 		select {
+		case <-progress:
+		case <-time.After(s.cfg.FlushInterval):
+			// A push that ended without an outcome (closed, or its record
+			// failed) freed room without the recorder's progress.
+		case <-ctx.Done():
+			return roomWait
+		}
+		progress = nil
+	}
+}
+
+// awaitBatchInHand holds a worker that reserved its room before it waited
+// for a claim (see work) while the batch the recorder holds has taken
+// longer than an outcome alone could wait for: the recorder's pace changed
+// since. It waits only for that batch, which ends (written or given up),
+// never for other workers' room. It returns false if ctx ended.
+func (s *Sender) awaitBatchInHand(ctx context.Context) bool {
+	var progress <-chan struct{}
+	for {
+		since := s.handSince.Load()
+		if since == 0 || 2*(s.cfg.Now().UnixNano()-since) <= int64(s.recordWithin) {
+			return true
+		}
+		if progress == nil {
+			progress = s.recorded.next()
+			continue
+		}
+		select {
+		case <-progress:
 		case <-ctx.Done():
 			return false
-		case <-time.After(s.cfg.FlushInterval / 4):
 		}
+		progress = nil
 	}
-	return true
+}
+
+// recorderProgress wakes the workers waiting for the recorder each time it
+// takes a batch from the outcomes waiting or finishes writing one.
+type recorderProgress struct {
+	mu sync.Mutex
+	ch chan struct{} // nil while nobody waits
+}
+
+// next returns a channel closed at the recorder's next progress.
+func (p *recorderProgress) next() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ch == nil {
+		p.ch = make(chan struct{})
+	}
+	return p.ch
+}
+
+func (p *recorderProgress) signal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ch != nil {
+		close(p.ch)
+		p.ch = nil
+	}
 }
 
 // recordLoop writes outcomes in batches until the outcomes channel closes.
@@ -996,17 +1159,27 @@ func (s *Sender) recordLoop() {
 				s.flush(batch)
 				return
 			}
-			batch = append(batch, d)
+			batch = s.hold(batch, d)
 			if len(batch) < s.cfg.BatchSize {
 				continue
 			}
 		case <-ticker.C:
+			if len(batch) == 0 {
+				continue
+			}
 		}
-		if len(batch) > 0 {
-			s.flush(batch)
-			batch = batch[:0]
-		}
+		s.flush(batch)
+		batch = batch[:0]
 	}
+}
+
+// hold adds d to the batch the recorder holds, noting when it took the
+// batch's first outcome.
+func (s *Sender) hold(batch []*notification.Delivery, d *notification.Delivery) []*notification.Delivery {
+	if len(batch) == 0 {
+		s.handSince.Store(s.cfg.Now().UnixNano())
+	}
+	return append(batch, d)
 }
 
 // flush records a batch, retrying until it succeeds or one Lease has
@@ -1016,17 +1189,24 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 	if len(batch) == 0 {
 		return
 	}
+	// The batch no longer waits: workers may fit now, and again once it is
+	// written (or given up).
+	s.recorded.signal()
+	defer func() {
+		s.handSince.Store(0)
+		s.recorded.signal()
+	}()
 	retry := backoff.New(50*time.Millisecond, 2*time.Second)
 	started := time.Now()
 	deadline := s.cfg.Now().Add(s.cfg.Lease)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		recordStart := time.Now()
+		recordStart, clockStart := time.Now(), s.cfg.Now()
 		n, err := s.store.Record(ctx, batch)
 		s.tel.RecordDone(recordStart)
 		cancel()
 		if err == nil {
-			s.flushTook.Store(int64(time.Since(started)))
+			s.timeBatch(s.cfg.Now().Sub(clockStart), time.Since(recordStart))
 			if n < len(batch) {
 				s.log.Warn("some outcomes were not recorded: their claims had expired", "stale", len(batch)-n)
 			}
@@ -1043,4 +1223,18 @@ func (s *Sender) flush(batch []*notification.Delivery) {
 		s.log.Error("record outcomes", "deliveries", len(batch), "err", err, "retry_in", wait)
 		time.Sleep(wait)
 	}
+}
+
+// timeBatch notes how long a batch took to write: on the sender's clock,
+// which its leases are reckoned in, unless that clock stepped back or
+// further than a lease meanwhile (then in real time). A slower batch counts
+// at once, a faster one only once it is not the exception: recorderRoom
+// takes the longer of the last two.
+func (s *Sender) timeBatch(onClock, real time.Duration) {
+	took := onClock
+	if took < 0 || took > s.cfg.Lease {
+		took = real
+	}
+	s.batchTook.Store(int64(max(took, s.lastTook)))
+	s.lastTook = took
 }

@@ -1148,6 +1148,9 @@ func (p *recorderProgress) signal() {
 }
 
 // recordLoop writes outcomes in batches until the outcomes channel closes.
+// A batch is written when it is full, or at the flush interval with every
+// outcome waiting by then (up to a batch): a short batch leaves only when
+// nothing else waits, which recorderRoom's count of batches relies on.
 func (s *Sender) recordLoop() {
 	batch := make([]*notification.Delivery, 0, s.cfg.BatchSize)
 	ticker := time.NewTicker(s.cfg.FlushInterval)
@@ -1166,6 +1169,19 @@ func (s *Sender) recordLoop() {
 		case <-ticker.C:
 			if len(batch) == 0 {
 				continue
+			}
+		fill:
+			for len(batch) < s.cfg.BatchSize {
+				select {
+				case d, ok := <-s.outcomes:
+					if !ok {
+						s.flush(batch)
+						return
+					}
+					batch = append(batch, d)
+				default:
+					break fill
+				}
 			}
 		}
 		s.flush(batch)

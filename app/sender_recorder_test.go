@@ -173,3 +173,70 @@ func TestASlowRecorderNeverLetsALeaseEndBeforeItsPushIsRecorded(t *testing.T) {
 }
 
 var _ app.TimedPusher = (*gatedPusher)(nil)
+
+// batchSizes is a database that notes the size of each batch it records.
+// The first Record waits until first is closed; each one takes tookEach in
+// real time, long enough for the recorder's flush interval to pass.
+type batchSizes struct {
+	*memStore
+	first    chan struct{}
+	tookEach time.Duration
+
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (s *batchSizes) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
+	s.mu.Lock()
+	n := len(s.sizes)
+	s.sizes = append(s.sizes, len(ds))
+	s.mu.Unlock()
+	if n == 0 {
+		<-s.first
+	}
+	time.Sleep(s.tookEach)
+	return s.memStore.Record(ctx, ds)
+}
+
+func (s *batchSizes) batches() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.sizes...)
+}
+
+// The sender counts the outcomes waiting for the recorder in batches: it
+// relies on the recorder writing them in full batches, a short one only
+// when nothing else waits. After a batch that took longer than the flush
+// interval, the interval has passed; the outcomes that waited meanwhile
+// still leave in full batches, not one or two at the flush interval.
+func TestOutcomesThatWaitedForTheRecorderLeaveInFullBatches(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := &batchSizes{memStore: newMemStore(), first: make(chan struct{}), tookEach: 10 * time.Millisecond}
+	const devices = 220
+	for i := range devices {
+		store.add(fmt.Sprintf("device-%03d", i), notification.PlatformAndroid, clock.Now())
+	}
+	pusher := newFakePusher(func(notification.Message) error { return nil })
+	cfg := senderConfig(clock)
+	cfg.MaxInFlight = 200
+	cfg.BatchSize = 20
+	s := runSender(t, store, pusher, cfg)
+
+	// Every push is answered while the first batch is written: the other
+	// outcomes wait for the recorder.
+	require.Eventually(t, func() bool {
+		return pusher.callsTo(hasPrefix("device-")) == devices && s.Stats().InFlight == 0
+	}, waitFor, time.Millisecond)
+	close(store.first)
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: devices},
+			store.statuses(hasPrefix("device-")))
+	}, waitFor, 5*time.Millisecond)
+	sizes := store.batches()
+	require.GreaterOrEqual(t, len(sizes), 2)
+	for i, n := range sizes[1 : len(sizes)-1] {
+		assert.Equal(t, cfg.BatchSize, n, "batch %d of %v", i+1, sizes)
+	}
+}

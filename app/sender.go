@@ -260,6 +260,13 @@ type SenderStats struct {
 // only for a project-wide quota or an open circuit breaker (see
 // SenderConfig.QuotaDevices and SenderConfig.PlatformPause). Repeated
 // alarms are logged once per SenderConfig.AlarmLogInterval.
+//
+// A push starts only if its outcome can be recorded before its lease ends,
+// so that no other claim takes the delivery over and pushes it again: with
+// the push's timeout and a flush interval left besides, the recorder must be
+// able to write the batch it holds and every outcome ahead of this one, at
+// its measured pace per batch (see recorderRoom). While it cannot, workers
+// wait without taking claims and the sender claims nothing more.
 type Sender struct {
 	store  DeliveryStore
 	pusher Pusher

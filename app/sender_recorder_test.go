@@ -222,13 +222,16 @@ func TestOutcomesThatWaitedForTheRecorderLeaveInFullBatches(t *testing.T) {
 	cfg.MaxInFlight = 200
 	cfg.BatchSize = 20
 	s := runSender(t, store, pusher, cfg)
+	var written sync.Once
+	writeFirst := func() { written.Do(func() { close(store.first) }) }
+	t.Cleanup(writeFirst) // before the sender stops, should the test fail first
 
 	// Every push is answered while the first batch is written: the other
 	// outcomes wait for the recorder.
 	require.Eventually(t, func() bool {
 		return pusher.callsTo(hasPrefix("device-")) == devices && s.Stats().InFlight == 0
 	}, waitFor, time.Millisecond)
-	close(store.first)
+	writeFirst()
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		assert.Equal(c, map[notification.DeliveryStatus]int{notification.StatusSent: devices},

@@ -100,7 +100,11 @@ func (p *gatedPusher) hold() {
 func (p *gatedPusher) answer() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	close(p.gate)
+	select {
+	case <-p.gate:
+	default:
+		close(p.gate)
+	}
 }
 
 // pushedTwice returns the tokens pushed more than once, with their counts.
@@ -144,6 +148,7 @@ func TestASlowRecorderNeverLetsALeaseEndBeforeItsPushIsRecorded(t *testing.T) {
 	// One push first: the sender sees how long the recorder takes.
 	warmUp := store.add("warm-up", notification.PlatformAndroid, clock.Now())
 	s := runSender(t, store, pusher, cfg)
+	t.Cleanup(pusher.answer) // before the sender stops, should the test fail first
 	require.Eventually(t, func() bool { return store.delivery(warmUp).Status() == notification.StatusSent },
 		waitFor, time.Millisecond)
 

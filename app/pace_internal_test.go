@@ -54,3 +54,18 @@ func TestASenderKeepsAtLeastAFewDozenDeliveriesClaimed(t *testing.T) {
 		t.Fatalf("room at 10/s = %d, want the floor %d", got, minHeld)
 	}
 }
+
+func TestASenderWhoseClaimsTakeLongerThanHalfItsHoldKeepsWhatLastsTwoClaims(t *testing.T) {
+	m := paceMeter{ceiling: 1000}
+	m.claimed(90 * time.Millisecond)
+	// Two claims and the loop's ticks at 1,000/s: 200 pushes, not 100,
+	// so that the half left when a claim starts lasts until it lands.
+	if got := m.room(time.Unix(0, 0), 0, 0); got != 200 {
+		t.Fatalf("room with claims of 90 ms at 1,000/s = %d, want 200", got)
+	}
+	fast := paceMeter{ceiling: 1000}
+	fast.claimed(5 * time.Millisecond)
+	if got := fast.room(time.Unix(0, 0), 0, 0); got != 100 {
+		t.Fatalf("room with claims of 5 ms at 1,000/s = %d, want 100 (a tenth of a second)", got)
+	}
+}

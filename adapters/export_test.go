@@ -23,3 +23,8 @@ func SetExactCountBelow(t interface{ Cleanup(func()) }, n float64) {
 // RelayBacklogSQL is the status's relay backlog query ($1 the cap, $2 the
 // relay's consumer group), for a test of its plan.
 const RelayBacklogSQL = relayBacklogSQL
+
+// ReapSQL is the heartbeat's statement that deletes the dead instances and
+// frees their claims ($1 DeadAfter in microseconds, $2 the channel), for a
+// test of its plan.
+const ReapSQL = reapSQL

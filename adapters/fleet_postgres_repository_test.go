@@ -2,6 +2,7 @@ package adapters_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/testutil"
 )
 
 func instance(host string) app.InstanceInfo {
@@ -315,4 +317,92 @@ func TestAnInstanceRegisteredWithoutItsOwnDeadAfterIsJudgedByTheReapers(t *testi
 	res, err := fleet.Beat(ctx, instance("new"), 5*time.Second, 5*time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Reaped)
+}
+
+// Every instance reaps at every beat, and nearly always nobody is dead:
+// such a beat must not read the claimed rows. With the dead instances'
+// claims picked by claimed_by = ANY (ARRAY(SELECT ...)), the planner, blind
+// to the array, walked the due index past every leased row at every beat
+// when leased rows were most of the open ones.
+func TestABeatThatFindsNobodyDeadReadsNoClaimedRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	// A fleet of three, busy: 30,000 leased rows, nothing else open.
+	fleet := adapters.NewPostgresFleetRepository(pool)
+	live := []uuid.UUID{}
+	for range 3 {
+		in := instance("live")
+		_, err := fleet.Beat(ctx, in, time.Minute, time.Minute)
+		require.NoError(t, err)
+		live = append(live, in.ID)
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+		VALUES ('00000000-0000-0000-0000-000000000001', 'u', 'test', 'x', now())`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `
+		INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at, claim_id, claimed_by)
+		SELECT '00000000-0000-0000-0000-000000000001', 'tok-' || g, CASE WHEN g % 10 = 0 THEN 'claimed' ELSE 'sent' END,
+			now() + interval '1 minute', now(), now(),
+			CASE WHEN g % 10 = 0 THEN gen_random_uuid() END, CASE WHEN g % 10 = 0 THEN ($1::uuid[])[g % 3 + 1] END
+		FROM generate_series(1, 300000) g`, live)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `ANALYZE herald_deliveries, herald_instances`)
+	require.NoError(t, err)
+
+	for _, mode := range []string{"auto", "force_generic_plan"} {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, `SELECT set_config('plan_cache_mode', $1, true)`, mode)
+		require.NoError(t, err)
+		var raw []byte
+		require.NoError(t, tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+adapters.ReapSQL,
+			time.Minute.Microseconds(), "herald_test_channel").Scan(&raw))
+		require.NoError(t, tx.Rollback(ctx))
+		var plan []struct {
+			Plan struct {
+				SharedHitBlocks  int64 `json:"Shared Hit Blocks"`
+				SharedReadBlocks int64 `json:"Shared Read Blocks"`
+			} `json:"Plan"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &plan))
+		require.Len(t, plan, 1)
+		// Reading the 30,000 leased rows costs thousands of pages (4,426
+		// with the ANY form); a beat that joins no reaped row reads none.
+		blocks := plan[0].Plan.SharedHitBlocks + plan[0].Plan.SharedReadBlocks
+		assert.Less(t, blocks, int64(20), "%s: pages read by a beat that reaps nobody:\n%s", mode, raw)
+	}
+}
+
+// The leader walks the claimed rows for unregistered holders at its first
+// beat as the leader. A follower's beats walked too (finding nothing, as
+// the walk is the leader's) and each reset the 30 s timer, so a follower
+// that became the leader waited up to 30 s for its first walk.
+func TestANewLeaderWalksAtItsFirstBeatAsLeaderEvenIfItWalkedAsAFollower(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	first, second, gone := instance("first"), instance("second"), instance("gone")
+	const deadAfter = time.Hour
+	firsts, seconds := adapters.NewPostgresFleetRepository(f.pool), adapters.NewPostgresFleetRepository(f.pool)
+	res, err := firsts.Beat(ctx, first, deadAfter, deadAfter)
+	require.NoError(t, err)
+	require.True(t, res.Leader)
+	res, err = seconds.Beat(ctx, second, deadAfter, deadAfter)
+	require.NoError(t, err)
+	require.False(t, res.Leader, "second follows")
+
+	// gone claims, then leaves the registry without being reaped.
+	f.register("u1", "tok-gone", notification.PlatformAndroid)
+	f.deliver("u1", "", "tok-gone")
+	claimed, err := f.repo.ForInstance(gone.ID).ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+
+	// first leaves; second leads from its next beat, and walks at once.
+	require.NoError(t, firsts.Leave(ctx, first.ID))
+	res, err = seconds.Beat(ctx, second, deadAfter, deadAfter)
+	require.NoError(t, err)
+	require.True(t, res.Leader)
+	assert.Equal(t, []uuid.UUID{gone.ID}, res.Dead, "the new leader's first beat walks the claimed rows")
 }

@@ -62,7 +62,7 @@ type FleetBudgetConfig struct {
 // takes tokens from the shared bucket a grant (5 ms of the fleet's rate)
 // at a time and hands them to pushes one by one; at most one grant is
 // asked for at a time, the next one in the background once half the
-// current one is spent, and the instance never holds more than one grant. It implements SendBudget and is safe for concurrent
+// current one is spent, and the instance never holds more than one grant. It implements LiveBudget and is safe for concurrent
 // use.
 type FleetBudget struct {
 	store     BudgetStore
@@ -109,6 +109,10 @@ func NewFleetBudget(store BudgetStore, cfg FleetBudgetConfig) *FleetBudget {
 		fetching:  make(chan struct{}, 1),
 	}
 }
+
+// Live implements LiveBudget: whether this instance still counts as alive
+// to the fleet (FleetBudgetConfig.Live), so that its sender may claim.
+func (b *FleetBudget) Live() bool { return b.live == nil || b.live() }
 
 // GrantSize is how many tokens one grant asks for at most.
 func (b *FleetBudget) GrantSize() int { return b.grant }

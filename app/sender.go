@@ -89,6 +89,17 @@ type SendBudget interface {
 	PauseAll(d time.Duration)
 }
 
+// LiveBudget is a SendBudget that knows whether this instance still counts
+// as alive to the fleet (FleetBudget, from Membership.Live). While it does
+// not, a Sender claims nothing: the fleet may take it for dead and free
+// whatever it claims, and a claim made just before the instance is reaped,
+// pushed just after its heartbeat registers it again, is pushed by another
+// instance too.
+type LiveBudget interface {
+	SendBudget
+	Live() bool
+}
+
 // StrainCounter is a Pusher that counts the attempts FCM answered with a
 // 5xx, its client's own retries included (the firebase SDK retries a 503
 // by itself, so Push seldom returns one). A Sender with adaptive
@@ -678,6 +689,10 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 		if !s.waitPause(ctx) {
 			return
 		}
+		if !s.live() {
+			sleep(ctx, fencedPause)
+			continue
+		}
 		space := limit - len(queue)
 		want := pace.room(time.Now(), s.passed.Load(), s.held.Load())
 		if want <= 0 || space < minRoom && space <= want {
@@ -713,6 +728,13 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 			}
 		}
 	}
+}
+
+// live reports whether this instance may claim: false while its budget
+// says the fleet may take it for dead (see LiveBudget).
+func (s *Sender) live() bool {
+	b, ok := s.cfg.Budget.(LiveBudget)
+	return !ok || b.Live()
 }
 
 // push sends one claimed delivery and hands its outcome to the recorder.

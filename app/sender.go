@@ -761,7 +761,14 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	// is checked again after the rate limiter: a QUOTA_EXCEEDED may have
 	// arrived while this push queued for a token, and Retry-After holds for
 	// every push, not only for those that had not queued yet.
-	if !s.waitRate(ctx) || !s.waitPause(ctx) {
+	//
+	// An instance fenced meanwhile (no heartbeat for nearly DeadAfter) may
+	// have been reaped, its claims freed and taken by another, however
+	// soon its next heartbeat lifts the fence: its claim is checked in the
+	// store whatever the wait.
+	fenced := !s.live()
+	ok, waitedFence := s.waitRate(ctx)
+	if !ok || !s.waitPause(ctx) {
 		s.release(d.Delivery)
 		return
 	}
@@ -769,8 +776,11 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	s.held.Add(-1)
 	s.passed.Add(1)
 	now := s.cfg.Now()
+	if fenced || waitedFence {
+		checked = time.Time{}
+	}
 	if !s.stillToPush(ctx, d, device, now, checked) {
-		return // it waited for its token: checked again (in the store only if long)
+		return // it waited for its token: checked again (in the store only if long, or fenced)
 	}
 	ticket, until, ok := s.platforms.admit(d.Message.Platform, now)
 	if !ok {
@@ -949,12 +959,14 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 }
 
 // waitRate takes a token from the fleet's budget and the local rate
-// limiter, and reports how long that waited. It returns false if ctx ended.
-func (s *Sender) waitRate(ctx context.Context) bool {
+// limiter. It returns false if ctx ended, and fenced if the budget held it
+// while this instance might be taken for dead (see LiveBudget).
+func (s *Sender) waitRate(ctx context.Context) (ok, fenced bool) {
 	start := time.Now()
-	ok := s.takeBudget(ctx) && s.limiter.Wait(ctx) == nil
+	ok, fenced = s.takeBudget(ctx)
+	ok = ok && s.limiter.Wait(ctx) == nil
 	s.tel.RateWaited(time.Since(start))
-	return ok
+	return ok, fenced
 }
 
 // errorType names a failed push's class for metrics and spans: FCM's code
@@ -1001,22 +1013,24 @@ func (s *Sender) releaseUntil(d *notification.Delivery, until time.Time) {
 }
 
 // takeBudget takes one push from the fleet's budget, waiting out the
-// fleet's pauses. It returns false if ctx ended.
-func (s *Sender) takeBudget(ctx context.Context) bool {
+// fleet's pauses. It returns false if ctx ended, and fenced if a pause was
+// the fence of an instance that might be taken for dead.
+func (s *Sender) takeBudget(ctx context.Context) (ok, fenced bool) {
 	if s.cfg.Budget == nil {
-		return true
+		return true, false
 	}
 	for {
 		pause, err := s.cfg.Budget.Take(ctx)
 		if err != nil {
-			return false
+			return false, fenced
 		}
 		if pause <= 0 {
-			return true
+			return true, fenced
 		}
+		fenced = fenced || !s.live()
 		s.pause(pause)
 		if !s.waitPause(ctx) {
-			return false
+			return false, fenced
 		}
 	}
 }

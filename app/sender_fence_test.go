@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,4 +67,65 @@ func TestAnInstanceThatMayBeTakenForDeadClaimsNothing(t *testing.T) {
 	require.NoError(t, membership.Beat(ctx))
 	require.True(t, membership.Live())
 	require.Eventually(t, func() bool { return s.Stats().Sent == 20 }, waitFor, 10*time.Millisecond)
+}
+
+// fenceBudget is a LiveBudget whose liveness the test sets; while not live
+// it grants nothing and asks for a short pause, as FleetBudget does.
+type fenceBudget struct {
+	live   atomic.Bool
+	fenced atomic.Int64 // Takes refused while not live
+}
+
+func (b *fenceBudget) Take(ctx context.Context) (time.Duration, error) {
+	if !b.live.Load() {
+		b.fenced.Add(1)
+		return 20 * time.Millisecond, ctx.Err()
+	}
+	return 0, ctx.Err()
+}
+
+func (b *fenceBudget) PauseAll(time.Duration) {}
+
+func (b *fenceBudget) Live() bool { return b.live.Load() }
+
+// A push checked against the store while its instance was fenced (no
+// heartbeat for nearly DeadAfter) may find its claim freed by the beat that
+// reaps the instance and taken by another before the fence lifts: however
+// soon the instance's next heartbeat lifts it, the claim is checked again
+// before the push.
+func TestAPushThatWaitedOutAFenceChecksItsClaimAgain(t *testing.T) {
+	store := newMemStore()
+	past := time.Now().Add(-time.Minute)
+	first := store.add("fence-first", notification.PlatformAndroid, past)
+	second := store.add("fence-second", notification.PlatformAndroid, past.Add(time.Second))
+	budget := &fenceBudget{}
+	budget.live.Store(true)
+	inFirst, release := make(chan struct{}), make(chan struct{})
+	pusher := newFakePusher(func(msg notification.Message) error {
+		if msg.Token == "fence-first" {
+			close(inFirst)
+			<-release
+		}
+		return nil
+	})
+	runSender(t, store, pusher, app.SenderConfig{Budget: budget, MaxInFlight: 1,
+		PollInterval: 5 * time.Millisecond, FlushInterval: 5 * time.Millisecond})
+	<-inFirst // both are claimed; the second waits for the only worker
+
+	budget.live.Store(false) // the heartbeats stop succeeding
+	close(release)
+	require.Eventually(t, func() bool { return budget.fenced.Load() > 0 }, waitFor, time.Millisecond,
+		"the second push waits out the fence")
+	// The fleet reaps the instance, frees its claim, and another claims it.
+	store.mu.Lock()
+	d := store.rows[second-1].d
+	store.rows[second-1].d = notification.DeliveryFromDatabase(d.ID(), d.NotificationID(), d.Token(),
+		notification.StatusClaimed, d.Attempts(), time.Now().Add(time.Minute), uuid.New(), "", "", "", time.Now())
+	store.mu.Unlock()
+	budget.live.Store(true) // a heartbeat succeeds at once
+
+	require.Eventually(t, func() bool { return store.delivery(first).Status() == notification.StatusSent },
+		waitFor, time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	assert.Zero(t, pusher.callsTo(hasPrefix("fence-second")), "the claim taken over is not pushed by this instance")
 }

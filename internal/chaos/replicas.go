@@ -115,19 +115,12 @@ func runChaosReplicas(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 			e.progress("cut %d: terminated %d backends of pid %d; %d pushes received so far", cuts, n, cutOff.pid(), e.pushes.total())
 			continue
 		}
-		pid := killed.pid()
 		killedAt := time.Now()
-		if err := killed.kill(); err != nil {
-			return nil, fmt.Errorf("kill replica %d: %w", pid, err)
-		}
-		kills++
-		if !cli.Sleep(ctx, chaosInFlightSettle) {
-			return nil, ctx.Err()
-		}
-		claimed, sent, err := e.claimedAtKill(ctx, seenClaims)
+		pid, claimed, sent, err := e.killAndCount(ctx, killed, seenClaims)
 		if err != nil {
 			return nil, err
 		}
+		kills++
 		claimedAtKills += claimed
 		sentUnrecorded += sent
 		if err := takeovers.watch(ctx, e, pid, killedAt); err != nil {

@@ -82,23 +82,11 @@ func runChaosSigkill(ctx context.Context, e *chaosEnv) (*chaosResult, error) {
 				raising = load.runAsync(ctx, chaosComments(deliveries/10), over/10, 3)
 			}
 		}
-		pid := workers.pid()
-		if err := workers.kill(); err != nil {
-			return nil, fmt.Errorf("kill worker %d: %w", pid, err)
-		}
-		kills++
-		// Requests the process had already written when it died still
-		// reach the fake, which accepts them after its latency: count them
-		// as accepted at the kill (they are sent again after their lease).
-		// The worker is restarted only after the count, so the claims do
-		// not change meanwhile.
-		if !cli.Sleep(ctx, chaosInFlightSettle) {
-			return nil, ctx.Err()
-		}
-		claimed, sent, err := e.claimedAtKill(ctx, seenClaims)
+		pid, claimed, sent, err := e.killAndCount(ctx, workers, seenClaims)
 		if err != nil {
 			return nil, err
 		}
+		kills++
 		claimedAtKills += claimed
 		sentUnrecorded += sent
 		if err := workers.start(); err != nil {
@@ -142,15 +130,32 @@ type chaosClaim struct {
 	claim    uuid.UUID
 }
 
+// chaosInFlightSettle is how long after a kill the count of pushes FCM
+// accepted waits, well over the fake FCM's 10 ms latency.
+const chaosInFlightSettle = 200 * time.Millisecond
+
+// killAndCount SIGKILLs w and counts the claims it left (claimedAtKill).
+// Requests the process had already written when it died still reach the
+// fake, which accepts them after its latency: they are counted as accepted
+// at the kill (they are sent again after their lease). The caller restarts
+// w only after the count, so the claims do not change meanwhile.
+func (e *chaosEnv) killAndCount(ctx context.Context, w *chaosWorkers, seen map[chaosClaim]bool) (pid, claimed, sent int, err error) {
+	pid = w.pid()
+	if err := w.kill(); err != nil {
+		return pid, 0, 0, fmt.Errorf("kill pid %d: %w", pid, err)
+	}
+	if !cli.Sleep(ctx, chaosInFlightSettle) {
+		return pid, 0, 0, ctx.Err()
+	}
+	claimed, sent, err = e.claimedAtKill(ctx, seen)
+	return pid, claimed, sent, err
+}
+
 // claimedAtKill looks, right after a kill, at the claims held by dead
 // processes (they come back when their leases expire) that it has not seen
 // at an earlier kill, and returns how many there are and how many of them
 // are of pushes FCM already accepted: those are pushed again. A claim that
 // has not expired at the next kill is counted once.
-// chaosInFlightSettle is how long after a kill the count of pushes FCM
-// accepted waits, well over the fake FCM's 10 ms latency.
-const chaosInFlightSettle = 200 * time.Millisecond
-
 func (e *chaosEnv) claimedAtKill(ctx context.Context, seen map[chaosClaim]bool) (claimed, sent int, err error) {
 	rows, err := e.admin.Query(ctx, `SELECT d.id, d.claim_id, n.data->>'comment_id', d.token
 		FROM herald_deliveries d JOIN herald_notifications n ON n.id = d.notification_id

@@ -664,8 +664,8 @@ const recheckAfter = 250 * time.Millisecond
 // recheck.
 const holdFor = 100 * time.Millisecond
 
-// minHeld is the fewest claimed deliveries the claim loop keeps waiting
-// once it has measured the pace, so that claims stay worth their cost.
+// minHeld is the fewest claimed deliveries the claim loop keeps waiting,
+// however slow the pace, so that claims stay worth their cost.
 const minHeld = 64
 
 // refillTick is how often a busy claim loop checks whether the queue has

@@ -80,9 +80,9 @@ func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
 // refreshes its heartbeat, deletes the instances whose heartbeat is older
 // than their own registered DeadAfter (deadAfter for one registered by an
 // older Herald, without one) and frees their claims, takes or renews the leader's lease for
-// leaseFor if it is free, expired or already self's, and, when self leads,
-// lists the instances that still hold claims but are no longer registered
-// (dead).
+// leaseFor if it is free, expired or already self's, and, when self leads
+// (at its first beat as the leader, then every orphanWalkEvery), lists the
+// instances that still hold claims but are no longer registered (dead).
 func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInfo, leaseFor, deadAfter time.Duration) (app.BeatResult, error) {
 	var res app.BeatResult
 	batch := &pgx.Batch{}
@@ -116,27 +116,23 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 	// leader skip the walk.
 	now := time.Now().UnixNano()
 	wasLeader := r.led.Load() != nil && *r.led.Load() == self.ID
-	if wasLeader && now-r.walked.Load() < int64(orphanWalkEvery) {
-		if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
-			return app.BeatResult{}, fmt.Errorf("instance heartbeat: %w", err)
-		}
-		r.noteLeader(self.ID, res.Leader, false, now)
-		return res, nil
+	walk := !wasLeader || now-r.walked.Load() >= int64(orphanWalkEvery)
+	if walk {
+		batch.Queue(`
+			SELECT DISTINCT d.claimed_by FROM herald_deliveries d
+			WHERE d.status = 'claimed' AND d.claimed_by IS NOT NULL
+				AND EXISTS (SELECT 1 FROM herald_leader WHERE holder = $1 AND expires_at > now())
+				AND NOT EXISTS (SELECT 1 FROM herald_instances i WHERE i.id = d.claimed_by)`,
+			[16]byte(self.ID)).Query(func(rows pgx.Rows) error {
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			res.Dead = ids
+			return err
+		})
 	}
-	batch.Queue(`
-		SELECT DISTINCT d.claimed_by FROM herald_deliveries d
-		WHERE d.status = 'claimed' AND d.claimed_by IS NOT NULL
-			AND EXISTS (SELECT 1 FROM herald_leader WHERE holder = $1 AND expires_at > now())
-			AND NOT EXISTS (SELECT 1 FROM herald_instances i WHERE i.id = d.claimed_by)`,
-		[16]byte(self.ID)).Query(func(rows pgx.Rows) error {
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-		res.Dead = ids
-		return err
-	})
 	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
 		return app.BeatResult{}, fmt.Errorf("instance heartbeat: %w", err)
 	}
-	r.noteLeader(self.ID, res.Leader, true, now)
+	r.noteLeader(self.ID, res.Leader, walk, now)
 	return res, nil
 }
 

@@ -210,30 +210,6 @@ func (b *Bouncer) PoolMode() string { return b.mode }
 // LogPath returns pgbouncer's log file.
 func (b *Bouncer) LogPath() string { return b.logPath }
 
-// Forget closes every client and server connection pgbouncer holds for
-// database dbname (the admin console's KILL), so that the database can be
-// dropped at once.
-func (b *Bouncer) Forget(ctx context.Context, dbname string) error {
-	conn, err := pgconn.Connect(ctx, b.URL("pgbouncer"))
-	if err != nil {
-		return fmt.Errorf("pgbouncer admin console: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	// The admin console takes a bare name; the test kit's are [a-z0-9_].
-	if strings.ContainsFunc(dbname, func(r rune) bool { return !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
-		return fmt.Errorf("pgbouncer KILL: database name %q is not a plain identifier", dbname)
-	}
-	_, err = conn.Exec(ctx, `KILL `+dbname).ReadAll()
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && strings.Contains(pgErr.Message, "no such database") {
-		return nil // nothing connected to it through us
-	}
-	if err != nil {
-		return fmt.Errorf("pgbouncer KILL %s: %w", dbname, err)
-	}
-	return nil
-}
-
 // Stop terminates pgbouncer (every connection through it breaks). It is
 // idempotent.
 func (b *Bouncer) Stop() error {

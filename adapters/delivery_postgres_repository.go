@@ -34,7 +34,10 @@ type PostgresDeliveryRepository struct {
 // PerMinute in a minute and PerHour in an hour, each window starting at the
 // first push counted after the previous one ended. FCM's documented limits
 // for one Android device are 240 a minute and 5,000 an hour. A limit of 0
-// or less is no limit; both 0 turns the counting off.
+// or less is no limit; both 0 turns the counting off. A claimed push given
+// back unpushed (its lease near its end, its platform paused, a shutdown)
+// still counts: the limits err on FCM's side, and it waits for its
+// device's next window.
 type DeviceLimits struct {
 	PerMinute, PerHour int
 }

@@ -124,7 +124,7 @@ type SenderConfig struct {
 	// running on the database: the FCM project's budget, shared through a
 	// token bucket in Postgres (FCM allows a project 600,000). Give every
 	// process the same value. In any one second the fleet pushes at most
-	// RatePerMinute/60 × (1.015 + 0.005 × processes). Defaults to 600,000.
+	// RatePerMinute/60 × (1.01 + 0.004 × processes). Defaults to 600,000.
 	RatePerMinute int
 	// Lease is how long a claim holds a delivery. A sender that dies leaves
 	// its claims to expire; then another sender takes them. A claimed

@@ -56,9 +56,9 @@ func TestAnInstanceHoldsAtMostOneGrantOfTheSharedBudget(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	store := &memBudget{tokens: 100}
-	// 120,000 a minute is 2,000 a second: a grant (5 ms) is 10.
+	// 120,000 a minute is 2,000 a second: a grant (4 ms) is 8.
 	b := app.NewFleetBudget(store, app.FleetBudgetConfig{RatePerMinute: 120_000, Now: clock.Now})
-	require.Equal(t, 10, b.GrantSize())
+	require.Equal(t, 8, b.GrantSize())
 
 	for range 25 {
 		pause, err := b.Take(context.Background())
@@ -68,10 +68,10 @@ func TestAnInstanceHoldsAtMostOneGrantOfTheSharedBudget(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // a grant asked in the background lands
 	asked := store.asked()
 	granted := 100 - store.tokens
-	assert.LessOrEqual(t, granted-25, 10, "besides what it spent, it holds at most one grant")
-	assert.LessOrEqual(t, len(asked), 6, "about one round trip per half grant, not per push: %v", asked)
+	assert.LessOrEqual(t, granted-25, 8, "besides what it spent, it holds at most one grant")
+	assert.LessOrEqual(t, len(asked), 7, "about one round trip per half grant, not per push: %v", asked)
 	for _, want := range asked {
-		assert.LessOrEqual(t, want, 10, "no grant asks for more than one grant's worth")
+		assert.LessOrEqual(t, want, 8, "no grant asks for more than one grant's worth")
 	}
 }
 

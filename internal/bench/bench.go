@@ -315,7 +315,7 @@ func (b *bench) open(ctx context.Context) error {
 	// drops databases and must not touch a real one.
 	var settings map[string]string
 	if b.opts.pgStats {
-		settings = map[string]string{"shared_preload_libraries": "pg_stat_statements,auto_explain", "pg_stat_statements.track": "all",
+		settings = map[string]string{"shared_preload_libraries": "pg_stat_statements,auto_explain", "pg_stat_statements.track": "all", "pg_stat_statements.track_planning": "on",
 			"auto_explain.log_min_duration": "40ms", "auto_explain.log_analyze": "on", "auto_explain.log_buffers": "on", "auto_explain.log_nested_statements": "on"}
 	}
 	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Settings: settings})

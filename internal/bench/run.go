@@ -472,6 +472,7 @@ type benchStatement struct {
 	Calls        int64   `json:"calls"`
 	TotalSeconds float64 `json:"total_s"`
 	MeanMs       float64 `json:"mean_ms"`
+	PlanSeconds  float64 `json:"plan_s"`
 	Rows         int64   `json:"rows"`
 	Query        string  `json:"query"`
 }
@@ -482,15 +483,15 @@ func (b *bench) topStatements(ctx context.Context) ([]benchStatement, error) {
 	if !b.opts.pgStats {
 		return nil, nil
 	}
-	rows, err := b.admin.Query(ctx, `SELECT calls, total_exec_time / 1000, mean_exec_time, rows,
+	rows, err := b.admin.Query(ctx, `SELECT calls, total_exec_time / 1000, mean_exec_time, total_plan_time / 1000, rows,
 			regexp_replace(left(query, 160), '\s+', ' ', 'g')
-		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10`)
+		FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 10`)
 	if err != nil {
 		return nil, fmt.Errorf("pg_stat_statements: %w", err)
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (benchStatement, error) {
 		var s benchStatement
-		err := row.Scan(&s.Calls, &s.TotalSeconds, &s.MeanMs, &s.Rows, &s.Query)
+		err := row.Scan(&s.Calls, &s.TotalSeconds, &s.MeanMs, &s.PlanSeconds, &s.Rows, &s.Query)
 		return s, err
 	})
 }

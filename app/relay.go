@@ -84,17 +84,18 @@ type RelayHandlerConfig struct {
 	MaxTries int
 	// Now is the clock for dead letters. Defaults to time.Now.
 	Now func() time.Time
-	// Logger receives a warning per failure, and for dead letters one line
-	// per DeadLetterLogInterval with their count (a host that deploys an
-	// event type before its rule dead-letters every such event). Defaults
-	// to discarding.
+	// Logger receives the relay's warnings: failed messages (retried) and
+	// dead letters, each kind in one line per DeadLetterLogInterval with
+	// its count (a database outage fails every message at each
+	// redelivery; a host that deploys an event type before its rule
+	// dead-letters every such event). Defaults to discarding.
 	Logger *slog.Logger
 }
 
-// DeadLetterLogInterval is how often at most the relay logs the dead
-// letters it made: the first at once, those that follow within the
-// interval in one line with their count, the next time one is made or a
-// message is handled after the interval.
+// DeadLetterLogInterval is how often at most the relay logs each kind of
+// warning (dead letters made, messages failed): the first at once, those
+// that follow within the interval in one line with their count, the next
+// time one happens or a message is handled after the interval.
 const DeadLetterLogInterval = 10 * time.Second
 
 // maxTracked bounds the handler's memory of failing messages.
@@ -169,12 +170,17 @@ func (h *RelayHandler) Handle(ctx context.Context, store RelayStore, msg RelayMe
 	err := store.Savepoint(ctx, func(s RelayStore) error { return h.process(ctx, s, msg, false, &out) })
 	if err != nil {
 		if h.transient(ctx, store, err) {
-			h.log.Warn("outbox message failed, will retry", "message_uuid", msg.ID, "err", err)
+			// A database outage fails every message, again at each
+			// redelivery: one line per interval, with the count.
+			h.deadLogged.add(h.cfg.Now(), "will_retry", slog.LevelWarn,
+				"outbox messages failed and will be retried (the latest named)", "message_uuid", msg.ID, "err", err)
 			return RelayOutcome{}, err
 		}
 		tries := h.failures.fail(msg.ID)
 		if tries < h.cfg.MaxTries {
-			h.log.Warn("outbox message failed", "message_uuid", msg.ID, "tries", tries, "err", err)
+			h.deadLogged.add(h.cfg.Now(), "failed", slog.LevelWarn,
+				"outbox messages failed and will be tried again before their failing events are dead-lettered (the latest named)",
+				"message_uuid", msg.ID, "tries", tries, "err", err)
 			return RelayOutcome{}, err
 		}
 		out = RelayOutcome{}

@@ -318,3 +318,29 @@ func TestDeadLettersAreLoggedOncePerIntervalWithTheirCount(t *testing.T) {
 	assert.Contains(t, lines[1], `"level":"WARN"`)
 	assert.Contains(t, lines[1], "from-a-newer-version")
 }
+
+func TestADatabaseOutageLogsOneRetryLinePerIntervalNotOnePerMessage(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	var buf bytes.Buffer
+	h := app.NewRelayHandler(relayRules(t), app.RelayHandlerConfig{Now: clock.Now,
+		Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	down := &memRelayStore{fail: func([]uuid.UUID) error { return fmt.Errorf("expand: %w", errConnReset) }}
+	for range 1000 {
+		_, err := h.Handle(context.Background(), down, relayMessage("ping"))
+		require.ErrorIs(t, err, errConnReset)
+		clock.Advance(time.Millisecond)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 1, "the first failure at once, the others counted:\n%s", buf.String())
+	assert.Contains(t, lines[0], "will be retried")
+
+	clock.Advance(app.DeadLetterLogInterval)
+	_, err := h.Handle(context.Background(), &memRelayStore{}, relayMessage("ping"))
+	require.NoError(t, err)
+	lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2, "the interval's failures in one line when the next message comes:\n%s", buf.String())
+	assert.Contains(t, lines[1], `"count":999`)
+	assert.Contains(t, lines[1], `"level":"WARN"`)
+	assert.Contains(t, lines[1], "connection reset")
+}

@@ -28,7 +28,9 @@ type Options struct {
 	// key so that a form one renders is accepted by another. At least 16
 	// bytes when given.
 	Key []byte
-	// Logger receives the errors the pages show. Nil discards.
+	// Logger receives the errors behind error pages: server errors (which
+	// a page names only by a reference) at ERROR, refused requests at
+	// INFO. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock that pages measure ages against. Defaults to
 	// time.Now.
@@ -179,14 +181,33 @@ type message struct {
 	Detail  string
 }
 
-// fail renders an error page; err, when not nil, is logged and shown.
+// fail renders an error page. err, when not nil, is logged; the page
+// shows it only for a refused request (4xx), where it is about the form
+// or the address the operator sent. A server error's text (a database
+// error names tables, columns, constraints and sometimes values) goes to
+// the log only, under a reference the page shows, so the two can be
+// matched without the page telling a browser how the database is built.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, text string, err error) {
 	m := message{Heading: http.StatusText(status), Text: text}
 	if err != nil {
-		h.log.Error("console: request failed", "component", "herald_console", "path", r.URL.Path, "err", err)
-		m.Detail = err.Error()
+		if status >= http.StatusInternalServerError {
+			ref := errorRef()
+			h.log.Error("console: request failed", "component", "herald_console", "path", r.URL.Path,
+				"ref", ref, "err", err)
+			m.Detail = "The cause is in Herald's log, under ref=" + ref + "."
+		} else {
+			h.log.Info("console: request refused", "component", "herald_console", "path", r.URL.Path, "err", err)
+			m.Detail = err.Error()
+		}
 	}
 	h.render(w, status, "message", page{Title: m.Heading, Data: m})
+}
+
+// errorRef returns a short random reference for one logged error.
+func errorRef() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x", b)
 }
 
 // refuse renders the 403 of a POST that failed the anti-forgery checks.

@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -35,9 +37,14 @@ type fakeOperator struct {
 	retryCode []string
 	replayed  [][]int64
 	cancelled []uuid.UUID
+	// overviewErr, when set, is what Overview fails with.
+	overviewErr error
 }
 
 func (f *fakeOperator) Overview(context.Context) (console.Overview, error) {
+	if f.overviewErr != nil {
+		return console.Overview{}, f.overviewErr
+	}
 	return console.Overview{
 		Counts:         []console.StatusCount{{Status: "sent", Count: 7}, {Status: "failed", Count: 1}},
 		StatusKnown:    true,
@@ -422,4 +429,33 @@ func TestConsole_AShortKeyIsAProgrammerError(t *testing.T) {
 	assert.Panics(t, func() { console.New(&fakeOperator{}, console.Options{Key: []byte("short")}) })
 	assert.Panics(t, func() { console.New(nil, console.Options{}) })
 	assert.NotPanics(t, func() { console.New(&fakeOperator{}, console.Options{Key: make([]byte, 16)}) })
+}
+
+func TestConsole_AServerErrorPageNamesALogReferenceNotTheDatabaseError(t *testing.T) {
+	t.Parallel()
+	var logged strings.Builder
+	var mu sync.Mutex
+	dbErr := errors.New(`ERROR: permission denied for table herald_deliveries (SQLSTATE 42501)`)
+	h := console.New(&fakeOperator{overviewErr: fmt.Errorf("overview: %w", dbErr)}, console.Options{
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)),
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	status, body, _ := get(t, &http.Client{}, srv.URL+"/")
+	require.Equal(t, http.StatusInternalServerError, status)
+	assert.NotContains(t, body, "herald_deliveries")
+	assert.NotContains(t, body, "SQLSTATE")
+	ref := regexp.MustCompile(`ref=([0-9a-f]{12})`).FindStringSubmatch(body)
+	require.NotNil(t, ref, "the page names a reference:\n%s", body)
+
+	mu.Lock()
+	log := logged.String()
+	mu.Unlock()
+	assert.Contains(t, log, "ref="+ref[1], "the log line carries the same reference")
+	assert.Contains(t, log, "permission denied for table herald_deliveries", "and the error itself")
+
+	status, body, _ = get(t, &http.Client{}, srv.URL+"/notification?id=not-a-uuid")
+	require.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, body, "not a notification id", "a refused request still says what was wrong with it")
 }

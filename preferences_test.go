@@ -96,7 +96,8 @@ func newClockedHarness(t *testing.T, cfg herald.Config) (*harness, *movableClock
 	// look near their lease end, so they are given back unpushed. That is
 	// safe, but a given-back push still counts against its device's
 	// per-minute limit, and then waits for the next window (seen in CI).
-	// A lease longer than any move keeps the tests about what they test.
+	// A push is given back once less than half its lease is left: a lease
+	// of more than twice any move keeps the tests about what they test.
 	cfg.Sender.Lease = 24 * time.Hour
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
 	client, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
@@ -300,10 +301,12 @@ func TestADeviceAtItsPerDeviceLimitWaitsWhileOthersGoAtFullSpeed(t *testing.T) {
 			}
 		}
 	}
-	h.run()
-	// The windows start at the first claim, right after this.
+	// The move to start (a day or more from today's date) is made before
+	// Herald runs, so that no claim races it. The windows start at the
+	// first claim, after the raise below.
 	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	clock.set(t, start)
+	h.run()
 	began := time.Now()
 	h.raise(true, events...)
 

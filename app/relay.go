@@ -129,8 +129,9 @@ type RelayHandler struct {
 	once     sync.Once
 	known    map[string]bool
 	failures failureCounter
-	// deadLogged aggregates the dead letters' log lines.
-	deadLogged *alarmLog
+	// warnings aggregates the relay's warnings (dead letters, failed
+	// messages), one line per kind per DeadLetterLogInterval.
+	warnings *alarmLog
 }
 
 // NewRelayHandler returns a handler that knows the event types of rules,
@@ -151,7 +152,7 @@ func NewRelayHandler(rules *notification.Rules, cfg RelayHandlerConfig) *RelayHa
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &RelayHandler{rules: rules, cfg: cfg, log: cfg.Logger,
-		deadLogged: newAlarmLog(cfg.Logger, DeadLetterLogInterval, nil)}
+		warnings: newAlarmLog(cfg.Logger, DeadLetterLogInterval, nil)}
 }
 
 // Handle processes msg with store, under a savepoint so that a failed
@@ -165,20 +166,20 @@ func (h *RelayHandler) Handle(ctx context.Context, store RelayStore, msg RelayMe
 			h.known[t] = true
 		}
 	})
-	h.deadLogged.flush(h.cfg.Now())
+	h.warnings.flush(h.cfg.Now())
 	var out RelayOutcome
 	err := store.Savepoint(ctx, func(s RelayStore) error { return h.process(ctx, s, msg, false, &out) })
 	if err != nil {
 		if h.transient(ctx, store, err) {
 			// A database outage fails every message, again at each
 			// redelivery: one line per interval, with the count.
-			h.deadLogged.add(h.cfg.Now(), "will_retry", slog.LevelWarn,
+			h.warnings.add(h.cfg.Now(), "will_retry", slog.LevelWarn,
 				"outbox messages failed and will be retried (the latest named)", "message_uuid", msg.ID, "err", err)
 			return RelayOutcome{}, err
 		}
 		tries := h.failures.fail(msg.ID)
 		if tries < h.cfg.MaxTries {
-			h.deadLogged.add(h.cfg.Now(), "failed", slog.LevelWarn,
+			h.warnings.add(h.cfg.Now(), "failed", slog.LevelWarn,
 				"outbox messages failed and will be tried again before their failing events are dead-lettered (the latest named)",
 				"message_uuid", msg.ID, "tries", tries, "err", err)
 			return RelayOutcome{}, err
@@ -317,7 +318,7 @@ func (h *RelayHandler) deadLetter(ctx context.Context, store RelayStore, msg Rel
 		return err
 	}
 	out.DeadLetters++
-	h.deadLogged.add(h.cfg.Now(), "dead_letter", slog.LevelWarn, "outbox messages moved to dead letters (the latest named)",
+	h.warnings.add(h.cfg.Now(), "dead_letter", slog.LevelWarn, "outbox messages moved to dead letters (the latest named)",
 		"message_uuid", msg.ID, "reason", reason)
 	return nil
 }

@@ -238,7 +238,7 @@ func parseBenchArgs(args []string, stderr io.Writer) (benchOptions, []string, er
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up on a scenario this long after its first commit")
 	fs.BoolVar(&o.baseline, "baseline", true, "personalised: also send the same pushes straight through the SDK")
 	fs.BoolVar(&o.inProcess, "inprocess", false, "run the fake FCM in this process (default: a child process)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each scenario's measured phase to `file` (.<scenario> appended when several run)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each scenario's measured phase to `file` (.<scenario> appended when several run; the baseline's to `file`.baseline)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile at the end of each scenario's measured phase to `file`")
 	fs.BoolVar(&o.pgStats, "pgstats", false, "report each scenario's top statements, server side (pg_stat_statements) and client side; log plans of statements over 40ms (auto_explain)")
 	fs.StringVar(&o.pgLog, "pglog", "", "save the Postgres server log (with -pgstats: slow plans) to `file` at exit")

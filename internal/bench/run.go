@@ -268,6 +268,11 @@ func (b *bench) baseline(ctx context.Context, sc *benchScenario) (*baselineResul
 	if err != nil {
 		return nil, err
 	}
+	stopProfile, err := benchStartCPUProfile(b.baselineProfilePath())
+	if err != nil {
+		return nil, err
+	}
+	defer stopProfile()
 	cpu0 := benchProcessCPU()
 	start := time.Now()
 	sendCtx, cancel := context.WithCancel(ctx)
@@ -307,6 +312,7 @@ func (b *bench) baseline(ctx context.Context, sc *benchScenario) (*baselineResul
 	}
 	cancel()
 	<-sent
+	stopProfile()
 	peak, err := benchPeakRSS()
 	if err != nil {
 		b.log.Warn("peak rss unavailable", "err", err)
@@ -517,4 +523,14 @@ func (b *bench) printRelayTimeline(ctx context.Context, pool *pgxpool.Pool) erro
 		return nil
 	})
 	return err
+}
+
+// baselineProfilePath is where -cpuprofile writes the baseline phase's
+// profile: the flag's file with ".baseline" appended, so that Herald's and
+// the SDK's profiles of one run can be compared.
+func (b *bench) baselineProfilePath() string {
+	if b.opts.cpuProfile == "" {
+		return ""
+	}
+	return b.opts.cpuProfile + ".baseline"
 }

@@ -188,8 +188,9 @@ type SenderConfig struct {
 	// Android device, beyond which it answers QUOTA_EXCEEDED. The excess
 	// is not dropped: it waits, due when the device's minute or hour
 	// window ends, while other devices go on at full speed. The counts are
-	// kept in Postgres (herald_device_rates), one row per device, written
-	// by each claim. Negative turns a limit off; both negative turns the
+	// kept in Postgres (herald_device_counts), one row per device (keyed
+	// by a 64-bit hash of its token, so two tokens that collide share one
+	// limit), written by each claim. Negative turns a limit off; both negative turns the
 	// counting off. Default to 240 and 5,000.
 	DevicePerMinute int
 	// DevicePerHour: see DevicePerMinute.

@@ -66,7 +66,7 @@ func TestDeviceLimitsOffCountNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, ds, 30)
 	var rows int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_device_rates`).Scan(&rows))
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_device_counts`).Scan(&rows))
 	assert.Zero(t, rows)
 }
 
@@ -101,7 +101,15 @@ func TestAClaimedPushOfAForgottenUserIsNotRecordedBackIntoExistence(t *testing.T
 	recorded, err := f.repo.Record(ctx, outcomes)
 	require.NoError(t, err)
 	assert.Equal(t, 1, recorded, "only bob's outcome")
-	for _, table := range []string{"herald_deliveries", "herald_notifications", "herald_device_tokens", "herald_device_rates"} {
+	// The per-device counts hold no token, only its hash: hers goes,
+	// bob's stays.
+	for phone, want := range map[string]int{"alice-phone": 0, "bob-phone": 1} {
+		var counts int
+		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_device_counts
+			WHERE device = hashtextextended($1, 0)`, phone).Scan(&counts))
+		assert.Equal(t, want, counts, phone)
+	}
+	for _, table := range []string{"herald_deliveries", "herald_notifications", "herald_device_tokens", "herald_device_counts"} {
 		var n int
 		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM `+table+` t
 			WHERE strpos(row_to_json(t)::text, 'alice') > 0`).Scan(&n))

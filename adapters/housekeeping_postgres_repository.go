@@ -102,8 +102,8 @@ func (r *PostgresHousekeepingRepository) DeleteTokensUnseenFor(ctx context.Conte
 // new windows anyway.
 func (r *PostgresHousekeepingRepository) DeleteIdleDeviceRates(ctx context.Context, limit int) (int, error) {
 	return r.exec(ctx, "delete idle device rates", `
-		DELETE FROM herald_device_rates WHERE token IN (
-			SELECT token FROM herald_device_rates WHERE hour_start < now() - interval '1 hour' LIMIT $1
+		DELETE FROM herald_device_counts WHERE device IN (
+			SELECT device FROM herald_device_counts WHERE hour_start < now() - interval '1 hour' LIMIT $1
 			FOR UPDATE SKIP LOCKED)`, limit)
 }
 

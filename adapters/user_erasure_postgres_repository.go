@@ -174,7 +174,10 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 					AND notification_id NOT IN (SELECT id FROM herald_notifications WHERE recipient = $1)
 				RETURNING 1
 			), rates AS (
-				DELETE FROM herald_device_rates WHERE token IN (SELECT token FROM tokens)
+				-- Their devices' counts (by token hash: a device whose
+				-- hash collides with theirs loses its count too, and may
+				-- get its limit again in the current window).
+				DELETE FROM herald_device_counts WHERE device IN (SELECT hashtextextended(token, 0) FROM tokens)
 			), cursors AS (
 				-- A broadcast half expanded may have stopped at one of
 				-- their tokens: its cursor moves back to the greatest other

@@ -145,7 +145,7 @@ func (d *demo) preferences(ctx context.Context) (problems []error, err error) {
 		(SELECT count(*) FROM herald_notifications WHERE recipient = $1) +
 		(SELECT count(*) FROM herald_device_tokens WHERE user_id = $1 OR token = $2) +
 		(SELECT count(*) FROM herald_deliveries WHERE token = $2) +
-		(SELECT count(*) FROM herald_device_rates WHERE token = $2)`, erin, erinPhone).Scan(&naming); err != nil {
+		(SELECT count(*) FROM herald_device_counts WHERE device = hashtextextended($2, 0))`, erin, erinPhone).Scan(&naming); err != nil {
 		return nil, err
 	}
 	d.out.more("rows naming erin or her phone afterwards: %d", naming)

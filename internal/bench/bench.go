@@ -133,6 +133,9 @@ type benchResult struct {
 	// Statements are Postgres's busiest statements during the measured
 	// phase, with -pgstats.
 	Statements []benchStatement `json:"postgres_statements,omitempty"`
+	// PostgresWork is every statement's work per delivery (buffers, WAL),
+	// with -pgstats.
+	PostgresWork *benchPostgresWork `json:"postgres_work_per_delivery,omitempty"`
 	// ClientStatements are the same seen from the bench process's pool
 	// (statement round trip plus decoding, and waits for a connection),
 	// with -pgstats.

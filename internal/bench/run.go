@@ -171,6 +171,9 @@ func (b *bench) measure(ctx context.Context, pool *pgxpool.Pool, sc *benchScenar
 		return nil, err
 	}
 	res.Statements = statements
+	if res.PostgresWork, err = b.postgresWork(ctx, sc.keys); err != nil {
+		return nil, err
+	}
 	if b.tracer != nil {
 		res.ClientStatements = b.tracer.top(12)
 	}
@@ -480,7 +483,43 @@ type benchStatement struct {
 	MeanMs       float64 `json:"mean_ms"`
 	PlanSeconds  float64 `json:"plan_s"`
 	Rows         int64   `json:"rows"`
-	Query        string  `json:"query"`
+	// Buffers (shared blocks hit or read), Dirtied and the WAL it wrote
+	// measure the statement's work without the machine's load in them.
+	Buffers    int64  `json:"buffers"`
+	Dirtied    int64  `json:"dirtied"`
+	WALRecords int64  `json:"wal_records"`
+	WALBytes   int64  `json:"wal_bytes"`
+	Query      string `json:"query"`
+}
+
+// benchPostgresWork is what every statement of a phase did in Postgres,
+// per delivery, with -pgstats: shared buffers touched (hit or read),
+// buffers dirtied, WAL records and WAL bytes. Unlike CPU time, these do not
+// depend on how loaded the machine is, so two runs compare however noisy.
+type benchPostgresWork struct {
+	Buffers    float64 `json:"buffers"`
+	Dirtied    float64 `json:"dirtied"`
+	WALRecords float64 `json:"wal_records"`
+	WALBytes   float64 `json:"wal_bytes"`
+}
+
+// postgresWork sums pg_stat_statements since the last reset over
+// deliveries, with -pgstats (nil otherwise).
+func (b *bench) postgresWork(ctx context.Context, deliveries int) (*benchPostgresWork, error) {
+	if !b.opts.pgStats || deliveries == 0 {
+		return nil, nil
+	}
+	var w benchPostgresWork
+	err := b.admin.QueryRow(ctx, `SELECT coalesce(sum(shared_blks_hit + shared_blks_read), 0)::float8,
+			coalesce(sum(shared_blks_dirtied), 0)::float8, coalesce(sum(wal_records), 0)::float8,
+			coalesce(sum(wal_bytes), 0)::float8
+		FROM pg_stat_statements`).Scan(&w.Buffers, &w.Dirtied, &w.WALRecords, &w.WALBytes)
+	if err != nil {
+		return nil, fmt.Errorf("pg_stat_statements totals: %w", err)
+	}
+	n := float64(deliveries)
+	w.Buffers, w.Dirtied, w.WALRecords, w.WALBytes = w.Buffers/n, w.Dirtied/n, w.WALRecords/n, w.WALBytes/n
+	return &w, nil
 }
 
 // topStatements returns the ten statements that took the most time since
@@ -490,6 +529,7 @@ func (b *bench) topStatements(ctx context.Context) ([]benchStatement, error) {
 		return nil, nil
 	}
 	rows, err := b.admin.Query(ctx, `SELECT calls, total_exec_time / 1000, mean_exec_time, total_plan_time / 1000, rows,
+			shared_blks_hit + shared_blks_read, shared_blks_dirtied, wal_records, wal_bytes::bigint,
 			regexp_replace(left(query, 160), '\s+', ' ', 'g')
 		FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 10`)
 	if err != nil {
@@ -497,7 +537,8 @@ func (b *bench) topStatements(ctx context.Context) ([]benchStatement, error) {
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (benchStatement, error) {
 		var s benchStatement
-		err := row.Scan(&s.Calls, &s.TotalSeconds, &s.MeanMs, &s.PlanSeconds, &s.Rows, &s.Query)
+		err := row.Scan(&s.Calls, &s.TotalSeconds, &s.MeanMs, &s.PlanSeconds, &s.Rows,
+			&s.Buffers, &s.Dirtied, &s.WALRecords, &s.WALBytes, &s.Query)
 		return s, err
 	})
 }

@@ -28,3 +28,7 @@ const RelayBacklogSQL = relayBacklogSQL
 // frees their claims ($1 DeadAfter in microseconds, $2 the channel), for a
 // test of its plan.
 const ReapSQL = reapSQL
+
+// FCMMessage is fcmMessage, for the benchmark of building one push's SDK
+// message.
+var FCMMessage = fcmMessage

@@ -16,7 +16,7 @@ import (
 	"github.com/herald-push/herald/testutil"
 )
 
-func newSender(t *testing.T, cfg adapters.FCMSenderConfig) (*testutil.FakeFCM, *adapters.FCMSender) {
+func newSender(t testing.TB, cfg adapters.FCMSenderConfig) (*testutil.FakeFCM, *adapters.FCMSender) {
 	t.Helper()
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
 	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)

@@ -457,7 +457,13 @@ func (r *ramp) release(success bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.inFlight--
-	if success && r.limit > 0 {
+	if r.limit == 0 {
+		// Nobody waits without a bound (acquire waits only under one, and
+		// the step to none woke every waiter): nothing to signal, and each
+		// attempt spares a channel.
+		return
+	}
+	if success {
 		r.successes++
 		if r.successes >= r.limit {
 			r.successes = 0

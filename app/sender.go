@@ -479,6 +479,9 @@ func (s *Sender) Run(ctx context.Context) error {
 // holding no claim, the queue stays full and the claim loop claims nothing
 // more.
 func (s *Sender) work(ctx context.Context, i int, queue <-chan Dispatch) {
+	// A push is not cancelled when ctx ends (see push): its context is ctx
+	// without the cancellation, made once here rather than once a push.
+	detached := context.WithoutCancel(ctx)
 	for s.gate.admit(ctx, i) {
 		r := s.reserveRecorder(ctx)
 		if r == roomWait {
@@ -506,7 +509,7 @@ func (s *Sender) work(ctx context.Context, i int, queue <-chan Dispatch) {
 			s.held.Add(-1)
 			s.release(d.Delivery) // shutting down: not started, give it back
 		default:
-			s.push(ctx, d)
+			s.push(ctx, detached, d)
 		}
 		s.inFlight.Add(-1)
 		s.reserved.Add(-1)
@@ -738,7 +741,9 @@ func (s *Sender) live() bool {
 }
 
 // push sends one claimed delivery and hands its outcome to the recorder.
-func (s *Sender) push(ctx context.Context, d Dispatch) {
+// ctx bounds its waits and checks; the push itself runs in detached, ctx
+// without its cancellation.
+func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 	waiting := true // counted in held until it is through the budget
 	defer func() {
 		if waiting {
@@ -789,7 +794,7 @@ func (s *Sender) push(ctx context.Context, d Dispatch) {
 	}
 	// The push itself is not cancelled when Run's ctx ends: it finishes
 	// within the Pusher's deadline and its outcome is recorded.
-	pushCtx, span := s.tel.StartPush(context.WithoutCancel(ctx), telemetry.PushInfo{
+	pushCtx, span := s.tel.StartPush(detached, telemetry.PushInfo{
 		DeliveryID: d.Delivery.ID(), NotificationID: d.Delivery.NotificationID(), Token: d.Message.Token,
 		Platform: string(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent, SendAt: d.SendAt})
 	saturated := s.inFlight.Load() >= s.gate.limit.Load()

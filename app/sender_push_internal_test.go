@@ -40,6 +40,7 @@ func BenchmarkSenderPush(b *testing.B) {
 				b.Fatal(err)
 			}
 			ctx := context.Background()
+			detached := context.WithoutCancel(ctx) // as a worker makes it
 			msg := notification.Message{NotificationID: uuid.Must(uuid.NewV7()),
 				Token: "cXkR2mXbQ0uY7pL4vN9aZ1:APA91bHk3Jd8sLq0Wm5Zx2Vb7Nc4Tg", Platform: notification.PlatformAndroid,
 				Content: notification.Content{Title: "Hello", Body: "Offer #1 is waiting for you"}}
@@ -50,7 +51,7 @@ func BenchmarkSenderPush(b *testing.B) {
 				d := Dispatch{Message: msg, Delivery: notification.DeliveryFromDatabase(1, msg.NotificationID, msg.Token,
 					notification.StatusClaimed, 0, now.Add(s.cfg.Lease), claimID, "", "", "", now)}
 				s.held.Add(1)
-				s.push(ctx, d)
+				s.push(ctx, detached, d)
 				if got := <-s.outcomes; got.Status() != notification.StatusSent {
 					b.Fatalf("status %s, want sent", got.Status())
 				}

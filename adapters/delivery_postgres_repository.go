@@ -581,13 +581,14 @@ func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notifi
 // in the sender's clock), and updated_at is the database's now.
 func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
 	n := len(ds)
-	ids, attempts, delays := make([]int64, n), make([]int32, n), make([]int64, n)
-	statuses, lastErrors, codes, names := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	claims := make([][16]byte, n)
+	ids, attempts, delays := make(ptrArray[int8Elem], n), make([]int32, n), make(ptrArray[int8Elem], n)
+	statuses, lastErrors, codes, names := make(ptrArray[textElem], n), make(ptrArray[textElem], n),
+		make(ptrArray[textElem], n), make(ptrArray[textElem], n)
+	claims := make(ptrArray[uuidElem], n)
 	for i, d := range ds {
-		ids[i], attempts[i], statuses[i] = d.ID(), int32(d.Attempts()), string(d.Status())
-		lastErrors[i], codes[i], names[i] = d.LastError(), d.ErrorCode(), d.MessageName()
-		delays[i], claims[i] = max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds()), d.ClaimID()
+		ids[i], attempts[i], statuses[i] = int8Elem(d.ID()), int32(d.Attempts()), textElem(d.Status())
+		lastErrors[i], codes[i], names[i] = textElem(d.LastError()), textElem(d.ErrorCode()), textElem(d.MessageName())
+		delays[i], claims[i] = int8Elem(max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds())), uuidElem(d.ClaimID())
 	}
 	var recorded int
 	err := r.db.QueryRow(ctx, `

@@ -57,19 +57,22 @@ func (r *PostgresNotificationRepository) Add(ctx context.Context, ns []*notifica
 // notification holding its key.
 func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*notification.Notification) error {
 	n := len(chunk)
-	ids := make([]uuid.UUID, n)
-	recipients, types, titles, bodies, data := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ids := make(ptrArray[uuidElem], n)
+	recipients, types, titles, bodies := make(ptrArray[textElem], n), make(ptrArray[textElem], n),
+		make(ptrArray[textElem], n), make(ptrArray[textElem], n)
+	data := make([]string, n)
 	ttls := make([]int32, n)
 	audiences, keys, collapseKeys, options := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-	created := make([]time.Time, n)
+	created := make(ptrArray[timestamptzElem], n)
 	keyedUntil, sendAt, expiresAt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
 	urgent := make([]bool, n)
 	keyed := 0
 	for i, nt := range chunk {
 		urgent[i] = nt.Urgent()
 		c := nt.Content()
-		ids[i], recipients[i], types[i] = nt.ID(), nt.Recipient(), nt.Type()
-		titles[i], bodies[i], ttls[i], created[i] = c.Title, c.Body, int32(c.TTL/time.Second), nt.CreatedAt()
+		ids[i], recipients[i], types[i] = uuidElem(nt.ID()), textElem(nt.Recipient()), textElem(nt.Type())
+		titles[i], bodies[i], ttls[i] = textElem(c.Title), textElem(c.Body), int32(c.TTL/time.Second)
+		created[i] = timestamptzElem(nt.CreatedAt())
 		b, err := json.Marshal(c.Data)
 		if err != nil {
 			return fmt.Errorf("encode data of notification %s: %w", nt.ID(), err)
@@ -111,7 +114,7 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 	if tp := telemetry.TraceParent(ctx); tp != "" {
 		traceParent = &tp
 	}
-	args := []any{uuidArray(ids), recipients, types, titles, bodies, data, ttls, created, audiences,
+	args := []any{ids, recipients, types, titles, bodies, data, ttls, created, audiences,
 		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options, traceParent, urgent}
 	const insert = `
 		INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience,
@@ -156,7 +159,7 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 	var dupRecipients, dupKeys []string
 	for i, nt := range chunk {
 		if !isNew[nt.ID()] {
-			dupRecipients, dupKeys = append(dupRecipients, recipients[i]), append(dupKeys, *keys[i])
+			dupRecipients, dupKeys = append(dupRecipients, string(recipients[i])), append(dupKeys, *keys[i])
 		}
 	}
 	// A new statement: it sees what a concurrent transaction committed
@@ -178,7 +181,7 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 		if isNew[nt.ID()] {
 			continue
 		}
-		h, ok := byKey[[2]string{recipients[i], *keys[i]}]
+		h, ok := byKey[[2]string{string(recipients[i]), *keys[i]}]
 		if !ok { // cannot happen: the insert conflicted with a row this transaction sees
 			return fmt.Errorf("notification %s: idempotency key %q is held, but its holder is not visible", nt.ID(), *keys[i])
 		}

@@ -334,7 +334,6 @@ func (c Content) validate() []error {
 		errs = append(errs, &FieldError{Field: "content", Err: ErrRequired})
 	}
 	for k, v := range c.Data {
-		field := "data." + k
 		if k == "" {
 			errs = append(errs, &FieldError{Field: "data key", Err: ErrRequired})
 			continue
@@ -343,11 +342,13 @@ func (c Content) validate() []error {
 			errs = append(errs, &FieldError{Field: "data key", Err: ErrInvalidUTF8})
 			continue
 		}
+		// The field's name is made only for an error: a valid key costs
+		// no allocation.
 		if IsReservedDataKey(k) {
-			errs = append(errs, &FieldError{Field: field, Err: ErrReservedDataKey})
+			errs = append(errs, &FieldError{Field: "data." + k, Err: ErrReservedDataKey})
 		}
 		if !validText(v) {
-			errs = append(errs, &FieldError{Field: field, Err: ErrInvalidUTF8})
+			errs = append(errs, &FieldError{Field: "data." + k, Err: ErrInvalidUTF8})
 		}
 	}
 	if c.TTL < 0 || c.TTL > MaxTTL {
@@ -357,26 +358,66 @@ func (c Content) validate() []error {
 }
 
 // PayloadSize is the size in bytes of the payload FCM counts against its
-// 4096-byte limit: the JSON of the title, body and data.
+// 4096-byte limit: the JSON of the title, body and data,
+// {"notification":{"title":...,"body":...},"data":{...}} with the empty
+// parts left out, as encoding/json writes it. It is counted, not written:
+// every Raise validates every notification, and marshalling cost six
+// allocations each.
 func (c Content) PayloadSize() int {
-	payload := struct {
-		Notification *struct {
-			Title string `json:"title,omitempty"`
-			Body  string `json:"body,omitempty"`
-		} `json:"notification,omitempty"`
-		Data map[string]string `json:"data,omitempty"`
-	}{Data: c.Data}
+	size := len(`{}`)
 	if c.Title != "" || c.Body != "" {
-		payload.Notification = &struct {
-			Title string `json:"title,omitempty"`
-			Body  string `json:"body,omitempty"`
-		}{c.Title, c.Body}
+		size += len(`"notification":{}`)
+		if c.Title != "" {
+			size += len(`"title":`) + jsonStringLen(c.Title)
+		}
+		if c.Title != "" && c.Body != "" {
+			size += len(`,`)
+		}
+		if c.Body != "" {
+			size += len(`"body":`) + jsonStringLen(c.Body)
+		}
+		if len(c.Data) > 0 {
+			size += len(`,`)
+		}
 	}
-	b, err := json.Marshal(payload)
-	if err != nil { // cannot happen for strings and string maps
-		return MaxPayloadBytes + 1
+	if len(c.Data) > 0 {
+		size += len(`"data":{}`) + len(c.Data) - 1 // the commas between entries
+		for k, v := range c.Data {
+			size += jsonStringLen(k) + len(`:`) + jsonStringLen(v)
+		}
 	}
-	return len(b)
+	return size
+}
+
+// jsonStringLen is the length of s as encoding/json writes it, quotes
+// included: `\`, `"` and \b, \f, \n, \r, \t take two bytes, other control
+// bytes, <, > and & (HTML-escaped), U+2028, U+2029 and each invalid byte
+// (written \ufffd) six.
+func jsonStringLen(s string) int {
+	n := len(`""`)
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			switch {
+			case b == '\\', b == '"', b == '\b', b == '\f', b == '\n', b == '\r', b == '\t':
+				n += 2
+			case b < 0x20, b == '<', b == '>', b == '&':
+				n += len(`\u0000`)
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			n += len(`\ufffd`)
+		} else {
+			n += size
+		}
+		i += size
+	}
+	return n
 }
 
 func (a *Audience) clone() *Audience {

@@ -60,6 +60,13 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 		cur, count, size = envelope{Version: envelopeVersion}, 0, 0
 		return nil
 	}
+	// Every event's notification ids in one array, not one each: a
+	// personalised campaign raises an event per notification.
+	total := 0
+	for _, r := range raised {
+		total += len(r.Notifications)
+	}
+	allIDs := make([]uuid.UUID, 0, total)
 	for _, r := range raised {
 		data := r.Data
 		if data == nil { // raised without app.Raiser.Prepare
@@ -68,10 +75,11 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 				return nil, fmt.Errorf("%w: encode event %s: %w", notification.ErrMalformedEvent, r.Event.EventType(), err)
 			}
 		}
-		ids := make([]uuid.UUID, len(r.Notifications))
-		for i, n := range r.Notifications {
-			ids[i] = n.ID()
+		start := len(allIDs)
+		for _, n := range r.Notifications {
+			allIDs = append(allIDs, n.ID())
 		}
+		ids := allIDs[start:]
 		for len(ids) > 0 {
 			room := maxNotificationsPerMessage - count
 			if room == 0 || (count > 0 && size+len(data) > maxEventBytesPerMessage) {

@@ -56,11 +56,12 @@ func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*no
 	ts = dedupeTokens(ts)
 	for start := 0; start < len(ts); start += insertChunk {
 		chunk := ts[start:min(start+insertChunk, len(ts))]
-		tokens, users, platforms := make([]string, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
-		registered, seen := make([]time.Time, len(chunk)), make([]time.Time, len(chunk))
+		n := len(chunk)
+		tokens, users, platforms := make(ptrArray[textElem], n), make(ptrArray[textElem], n), make(ptrArray[textElem], n)
+		registered, seen := make(ptrArray[timestamptzElem], n), make(ptrArray[timestamptzElem], n)
 		for i, t := range chunk {
-			tokens[i], users[i], platforms[i] = t.Token(), t.UserID(), string(t.Platform())
-			registered[i], seen[i] = t.RegisteredAt(), t.LastSeenAt()
+			tokens[i], users[i], platforms[i] = textElem(t.Token()), textElem(t.UserID()), textElem(t.Platform())
+			registered[i], seen[i] = timestamptzElem(t.RegisteredAt()), timestamptzElem(t.LastSeenAt())
 		}
 		_, err := r.db.Exec(ctx, `
 			WITH input AS (

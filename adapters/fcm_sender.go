@@ -117,7 +117,8 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 	defer cancelTimeout()
 	ps := &pushState{cancel: cancel}
 	ctx = context.WithValue(ctx, pushStateKey{}, ps)
-	defer context.AfterFunc(s.breaker.openedContext(), ps.stopForBreaker)()
+	s.breaker.track(ps)
+	defer s.breaker.untrack(ps)
 
 	name, err := s.client.Send(ctx, fcmMessage(msg, time.Now()))
 	if err == nil {

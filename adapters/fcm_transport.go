@@ -286,7 +286,7 @@ func fcmErrorCode(body []byte) string {
 }
 
 // fcmBreaker is the circuit breaker over every HTTP attempt, with the ramp
-// and the context that is cancelled each time it opens.
+// and the pushes under way, which are stopped each time it opens.
 type fcmBreaker struct {
 	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
 	ramp   *ramp
@@ -295,9 +295,11 @@ type fcmBreaker struct {
 	// strained counts attempts FCM answered with a 5xx.
 	strained atomic.Int64
 
-	openedMu sync.Mutex
-	opened   context.Context // cancelled when the breaker opens
-	cancel   context.CancelFunc
+	// pushes are the pushes under way (FCMSender.Push tracks each). A set
+	// rather than a context.AfterFunc per push on a context cancelled at
+	// each opening: that cost three allocations a push.
+	pushesMu sync.Mutex
+	pushes   map[*pushState]struct{}
 }
 
 // breakerWindow is how far back the breaker's failure ratio looks, in
@@ -355,8 +357,7 @@ func (w *outcomeWindow) reset() {
 }
 
 func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
-	b := &fcmBreaker{ramp: newRamp(cfg.RampMax), tel: cfg.Telemetry}
-	b.opened, b.cancel = context.WithCancel(context.Background())
+	b := &fcmBreaker{ramp: newRamp(cfg.RampMax), tel: cfg.Telemetry, pushes: map[*pushState]struct{}{}}
 	failures := cfg.BreakerFailures
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "fcm",
@@ -387,10 +388,7 @@ func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 				// would reach a failing FCM. The probes and what follows
 				// them start again from one request: a recovering FCM gets
 				// a ramp, not every worker at once.
-				b.openedMu.Lock()
-				b.cancel()
-				b.opened, b.cancel = context.WithCancel(context.Background())
-				b.openedMu.Unlock()
+				b.stopPushes()
 				b.ramp.restart()
 			}
 			level := slog.LevelWarn
@@ -404,11 +402,29 @@ func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 	return b
 }
 
-// openedContext returns a context cancelled the next time the breaker opens.
-func (b *fcmBreaker) openedContext() context.Context {
-	b.openedMu.Lock()
-	defer b.openedMu.Unlock()
-	return b.opened
+// track adds ps to the pushes stopped when the breaker next opens, until
+// untrack.
+func (b *fcmBreaker) track(ps *pushState) {
+	b.pushesMu.Lock()
+	defer b.pushesMu.Unlock()
+	b.pushes[ps] = struct{}{}
+}
+
+func (b *fcmBreaker) untrack(ps *pushState) {
+	b.pushesMu.Lock()
+	defer b.pushesMu.Unlock()
+	delete(b.pushes, ps)
+}
+
+// stopPushes stops every push under way (see pushState.stopForBreaker). It
+// runs under gobreaker's lock: stopping a push only cancels its context,
+// and never calls back into the breaker.
+func (b *fcmBreaker) stopPushes() {
+	b.pushesMu.Lock()
+	defer b.pushesMu.Unlock()
+	for ps := range b.pushes {
+		ps.stopForBreaker()
+	}
 }
 
 // ramp bounds the requests in flight: one until an attempt succeeds, then

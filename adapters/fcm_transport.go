@@ -51,16 +51,22 @@ type pushState struct {
 	retryAfter time.Duration // Retry-After of the last 503, if any
 	onWire     bool          // an attempt is out and not answered yet
 	stopAfter  bool          // the breaker opened during that attempt
+	accepted   bool          // FCM accepted an attempt: the push is sent
 }
 
 // stopForBreaker cancels the push because the breaker opened, unless an
 // attempt of it is on the wire: FCM may already have accepted that one,
 // and cancelling it would lose the acceptance and send the push again
 // later. Such a push is stopped when its attempt comes back failed (see
-// attemptDone); an accepted one is kept.
+// attemptDone); an accepted one is kept. A push FCM has accepted is never
+// stopped: its answer's body may still be on its way, and cancelling the
+// push would lose it just the same.
 func (ps *pushState) stopForBreaker() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	if ps.accepted {
+		return
+	}
 	if ps.onWire {
 		ps.stopAfter = true
 		return
@@ -91,6 +97,7 @@ func (ps *pushState) attemptDone(accepted bool) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ps.onWire = false
+	ps.accepted = ps.accepted || accepted
 	if ps.stopAfter && !accepted {
 		ps.cancel(errBreakerOpened)
 	}

@@ -389,10 +389,21 @@ func (c Content) PayloadSize() int {
 	return size
 }
 
+// invalidByteJSONLen is what encoding/json writes for a byte that is not
+// UTF-8, asked of it once: \ufffd (six bytes), or U+FFFD itself (three)
+// when encoding/json is built on encoding/json/v2 (GOEXPERIMENT=jsonv2).
+var invalidByteJSONLen = func() int {
+	b, err := json.Marshal("\xff")
+	if err != nil {
+		return len(`\ufffd`)
+	}
+	return len(b) - len(`""`)
+}()
+
 // jsonStringLen is the length of s as encoding/json writes it, quotes
 // included: `\`, `"` and \b, \f, \n, \r, \t take two bytes, other control
-// bytes, <, > and & (HTML-escaped), U+2028, U+2029 and each invalid byte
-// (written \ufffd) six.
+// bytes, <, > and & (HTML-escaped), U+2028 and U+2029 six, and each invalid
+// byte invalidByteJSONLen.
 func jsonStringLen(s string) int {
 	n := len(`""`)
 	for i := 0; i < len(s); {
@@ -410,8 +421,10 @@ func jsonStringLen(s string) int {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
-			n += len(`\ufffd`)
+		if r == utf8.RuneError && size == 1 {
+			n += invalidByteJSONLen
+		} else if r == '\u2028' || r == '\u2029' {
+			n += len(`\u2028`)
 		} else {
 			n += size
 		}

@@ -295,3 +295,48 @@ func TestAPushIsStartedOnlyWhileItsLeaseOutlastsItsDeadlineAndTheRecord(t *testi
 	}, waitFor, 5*time.Millisecond)
 	assert.Equal(t, 1, pusher.callsTo(hasPrefix("device-")), "none of the three is pushed this late")
 }
+
+// runValueKey marks Run's context, to see that a push's context carries
+// Run's values.
+type runValueKey struct{}
+
+// A push under way when Run's context ends is not cancelled: it finishes
+// with a live context, carrying Run's values, and its outcome (sent) is
+// recorded, not lost nor sent again later.
+func TestAPushUnderWayWhenRunEndsFinishesUncancelledAndIsRecorded(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	store.add("device-00", notification.PlatformAndroid, clock.Now())
+	started, release := make(chan struct{}), make(chan struct{})
+	var pushErr, pushValue any
+	pusher := newFakePusher(func(notification.Message) error { return nil })
+	s, err := app.NewSender(store, pusherFunc(func(ctx context.Context, msg notification.Message) (string, error) {
+		close(started)
+		<-release
+		pushErr, pushValue = ctx.Err(), ctx.Value(runValueKey{})
+		if err := ctx.Err(); err != nil {
+			return "", &notification.SendError{Class: notification.ErrPushCancelled, Code: "CANCELLED", Err: err}
+		}
+		return pusher.Push(ctx, msg)
+	}), senderConfig(clock))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), runValueKey{}, "run"))
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	<-started
+	cancel() // synchronous: a context derived from ctx is done on return
+	close(release)
+	require.NoError(t, <-done)
+	assert.Nil(t, pushErr, "the push's context was not cancelled with Run's")
+	assert.Equal(t, "run", pushValue, "the push's context carries Run's values")
+	assert.Equal(t, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, store.statuses(hasPrefix("device-")))
+}
+
+// pusherFunc is a Pusher from a function.
+type pusherFunc func(context.Context, notification.Message) (string, error)
+
+func (f pusherFunc) Push(ctx context.Context, msg notification.Message) (string, error) {
+	return f(ctx, msg)
+}

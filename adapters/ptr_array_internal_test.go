@@ -41,46 +41,32 @@ func PtrArrayCases() []PtrArrayCase {
 		cases = append(cases, PtrArrayCase{name, oid, sqlType, old, fresh})
 	}
 	for i, s := range strs {
-		var p ptrArray[textElem]
-		if s != nil {
-			p = make(ptrArray[textElem], len(s))
-			for j := range s {
-				p[j] = textElem(s[j])
-			}
-		}
-		add(fmt.Sprintf("text/%d", i), pgtype.TextArrayOID, "text[]", s, p)
+		add(fmt.Sprintf("text/%d", i), pgtype.TextArrayOID, "text[]", s, ptrArrayOf(s, func(v string) textElem { return textElem(v) }))
 	}
 	for i, s := range ints {
-		var p ptrArray[int8Elem]
-		if s != nil {
-			p = make(ptrArray[int8Elem], len(s))
-			for j := range s {
-				p[j] = int8Elem(s[j])
-			}
-		}
-		add(fmt.Sprintf("int8/%d", i), pgtype.Int8ArrayOID, "bigint[]", s, p)
+		add(fmt.Sprintf("int8/%d", i), pgtype.Int8ArrayOID, "bigint[]", s, ptrArrayOf(s, func(v int64) int8Elem { return int8Elem(v) }))
 	}
 	for i, s := range uuids {
-		var p ptrArray[uuidElem]
-		if s != nil {
-			p = make(ptrArray[uuidElem], len(s))
-			for j := range s {
-				p[j] = uuidElem(s[j])
-			}
-		}
-		add(fmt.Sprintf("uuid/%d", i), pgtype.UUIDArrayOID, "uuid[]", s, p)
+		add(fmt.Sprintf("uuid/%d", i), pgtype.UUIDArrayOID, "uuid[]", s, ptrArrayOf(s, func(v [16]byte) uuidElem { return uuidElem(v) }))
 	}
 	for i, s := range times {
-		var p ptrArray[timestamptzElem]
-		if s != nil {
-			p = make(ptrArray[timestamptzElem], len(s))
-			for j := range s {
-				p[j] = timestamptzElem(s[j])
-			}
-		}
-		add(fmt.Sprintf("timestamptz/%d", i), pgtype.TimestamptzArrayOID, "timestamptz[]", s, p)
+		add(fmt.Sprintf("timestamptz/%d", i), pgtype.TimestamptzArrayOID, "timestamptz[]", s,
+			ptrArrayOf(s, func(v time.Time) timestamptzElem { return timestamptzElem(v) }))
 	}
 	return cases
+}
+
+// ptrArrayOf is s as a ptrArray of elem's elements, nil for nil (pgx
+// encodes nil as NULL and an empty array as {}).
+func ptrArrayOf[S, E any](s []S, elem func(S) E) ptrArray[E] {
+	if s == nil {
+		return nil
+	}
+	p := make(ptrArray[E], len(s))
+	for i, v := range s {
+		p[i] = elem(v)
+	}
+	return p
 }
 
 // A ptrArray parameter is the bytes the plain slice it replaced was, in

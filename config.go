@@ -218,12 +218,14 @@ type FCMConfig struct {
 	// if all succeed it closes, and the first that fails opens it again.
 	// Defaults to 3.
 	BreakerProbes uint32
-	// RampMax ends the ramp: at the start and each time the breaker opens
-	// (so for its probes and the traffic after them), one request may be
-	// in flight, then twice as many each time as many attempts as the
-	// bound have succeeded, until the bound reaches RampMax and requests
-	// are no longer bounded here (Sender.MaxInFlight still is). Defaults
-	// to 256.
+	// RampMax ends the ramp. At the start one request may be in flight
+	// until one succeeds (so a cold burst shares one HTTP/2 connection),
+	// then requests are no longer bounded here (Sender.MaxInFlight still
+	// is). Each time the breaker opens (so for its probes and the traffic
+	// after them), one request may be in flight, then twice as many each
+	// time as many attempts as the bound have succeeded, until the bound
+	// reaches RampMax and requests are no longer bounded here. Defaults to
+	// 256.
 	RampMax int
 }
 

@@ -307,6 +307,51 @@ func TestARecoveringFCMIsRampedUpNotStampeded(t *testing.T) {
 	assert.Greater(t, slices.Max(concurrency), 8, "the ramp widens to full speed")
 }
 
+func TestAColdSenderOpensOneConnectionThenRunsAtFullWidth(t *testing.T) {
+	t.Parallel()
+	const workers = 64
+	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	fake.SetLatency(20 * time.Millisecond) // a stampede of first requests would dial a connection each
+	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	inFlight := 0
+	var concurrency []int
+	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			inFlight++
+			concurrency = append(concurrency, inFlight)
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+			return next.RoundTrip(r)
+		})
+	})
+	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{})
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := sender.Push(context.Background(), message(fmt.Sprintf("tok-%d", i)))
+			assert.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(workers), fake.AcceptedCount())
+	assert.EqualValues(t, 1, fake.Connections(), "every push shares the first request's connection")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, concurrency, workers)
+	assert.Equal(t, 1, concurrency[0], "the first request goes out alone")
+	// Doubling from one (1, 2, 4, 8) would keep the first 15 requests at 8
+	// or fewer on the wire, for four round trips.
+	assert.Greater(t, slices.Max(concurrency[:15]), 8,
+		"after FCM's first answer every worker goes at once: %v", concurrency[:15])
+}
+
 func TestAnOutageInFullFlowCostsOneRoundOfRequestsNotTheirRetries(t *testing.T) {
 	t.Parallel()
 	const workers = 128

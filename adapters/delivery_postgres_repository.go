@@ -338,28 +338,13 @@ func (r *PostgresDeliveryRepository) ClaimDue(ctx context.Context, now time.Time
 	return dispatches, nil
 }
 
-// claimOnce is one claim statement for up to limit due deliveries; it
-// returns the claimed ones and how many it took in all (closed included).
-func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, int, error) {
-	claimID := uuid.New()
-	// The only good plan walks the partial index on due_at in order and
-	// stops at the limit. Right after a bulk insert, before autovacuum has
-	// analysed the table, the planner believes it holds a few rows and
-	// sorts the whole backlog instead: measured 20-45 ms a claim instead of
-	// 2-4 ms, and a run four times slower. The settings are local to the
-	// batch's one transaction (it ends at the batch's single Sync), and
-	// set_config, unlike SET LOCAL, does not make Postgres log a warning
-	// when that transaction is not an explicit block.
-	batch := &pgx.Batch{}
-	batch.Queue(`SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)`)
-	var dispatches []app.Dispatch
-	if n := min(limit, int(r.lastClaimed.Load())); n > 0 {
-		dispatches = make([]app.Dispatch, 0, n)
-	}
-	var scanned int
-	perMinute, perHour := r.limits.params()
-	batch.Queue(`
-		WITH locked AS (
+// claimSQL claims up to $1 due deliveries for $2 microseconds under claim
+// $3 for instance $4, honouring per-device limits of $5 a minute and $6 an
+// hour ($5 = 0: none). Each grant is built once per claim (grants is
+// MATERIALIZED): inlined, the planner could put its aggregate on the inner
+// side of a nested loop and build it again for every row. Measured on a
+// table analysed while empty: 245 ms for a claim of 500 instead of 13.
+const claimSQL = `		WITH locked AS (
 			-- Lock first, join after: rows that other senders hold are
 			-- skipped for the price of an index entry and a lock attempt.
 			-- Joining before locking read each skipped row's notification,
@@ -438,7 +423,7 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 						$5 - CASE WHEN r.minute_start > now() - interval '1 minute' THEN r.minute_count ELSE 0 END,
 						$6 - CASE WHEN r.hour_start > now() - interval '1 hour' THEN r.hour_count ELSE 0 END))
 			RETURNING r.device, r.granted, r.minute_start, r.hour_start, r.hour_count
-		), grants AS (
+		), grants AS MATERIALIZED (
 			-- Each device's grant, and when its window ends, as one value
 			-- looked up by device below. Joining the CTEs row to row instead
 			-- made Postgres pick nested loops (it cannot estimate a CTE's
@@ -490,7 +475,29 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		WHERE d.id = f.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(f.platform, ''), d.attempts,
 			d.last_error, d.error_code, f.title, f.body, f.data, f.ttl_seconds,
-			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent, f.send_at`,
+			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent, f.send_at`
+
+// claimOnce is one claim statement for up to limit due deliveries; it
+// returns the claimed ones and how many it took in all (closed included).
+func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]app.Dispatch, int, error) {
+	claimID := uuid.New()
+	// The only good plan walks the partial index on due_at in order and
+	// stops at the limit. Right after a bulk insert, before autovacuum has
+	// analysed the table, the planner believes it holds a few rows and
+	// sorts the whole backlog instead: measured 20-45 ms a claim instead of
+	// 2-4 ms, and a run four times slower. The settings are local to the
+	// batch's one transaction (it ends at the batch's single Sync), and
+	// set_config, unlike SET LOCAL, does not make Postgres log a warning
+	// when that transaction is not an explicit block.
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)`)
+	var dispatches []app.Dispatch
+	if n := min(limit, int(r.lastClaimed.Load())); n > 0 {
+		dispatches = make([]app.Dispatch, 0, n)
+	}
+	var scanned int
+	perMinute, perHour := r.limits.params()
+	batch.Queue(claimSQL,
 		limit, lease.Microseconds(), [16]byte(claimID), r.instance, perMinute, perHour).Query(func(rows pgx.Rows) error {
 		var err error
 		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)

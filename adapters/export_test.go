@@ -32,3 +32,6 @@ const ReapSQL = reapSQL
 // FCMMessage is fcmMessage, for the benchmark of building one push's SDK
 // message.
 var FCMMessage = fcmMessage
+
+// ClaimSQL is the claim's statement, for a test of its plan.
+const ClaimSQL = claimSQL

@@ -105,7 +105,9 @@ func (s *FCMSender) BreakerState() string { return s.breaker.cb.State().String()
 // SDK's retries with it) and also returns ErrCircuitOpen. A push whose
 // ctx ends, or that got no request out before its deadline, returns
 // notification.ErrPushCancelled. A push that ends in its deadline while
-// the SDK waits out a 503's Retry-After carries that Retry-After.
+// the SDK waits out a 503's Retry-After carries that Retry-After. A push
+// FCM accepted (a 2xx) is sent, even if the answer's body could not be read:
+// its name is then "".
 func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string, error) {
 	if s.breaker.cb.State() == gobreaker.StateOpen {
 		return "", &notification.SendError{Class: notification.ErrCircuitOpen, Reason: gobreaker.ErrOpenState.Error()}
@@ -121,7 +123,10 @@ func (s *FCMSender) Push(ctx context.Context, msg notification.Message) (string,
 	defer s.breaker.untrack(ps)
 
 	name, err := s.client.Send(ctx, fcmMessage(msg, time.Now()))
-	if err == nil {
+	if err == nil || ps.wasAccepted() {
+		// FCM accepted it, even if its answer's body was then cut short,
+		// unreadable or late: the push is sent, and a retry would reach
+		// the device twice.
 		return name, nil
 	}
 	return "", classifyPushError(parent, ctx, ps, err)

@@ -41,6 +41,10 @@ var (
 // errBreakerOpened is the cancellation cause of a push the breaker stopped.
 var errBreakerOpened = errors.New("fcm circuit breaker is open")
 
+// errPushAccepted is the cancellation cause of a push the SDK tried to send
+// again after FCM had accepted it (its answer's body could not be read).
+var errPushAccepted = errors.New("fcm already accepted this push")
+
 // pushState is what the transport learns about one push's attempts. Push
 // puts it in the request context; the transport fills it in.
 type pushState struct {
@@ -51,7 +55,14 @@ type pushState struct {
 	retryAfter time.Duration // Retry-After of the last 503, if any
 	onWire     bool          // an attempt is out and not answered yet
 	stopAfter  bool          // the breaker opened during that attempt
-	accepted   bool          // FCM accepted an attempt: the push is sent
+	accepted   bool          // FCM accepted an attempt (a 2xx to its POST): the push is sent
+}
+
+// wasAccepted reports whether FCM accepted an attempt of the push.
+func (ps *pushState) wasAccepted() bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.accepted
 }
 
 // stopForBreaker cancels the push because the breaker opened, unless an
@@ -135,6 +146,14 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, err
 	}
+	if ps != nil && ps.wasAccepted() {
+		// The SDK retries any error reading an answer's body, a 200's too:
+		// FCM has this push already, and would deliver it again. Stop the
+		// push instead (Push reports it sent).
+		ps.cancel(errPushAccepted)
+		closeRequestBody(req)
+		return nil, errPushAccepted
+	}
 	if b.cb.State() == gobreaker.StateOpen {
 		return refuse(gobreaker.ErrOpenState)
 	}
@@ -170,7 +189,9 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = bufferBody(resp)
 	}
 	if ps != nil {
-		ps.attemptDone(err == nil && resp.StatusCode < 400)
+		// Accepted: a 2xx to the push's POST, not to the GET the client
+		// makes to follow a 301, 302 or 303 (a page that has sent nothing).
+		ps.attemptDone(err == nil && req.Method == http.MethodPost && resp.StatusCode >= 200 && resp.StatusCode < 300)
 	}
 	if err == nil && resp.StatusCode >= 500 {
 		b.strained.Add(1)

@@ -1,0 +1,122 @@
+package adapters_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/api/option"
+
+	"github.com/herald-push/herald/adapters"
+)
+
+// acceptingFCM is an FCM that accepts every push (200) and then answers
+// with body: it counts the pushes it accepted.
+func acceptingFCM(t *testing.T, http1 bool, body func(w http.ResponseWriter)) (*httptest.Server, *atomic.Int64) {
+	var accepted atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Message struct {
+				Token string `json:"token"`
+			} `json:"message"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		accepted.Add(1) // FCM has it: the device will get it
+		body(w)
+	}))
+	srv.EnableHTTP2 = !http1
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, &accepted
+}
+
+// A push FCM accepted (it answered 200) is sent, whatever becomes of the
+// answer's body: cut short, not JSON, empty, or too slow for the push's
+// deadline. Reported failed, it would be retried (by the SDK at once, which
+// retries any error reading a body, and by Herald later) and reach the
+// device again.
+func TestAPushFCMAcceptedIsSentOnceWhateverItsAnswersBody(t *testing.T) {
+	t.Parallel()
+	bodies := map[string]func(w http.ResponseWriter){
+		"cut short": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", "200")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, `{"name":"projects/p/mess`)
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the connection or stream dies mid-body
+		},
+		"not json": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, "<html>ok</html>")
+		},
+		"empty": func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusOK)
+		},
+		"after the deadline": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			time.Sleep(700 * time.Millisecond) // the push's deadline is 300 ms
+			_, _ = io.WriteString(w, `{"name":"projects/p/messages/1"}`)
+		},
+	}
+	for name, body := range bodies {
+		for _, http1 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/http1=%t", name, http1), func(t *testing.T) {
+				t.Parallel()
+				srv, accepted := acceptingFCM(t, http1, body)
+				client, err := adapters.NewFCMClient(context.Background(), "p",
+					option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
+				require.NoError(t, err)
+				sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{SendTimeout: 300 * time.Millisecond})
+				require.NoError(t, err)
+
+				_, err = sender.Push(context.Background(), message("tok"))
+				assert.NoError(t, err, "FCM accepted the push: it is sent, not to be retried")
+				time.Sleep(100 * time.Millisecond) // any retry of the SDK's would have gone out
+				assert.EqualValues(t, 1, accepted.Load(), "FCM received the push once")
+				assert.Equal(t, "closed", sender.BreakerState())
+			})
+		}
+	}
+}
+
+// Only FCM's acceptance of the push's own request is an acceptance: a
+// redirect the HTTP client follows to a page (a captive portal, a
+// proxy's login) that answers 200 has sent nothing, and reported sent the
+// delivery would be lost.
+func TestAPushRedirectedToAPageIsNotReportedSent(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/login" {
+			http.Redirect(w, r, "/login", http.StatusFound) // the client follows it with a GET
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, "<html>sign in</html>")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	client, err := adapters.NewFCMClient(context.Background(), "p",
+		option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
+	require.NoError(t, err)
+	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{SendTimeout: 300 * time.Millisecond})
+	require.NoError(t, err)
+
+	_, err = sender.Push(context.Background(), message("tok"))
+	assert.Error(t, err, "FCM never had the push: it is not sent")
+}

@@ -31,6 +31,11 @@ type Dispatch struct {
 	// (notification.Draft.SendAt), zero if it was to go at once: its
 	// latency is measured from then, not from the raise.
 	SendAt time.Time
+
+	// claimed is when (Go's monotonic clock) the sender started the claim
+	// that returned it, zero if unknown: its lease is measured from then
+	// as well as on the sender's clock, which may be stepped back.
+	claimed time.Time
 }
 
 // DeliveryStore is the sender's view of stored deliveries.
@@ -720,6 +725,7 @@ func (s *Sender) claimLoop(ctx context.Context, queue chan<- Dispatch) {
 		s.stats.claimed.Add(int64(len(batch)))
 		s.held.Add(int64(len(batch)))
 		for _, d := range batch {
+			d.claimed = claimStart
 			queue <- d // never blocks: we claimed at most the room left
 		}
 		if len(batch) < room {
@@ -854,7 +860,14 @@ func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now
 	// The push must also end, and its outcome be recorded, before the
 	// lease does: it needs its own deadline, a flush, and the recorder's
 	// time (recordWithin, which the recorder's room keeps it within).
-	if now.After(d.Delivery.DueAt().Add(-s.admitBefore)) {
+	// What is left is measured on the sender's clock and in real time,
+	// whichever is shorter: the database ends the lease in real time, and a
+	// clock stepped back must not stretch it.
+	left := d.Delivery.DueAt().Sub(now)
+	if !d.claimed.IsZero() {
+		left = min(left, s.cfg.Lease-time.Since(d.claimed))
+	}
+	if left < s.admitBefore {
 		s.release(d.Delivery)
 		return false
 	}

@@ -761,9 +761,9 @@ func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 		s.release(d.Delivery)
 		return
 	}
-	checked := s.cfg.Now()
+	checked, checkedReal := s.cfg.Now(), time.Now()
 	device := maphash.String(s.seed, d.Message.Token)
-	if !s.stillToPush(ctx, d, device, checked, d.Delivery.DueAt().Add(-s.cfg.Lease)) {
+	if !s.stillToPush(ctx, d, device, checked, d.Delivery.DueAt().Add(-s.cfg.Lease), d.claimed) {
 		return
 	}
 	// The send budget is taken last, after every check that may wait on the
@@ -790,7 +790,7 @@ func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 	if fenced || waitedFence {
 		checked = time.Time{}
 	}
-	if !s.stillToPush(ctx, d, device, now, checked) {
+	if !s.stillToPush(ctx, d, device, now, checked, checkedReal) {
 		return // it waited for its token: checked again (in the store only if long, or fenced)
 	}
 	ticket, until, ok := s.platforms.admit(d.Message.Platform, now)
@@ -851,9 +851,10 @@ func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 // stillToPush checks, at now, that a claimed delivery may still be pushed:
 // its lease has room left for the push, its claim is still current (checked
 // in the store only when it was last known current more than recheckAfter
-// ago, at since), and its device is not held. Otherwise it gives the
+// ago, at since on the sender's clock or at sinceReal on Go's monotonic
+// clock, if known), and its device is not held. Otherwise it gives the
 // delivery back (or counts it closed) and returns false.
-func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now, since time.Time) bool {
+func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now, since, sinceReal time.Time) bool {
 	// A delivery that waited in the queue (a long pause, a slow rate) must
 	// not be pushed near the end of its lease: another sender may take it
 	// over meanwhile and push it too. Give it back to be claimed afresh.
@@ -884,8 +885,10 @@ func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now
 	}
 	// A claim that waited (a pause, a slow rate) is checked again just
 	// before the push: its token may have moved to another user meanwhile,
-	// which closes the delivery, and the push must then go to nobody.
-	if now.Sub(since) > recheckAfter {
+	// which closes the delivery, and the push must then go to nobody. The
+	// wait is measured in real time too: a clock stepped back must not
+	// make it look short.
+	if now.Sub(since) > recheckAfter || !sinceReal.IsZero() && time.Since(sinceReal) > recheckAfter {
 		current, err := s.store.StillClaimed(ctx, d.Delivery)
 		if err != nil {
 			s.release(d.Delivery)

@@ -102,3 +102,48 @@ func TestAClockSteppingBackNeverLetsAPushOutlastItsLease(t *testing.T) {
 	assert.Zero(t, pusher.callsTo(func(tok string) bool { return tok == "waiting" }),
 		"the other instance pushes it: pushed here too, it would reach the device twice")
 }
+
+// A claim that waited longer than the recheck interval is checked in the
+// store before its push, however the sender's clock moved meanwhile: a
+// clock stepped back must not skip the check and push to a token that
+// changed owner while the delivery waited.
+func TestAClockSteppingBackNeverSkipsTheCheckOfAClaimThatWaited(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	store.add("throttled", notification.PlatformAndroid, clock.Now())
+	moved := store.add("sold-phone", notification.PlatformAndroid, clock.Now())
+	pusher := newFakePusher(func(msg notification.Message) error {
+		if msg.Token == "throttled" {
+			// Project-wide (QuotaDevices 1): all sending pauses 10 s.
+			return sendErr(notification.ErrQuotaExceeded, "QUOTA_EXCEEDED", 10*time.Second)
+		}
+		return nil
+	})
+	cfg := senderConfig(clock)
+	cfg.QuotaDevices = 1
+	s := runSender(t, store, pusher, cfg)
+
+	require.Eventually(t, func() bool { return s.Stats().QuotaPauses == 1 }, waitFor, time.Millisecond)
+	require.EqualValues(t, 2, s.Stats().Claimed, "the other delivery waits behind the pause, claimed")
+	// While it waits, its phone changes owner: registering the token to
+	// another user closes the delivery.
+	store.mu.Lock()
+	d := store.rows[moved-1].d
+	store.rows[moved-1].d = notification.DeliveryFromDatabase(d.ID(), d.NotificationID(), d.Token(),
+		notification.StatusTokenMoved, d.Attempts(), clock.Now(), d.ClaimID(), "token moved", "TOKEN_MOVED", "", clock.Now())
+	store.mu.Unlock()
+	time.Sleep(300 * time.Millisecond) // longer than a claim may wait unchecked
+	// Meanwhile the server's clock was stepped back an hour; then the
+	// pause runs out on it.
+	clock.Advance(-time.Hour)
+	time.Sleep(50 * time.Millisecond)
+	clock.Advance(10 * time.Second)
+
+	waited := func() bool {
+		return s.Stats().ClosedBeforePush > 0 || pusher.callsTo(func(tok string) bool { return tok == "sold-phone" }) > 0
+	}
+	require.Eventually(t, waited, waitFor, 5*time.Millisecond, "the moved delivery is pushed or found closed")
+	assert.Zero(t, pusher.callsTo(func(tok string) bool { return tok == "sold-phone" }),
+		"the phone belongs to someone else now: the previous owner's push must not reach it")
+}

@@ -157,13 +157,14 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if b.cb.State() == gobreaker.StateOpen {
 		return refuse(gobreaker.ErrOpenState)
 	}
-	if err := b.ramp.acquire(ctx); err != nil {
+	start, err := b.ramp.acquire(ctx)
+	if err != nil {
 		closeRequestBody(req)
 		return nil, err
 	}
 	done, err := b.cb.Allow()
 	if err != nil {
-		b.ramp.release(false)
+		b.ramp.release(start, false)
 		return refuse(err)
 	}
 	if ps != nil {
@@ -175,7 +176,7 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if cause := context.Cause(ctx); cause != nil {
 			ps.attemptAborted()
 			done(errAttemptExcluded)
-			b.ramp.release(false)
+			b.ramp.release(start, false)
 			closeRequestBody(req)
 			return nil, cause
 		}
@@ -202,7 +203,7 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.window.record(time.Now(), verdict != nil)
 	}
 	done(verdict)
-	b.ramp.release(verdict == nil)
+	b.ramp.release(start, verdict == nil)
 	return resp, err
 }
 
@@ -468,13 +469,16 @@ func (b *fcmBreaker) stopPushes() {
 // shares it, so a cold start goes to full speed at once: doubling from one
 // at FCM's round trip spent 7 round trips (140 ms at 20 ms, ~800 pushes of
 // a 128-wide sender) below speed for nothing. After an outage the doubling
-// keeps a recovering FCM from meeting every worker at once.
+// keeps a recovering FCM from meeting every worker at once. Only attempts
+// let out since the ramp last started over count as its successes: the
+// answers of requests sent before an opening say nothing of the recovery.
 type ramp struct {
 	max int
 
 	mu        sync.Mutex
 	limit     int  // 0: no bound
 	recovery  bool // doubling after the breaker opened, not a cold start
+	starts    int  // how many times it started over
 	inFlight  int
 	successes int
 	changed   chan struct{} // closed and replaced when a slot may have freed
@@ -484,28 +488,33 @@ func newRamp(max int) *ramp {
 	return &ramp{max: max, limit: 1, changed: make(chan struct{})}
 }
 
-func (r *ramp) acquire(ctx context.Context) error {
+// acquire takes a slot, and returns which start of the ramp it belongs to,
+// for release.
+func (r *ramp) acquire(ctx context.Context) (start int, err error) {
 	for {
 		r.mu.Lock()
 		if r.limit == 0 || r.inFlight < r.limit {
 			r.inFlight++
+			start = r.starts
 			r.mu.Unlock()
-			return nil
+			return start, nil
 		}
 		changed := r.changed
 		r.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return 0, context.Cause(ctx)
 		}
 	}
 }
 
-func (r *ramp) release(success bool) {
+// release gives back a slot acquire took during start.
+func (r *ramp) release(start int, success bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.inFlight--
+	success = success && start == r.starts
 	if r.limit == 0 {
 		// Nobody waits without a bound (acquire waits only under one, and
 		// the step to none woke every waiter): nothing to signal, and each
@@ -530,6 +539,7 @@ func (r *ramp) restart() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.limit, r.successes, r.recovery = 1, 0, true
+	r.starts++
 	close(r.changed)
 	r.changed = make(chan struct{})
 }

@@ -385,3 +385,76 @@ func TestAnOutageInFullFlowCostsOneRoundOfRequestsNotTheirRetries(t *testing.T) 
 	// per worker.
 	assert.LessOrEqual(t, during, int64(workers+50))
 }
+
+// The ramp after an opening counts only what the recovering FCM answers:
+// pushes accepted before the outage whose answers arrive after the breaker
+// opened must not widen it, or the first requests after the outage meet
+// FCM all at once.
+func TestAnswersFromBeforeAnOpeningDoNotWidenTheRampAfterIt(t *testing.T) {
+	t.Parallel()
+	const workers = 128
+	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
+	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	inFlight := 0
+	var concurrency []int
+	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			inFlight++
+			concurrency = append(concurrency, inFlight)
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+			return next.RoundTrip(r)
+		})
+	})
+	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{BreakerFailures: 2, BreakerOpenFor: 500 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = sender.Push(context.Background(), message("warm-up")) // a cold start opens at its first success
+	require.NoError(t, err)
+
+	// 100 pushes FCM is slow to accept are on the wire when it starts
+	// failing the others fast: the breaker opens before they come back.
+	var slow sync.WaitGroup
+	for i := range 100 {
+		tok := fmt.Sprintf("slow-%d", i)
+		fake.FailToken(tok, testutil.Fault{Code: testutil.FaultNone, Latency: 300 * time.Millisecond})
+		slow.Add(1)
+		go func() {
+			defer slow.Done()
+			_, err := sender.Push(context.Background(), message(tok))
+			assert.NoError(t, err, "accepted before the opening: sent")
+		}()
+	}
+	require.Eventually(t, func() bool { return fake.Requests() >= 101 }, 5*time.Second, time.Millisecond)
+	fake.FailAll(testutil.Fault{Code: testutil.FaultInternal})
+	for range 2 {
+		_, _ = sender.Push(context.Background(), message("tok"))
+	}
+	require.Equal(t, "open", sender.BreakerState())
+	slow.Wait()
+	fake.ClearFaults()
+	fake.SetLatency(20 * time.Millisecond) // answers take a while: a stampede would show
+	mu.Lock()
+	concurrency = nil
+	mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, pushUntilSent(ctx, sender, message(fmt.Sprintf("tok-%d", i))))
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(concurrency), 15)
+	// 1, then 2, then 4, then 8 at once: the first 15 requests after the
+	// outage never meet more than 8 on the wire.
+	assert.LessOrEqual(t, slices.Max(concurrency[:15]), 8, "concurrency of the first requests: %v", concurrency[:15])
+}

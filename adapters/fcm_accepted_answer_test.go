@@ -16,6 +16,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/notification"
 )
 
 // acceptingFCM is an FCM that accepts every push (200) and then answers
@@ -119,4 +120,40 @@ func TestAPushRedirectedToAPageIsNotReportedSent(t *testing.T) {
 
 	_, err = sender.Push(context.Background(), message("tok"))
 	assert.Error(t, err, "FCM never had the push: it is not sent")
+}
+
+// FCM never redirects a send: something between Herald and FCM that
+// redirects every request (to itself, or to a page) is an outage, and the
+// breaker must see it, or every delivery spends an attempt on it.
+func TestAnFCMThatOnlyRedirectsOpensTheBreaker(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				http.Redirect(w, r, r.URL.Path, status) // round and round
+			}))
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			client, err := adapters.NewFCMClient(context.Background(), "p",
+				option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
+			require.NoError(t, err)
+			sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{
+				SendTimeout: 300 * time.Millisecond, BreakerFailures: 5, BreakerOpenFor: time.Minute})
+			require.NoError(t, err)
+
+			attempts := 0
+			for i := range 10 {
+				_, err := sender.Push(context.Background(), message(fmt.Sprintf("tok-%d", i)))
+				require.Error(t, err)
+				if notification.CountsAsAttempt(err) {
+					attempts++
+				}
+			}
+			assert.Equal(t, "open", sender.BreakerState())
+			assert.LessOrEqual(t, attempts, 1, "deliveries that spent an attempt on the redirects")
+		})
+	}
 }

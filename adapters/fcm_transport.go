@@ -227,7 +227,8 @@ func closeRequestBody(req *http.Request) {
 
 // judgeAttempt decides what one HTTP attempt tells the breaker. FCM is
 // failing when it answers 5xx, does not answer in time, cannot be reached,
-// or rejects our own credentials or project (401, 403, 404 without a
+// redirects (FCM never does: something between us and it is wrong), or
+// rejects our own credentials or project (401, 403, 404 without a
 // per-token FCM error code). An attempt Herald cancelled says nothing.
 // Everything else is FCM working: a 2xx, a per-token or per-message 4xx
 // verdict, and a 429 (throttling, not failure).
@@ -239,6 +240,8 @@ func judgeAttempt(ctx context.Context, resp *http.Response, body []byte, err err
 		return errProviderFailure // a timeout, a network error, our token source failing
 	}
 	switch code := resp.StatusCode; {
+	case code >= 300 && code < 400:
+		return errProviderFailure
 	case code >= 500:
 		if code == http.StatusServiceUnavailable && ps != nil {
 			if ra := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ra > 0 {

@@ -44,7 +44,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the application's clock. It stamps notifications (created,
 	// read), device token registrations and dead letters, and times local
-	// waits (what is left of a lease, pauses after FCM's alarms). What is
+	// waits (what is left of a lease, also measured on Go's monotonic
+	// clock so that a step back never stretches it; pauses after FCM's
+	// alarms). What is
 	// due, when a lease ends and how old a row is for housekeeping are
 	// decided by the database's clock, so servers whose clocks disagree
 	// never take over each other's live leases. The fleet's heartbeats,

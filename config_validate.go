@@ -3,6 +3,8 @@ package herald
 import (
 	"errors"
 	"fmt"
+
+	"github.com/herald-push/herald/app"
 )
 
 // Validate reports every invalid setting at once, each named by its path in
@@ -16,6 +18,10 @@ import (
 //     delivery is pushed only while half its lease remains, so a push that
 //     runs to its deadline still ends inside the lease, and no other sender
 //     takes the delivery over while it is on the wire.
+//   - Sender.Lease must be longer than FCM.SendTimeout plus the time to
+//     record a push (Sender.FlushInterval and a round trip to the
+//     database): a push starts only while that much of its lease remains,
+//     so a shorter lease would give back every claim unpushed, forever.
 func (c Config) Validate() error {
 	var errs []error
 	for _, part := range []struct {
@@ -37,6 +43,8 @@ func (c Config) Validate() error {
 		lease, timeout := c.sender().WithDefaults().Lease, c.fcm().WithDefaults().SendTimeout
 		if lease < 2*timeout {
 			errs = append(errs, fmt.Errorf("Sender.Lease (%s) must be at least twice FCM.SendTimeout (%s)", lease, timeout))
+		} else if floor := app.LeaseFloor(timeout, c.sender().WithDefaults().FlushInterval); c.Sender.FlushInterval >= 0 && lease <= floor {
+			errs = append(errs, fmt.Errorf("Sender.Lease (%s) must be longer than FCM.SendTimeout and the time to record a push (%s): no push could start", lease, floor))
 		}
 	}
 	return errors.Join(errs...)

@@ -165,3 +165,25 @@ func TestConfigValidateNamesEveryInvalidFieldByPathInAStableOrder(t *testing.T) 
 		})
 	}
 }
+
+// A configuration Validate accepts lets pushes start: a claimed delivery
+// is pushed only while its push's timeout and the time to record it
+// (Sender.FlushInterval and a round trip to the database) remain of its
+// lease, so a lease no longer than that gives every claim back unpushed,
+// forever (seen: Lease 1s and SendTimeout 500ms, twice it and so accepted
+// before, delivered nothing in 10 s).
+func TestAConfigUnderWhichNoPushCouldStartIsRefused(t *testing.T) {
+	t.Parallel()
+	cfg := herald.Config{
+		Sender: herald.SenderConfig{Lease: time.Second},
+		FCM:    herald.FCMConfig{SendTimeout: 500 * time.Millisecond},
+	}
+	assert.EqualError(t, cfg.Validate(),
+		"Sender.Lease (1s) must be longer than FCM.SendTimeout and the time to record a push (1.1s): no push could start")
+	cfg.Sender.FlushInterval = time.Second
+	cfg.Sender.Lease = 2 * time.Second
+	assert.EqualError(t, cfg.Validate(),
+		"Sender.Lease (2s) must be longer than FCM.SendTimeout and the time to record a push (2s): no push could start")
+	cfg.Sender.Lease = 3 * time.Second
+	assert.NoError(t, cfg.Validate())
+}

@@ -124,6 +124,14 @@ const recordRoundTrip = 500 * time.Millisecond
 // and a round trip to the database.
 func recordMargin(flush time.Duration) time.Duration { return flush + recordRoundTrip }
 
+// LeaseFloor is how much of its lease a claimed delivery needs left for its
+// push to start: the push's timeout and the time to record its outcome
+// (with FlushInterval flush). A Lease no longer than this lets no push
+// start: every claim would be given back at once.
+func LeaseFloor(pushTimeout, flush time.Duration) time.Duration {
+	return pushTimeout + recordMargin(flush)
+}
+
 // SenderConfig configures a Sender. Zero values mean defaults. Each
 // setting is documented, with its default, on herald.SenderConfig, which
 // hosts set; only the fields herald.Config does not map are documented here.
@@ -367,7 +375,7 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 	if tp, ok := pusher.(TimedPusher); ok {
 		pushTimeout = tp.PushTimeout()
 	}
-	admitBefore := max(cfg.Lease/2, pushTimeout+recordMargin(cfg.FlushInterval))
+	admitBefore := max(cfg.Lease/2, LeaseFloor(pushTimeout, cfg.FlushInterval))
 	s := &Sender{
 		admitBefore:  admitBefore,
 		recordWithin: admitBefore - pushTimeout - cfg.FlushInterval, // recordRoundTrip at least

@@ -112,8 +112,16 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			report.InFlightUntil = *inFlight
 		}
 		// Outbox rows and dead letters first, while the notification ids
-		// are still there to be matched.
+		// are still there to be matched. Dead letters before outbox rows:
+		// a replay under way holds its letters until it has put them back
+		// on the outbox, so locking the letters waits for it, and the
+		// outbox statement after it then sees (and cleans) what it
+		// republished; a replay that comes later waits for this
+		// transaction and republishes the letters without the user.
 		var outboxRows, deadLetters int
+		if deadLetters, err = forgetInDeadLetters(ctx, tx, userID); err != nil {
+			return err
+		}
 		err = tx.QueryRow(ctx, `
 			WITH ids AS (
 				SELECT coalesce(array_agg(id::text), '{}') AS ids FROM herald_notifications WHERE recipient = $1
@@ -153,9 +161,6 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM rewritten)`,
 			userID, string(goJSON)).Scan(&outboxRows)
 		if err != nil {
-			return err
-		}
-		if deadLetters, err = forgetInDeadLetters(ctx, tx, userID); err != nil {
 			return err
 		}
 		report.OutboxRows, report.DeadLetters = outboxRows, deadLetters

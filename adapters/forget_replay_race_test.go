@@ -1,0 +1,95 @@
+package adapters_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/outbox"
+)
+
+// pausedReplayStore holds a replay's transaction open right after it took
+// its dead letters, until released.
+type pausedReplayStore struct {
+	app.DeadLetterReplayStore
+	taken, release chan struct{}
+}
+
+func (s pausedReplayStore) TakeForReplay(ctx context.Context, ids []int64, after int64, limit int, now time.Time) ([]app.DeadLetter, error) {
+	dls, err := s.DeadLetterReplayStore.TakeForReplay(ctx, ids, after, limit, now)
+	if len(dls) > 0 {
+		close(s.taken)
+		<-s.release
+	}
+	return dls, err
+}
+
+// waitForLockWaiter waits until some backend of the pool's database waits on
+// a lock (forgetting has reached the row a replay holds).
+func waitForLockWaiter(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var waiting bool
+		require.NoError(t, pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting))
+		if waiting {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("forgetting never waited for the replay")
+}
+
+// An erased user's data never comes back through a dead letter replay: a
+// replay whose transaction is under way while the user is forgotten (it took
+// a letter naming them and is putting it back on the outbox) must not leave
+// an outbox row naming them once both are done.
+func TestAnErasedUsersDataNeverComesBackThroughADeadLetterReplayUnderWay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	mine := uuid.New()
+	_, err := f.pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+		VALUES ($1, 'erin', 'comment', 'x', now())`, mine)
+	require.NoError(t, err)
+	payload := `{"v":1,"events":[{"type":"comment_created","data":{"author":"erin"},"notifications":["` + mine.String() + `"]}]}`
+	var letter int64
+	require.NoError(t, f.pool.QueryRow(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, reason)
+		VALUES ('herald_outbox', 'm1', $1, 'unknown event type') RETURNING id`, []byte(payload)).Scan(&letter))
+
+	taken, release := make(chan struct{}), make(chan struct{})
+	replayed := make(chan error, 1)
+	go func() {
+		_, err := outbox.ReplayDeadLetters(ctx, f.pool, func(tx pgx.Tx) app.DeadLetterReplayStore {
+			return pausedReplayStore{adapters.DeadLettersIn(tx), taken, release}
+		}, []int64{letter})
+		replayed <- err
+	}()
+	<-taken // the replay holds the letter and is about to republish it
+	forgotten := make(chan error, 1)
+	go func() {
+		_, err := f.repo.ForgetUser(ctx, "erin")
+		forgotten <- err
+	}()
+	waitForLockWaiter(t, f.pool)
+	close(release)
+	require.NoError(t, <-replayed)
+	require.NoError(t, <-forgotten)
+
+	var named int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM watermill_herald_outbox
+		WHERE strpos(payload::text, 'erin') > 0 OR strpos(payload::text, $1) > 0`, mine.String()).Scan(&named))
+	assert.Zero(t, named, "no outbox row names the erased user")
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_dead_letters
+		WHERE position('erin'::bytea IN payload) > 0`).Scan(&named))
+	assert.Zero(t, named, "no dead letter names the erased user")
+}

@@ -93,3 +93,58 @@ func TestAnErasedUsersDataNeverComesBackThroughADeadLetterReplayUnderWay(t *test
 		WHERE position('erin'::bytea IN payload) > 0`).Scan(&named))
 	assert.Zero(t, named, "no dead letter names the erased user")
 }
+
+// An erased user's data never comes back through a dead letter the relay
+// was writing while they were forgotten: the relay's batch (which holds
+// the outbox position's row, as watermill-sql does for a whole batch) read
+// a message naming them and is setting it aside; once both are done, no
+// dead letter (to be replayed later) and no outbox row names them.
+func TestAnErasedUsersDataNeverComesBackThroughADeadLetterTheRelayWasWriting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	payload := `{"v":1,"events":[{"type":"unknown_type","data":{"author":"erin"},"notifications":[]}]}`
+	var xid string
+	var offset int64
+	require.NoError(t, f.pool.QueryRow(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
+		VALUES ('m1', $1, '{}', pg_current_xact_id()) RETURNING transaction_id::text, "offset"`, payload).Scan(&xid, &offset))
+	_, err := f.pool.Exec(ctx, `INSERT INTO watermill_offsets_herald_outbox (consumer_group, offset_acked, last_processed_transaction_id)
+		VALUES ('herald_relay', 0, '0') ON CONFLICT DO NOTHING`)
+	require.NoError(t, err)
+
+	// The relay's batch: position locked, the message read and set aside.
+	relay, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer relay.Rollback(ctx) //nolint:errcheck // test
+	_, err = relay.Exec(ctx, `SELECT offset_acked, last_processed_transaction_id FROM watermill_offsets_herald_outbox
+		WHERE consumer_group = 'herald_relay' FOR UPDATE`)
+	require.NoError(t, err)
+	_, err = adapters.NewPostgresDeadLetterRepository(relay).Add(ctx, adapters.DeadLetter{
+		Topic: "herald_outbox", MessageUUID: "m1", Payload: []byte(payload), Reason: "unknown event type", CreatedAt: time.Now()})
+	require.NoError(t, err)
+
+	forgotten := make(chan error, 1)
+	go func() {
+		_, err := f.repo.ForgetUser(ctx, "erin")
+		forgotten <- err
+	}()
+	select {
+	case err := <-forgotten: // done without waiting for the relay
+		forgotten <- err
+	case <-time.After(500 * time.Millisecond): // waiting for it
+	}
+	// The relay acks its batch.
+	_, err = relay.Exec(ctx, `UPDATE watermill_offsets_herald_outbox SET offset_acked = $1, last_processed_transaction_id = $2::xid8
+		WHERE consumer_group = 'herald_relay'`, offset, xid)
+	require.NoError(t, err)
+	require.NoError(t, relay.Commit(ctx))
+	require.NoError(t, <-forgotten)
+
+	var named int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_dead_letters
+		WHERE position('erin'::bytea IN payload) > 0`).Scan(&named))
+	assert.Zero(t, named, "no dead letter names the erased user")
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM watermill_herald_outbox
+		WHERE strpos(payload::text, 'erin') > 0`).Scan(&named))
+	assert.Zero(t, named, "no outbox row names the erased user")
+}

@@ -118,6 +118,18 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		// outbox statement after it then sees (and cleans) what it
 		// republished; a replay that comes later waits for this
 		// transaction and republishes the letters without the user.
+		//
+		// The relay's position first: a relay batch under way holds its
+		// row for the whole batch (watermill-sql) and may be setting a
+		// message that names the user aside as a new dead letter, which
+		// no statement here could see before it commits. Sharing the
+		// row's lock waits for that batch, and holds the next one until
+		// this transaction ends (only its last steps: the deliveries'
+		// scan above is done).
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM watermill_offsets_herald_outbox
+			WHERE consumer_group = 'herald_relay' FOR SHARE`); err != nil {
+			return err
+		}
 		var outboxRows, deadLetters int
 		if deadLetters, err = forgetInDeadLetters(ctx, tx, userID); err != nil {
 			return err

@@ -575,12 +575,22 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 // notification was superseded (a newer one with its collapse key was
 // expanded) or cancelled since is no longer current either: it is not
 // pushed, and the first claim after its lease closes it.
+//
+// The token must also still be the recipient's (for a broadcast: still
+// registered, on one of its platforms), as the claim required: a
+// registration or an unregistration closes the open deliveries it sees at
+// its start, and one the relay committed while that statement ran, claimed
+// before the move committed, escapes it and stays claimed.
 func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error) {
 	var current bool
 	err := r.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald_deliveries d
 		JOIN herald_notifications n ON n.id = d.notification_id
+		JOIN herald_device_tokens t ON t.token = d.token
 		WHERE d.id = $1 AND d.claim_id = $2 AND d.status = 'claimed' AND d.due_at > now()
-			AND n.superseded_at IS NULL AND n.cancelled_at IS NULL)`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
+			AND n.superseded_at IS NULL AND n.cancelled_at IS NULL
+			AND (n.audience IS NULL AND t.user_id = n.recipient
+				OR n.audience IS NOT NULL AND (coalesce(n.audience->'platforms', '[]') IN ('[]', 'null')
+					OR n.audience->'platforms' ? t.platform)))`, d.ID(), [16]byte(d.ClaimID())).Scan(&current)
 	if err != nil {
 		return false, fmt.Errorf("check delivery claim: %w", err)
 	}

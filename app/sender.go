@@ -61,7 +61,9 @@ type DeliveryStore interface {
 	// StillClaimed reports whether d's claim is still current: nobody
 	// closed the delivery since it was claimed (its token moved to another
 	// user or left the registry), its lease was not taken over, and its
-	// notification was neither superseded nor cancelled meanwhile.
+	// notification was neither superseded nor cancelled meanwhile, and its
+	// token still belongs to its recipient (a broadcast's: still registered
+	// on one of its platforms).
 	StillClaimed(ctx context.Context, d *notification.Delivery) (bool, error)
 }
 

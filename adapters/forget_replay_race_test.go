@@ -13,6 +13,7 @@ import (
 
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 )
 
@@ -147,4 +148,44 @@ func TestAnErasedUsersDataNeverComesBackThroughADeadLetterTheRelayWasWriting(t *
 	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM watermill_herald_outbox
 		WHERE strpos(payload::text, 'erin') > 0`).Scan(&named))
 	assert.Zero(t, named, "no outbox row names the erased user")
+}
+
+// A push claimed while the user is being forgotten (after the erasure
+// looked for claimed pushes, before it deleted them) may still leave: the
+// report must say so, or the operator who waits until InFlightUntil for
+// nothing more to reach their devices is told nothing is on its way.
+func TestAnErasureReportsEveryPushClaimedWhileItRan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	f.register("erin", "erin-phone", notification.PlatformAndroid)
+	f.deliver("erin", "", "erin-phone")
+	_, err := f.pool.Exec(ctx, `INSERT INTO watermill_offsets_herald_outbox (consumer_group, offset_acked, last_processed_transaction_id)
+		VALUES ('herald_relay', 0, '0') ON CONFLICT DO NOTHING`)
+	require.NoError(t, err)
+
+	// A relay batch under way holds the erasure after its first steps.
+	relay, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer relay.Rollback(ctx) //nolint:errcheck // test
+	_, err = relay.Exec(ctx, `SELECT 1 FROM watermill_offsets_herald_outbox WHERE consumer_group = 'herald_relay' FOR UPDATE`)
+	require.NoError(t, err)
+	type result struct {
+		report adapters.ErasureReport
+		err    error
+	}
+	forgotten := make(chan result, 1)
+	go func() {
+		report, err := f.repo.ForgetUser(ctx, "erin")
+		forgotten <- result{report, err}
+	}()
+	waitForLockWaiter(t, f.pool)
+	// A sender claims her push meanwhile.
+	claimed, err := f.repo.ClaimDue(ctx, time.Now(), 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	require.NoError(t, relay.Commit(ctx))
+	r := <-forgotten
+	require.NoError(t, r.err)
+	assert.False(t, r.report.InFlightUntil.IsZero(), "her push, claimed while she was forgotten, may still be on the wire")
 }

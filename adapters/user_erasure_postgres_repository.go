@@ -91,20 +91,19 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 				SELECT token FROM herald_device_tokens WHERE user_id = $1
 			), notifications AS (
 				SELECT id FROM herald_notifications WHERE recipient = $1
-			), in_flight AS (
-				SELECT max(d.due_at) AS until FROM herald_deliveries d
-				WHERE d.status = 'claimed' AND (d.token IN (SELECT token FROM tokens)
-					OR d.notification_id IN (SELECT id FROM notifications))
 			), deliveries AS (
+				-- Each deleted row as it was when deleted (a claim that
+				-- committed while this waited for its lock included), so
+				-- that a push claimed at that moment is reported in flight.
 				DELETE FROM herald_deliveries d
 				WHERE d.token IN (SELECT token FROM tokens)
 					AND d.notification_id NOT IN (SELECT id FROM notifications)
-				RETURNING 1
+				RETURNING d.status, d.due_at
 			), preferences AS (
 				DELETE FROM herald_preferences WHERE user_id = $1 RETURNING 1
 			)
 			SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM preferences),
-				(SELECT until FROM in_flight)`, userID).Scan(&report.Deliveries, &report.Preferences, &inFlight)
+				(SELECT max(due_at) FROM deliveries WHERE status = 'claimed')`, userID).Scan(&report.Deliveries, &report.Preferences, &inFlight)
 		if err != nil {
 			return err
 		}
@@ -129,6 +128,23 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM watermill_offsets_herald_outbox
 			WHERE consumer_group = 'herald_relay' FOR SHARE`); err != nil {
 			return err
+		}
+		// The user's open deliveries that are left are locked until the
+		// end, so that no claim takes one any more (claims skip locked
+		// rows), and read as they are now: one claimed since the first
+		// statement above may still be pushed, and is reported.
+		var claimedUntil *time.Time
+		if err := tx.QueryRow(ctx, `
+			SELECT max(due_at) FILTER (WHERE status = 'claimed') FROM (
+				SELECT d.status, d.due_at FROM herald_deliveries d
+				WHERE d.status IN ('pending', 'retry_scheduled', 'claimed')
+					AND (d.notification_id IN (SELECT id FROM herald_notifications WHERE recipient = $1)
+						OR d.token IN (SELECT token FROM herald_device_tokens WHERE user_id = $1))
+				FOR UPDATE OF d) open`, userID).Scan(&claimedUntil); err != nil {
+			return err
+		}
+		if claimedUntil != nil && claimedUntil.After(report.InFlightUntil) {
+			report.InFlightUntil = *claimedUntil
 		}
 		var outboxRows, deadLetters int
 		if deadLetters, err = forgetInDeadLetters(ctx, tx, userID); err != nil {

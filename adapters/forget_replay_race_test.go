@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -188,4 +189,66 @@ func TestAnErasureReportsEveryPushClaimedWhileItRan(t *testing.T) {
 	r := <-forgotten
 	require.NoError(t, r.err)
 	assert.False(t, r.report.InFlightUntil.IsZero(), "her push, claimed while she was forgotten, may still be on the wire")
+}
+
+// The relay's batches run under REPEATABLE READ (watermill-sql): one whose
+// snapshot was taken before the erasure committed reads the outbox as it
+// was, the user's data included, however long it then waits for the
+// position's row. It must not get to set that aside as a dead letter: it
+// fails (a serialization failure, which watermill-sql retries at once with
+// a fresh snapshot) rather than commit what it read.
+func TestAnErasedUsersDataNeverComesBackThroughARelayBatchThatReadTheOutboxBeforeTheErasure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	payload := `{"v":1,"events":[{"type":"unknown_type","data":{"author":"erin"},"notifications":[]}]}`
+	var xid string
+	var offset int64
+	require.NoError(t, f.pool.QueryRow(ctx, `INSERT INTO watermill_herald_outbox (uuid, payload, metadata, transaction_id)
+		VALUES ('m1', $1, '{}', pg_current_xact_id()) RETURNING transaction_id::text, "offset"`, payload).Scan(&xid, &offset))
+	_, err := f.pool.Exec(ctx, `INSERT INTO watermill_offsets_herald_outbox (consumer_group, offset_acked, last_processed_transaction_id)
+		VALUES ('herald_relay', 0, '0') ON CONFLICT DO NOTHING`)
+	require.NoError(t, err)
+
+	// The relay's next batch has its snapshot (its first statement started,
+	// as while it waits for the position's row) before the erasure ends.
+	relay, err := f.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	require.NoError(t, err)
+	defer relay.Rollback(ctx) //nolint:errcheck // test
+	_, err = relay.Exec(ctx, `SELECT 1 FROM watermill_herald_outbox LIMIT 1`)
+	require.NoError(t, err)
+
+	_, err = f.repo.ForgetUser(ctx, "erin")
+	require.NoError(t, err)
+
+	// The batch goes on: position, messages, the poison set aside, ack.
+	batch := func() error {
+		if _, err := relay.Exec(ctx, `SELECT offset_acked FROM watermill_offsets_herald_outbox
+			WHERE consumer_group = 'herald_relay' FOR UPDATE`); err != nil {
+			return err
+		}
+		var read []byte
+		if err := relay.QueryRow(ctx, `SELECT payload FROM watermill_herald_outbox WHERE "offset" = $1`, offset).Scan(&read); err != nil {
+			return err
+		}
+		if _, err := adapters.NewPostgresDeadLetterRepository(relay).Add(ctx, adapters.DeadLetter{
+			Topic: "herald_outbox", MessageUUID: "m1", Payload: read, Reason: "unknown event type", CreatedAt: time.Now()}); err != nil {
+			return err
+		}
+		if _, err := relay.Exec(ctx, `UPDATE watermill_offsets_herald_outbox SET offset_acked = $1,
+			last_processed_transaction_id = $2::xid8 WHERE consumer_group = 'herald_relay'`, offset, xid); err != nil {
+			return err
+		}
+		return relay.Commit(ctx)
+	}
+	if err := batch(); err != nil {
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "40001", pgErr.Code, "only a serialization failure, which watermill-sql retries at once")
+	}
+
+	var named int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_dead_letters
+		WHERE position('erin'::bytea IN payload) > 0`).Scan(&named))
+	assert.Zero(t, named, "no dead letter names the erased user")
 }

@@ -121,12 +121,19 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		// The relay's position first: a relay batch under way holds its
 		// row for the whole batch (watermill-sql) and may be setting a
 		// message that names the user aside as a new dead letter, which
-		// no statement here could see before it commits. Sharing the
-		// row's lock waits for that batch, and holds the next one until
-		// this transaction ends (only its last steps: the deliveries'
-		// scan above is done).
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM watermill_offsets_herald_outbox
-			WHERE consumer_group = 'herald_relay' FOR SHARE`); err != nil {
+		// no statement here could see before it commits. Updating the
+		// row (to the same values) waits for that batch, and holds the
+		// next one until this transaction ends (only its last steps: the
+		// deliveries' scan above is done). A batch runs under REPEATABLE
+		// READ: one whose snapshot was taken before this commits (it
+		// started waiting for the row meanwhile) would read the outbox
+		// and the dead letters as they were, the user's data included;
+		// finding the row updated since its snapshot, it fails instead
+		// ("could not serialize access due to concurrent update"), which
+		// watermill-sql takes for a lost race and retries at once, with a
+		// fresh snapshot.
+		if _, err := tx.Exec(ctx, `UPDATE watermill_offsets_herald_outbox SET offset_acked = offset_acked
+			WHERE consumer_group = 'herald_relay'`); err != nil {
 			return err
 		}
 		// The user's open deliveries that are left are locked until the

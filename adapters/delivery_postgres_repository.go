@@ -475,7 +475,8 @@ const claimSQL = `		WITH locked AS (
 		WHERE d.id = f.id
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(f.platform, ''), d.attempts,
 			d.last_error, d.error_code, f.title, f.body, f.data, f.ttl_seconds,
-			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent, f.send_at`
+			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent, f.send_at,
+			(extract(epoch FROM f.expires_at - now()) * 1e6)::bigint`
 
 // claimOnce is one claim statement for up to limit due deliveries; it
 // returns the claimed ones and how many it took in all (closed included).
@@ -532,14 +533,15 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		badge                                         *int64
 		traceParent                                   *string
 		sendAt                                        *time.Time
+		expiresInUS                                   *int64
 	)
 	targets := []any{&claimed, &id, (*[16]byte)(&notificationID), &token, &platform, &attempts, &lastError, &code,
-		&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge, &traceParent, &sendAt}
+		&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge, &traceParent, &sendAt, &expiresInUS}
 	for rows.Next() {
 		scanned++
 		// The previous row's message keeps its map and pointers: no
 		// decoder may fill them in again.
-		data, expiresAt, options, badge, traceParent, sendAt = nil, nil, nil, nil, nil, nil
+		data, expiresAt, options, badge, traceParent, sendAt, expiresInUS = nil, nil, nil, nil, nil, nil, nil
 		if err := rows.Scan(targets...); err != nil {
 			return scanned, err
 		}
@@ -561,6 +563,10 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		dispatch := app.Dispatch{Delivery: d, Message: msg, SendAt: deref(sendAt)}
 		if traceParent != nil {
 			dispatch.TraceParent = *traceParent
+		}
+		if expiresInUS != nil {
+			// What remained by the database's clock, from the caller's now.
+			dispatch.ExpiresAt = now.Add(time.Duration(*expiresInUS) * time.Microsecond)
 		}
 		*dispatches = append(*dispatches, dispatch)
 	}

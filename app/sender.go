@@ -31,11 +31,25 @@ type Dispatch struct {
 	// (notification.Draft.SendAt), zero if it was to go at once: its
 	// latency is measured from then, not from the raise.
 	SendAt time.Time
+	// ExpiresAt is when the notification expires in the clock of the
+	// claim's caller (its now plus what remained by the store's clock),
+	// zero if the store did not say: then Message.ExpiresAt is used.
+	ExpiresAt time.Time
 
 	// claimed is when (Go's monotonic clock) the sender started the claim
 	// that returned it, zero if unknown: its lease is measured from then
 	// as well as on the sender's clock, which may be stepped back.
 	claimed time.Time
+}
+
+// expired reports whether d's notification has expired at now (the
+// sender's clock): by what the store said remained at the claim, so that a
+// sender whose clock is off neither drops a push early nor pushes one late.
+func (d Dispatch) expired(now time.Time) bool {
+	if !d.ExpiresAt.IsZero() {
+		return !now.Before(d.ExpiresAt)
+	}
+	return d.Message.Expired(now)
 }
 
 // DeliveryStore is the sender's view of stored deliveries.
@@ -884,7 +898,7 @@ func (s *Sender) stillToPush(ctx context.Context, d Dispatch, device uint64, now
 	}
 	// A notification that expired while its delivery waited is not pushed:
 	// it ends expired.
-	if d.Message.Expired(now) {
+	if d.expired(now) {
 		if err := d.Delivery.MarkExpired(now); err != nil {
 			s.log.Error("mark delivery expired", "delivery_id", d.Delivery.ID(), "err", err)
 			return false

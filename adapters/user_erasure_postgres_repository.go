@@ -111,20 +111,21 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			report.InFlightUntil = *inFlight
 		}
 		// Outbox rows and dead letters first, while the notification ids
-		// are still there to be matched. Dead letters before outbox rows:
-		// a replay under way holds its letters until it has put them back
-		// on the outbox, so locking the letters waits for it, and the
-		// outbox statement after it then sees (and cleans) what it
-		// republished; a replay that comes later waits for this
-		// transaction and republishes the letters without the user.
-		//
-		// The relay's position first: a relay batch under way holds its
+		// are still there to be matched. The outbox is read whole once,
+		// before anything below holds the relay back; what was written
+		// after that read's snapshot (its xmin on) is read again at the
+		// end, when nothing more can come.
+		outboxRows, since, err := forgetInOutbox(ctx, tx, userID, string(goJSON), "0")
+		if err != nil {
+			return err
+		}
+		// The relay's position then: a relay batch under way holds its
 		// row for the whole batch (watermill-sql) and may be setting a
 		// message that names the user aside as a new dead letter, which
 		// no statement here could see before it commits. Updating the
 		// row (to the same values) waits for that batch, and holds the
-		// next one until this transaction ends (only its last steps: the
-		// deliveries' scan above is done). A batch runs under REPEATABLE
+		// next one until this transaction ends (only its last steps,
+		// which read through indexes). A batch runs under REPEATABLE
 		// READ: one whose snapshot was taken before this commits (it
 		// started waiting for the row meanwhile) would read the outbox
 		// and the dead letters as they were, the user's data included;
@@ -136,68 +137,39 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			WHERE consumer_group = 'herald_relay'`); err != nil {
 			return err
 		}
-		// The user's open deliveries that are left are locked until the
-		// end, so that no claim takes one any more (claims skip locked
-		// rows), and read as they are now: one claimed since the first
-		// statement above may still be pushed, and is reported.
+		// The open deliveries of the user's notifications (the others to
+		// their devices went above) are locked until the end, so that no
+		// claim takes one any more (claims skip locked rows), and read as
+		// they are now: one claimed since the first statement above may
+		// still be pushed, and is reported. Through the index on
+		// notification ids: the relay waits meanwhile.
 		var claimedUntil *time.Time
 		if err := tx.QueryRow(ctx, `
 			SELECT max(due_at) FILTER (WHERE status = 'claimed') FROM (
 				SELECT d.status, d.due_at FROM herald_deliveries d
-				WHERE d.status IN ('pending', 'retry_scheduled', 'claimed')
-					AND (d.notification_id IN (SELECT id FROM herald_notifications WHERE recipient = $1)
-						OR d.token IN (SELECT token FROM herald_device_tokens WHERE user_id = $1))
+				WHERE d.notification_id IN (SELECT id FROM herald_notifications WHERE recipient = $1)
+					AND d.status IN ('pending', 'retry_scheduled', 'claimed')
 				FOR UPDATE OF d) open`, userID).Scan(&claimedUntil); err != nil {
 			return err
 		}
 		if claimedUntil != nil && claimedUntil.After(report.InFlightUntil) {
 			report.InFlightUntil = *claimedUntil
 		}
-		var outboxRows, deadLetters int
-		if deadLetters, err = forgetInDeadLetters(ctx, tx, userID); err != nil {
-			return err
-		}
-		err = tx.QueryRow(ctx, `
-			WITH ids AS (
-				SELECT coalesce(array_agg(id::text), '{}') AS ids FROM herald_notifications WHERE recipient = $1
-			), named AS (
-				SELECT m."transaction_id", m."offset",
-					-- No offsets yet: the relay has consumed nothing.
-					coalesce((m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
-						AND o.last_processed_transaction_id < pg_snapshot_xmax(pg_current_snapshot()), false) AS consumed
-				FROM watermill_herald_outbox m
-				LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
-				WHERE strpos(m.payload::text, $2) > 0 OR strpos(m.payload::text, to_json($1::text)::text) > 0
-					OR EXISTS (SELECT 1 FROM ids, jsonb_array_elements(m.payload::jsonb->'events') e,
-						jsonb_array_elements_text(e->'notifications') n WHERE n = ANY (ids.ids))
-				FOR UPDATE OF m
-			), dropped AS (
-				DELETE FROM watermill_herald_outbox m USING named
-				WHERE named.consumed AND (m."transaction_id", m."offset") = (named."transaction_id", named."offset")
-				RETURNING 1
-			), rewritten AS (
-				UPDATE watermill_herald_outbox m SET payload = jsonb_set(m.payload::jsonb, '{events}', (
-					SELECT coalesce(jsonb_agg(CASE
-						-- The relay reads only an event's notification ids: data
-						-- that names the user goes, even from an event kept for
-						-- the other users it notifies.
-						WHEN strpos(x.e->>'data', $2) > 0
-							OR strpos((x.e->'data')::text, to_json($1::text)::text) > 0
-						THEN x.e || jsonb_build_object('notifications', kept.ns, 'data', '{}'::jsonb)
-						ELSE x.e || jsonb_build_object('notifications', kept.ns) END ORDER BY x.ord), '[]'::jsonb)
-					FROM jsonb_array_elements(m.payload::jsonb->'events') WITH ORDINALITY AS x(e, ord),
-					LATERAL (SELECT coalesce(jsonb_agg(n.v), '[]'::jsonb) AS ns
-						FROM jsonb_array_elements(x.e->'notifications') n(v), ids
-						WHERE NOT (n.v #>> '{}') = ANY (ids.ids)) kept))::json
-				FROM named
-				WHERE NOT named.consumed AND (m."transaction_id", m."offset") = (named."transaction_id", named."offset")
-				RETURNING 1
-			)
-			SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM rewritten)`,
-			userID, string(goJSON)).Scan(&outboxRows)
+		// Dead letters before the outbox's last read: a replay under way
+		// holds its letters until it has put them back on the outbox, so
+		// locking the letters waits for it, and the read after it sees
+		// (and cleans) what it republished; a replay that comes later
+		// waits for this transaction and republishes the letters without
+		// the user.
+		deadLetters, err := forgetInDeadLetters(ctx, tx, userID)
 		if err != nil {
 			return err
 		}
+		more, _, err := forgetInOutbox(ctx, tx, userID, string(goJSON), since)
+		if err != nil {
+			return err
+		}
+		outboxRows += more
 		report.OutboxRows, report.DeadLetters = outboxRows, deadLetters
 		// The notifications take their deliveries and continuations with
 		// them (ON DELETE CASCADE); a sender's late outcome for one of them
@@ -236,6 +208,63 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		return report, fmt.Errorf("forget user: %w", err)
 	}
 	return report, nil
+}
+
+// forgetInOutbox takes userID out of the outbox rows written by
+// transactions from xid since on (every row for "0"), in tx, before their
+// notifications are deleted: a row the relay has consumed and that names
+// them is deleted; one it has not keeps only other users' notification ids,
+// and each event whose data names them loses its data (the relay reads only
+// the ids). It returns how many rows it changed, and the xmin of the
+// snapshot it read with: rows written later by transactions it could not
+// see have that id or a greater one.
+func forgetInOutbox(ctx context.Context, tx pgx.Tx, userID, goJSON, since string) (int, string, error) {
+	var changed int
+	var xmin string
+	err := tx.QueryRow(ctx, `
+		WITH ids AS (
+			SELECT coalesce(array_agg(id::text), '{}') AS ids FROM herald_notifications WHERE recipient = $1
+		), named AS (
+			SELECT m."transaction_id", m."offset",
+				-- No offsets yet: the relay has consumed nothing.
+				coalesce((m."transaction_id", m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
+					AND o.last_processed_transaction_id < pg_snapshot_xmax(pg_current_snapshot()), false) AS consumed
+			FROM watermill_herald_outbox m
+			LEFT JOIN watermill_offsets_herald_outbox o ON o.consumer_group = 'herald_relay'
+			WHERE m."transaction_id" >= $3::xid8
+				AND (strpos(m.payload::text, $2) > 0 OR strpos(m.payload::text, to_json($1::text)::text) > 0
+					OR EXISTS (SELECT 1 FROM ids, jsonb_array_elements(m.payload::jsonb->'events') e,
+						jsonb_array_elements_text(e->'notifications') n WHERE n = ANY (ids.ids)))
+			FOR UPDATE OF m
+		), dropped AS (
+			DELETE FROM watermill_herald_outbox m USING named
+			WHERE named.consumed AND (m."transaction_id", m."offset") = (named."transaction_id", named."offset")
+			RETURNING 1
+		), rewritten AS (
+			UPDATE watermill_herald_outbox m SET payload = jsonb_set(m.payload::jsonb, '{events}', (
+				SELECT coalesce(jsonb_agg(CASE
+					-- The relay reads only an event's notification ids: data
+					-- that names the user goes, even from an event kept for
+					-- the other users it notifies.
+					WHEN strpos(x.e->>'data', $2) > 0
+						OR strpos((x.e->'data')::text, to_json($1::text)::text) > 0
+					THEN x.e || jsonb_build_object('notifications', kept.ns, 'data', '{}'::jsonb)
+					ELSE x.e || jsonb_build_object('notifications', kept.ns) END ORDER BY x.ord), '[]'::jsonb)
+				FROM jsonb_array_elements(m.payload::jsonb->'events') WITH ORDINALITY AS x(e, ord),
+				LATERAL (SELECT coalesce(jsonb_agg(n.v), '[]'::jsonb) AS ns
+					FROM jsonb_array_elements(x.e->'notifications') n(v), ids
+					WHERE NOT (n.v #>> '{}') = ANY (ids.ids)) kept))::json
+			FROM named
+			WHERE NOT named.consumed AND (m."transaction_id", m."offset") = (named."transaction_id", named."offset")
+			RETURNING 1
+		)
+		SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM rewritten),
+			pg_snapshot_xmin(pg_current_snapshot())::text`,
+		userID, goJSON, since).Scan(&changed, &xmin)
+	if err != nil {
+		return 0, "", err
+	}
+	return changed, xmin, nil
 }
 
 // forgetInDeadLetters takes userID out of the dead letters that name them

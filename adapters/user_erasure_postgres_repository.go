@@ -53,7 +53,10 @@ type ErasureReport struct {
 //
 // Other users' pushes are not disturbed: it locks only the user's rows,
 // and the open broadcasts, whose expansion waits until it is done (a chunk
-// under way is waited for, so no delivery to the user's tokens slips in). A
+// under way is waited for, so no delivery to the user's tokens slips in),
+// and, for its last steps, the relay's position (a relay batch under way is
+// waited for, and the next waits, or starts again if it read the outbox
+// before this ended: see the comments below). A
 // claimed push of the user's that is in a sender's hands may still go out
 // until its lease ends (ErasureReport.InFlightUntil); its outcome finds no
 // row and records nothing. It is idempotent. The host should stop

@@ -152,7 +152,7 @@ func listDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tNOTIFICATION\tRECIPIENT\tTOKEN\tSTATUS\tATTEMPTS\tCODE\tUPDATED\tLAST ERROR")
 	for _, d := range page.Deliveries {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.NotificationID, d.Recipient, d.TokenHash,
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.NotificationID, shown(d.Recipient), d.TokenHash,
 			d.Status, d.Attempts, orDash(d.Code), d.UpdatedAt.UTC().Format(time.RFC3339), orDash(d.LastError))
 	}
 	if err := w.Flush(); err != nil {
@@ -232,11 +232,11 @@ func notificationArg(name string, args []string, stderr io.Writer) (uuid.UUID, e
 func writeTimeline(w io.Writer, tl herald.Timeline) error {
 	n := tl.Notification
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	to := "to " + n.Recipient
+	to := "to " + shown(n.Recipient)
 	if n.Broadcast {
 		to = "broadcast"
 	}
-	fmt.Fprintf(tw, "Notification\t%s %s %s, created %s\n", n.ID, n.Type, to, n.CreatedAt.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "Notification\t%s %s %s, created %s\n", n.ID, shown(n.Type), to, n.CreatedAt.UTC().Format(time.RFC3339))
 	if !n.CancelledAt.IsZero() {
 		fmt.Fprintf(tw, "Cancelled\t%s\n", n.CancelledAt.UTC().Format(time.RFC3339))
 	}
@@ -275,11 +275,12 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 	return tw.Flush()
 }
 
+// orDash shows s (see shown), or "-" for nothing.
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return shown(s)
 }
 
 // DeadLetters is herald deadletters list [-all] [-limit N] | replay [-all | ID...]
@@ -312,8 +313,8 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if !dl.ReplayedAt.IsZero() {
 				replayed = dl.ReplayedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", dl.ID, dl.MessageUUID, dl.CreatedAt.Format(time.RFC3339),
-				replayed, len(dl.Payload), dl.Reason)
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", dl.ID, shown(dl.MessageUUID), dl.CreatedAt.Format(time.RFC3339),
+				replayed, len(dl.Payload), shown(dl.Reason))
 		}
 		return w.Flush()
 	case "replay":

@@ -105,7 +105,7 @@ func writeStatus(w io.Writer, s herald.Status) {
 	fmt.Fprintf(tw, "Relay\t%s\n", relay)
 	var failed []string
 	for _, c := range s.FailedLastHour {
-		code := c.Code
+		code := shown(c.Code)
 		if code == "" {
 			code = "(no code)"
 		}
@@ -125,11 +125,11 @@ func writeStatus(w io.Writer, s herald.Status) {
 		if i == 0 {
 			label = "Broadcasts"
 		}
-		what := b.Type
+		what := shown(b.Type)
 		if b.Recipient != "" {
-			what += " to " + b.Recipient + "'s devices"
+			what += " to " + shown(b.Recipient) + "'s devices"
 		} else if len(b.Platforms) > 0 {
-			what += " to " + strings.Join(b.Platforms, ", ")
+			what += " to " + shown(strings.Join(b.Platforms, ", "))
 		}
 		progress := group(b.Expanded) + " deliveries"
 		if b.Tokens > 0 {
@@ -160,7 +160,7 @@ func writeStatus(w io.Writer, s herald.Status) {
 		if in.Leader {
 			leader = ", leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s pid %d %s%s, up %s, heartbeat %s ago\n", label, in.Host, in.PID, in.Version, leader,
+		fmt.Fprintf(tw, "%s\t%s pid %d %s%s, up %s, heartbeat %s ago\n", label, shown(in.Host), in.PID, shown(in.Version), leader,
 			ago(s.At.Sub(in.StartedAt)), ago(max(0, s.At.Sub(in.HeartbeatAt))))
 	}
 	_ = tw.Flush()

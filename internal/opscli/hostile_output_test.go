@@ -1,0 +1,60 @@
+package opscli_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"unicode"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/internal/opscli"
+	"github.com/herald-push/herald/testutil"
+)
+
+// Operator actions can't leak or be hijacked through what they display:
+// user ids, types, error messages and dead letters' reasons come from
+// users, hosts and FCM, and may hold terminal control sequences (a user
+// id with ESC ] 52 writes the operator's clipboard; ESC [ 2K and a carriage
+// return rewrite the line above). The commands print them escaped: no
+// control character but the table's newlines reaches the terminal.
+func TestOperatorCommandsNeverPassTerminalControlSequencesThrough(t *testing.T) {
+	ctx := context.Background()
+	url := testutil.NewDatabase(t)
+	t.Setenv("DATABASE_URL", url)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	const hostile = "mallory\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07\r\x1b[2K\u009b31m"
+	id := uuid.New()
+	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+		VALUES ($1, $2, $2, 'x', now())`, id, hostile)
+	require.NoError(t, err)
+	var delivery int64
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, attempts,
+			error_code, last_error, due_at, created_at, updated_at)
+		VALUES ($1, 'tok', 'failed', 1, $2, $2, now(), now(), now()) RETURNING id`, id, hostile).Scan(&delivery))
+	_, err = pool.Exec(ctx, `INSERT INTO herald_delivery_attempts (delivery_id, attempt, outcome, error_code, last_error, attempted_at)
+		VALUES ($1, 1, 'failed', $2, $2, now())`, delivery, hostile)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, reason)
+		VALUES ('herald_outbox', $1, '{}', $1)`, hostile)
+	require.NoError(t, err)
+
+	for _, args := range [][]string{{"list"}, {"list", "-recipient", hostile}, {"timeline", id.String()}} {
+		out, err := runCommand(ctx, opscli.Deliveries, args...)
+		require.NoError(t, err, args)
+		assert.Contains(t, out, "mallory", args)
+		assert.False(t, strings.ContainsFunc(out, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }),
+			"%v printed control characters: %q", args, out)
+	}
+	out, err := runCommand(ctx, opscli.DeadLetters, "list")
+	require.NoError(t, err)
+	assert.Contains(t, out, "mallory")
+	assert.False(t, strings.ContainsFunc(out, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }),
+		"deadletters list printed control characters: %q", out)
+}

@@ -245,8 +245,15 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 	var notified any
 	err = r.db.QueryRow(ctx, `
 		WITH b AS (
-			SELECT notification_id, recipient, platforms, last_token FROM herald_broadcasts
-			WHERE finished_at IS NULL ORDER BY recipient IS NULL, created_at LIMIT 1
+			-- A cancelled notification's broadcast is finished without a
+			-- delivery: the cancel finishes the rows it sees, and the relay
+			-- may commit this one after it (its transaction read the
+			-- notification before the cancel).
+			SELECT hb.notification_id, hb.recipient, hb.platforms, hb.last_token,
+				EXISTS (SELECT 1 FROM herald_notifications n
+					WHERE n.id = hb.notification_id AND n.cancelled_at IS NOT NULL) AS cancelled
+			FROM herald_broadcasts hb
+			WHERE hb.finished_at IS NULL ORDER BY hb.recipient IS NULL, hb.created_at LIMIT 1
 			FOR UPDATE SKIP LOCKED
 		), chunk AS (
 			SELECT b.notification_id, t.token, (SELECT n.send_at FROM herald_notifications n
@@ -263,6 +270,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 					AND (cardinality(b.platforms) = 0 OR t.platform = ANY (b.platforms))
 				ORDER BY t.token LIMIT $1)
 			) t
+			WHERE NOT b.cancelled
 		), created AS (
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
 			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM chunk
@@ -272,7 +280,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 			UPDATE herald_broadcasts hb SET
 				last_token = coalesce((SELECT max(token) FROM chunk), hb.last_token),
 				expanded = hb.expanded + (SELECT count(*) FROM chunk),
-				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 THEN now() END
+				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END
 			FROM b WHERE hb.notification_id = b.notification_id
 			RETURNING 1
 		), counts AS (

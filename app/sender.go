@@ -332,8 +332,14 @@ type Sender struct {
 	}
 
 	// Reactions to answers that concern more than one delivery.
-	seed      maphash.Seed // keys devices by a hash of their token
-	quota     *quotaDetector
+	seed  maphash.Seed // keys devices by a hash of their token
+	quota *quotaDetector
+	// mismatch watches SENDER_ID_MISMATCH answers as quota watches 429s:
+	// on many devices and nothing else, it is this server's project that
+	// is wrong, not the tokens. accepted vouches for the project: FCM has
+	// accepted a push of this sender since it was made.
+	mismatch  *quotaDetector
+	accepted  atomic.Bool
 	holds     *deviceHolds
 	platforms *platformGate
 	alarms    *alarmLog
@@ -406,6 +412,7 @@ func NewSender(store DeliveryStore, pusher Pusher, cfg SenderConfig) (*Sender, e
 
 		seed:      maphash.MakeSeed(),
 		quota:     newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
+		mismatch:  newQuotaDetector(cfg.QuotaDevices, cfg.QuotaWindow),
 		holds:     newDeviceHolds(),
 		platforms: newPlatformGate(cfg.PlatformPause, cfg.PlatformMaxPause),
 		alarms:    newAlarmLog(log, cfg.AlarmLogInterval, cfg.Telemetry),
@@ -835,6 +842,8 @@ func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 	if err == nil {
 		span.EndPush(string(notification.StatusSent), "", name)
 		s.quota.observe(now, device, false)
+		s.mismatch.observe(now, device, false)
+		s.accepted.Store(true)
 		if s.platforms.answered(d.Message.Platform, ticket, true) {
 			s.log.Info("platform credentials accepted again: pushes resumed", "platform", platformName(d.Message.Platform))
 		}
@@ -941,11 +950,12 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 		se = &notification.SendError{}
 	}
 	platform := d.Message.Platform
-	projectWide := false
+	projectWide, mismatchWide := false, false
 	if !errors.Is(err, notification.ErrCircuitOpen) && !errors.Is(err, notification.ErrPushCancelled) {
 		// The breaker's refusal and Herald's own cancellations are not
 		// answers from FCM.
 		projectWide = s.quota.observe(now, device, errors.Is(err, notification.ErrQuotaExceeded))
+		mismatchWide = s.mismatch.observe(now, device, errors.Is(err, notification.ErrSenderMismatch))
 	}
 	switch {
 	case errors.Is(err, notification.ErrCircuitOpen):
@@ -989,9 +999,29 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 		}
 	case errors.Is(err, notification.ErrSenderMismatch):
 		s.stats.alarms.Add(1)
-		s.alarms.add(now, "sender_id_mismatch", slog.LevelError,
-			"configuration alarm: a token belongs to another Firebase project (SENDER_ID_MISMATCH): token pruned",
-			"code", se.Code, "delivery_id", d.Delivery.ID(), "platform", platformName(platform))
+		// A token of another project is useless here and is pruned, but
+		// only once FCM has accepted a push of this sender, and not while
+		// several devices in a row answer nothing but SENDER_ID_MISMATCH:
+		// a server running with another project's credentials gets that
+		// answer for every token, and pruning would empty the registry.
+		// Then the token is kept and the delivery given back, no attempt
+		// counted, and with several devices all sending pauses.
+		if s.accepted.Load() && !(mismatchWide && !s.mismatch.anyOther(now)) {
+			s.alarms.add(now, "sender_id_mismatch", slog.LevelError,
+				"configuration alarm: a token belongs to another Firebase project (SENDER_ID_MISMATCH): token pruned",
+				"code", se.Code, "delivery_id", d.Delivery.ID(), "platform", platformName(platform))
+			break
+		}
+		if mismatchWide {
+			s.pause(s.cfg.QuotaPause)
+		}
+		s.alarms.add(now, "sender_id_mismatch_project", slog.LevelError,
+			"configuration alarm: SENDER_ID_MISMATCH before FCM accepted any push, or on several devices and nothing else: "+
+				"this server's credentials may belong to another Firebase project; tokens kept, deliveries given back",
+			"code", se.Code, "delivery_id", d.Delivery.ID(), "devices", s.cfg.QuotaDevices, "paused", mismatchWide)
+		return &notification.SendError{Class: notification.ErrCredentialsRejected, Code: se.Code,
+			Reason:     "SENDER_ID_MISMATCH not attributed to the token: no push of this server accepted yet, or every recent answer the same",
+			RetryAfter: s.cfg.QuotaPause, Err: se.Err}
 	case errors.Is(err, notification.ErrMisconfigured):
 		s.stats.alarms.Add(1)
 		s.alarms.add(now, "misconfigured:"+se.Code, slog.LevelError,

@@ -68,6 +68,19 @@ func (q *quotaDetector) observe(now time.Time, device uint64, throttled bool) bo
 	return len(devices) >= q.minDevices
 }
 
+// anyOther reports whether an answer of the last 2×minDevices, within
+// window, was not of the watched kind.
+func (q *quotaDetector) anyOther(now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, a := range q.recent {
+		if !a.at.IsZero() && !a.throttled && !a.at.After(now) && now.Sub(a.at) <= q.window {
+			return true
+		}
+	}
+	return false
+}
+
 // maxDeviceHolds bounds the devices held at once. Past it, a throttled
 // device's other pushes are not held back; its throttled delivery still
 // waits for Retry-After.

@@ -160,8 +160,9 @@ func TestTokenOfAnotherFirebaseProjectIsPrunedWithAnAlarm(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	store := newMemStore()
-	foreign := store.add("token-of-another-project", notification.PlatformAndroid, clock.Now())
+	// FCM accepts a push first: this server's project is the right one.
 	store.add("token-ok", notification.PlatformAndroid, clock.Now())
+	foreign := store.add("token-of-another-project", notification.PlatformAndroid, clock.Now())
 	pusher := newFakePusher(func(msg notification.Message) error {
 		if msg.Token == "token-of-another-project" {
 			return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
@@ -190,10 +191,55 @@ func TestTokenOfAnotherFirebaseProjectIsPrunedWithAnAlarm(t *testing.T) {
 	assert.NotContains(t, logs.String(), "token-of-another-project")
 }
 
+// A server running with another Firebase project's credentials gets
+// SENDER_ID_MISMATCH for every token it pushes to. Were each answer taken at
+// its word, the whole registry would be deleted; the tokens are kept, the
+// deliveries given back with no attempt counted, and sending pauses.
+func TestAServerWithAnotherProjectsCredentialsPrunesNoToken(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	var ids []int64
+	for i := range 10 {
+		ids = append(ids, store.add(fmt.Sprintf("token-%02d", i), notification.PlatformAndroid, clock.Now()))
+	}
+	pusher := newFakePusher(func(notification.Message) error {
+		return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
+	})
+	var logs logBuffer
+	cfg := senderConfig(clock)
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	s := runSender(t, store, pusher, cfg)
+
+	// QuotaDevices (3) devices answering that and nothing else pause all
+	// sending; the rest wait for the pause, then meet the same answer.
+	all := func(string) bool { return true }
+	for round := 1; round <= 3; round++ {
+		require.Eventually(t, func() bool { return s.Stats().Released >= int64(3*round) }, waitFor, 5*time.Millisecond)
+		calls := pusher.callsTo(all)
+		time.Sleep(50 * time.Millisecond)
+		assert.Equal(t, calls, pusher.callsTo(all), "round %d: sending paused", round)
+		clock.Advance(cfg.QuotaPause + 5*time.Second) // QuotaPause's default
+	}
+	st := s.Stats()
+	assert.Zero(t, st.TokensPruned)
+	assert.Zero(t, st.Failed)
+	for i, id := range ids {
+		d := store.delivery(id)
+		assert.NotEqual(t, notification.StatusTokenPruned, d.Status(), "delivery %d", i)
+		assert.Zero(t, d.Attempts(), "no attempt counted: nothing is wrong with the delivery")
+		assert.True(t, store.hasToken(fmt.Sprintf("token-%02d", i)), "token %d kept", i)
+	}
+	alarms := logs.lines(t, "credentials may belong to another Firebase project")
+	require.NotEmpty(t, alarms)
+	assert.Equal(t, "ERROR", alarms[0]["level"])
+}
+
 func TestRepeatedAlarmsLogOneLinePerInterval(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	store := newMemStore()
+	store.add("accepted-first", notification.PlatformAndroid, clock.Now()) // vouches for the project
 	for i := range 20 {
 		store.add(fmt.Sprintf("foreign-%02d", i), notification.PlatformAndroid, clock.Now())
 		store.add(fmt.Sprintf("bad-message-%02d", i), notification.PlatformAndroid, clock.Now())
@@ -234,7 +280,7 @@ func TestRepeatedAlarmsLogOneLinePerInterval(t *testing.T) {
 		assert.EqualValues(t, 19, lines[1]["count"], code)
 	}
 	out := logs.String()
-	for _, secret := range []string{"foreign-", "bad-message-", "healthy", "secret title", "secret body"} {
+	for _, secret := range []string{"foreign-", "bad-message-", "healthy", "accepted-first", "secret title", "secret body"} {
 		assert.NotContains(t, out, secret, "never a token or a body in a log line")
 	}
 }

@@ -240,7 +240,9 @@ func TestStatsCountEachOutcome(t *testing.T) {
 		"fcm-down":    sendErr(notification.ErrProviderUnavailable, "UNAVAILABLE", 0),
 		"wrong-proj":  sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0),
 	}
-	for tok := range answers {
+	// In this order: a push accepted first vouches for the project, so the
+	// token of another project is pruned, not kept.
+	for _, tok := range []string{"sent-1", "sent-2", "gone", "bad-message", "fcm-down", "wrong-proj"} {
 		store.add(tok, notification.PlatformAndroid, clock.Now())
 	}
 	pusher := newFakePusher(func(msg notification.Message) error { return answers[msg.Token] })

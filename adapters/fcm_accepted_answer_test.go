@@ -157,3 +157,37 @@ func TestAnFCMThatOnlyRedirectsOpensTheBreaker(t *testing.T) {
 		})
 	}
 }
+
+// A proxy or a wrong endpoint answering every push with a 4xx FCM never
+// gives (405, 410, 415) is not FCM rejecting each message: read so, it
+// failed every delivery for good. The breaker opens instead, and no
+// delivery spends more than the attempts before it.
+func TestAnEndpointAnsweringA4xxFCMNeverGivesFailsNoDelivery(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusMethodNotAllowed, http.StatusGone, http.StatusUnsupportedMediaType} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				http.Error(w, "<html>not here</html>", status)
+			}))
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			client, err := adapters.NewFCMClient(context.Background(), "p",
+				option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
+			require.NoError(t, err)
+			sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{
+				SendTimeout: 300 * time.Millisecond, BreakerFailures: 5, BreakerOpenFor: time.Minute})
+			require.NoError(t, err)
+
+			for i := range 10 {
+				_, err := sender.Push(context.Background(), message(fmt.Sprintf("tok-%d", i)))
+				require.Error(t, err)
+				assert.NotErrorIs(t, err, notification.ErrMessageRejected, "push %d", i)
+				assert.False(t, notification.CountsAsAttempt(err), "push %d spent an attempt: %v", i, err)
+			}
+			assert.Equal(t, "open", sender.BreakerState())
+		})
+	}
+}

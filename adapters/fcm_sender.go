@@ -212,6 +212,12 @@ func classifyFCMError(err error) *notification.SendError {
 		// A 400 without an FCM error detail: FCM refused this request as
 		// it is, and would refuse it again.
 		se.Class, se.Code = notification.ErrMessageRejected, "INVALID_ARGUMENT"
+	case foreignStatus(httpStatus(err)):
+		// A 4xx FCM's send never answers (405, 410, 415...): a proxy or a
+		// wrong endpoint, which would answer every push alike. Nothing is
+		// wrong with the delivery: released, like our credentials refused,
+		// and a failure to the breaker, which stops the pushes.
+		se.Class, se.Code, se.CountsAgainstProvider = notification.ErrCredentialsRejected, "HTTP_"+strconv.Itoa(httpStatus(err)), true
 	case permanentHTTPStatus(httpStatus(err)):
 		// Another 4xx verdict on the request itself (413 too large...).
 		se.Class, se.Code = notification.ErrMessageRejected, "HTTP_"+strconv.Itoa(httpStatus(err))
@@ -262,6 +268,18 @@ func httpStatus(err error) int {
 		return resp.StatusCode
 	}
 	return 0
+}
+
+// foreignStatus reports whether an HTTP status is a 4xx that FCM's send
+// does not answer: Google's front end gives 400, 401, 403, 404, 408, 409,
+// 413 and 429. Any other comes from something between us and FCM.
+func foreignStatus(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
+		http.StatusRequestTimeout, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		return false
+	}
+	return status >= 400 && status < 500
 }
 
 // permanentHTTPStatus reports whether an HTTP status is a verdict on the

@@ -251,6 +251,10 @@ func judgeAttempt(ctx context.Context, resp *http.Response, body []byte, err err
 			}
 		}
 		return errProviderFailure
+	case foreignStatus(code):
+		// Not an answer FCM gives: a proxy or a wrong endpoint answers
+		// every push alike, and no push can succeed through it.
+		return errProviderFailure
 	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
 		switch fcmErrorCode(body) {
 		case "THIRD_PARTY_AUTH_ERROR", "SENDER_ID_MISMATCH", "UNREGISTERED":

@@ -114,6 +114,14 @@ func decodeEnvelope(payload []byte) (envelope, error) {
 	if len(env.Events) == 0 {
 		return envelope{}, fmt.Errorf("%w: outbox message has no events", notification.ErrMalformedEvent)
 	}
+	// Raise writes an event only with at least one of its notifications, so
+	// never more events than notifications. The relay may set each event
+	// aside on its own (an unknown type): unbounded, a message would
+	// outlast the ack deadline at every try and stall the outbox.
+	if len(env.Events) > maxNotificationsPerMessage {
+		return envelope{}, fmt.Errorf("%w: outbox message has %d events, more than %d",
+			notification.ErrMalformedEvent, len(env.Events), maxNotificationsPerMessage)
+	}
 	total := 0
 	for i, ev := range env.Events {
 		if ev.Type == "" {

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -117,7 +119,9 @@ const maxTracked = 1024
 //   - A deterministic failure is returned MaxTries-1 times; at the
 //     MaxTries-th try the events are expanded in halves under savepoints,
 //     down to single events, and only the events that fail alone are
-//     dead-lettered with the reason: the good events are delivered.
+//     dead-lettered with the reason: the good events are delivered. Should
+//     that outlast ctx (many failing events), the next try starts from the
+//     verdicts this one reached, so every try gets further.
 //   - A panic while handling a message dead-letters the message.
 //
 // It is safe for concurrent use, though the relay hands it one message at a
@@ -129,6 +133,9 @@ type RelayHandler struct {
 	once     sync.Once
 	known    map[string]bool
 	failures failureCounter
+	// verdicts keeps what isolating the message in hand has learned, for
+	// its next try.
+	verdicts isolationMemo
 	// warnings aggregates the relay's warnings (dead letters, failed
 	// messages), one line per kind per DeadLetterLogInterval.
 	warnings *alarmLog
@@ -191,6 +198,7 @@ func (h *RelayHandler) Handle(ctx context.Context, store RelayStore, msg RelayMe
 		}
 	}
 	h.failures.forget(msg.ID)
+	h.verdicts.forget(msg)
 	return out, nil
 }
 
@@ -242,9 +250,43 @@ func (h *RelayHandler) process(ctx context.Context, store RelayStore, msg RelayM
 		return nil
 	}
 	if isolate {
-		return h.expandIsolating(ctx, store, msg, known, out)
+		return h.isolate(ctx, store, msg, known, out)
 	}
 	return h.expand(ctx, store, msg, known, out)
+}
+
+// isolate expands events, isolating those that fail, and starts from what
+// earlier tries of msg learned: isolating many failing events can outlast
+// the ack deadline, which rolls the try's work back, so without the
+// verdicts every try would start over and the message would block the
+// outbox for good. An event that failed alone is dead-lettered at once
+// (its failure is deterministic); the events that expanded are expanded
+// together (isolated again should that fail); the rest are isolated.
+func (h *RelayHandler) isolate(ctx context.Context, store RelayStore, msg RelayMessage, events []int, out *RelayOutcome) error {
+	v := h.verdicts.of(isolationKey(msg))
+	var good, unknown []int
+	for _, i := range events {
+		reason, verdict := v.get(i)
+		switch {
+		case verdict == verdictFails:
+			if err := h.deadLetterEvent(ctx, store, msg, i, reason, out); err != nil {
+				return err
+			}
+		case verdict == verdictExpands:
+			good = append(good, i)
+		default:
+			unknown = append(unknown, i)
+		}
+	}
+	for _, part := range [][]int{good, unknown} {
+		if len(part) == 0 {
+			continue
+		}
+		if err := h.expandIsolating(ctx, store, msg, part, out, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // expand expands the events of msg at the given indexes in one call.
@@ -265,25 +307,28 @@ func (h *RelayHandler) expand(ctx context.Context, store RelayStore, msg RelayMe
 // expandIsolating expands events under a savepoint; if that fails for a
 // deterministic reason it tries each half, down to single events, which it
 // dead-letters with the reason. A transient failure is returned.
-func (h *RelayHandler) expandIsolating(ctx context.Context, store RelayStore, msg RelayMessage, events []int, out *RelayOutcome) error {
+// Each verdict is recorded in v.
+func (h *RelayHandler) expandIsolating(ctx context.Context, store RelayStore, msg RelayMessage, events []int, out *RelayOutcome, v *verdicts) error {
 	var part RelayOutcome
 	err := store.Savepoint(ctx, func(s RelayStore) error { return h.expand(ctx, s, msg, events, &part) })
 	switch {
 	case err == nil:
 		out.Events += part.Events
 		out.Deliveries += part.Deliveries
+		v.set(events, verdictExpands, "")
 		return nil
 	case h.transient(ctx, store, err):
 		return err
 	case len(events) == 1:
 		reason := fmt.Sprintf("event %d: expansion failed %d times: %v", events[0], h.cfg.MaxTries, err)
+		v.set(events, verdictFails, reason)
 		return h.deadLetterEvent(ctx, store, msg, events[0], reason, out)
 	}
 	mid := len(events) / 2
-	if err := h.expandIsolating(ctx, store, msg, events[:mid], out); err != nil {
+	if err := h.expandIsolating(ctx, store, msg, events[:mid], out, v); err != nil {
 		return err
 	}
-	return h.expandIsolating(ctx, store, msg, events[mid:], out)
+	return h.expandIsolating(ctx, store, msg, events[mid:], out, v)
 }
 
 // deadLetterEvent sets event i of msg aside, in the form in which it can be
@@ -348,4 +393,74 @@ func (c *failureCounter) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.tries, id)
+}
+
+// verdict is what isolating an event found.
+type verdict int
+
+const (
+	verdictUnknown verdict = iota
+	verdictExpands         // it expanded, in a group that succeeded
+	verdictFails           // it failed alone, for a deterministic reason
+)
+
+// verdicts are the verdicts on one message's events, by index.
+type verdicts struct {
+	mu      sync.Mutex
+	of      map[int]verdict
+	reasons map[int]string
+}
+
+func (v *verdicts) get(i int) (string, verdict) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.reasons[i], v.of[i]
+}
+
+func (v *verdicts) set(events []int, verdict verdict, reason string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, i := range events {
+		v.of[i] = verdict
+		if reason != "" {
+			v.reasons[i] = reason
+		}
+	}
+}
+
+// isolationKey names msg for its verdicts: its id, which outbox rows need
+// not hold uniquely, and a digest of its payload.
+func isolationKey(msg RelayMessage) string {
+	sum := sha256.Sum256(msg.Payload)
+	return msg.ID + "/" + hex.EncodeToString(sum[:])
+}
+
+// isolationMemo holds the verdicts of the one message being isolated (the
+// relay handles one message at a time): at most a message's events, which
+// Raise bounds.
+type isolationMemo struct {
+	mu       sync.Mutex
+	id       string
+	verdicts *verdicts
+}
+
+// of returns the verdicts of the message isolationKey names id, forgetting
+// another message's.
+func (m *isolationMemo) of(id string) *verdicts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.verdicts == nil || m.id != id {
+		m.id, m.verdicts = id, &verdicts{of: map[int]verdict{}, reasons: map[int]string{}}
+	}
+	return m.verdicts
+}
+
+// forget drops msg's verdicts: it went through. Messages never isolated
+// cost nothing here.
+func (m *isolationMemo) forget(msg RelayMessage) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.verdicts != nil && m.id == isolationKey(msg) {
+		m.id, m.verdicts = "", nil
+	}
 }

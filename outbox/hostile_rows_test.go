@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
 )
@@ -38,4 +40,36 @@ func TestAnOutboxRowWithAHundredThousandUnknownEventsNeverStallsTheMessagesBehin
 	dl := deadLetters(t, pool)[0]
 	require.Equal(t, "many-unknown-events", dl.MessageUUID)
 	require.Contains(t, dl.Reason, "100000 events, more than 1000")
+}
+
+// A recipient whose preferences row (written by hand, or left by a time zone
+// database that dropped its zone) names a time zone Postgres does not know:
+// every expansion of their notifications fails alike. A campaign of a
+// thousand events to them, in one message, is isolated event by event;
+// that takes longer than one ack deadline, and each try's work was rolled
+// back with it, so nothing behind the message ever moved.
+func TestAThousandEventsThatFailToExpandNeverStallTheMessagesBehindThem(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "stranded", "stranded-token")
+	addTokens(t, pool, "later", "later-token")
+	_, err := pool.Exec(ctx, `INSERT INTO herald_preferences (user_id, time_zone, quiet_start, quiet_end, updated_at)
+		VALUES ('stranded', 'Mars/Olympus_Mons', '22:00', '07:00', now())`)
+	require.NoError(t, err)
+
+	events := make([]notification.Event, 1000)
+	for i := range events {
+		events[i] = pingEvent{UserID: "stranded"}
+	}
+	raise(t, pool, ob, events...)
+	later := raise(t, pool, ob, pingEvent{UserID: "later"})[0]
+	runRelay(t, pool, rules)
+
+	waitDeliveries(t, pool, later, 1, 60*time.Second)
+	dls := deadLetters(t, pool)
+	require.Len(t, dls, 1000)
+	assert.Contains(t, dls[0].Reason, "Mars/Olympus_Mons")
 }

@@ -66,15 +66,26 @@ func (r *Relay) watchOffsets(ctx context.Context) {
 // cannot be told from new ones; they are read again. That repeats no push:
 // expansion is idempotent (one delivery per notification and token), so a
 // re-read event whose deliveries still exist creates none.
+//
+// Restored rows can be ahead while the position is not: the old cluster's
+// relay had never run (there is no position) or had fallen behind the
+// events raised before the dump. Those rows would stay invisible until
+// this cluster's counter passed their ids, which may be never; the check
+// looks for them too (one probe of the outbox's primary key), and the
+// repair then queues them again under its own transaction's id, which is
+// after the stored position, so nothing already consumed is read again.
 func (r *Relay) checkRestoredOffsets(ctx context.Context) error {
 	var ahead bool
-	err := r.pool.QueryRow(ctx, `SELECT last_processed_transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
-		FROM `+offsetsTable+` WHERE consumer_group = $1`, ConsumerGroup).Scan(&ahead)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ahead) {
-		return nil // no position yet (the subscriber writes it), or a sane one
-	}
+	err := r.pool.QueryRow(ctx, `SELECT coalesce((SELECT last_processed_transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
+			FROM `+offsetsTable+` WHERE consumer_group = $1), false)
+		OR coalesce((SELECT transaction_id FROM `+messagesTable+` ORDER BY transaction_id DESC LIMIT 1)
+			>= pg_snapshot_xmax(pg_current_snapshot()), false)`,
+		ConsumerGroup).Scan(&ahead)
 	if err != nil {
 		return fmt.Errorf("read outbox position: %w", err)
+	}
+	if !ahead {
+		return nil // no position yet (the subscriber writes it), or a sane one, and no row from elsewhere
 	}
 	return r.repairRestoredOffsets(ctx)
 }
@@ -86,6 +97,7 @@ func (r *Relay) repairRestoredOffsets(ctx context.Context) error {
 		storedXID, xmax    string
 		storedOffset       int64
 		consumed, requeued int64
+		rowsOnly           bool
 	)
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		var ahead bool
@@ -94,11 +106,21 @@ func (r *Relay) repairRestoredOffsets(ctx context.Context) error {
 				last_processed_transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
 			FROM `+offsetsTable+` WHERE consumer_group = $1 FOR UPDATE`, ConsumerGroup).
 			Scan(&storedXID, &storedOffset, &xmax, &ahead)
-		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ahead) {
-			return nil // another relay repaired it while we waited for the lock
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
+		}
+		if !ahead {
+			// The position is sane (or there is none, or another relay
+			// repaired it while we waited for the lock): only rows ahead
+			// of the counter, if any, are queued again, after it.
+			tag, err := tx.Exec(ctx, `UPDATE `+messagesTable+` SET transaction_id = pg_current_xact_id()
+				WHERE transaction_id >= pg_snapshot_xmax(pg_current_snapshot())`)
+			if err != nil {
+				return fmt.Errorf("requeue outbox rows ahead of the transaction ids: %w", err)
+			}
+			requeued = tag.RowsAffected()
+			rowsOnly = requeued > 0
+			return nil
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM `+messagesTable+`
 			WHERE transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
@@ -122,6 +144,12 @@ func (r *Relay) repairRestoredOffsets(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("repair restored outbox position: %w", err)
+	}
+	if rowsOnly {
+		r.stats.offsetsRepaired.Add(1)
+		r.log.Error("outbox rows carried transaction ids ahead of this database's, as after a logical dump and "+
+			"restore or a logical-replication cut-over of events the relay had not read; they would have waited "+
+			"until this database's ids caught up. Queued them again", "unconsumed_requeued", requeued)
 	}
 	if repaired {
 		r.stats.offsetsRepaired.Add(1)

@@ -85,8 +85,9 @@ type RelayStats struct {
 	OldestTransactionAge time.Duration
 	OldestTransactionPID int32
 	// RestoredOffsetsRepaired counts how many times the relay found the
-	// consumer group's stored position ahead of the database's transaction
-	// ids (a logical restore or cut-over) and reset it.
+	// consumer group's stored position, or outbox rows, ahead of the
+	// database's transaction ids (a logical restore or cut-over) and
+	// repaired it.
 	RestoredOffsetsRepaired int64
 }
 

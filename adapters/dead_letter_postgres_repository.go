@@ -38,29 +38,68 @@ const maxReasonLength = 2000
 // NUL replaced, so a reason quoting bad input is kept) and cut to 2,000 bytes on a character boundary; NUL in
 // metadata (which jsonb cannot hold) is replaced too.
 func (r *PostgresDeadLetterRepository) Add(ctx context.Context, dl DeadLetter) (int64, error) {
-	var metadata []byte
-	if len(dl.Metadata) > 0 {
-		clean := make(map[string]string, len(dl.Metadata))
-		for k, v := range dl.Metadata {
-			clean[storableText(k)] = storableText(v)
-		}
-		var err error
-		if metadata, err = json.Marshal(clean); err != nil {
-			return 0, fmt.Errorf("encode dead letter metadata: %w", err)
-		}
-	}
-	reason := truncateText(storableText(dl.Reason), maxReasonLength)
-	if dl.Payload == nil {
-		dl.Payload = []byte{}
+	metadata, reason, err := storableLetter(&dl)
+	if err != nil {
+		return 0, err
 	}
 	var id int64
-	err := r.db.QueryRow(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, metadata, reason, created_at)
+	err = r.db.QueryRow(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, metadata, reason, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
 		dl.Topic, dl.MessageUUID, dl.Payload, metadata, reason, dl.CreatedAt).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("store dead letter: %w", err)
 	}
 	return id, nil
+}
+
+// AddMany stores dead letters as Add does, in one statement.
+func (r *PostgresDeadLetterRepository) AddMany(ctx context.Context, dls []DeadLetter) error {
+	if len(dls) == 0 {
+		return nil
+	}
+	topics, uuids := make([]string, len(dls)), make([]string, len(dls))
+	payloads, metadata := make([][]byte, len(dls)), make([]*string, len(dls))
+	reasons, created := make([]string, len(dls)), make([]time.Time, len(dls))
+	for i := range dls {
+		dl := dls[i]
+		md, reason, err := storableLetter(&dl)
+		if err != nil {
+			return err
+		}
+		if md != nil {
+			text := string(md)
+			metadata[i] = &text
+		}
+		topics[i], uuids[i], payloads[i], reasons[i], created[i] = dl.Topic, dl.MessageUUID, dl.Payload, reason, dl.CreatedAt
+	}
+	_, err := r.db.Exec(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, metadata, reason, created_at)
+		SELECT topic, message_uuid, payload, metadata::jsonb, reason, created_at
+		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::timestamptz[])
+			AS l(topic, message_uuid, payload, metadata, reason, created_at)`,
+		topics, uuids, payloads, metadata, reasons, created)
+	if err != nil {
+		return fmt.Errorf("store dead letters: %w", err)
+	}
+	return nil
+}
+
+// storableLetter makes dl storable as Add documents: its payload never
+// nil, its metadata encoded with NUL and invalid UTF-8 replaced, its reason
+// made valid text and cut.
+func storableLetter(dl *DeadLetter) (metadata []byte, reason string, err error) {
+	if len(dl.Metadata) > 0 {
+		clean := make(map[string]string, len(dl.Metadata))
+		for k, v := range dl.Metadata {
+			clean[storableText(k)] = storableText(v)
+		}
+		if metadata, err = json.Marshal(clean); err != nil {
+			return nil, "", fmt.Errorf("encode dead letter metadata: %w", err)
+		}
+	}
+	if dl.Payload == nil {
+		dl.Payload = []byte{}
+	}
+	return metadata, truncateText(storableText(dl.Reason), maxReasonLength), nil
 }
 
 // storableText returns s as text Postgres accepts: valid UTF-8 without NUL,

@@ -35,9 +35,8 @@ func (s postgresRelayStore) Expand(ctx context.Context, notificationIDs []uuid.U
 	return NewPostgresDeliveryRepository(s.tx).Expand(ctx, notificationIDs)
 }
 
-func (s postgresRelayStore) AddDeadLetter(ctx context.Context, dl app.DeadLetter) error {
-	_, err := NewPostgresDeadLetterRepository(s.tx).Add(ctx, dl)
-	return err
+func (s postgresRelayStore) AddDeadLetters(ctx context.Context, dls []app.DeadLetter) error {
+	return NewPostgresDeadLetterRepository(s.tx).AddMany(ctx, dls)
 }
 
 func (s postgresRelayStore) Savepoint(ctx context.Context, fn func(app.RelayStore) error) error {

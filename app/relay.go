@@ -33,8 +33,10 @@ type RelayStore interface {
 	// device token of each recipient) and returns how many it created. It
 	// is idempotent.
 	Expand(ctx context.Context, notificationIDs []uuid.UUID) (int, error)
-	// AddDeadLetter stores dl.
-	AddDeadLetter(ctx context.Context, dl DeadLetter) error
+	// AddDeadLetters stores dls, in one statement: a message may set a
+	// thousand events aside, and a statement each would outlast the ack
+	// deadline on a database a network hop away.
+	AddDeadLetters(ctx context.Context, dls []DeadLetter) error
 	// Savepoint runs fn on a store inside a savepoint of this one: when fn
 	// fails, what it wrote is undone and this store stays usable.
 	Savepoint(ctx context.Context, fn func(RelayStore) error) error
@@ -232,6 +234,7 @@ func (h *RelayHandler) process(ctx context.Context, store RelayStore, msg RelayM
 		return h.deadLetter(ctx, store, msg, msg.Payload, msg.Malformed.Error(), out)
 	}
 	var known []int
+	var unknown []letter
 	for i, ev := range msg.Events {
 		// Raise validated the event itself; the relay needs only the
 		// notification ids, and that this application knows the type (an
@@ -239,12 +242,13 @@ func (h *RelayHandler) process(ctx context.Context, store RelayStore, msg RelayM
 		// rule is deployed, then is replayed).
 		if !h.known[ev.Type] {
 			reason := fmt.Errorf("event %d: %w: %q", i, notification.ErrUnknownEvent, ev.Type)
-			if err := h.deadLetterEvent(ctx, store, msg, i, reason.Error(), out); err != nil {
-				return err
-			}
+			unknown = append(unknown, eventLetter(msg, i, reason.Error()))
 			continue
 		}
 		known = append(known, i)
+	}
+	if err := h.deadLetters(ctx, store, msg, unknown, out); err != nil {
+		return err
 	}
 	if len(known) == 0 {
 		return nil
@@ -265,18 +269,20 @@ func (h *RelayHandler) process(ctx context.Context, store RelayStore, msg RelayM
 func (h *RelayHandler) isolate(ctx context.Context, store RelayStore, msg RelayMessage, events []int, out *RelayOutcome) error {
 	v := h.verdicts.of(isolationKey(msg))
 	var good, unknown []int
+	var failed []letter
 	for _, i := range events {
 		reason, verdict := v.get(i)
 		switch {
 		case verdict == verdictFails:
-			if err := h.deadLetterEvent(ctx, store, msg, i, reason, out); err != nil {
-				return err
-			}
+			failed = append(failed, eventLetter(msg, i, reason))
 		case verdict == verdictExpands:
 			good = append(good, i)
 		default:
 			unknown = append(unknown, i)
 		}
+	}
+	if err := h.deadLetters(ctx, store, msg, failed, out); err != nil {
+		return err
 	}
 	for _, part := range [][]int{good, unknown} {
 		if len(part) == 0 {
@@ -322,7 +328,7 @@ func (h *RelayHandler) expandIsolating(ctx context.Context, store RelayStore, ms
 	case len(events) == 1:
 		reason := fmt.Sprintf("event %d: expansion failed %d times: %v", events[0], h.cfg.MaxTries, err)
 		v.set(events, verdictFails, reason)
-		return h.deadLetterEvent(ctx, store, msg, events[0], reason, out)
+		return h.deadLetters(ctx, store, msg, []letter{eventLetter(msg, events[0], reason)}, out)
 	}
 	mid := len(events) / 2
 	if err := h.expandIsolating(ctx, store, msg, events[:mid], out, v); err != nil {
@@ -331,40 +337,64 @@ func (h *RelayHandler) expandIsolating(ctx context.Context, store RelayStore, ms
 	return h.expandIsolating(ctx, store, msg, events[mid:], out, v)
 }
 
-// deadLetterEvent sets event i of msg aside, in the form in which it can be
+// letter is one dead letter of a message: what it keeps, and why.
+type letter struct {
+	payload []byte
+	reason  string
+}
+
+// eventLetter sets event i of msg aside, in the form in which it can be
 // replayed on its own; the other events of msg proceed.
-func (h *RelayHandler) deadLetterEvent(ctx context.Context, store RelayStore, msg RelayMessage, i int, reason string, out *RelayOutcome) error {
+func eventLetter(msg RelayMessage, i int, reason string) letter {
 	payload := msg.Payload
 	if msg.EncodeEvent != nil {
 		if alone, err := msg.EncodeEvent(i); err == nil {
 			payload = alone
 		}
 	}
-	return h.deadLetter(ctx, store, msg, payload, reason, out)
+	return letter{payload: payload, reason: reason}
 }
 
-// deadLetter stores payload as a dead letter of msg, under a savepoint;
-// when that fails for a deterministic reason it stores it again without the
-// metadata: whatever the metadata held, the letter itself must be stored.
+// deadLetter stores payload as a dead letter of msg (see deadLetters).
 func (h *RelayHandler) deadLetter(ctx context.Context, store RelayStore, msg RelayMessage, payload []byte, reason string, out *RelayOutcome) error {
-	if len(payload) > MaxOutboxMessageBytes {
-		payload = payload[:maxDeadPayloadKept]
+	return h.deadLetters(ctx, store, msg, []letter{{payload: payload, reason: reason}}, out)
+}
+
+// deadLetters stores letters as dead letters of msg, in one statement under
+// a savepoint; when that fails for a deterministic reason it stores them
+// again without the metadata: whatever the metadata held, the letters
+// themselves must be stored.
+func (h *RelayHandler) deadLetters(ctx context.Context, store RelayStore, msg RelayMessage, letters []letter, out *RelayOutcome) error {
+	if len(letters) == 0 {
+		return nil
 	}
-	dl := DeadLetter{
-		Topic: h.cfg.Topic, MessageUUID: msg.ID, Payload: payload, Metadata: msg.Metadata,
-		Reason: reason, CreatedAt: h.cfg.Now(),
+	now := h.cfg.Now()
+	dls := make([]DeadLetter, len(letters))
+	for i, l := range letters {
+		payload := l.payload
+		if len(payload) > MaxOutboxMessageBytes {
+			payload = payload[:maxDeadPayloadKept]
+		}
+		dls[i] = DeadLetter{
+			Topic: h.cfg.Topic, MessageUUID: msg.ID, Payload: payload, Metadata: msg.Metadata,
+			Reason: l.reason, CreatedAt: now,
+		}
 	}
-	err := store.Savepoint(ctx, func(s RelayStore) error { return s.AddDeadLetter(ctx, dl) })
+	err := store.Savepoint(ctx, func(s RelayStore) error { return s.AddDeadLetters(ctx, dls) })
 	if err != nil && !h.transient(ctx, store, err) {
-		dl.Metadata = nil
-		err = store.AddDeadLetter(ctx, dl)
+		for i := range dls {
+			dls[i].Metadata = nil
+		}
+		err = store.AddDeadLetters(ctx, dls)
 	}
 	if err != nil {
 		return err
 	}
-	out.DeadLetters++
-	h.warnings.add(h.cfg.Now(), "dead_letter", slog.LevelWarn, "outbox messages moved to dead letters (the latest named)",
-		"message_uuid", msg.ID, "reason", reason)
+	out.DeadLetters += len(dls)
+	for _, l := range letters {
+		h.warnings.add(now, "dead_letter", slog.LevelWarn, "outbox messages moved to dead letters (the latest named)",
+			"message_uuid", msg.ID, "reason", l.reason)
+	}
 	return nil
 }
 

@@ -55,15 +55,17 @@ func (s *memRelayStore) Expand(_ context.Context, ids []uuid.UUID) (int, error) 
 	return 2 * len(ids), nil // two devices per recipient
 }
 
-func (s *memRelayStore) AddDeadLetter(_ context.Context, dl app.DeadLetter) error {
+func (s *memRelayStore) AddDeadLetters(_ context.Context, dls []app.DeadLetter) error {
 	if s.failDead != nil {
-		if err := s.failDead(dl); err != nil {
-			return err
+		for _, dl := range dls { // one statement: any letter fails them all
+			if err := s.failDead(dl); err != nil {
+				return err
+			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.deadLetters = append(s.deadLetters, dl)
+	s.deadLetters = append(s.deadLetters, dls...)
 	return nil
 }
 

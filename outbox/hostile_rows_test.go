@@ -2,10 +2,13 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -72,4 +75,59 @@ func TestAThousandEventsThatFailToExpandNeverStallTheMessagesBehindThem(t *testi
 	dls := deadLetters(t, pool)
 	require.Len(t, dls, 1000)
 	assert.Contains(t, dls[0].Reason, "Mars/Olympus_Mons")
+}
+
+// slowPool is a pool on pool's database whose every write to the server
+// waits rtt first: a database a network hop away, as most are.
+func slowPool(t *testing.T, pool *pgxpool.Pool, rtt time.Duration) *pgxpool.Pool {
+	t.Helper()
+	cfg := pool.Config().Copy()
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return slowConn{Conn: c, rtt: rtt}, nil
+	}
+	slow, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(slow.Close)
+	return slow
+}
+
+type slowConn struct {
+	net.Conn
+	rtt time.Duration
+}
+
+func (c slowConn) Write(b []byte) (int, error) {
+	time.Sleep(c.rtt)
+	return c.Conn.Write(b)
+}
+
+// A rolled-back deploy leaves a campaign of a thousand events (one host
+// transaction, one message) of a type this version has no rule for. Each is
+// dead-lettered alone, replayable; with the database a millisecond away,
+// one statement each outlasted the ack deadline at every try, and nothing
+// behind the message ever moved.
+func TestAThousandEventsOfAnUnknownTypeNeverStallTheMessagesBehindThemOnADatabaseAMillisecondAway(t *testing.T) {
+	t.Parallel()
+	pool := testutil.NewPool(t)
+	newer := livenessRules(t) // the version that raised them knows "note"
+	ob := outbox.New(newer, adapters.NotificationWriterIn, outbox.Config{})
+	older := notification.NewRules()
+	require.NoError(t, notification.On(older, func(e pingEvent) ([]notification.Draft, error) { return toUser(e.UserID), nil }))
+	addTokens(t, pool, "later", "later-token")
+
+	events := make([]notification.Event, 1000)
+	for i := range events {
+		events[i] = noteEvent{UserID: fmt.Sprint("reader-", i), Text: "new feature"}
+	}
+	raise(t, pool, ob, events...)
+	later := raise(t, pool, ob, pingEvent{UserID: "later"})[0]
+	runRelay(t, slowPool(t, pool, time.Millisecond), older)
+
+	waitDeliveries(t, pool, later, 1, 60*time.Second)
+	require.Len(t, deadLetters(t, pool), 1000)
 }

@@ -100,8 +100,8 @@ const minDirectPerNotification = 8
 // herald_broadcasts (with the recipient set and the cursor at the last token
 // expanded), which ExpandBroadcastChunk then carries on in chunks. For a
 // broadcast notification it records the broadcast. Tokens longer than
-// notification.MaxTokenLength (which Register refuses, but someone may have
-// written into the table) are skipped. It is idempotent: a (notification,
+// notification.MaxTokenLength, and the empty token (which Register refuses,
+// but someone may have written into the table), are skipped. It is idempotent: a (notification,
 // token) pair that already has a delivery, or a notification that already
 // has its row in herald_broadcasts, is skipped. Deliveries are due at the
 // database's clock, or at the notification's send time if later.
@@ -155,6 +155,8 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 				FROM herald_device_tokens t
 				WHERE t.user_id = n.recipient
 					AND octet_length(t.token) <= 1024 AND octet_length(t.user_id) <= 1024
+					-- Never an empty token (as broadcasts, whose cursor starts at '').
+					AND t.token > ''
 				ORDER BY t.token
 				LIMIT $2 + 1
 			) t

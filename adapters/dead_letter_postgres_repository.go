@@ -150,19 +150,29 @@ func (r *PostgresDeadLetterRepository) List(ctx context.Context, pendingOnly boo
 
 // TakeForReplay locks up to limit not yet replayed dead letters with ids
 // above after, among the given ids (every one when ids is empty), in id
-// order, marks them replayed at now, and returns them, all in tx: the
-// caller republishes them in the same transaction, so a dead letter is
-// replayed once however often this runs.
+// order, as long as their payloads total at most app.MaxOutboxMessageBytes
+// (the first always), marks them replayed at now,
+// and returns them, all in tx: the caller republishes them in the same
+// transaction, so a dead letter is replayed once however often this runs.
+// A letter may hold a 16 MiB message: without the bound a batch could be
+// gigabytes.
 func (r *PostgresDeadLetterRepository) TakeForReplay(ctx context.Context, ids []int64, after int64, limit int, now time.Time) ([]DeadLetter, error) {
 	rows, err := r.db.Query(ctx, `
 		UPDATE herald_dead_letters SET replayed_at = $2
 		WHERE id IN (
-			SELECT id FROM herald_dead_letters
-			WHERE replayed_at IS NULL AND (coalesce(cardinality($1::bigint[]), 0) = 0 OR id = ANY ($1::bigint[]))
-				AND id > $3
-			ORDER BY id LIMIT $4 FOR UPDATE
+			SELECT id FROM (
+				SELECT id, sum(octet_length(payload)) OVER (ORDER BY id) AS upto, row_number() OVER (ORDER BY id) AS n
+				FROM (
+					SELECT id, payload FROM herald_dead_letters
+					WHERE replayed_at IS NULL AND (coalesce(cardinality($1::bigint[]), 0) = 0 OR id = ANY ($1::bigint[]))
+						AND id > $3
+					ORDER BY id LIMIT $4 FOR UPDATE
+				) locked
+			) sized
+			WHERE upto <= $5 OR n = 1
 		)
-		RETURNING id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at`, ids, now, after, limit)
+		RETURNING id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at`,
+		ids, now, after, limit, app.MaxOutboxMessageBytes)
 	if err != nil {
 		return nil, fmt.Errorf("take dead letters for replay: %w", err)
 	}

@@ -23,7 +23,9 @@ type DeadLetter struct {
 type DeadLetterReplayStore interface {
 	// TakeForReplay locks up to limit not yet replayed dead letters with
 	// ids above after, among the given ids (every one when ids is empty),
-	// in id order, marks them replayed at now, and returns them.
+	// in id order, marks them replayed at now, and returns them. It may
+	// return fewer than limit while more remain (it bounds the payload
+	// bytes it returns): callers take until it returns none.
 	TakeForReplay(ctx context.Context, ids []int64, after int64, limit int, now time.Time) ([]DeadLetter, error)
 	// Untake marks the dead letters with the given ids not replayed again:
 	// those taken that cannot be replayed.

@@ -23,7 +23,8 @@ const replayBatch = 500
 // for example after deploying the rule for an event type the relay did not
 // know. It replays those with the given ids, or every one not yet replayed
 // when ids is empty, and returns how many it replayed. It works in batches
-// of replayBatch, each in one transaction that republishes and marks, so
+// of replayBatch (and at most app.MaxOutboxMessageBytes of payloads), each
+// in one transaction that republishes and marks, so
 // each dead letter is replayed once however often this runs; a message that
 // fails again is dead-lettered again as a new entry. A dead letter whose
 // payload is not a JSON object (what was in the outbox was not a Herald
@@ -81,7 +82,7 @@ func ReplayDeadLetters(ctx context.Context, pool *pgxpool.Pool, deadLettersIn fu
 		if err != nil {
 			return replayed, fmt.Errorf("replay dead letters: %w", err)
 		}
-		if taken < replayBatch {
+		if taken == 0 { // a batch may be short of replayBatch by its bytes
 			return replayed, nil
 		}
 	}

@@ -200,7 +200,7 @@ func (h *RelayHandler) Handle(ctx context.Context, store RelayStore, msg RelayMe
 		}
 	}
 	h.failures.forget(msg.ID)
-	h.verdicts.forget(msg)
+	h.verdicts.forget()
 	return out, nil
 }
 
@@ -485,12 +485,11 @@ func (m *isolationMemo) of(id string) *verdicts {
 	return m.verdicts
 }
 
-// forget drops msg's verdicts: it went through. Messages never isolated
-// cost nothing here.
-func (m *isolationMemo) forget(msg RelayMessage) {
+// forget drops the verdicts held: a message went through, so the one
+// being isolated is done (messages are acknowledged in order), whether it
+// was this one or another relay finished it.
+func (m *isolationMemo) forget() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.verdicts != nil && m.id == isolationKey(msg) {
-		m.id, m.verdicts = "", nil
-	}
+	m.id, m.verdicts = "", nil
 }

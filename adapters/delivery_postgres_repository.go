@@ -108,7 +108,9 @@ const minDirectPerNotification = 8
 //
 // Collapse: for each recipient and collapse key among the notifications,
 // every notification of that key but the newest (by creation time, then id)
-// gets superseded_at. The claim closes their open deliveries as superseded
+// gets superseded_at: those given, and the oldest others up to each one's
+// share (a burst of thousands raised before the relay reached the first is
+// superseded by their own expansions, never all in one statement). The claim closes their open deliveries as superseded
 // as they come due (a column test), never returning them; a delivery
 // claimed at that moment is on its way and left to its sender, and if its
 // push does not happen it comes back and the next claim closes it. Those of
@@ -137,7 +139,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 	err := r.db.QueryRow(ctx, `
 		WITH ns AS MATERIALIZED (
 			-- The notifications, read once for every part below.
-			SELECT id, recipient, type, urgent, audience, send_at, collapse_key, cancelled_at
+			SELECT id, recipient, type, urgent, audience, send_at, collapse_key, cancelled_at, created_at
 			FROM herald_notifications WHERE id = ANY($1::uuid[])
 		), picked AS (
 			SELECT n.id AS notification_id, n.recipient, t.token, t.rn,
@@ -173,22 +175,37 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			FROM picked WHERE rn <= $2
 			ON CONFLICT (notification_id, token) DO NOTHING
 			RETURNING 1
-		), collapsed AS (
-			-- Collapse: of each recipient's notifications with a collapse key
-			-- among these, all but the newest (by creation, then id) are
-			-- superseded, wherever they stand in expansion. One index probe
-			-- per key; nothing for notifications without a key. Their
-			-- deliveries are closed by the claim, which reads superseded_at:
-			-- updating them here, in the relay's REPEATABLE READ
-			-- transaction, would fail on every delivery a sender claimed
-			-- meanwhile.
-			UPDATE herald_notifications o SET superseded_at = now()
+		), newest AS (
+			-- The newest notification (by creation, then id) of each
+			-- recipient's collapse key among these: one index probe per key;
+			-- nothing for notifications without a key.
+			SELECT g.recipient, g.collapse_key, m.created_at, m.id
 			FROM (SELECT DISTINCT recipient, collapse_key FROM ns WHERE collapse_key IS NOT NULL) g,
 			LATERAL (SELECT m.created_at, m.id FROM herald_notifications m
 				WHERE m.recipient = g.recipient AND m.collapse_key = g.collapse_key
-				ORDER BY m.created_at DESC, m.id DESC LIMIT 1) newest
-			WHERE o.recipient = g.recipient AND o.collapse_key = g.collapse_key AND o.superseded_at IS NULL
-				AND (o.created_at, o.id) < (newest.created_at, newest.id)
+				ORDER BY m.created_at DESC, m.id DESC LIMIT 1) m
+		), stale AS (
+			-- Collapse: every older notification of the key is superseded,
+			-- wherever it stands in expansion, a bounded number per
+			-- statement: these notifications themselves, and the oldest $2
+			-- others of each key. A burst raised faster than the relay
+			-- expands (or while it was down) holds thousands of them;
+			-- superseding all at once outlasted the relay's ack deadline.
+			-- The rest are superseded by their own expansions.
+			SELECT n.id FROM ns n JOIN newest w ON w.recipient = n.recipient AND w.collapse_key = n.collapse_key
+			WHERE (n.created_at, n.id) < (w.created_at, w.id)
+			UNION
+			SELECT o.id FROM newest w, LATERAL (SELECT o.id FROM herald_notifications o
+				WHERE o.recipient = w.recipient AND o.collapse_key = w.collapse_key AND o.superseded_at IS NULL
+					AND (o.created_at, o.id) < (w.created_at, w.id)
+				ORDER BY o.created_at, o.id LIMIT $2) o
+		), collapsed AS (
+			-- Their deliveries are closed by the claim, which reads
+			-- superseded_at: updating them here, in the relay's REPEATABLE
+			-- READ transaction, would fail on every delivery a sender
+			-- claimed meanwhile.
+			UPDATE herald_notifications o SET superseded_at = now()
+			FROM stale s WHERE o.id = s.id AND o.superseded_at IS NULL
 			RETURNING o.id, o.audience IS NULL AS personal
 		), held AS (
 			-- Their deliveries held far ahead (by a SendAt, quiet hours or a

@@ -131,3 +131,45 @@ func TestAThousandEventsOfAnUnknownTypeNeverStallTheMessagesBehindThemOnADatabas
 	waitDeliveries(t, pool, later, 1, 60*time.Second)
 	require.Len(t, deadLetters(t, pool), 1000)
 }
+
+type progressEvent struct {
+	UserID string `json:"user_id"`
+}
+
+func (progressEvent) EventType() string { return "progress" }
+
+// An import notifies its owner of its progress under one collapse key, far
+// faster than the relay expands (or while no relay runs): when the first
+// of them was expanded, every newer one was already committed, and the
+// expansion superseded all of them but the newest in one statement. With
+// 300,000 that statement outlasted the ack deadline at every try, and
+// nothing behind the message ever moved.
+func TestACollapseKeyRaisedThreeHundredThousandTimesNeverStallsTheMessagesBehindIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	require.NoError(t, notification.On(rules, func(e progressEvent) ([]notification.Draft, error) {
+		return []notification.Draft{{Recipient: e.UserID, Type: "progress", CollapseKey: "import",
+			Content: notification.Content{Title: "importing"}}}, nil
+	}))
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "owner", "owner-token")
+	addTokens(t, pool, "later", "later-token")
+
+	first := raise(t, pool, ob, progressEvent{UserID: "owner"})[0]
+	// The newer ones, as Raise writes them (their outbox messages, behind,
+	// are not needed to show the stall).
+	_, err := pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at, collapse_key)
+		SELECT gen_random_uuid(), 'owner', 'progress', 'importing', $1::timestamptz + g * interval '1 microsecond', 'import'
+		FROM generate_series(1, 300000) g`, first.CreatedAt())
+	require.NoError(t, err)
+	later := raise(t, pool, ob, pingEvent{UserID: "later"})[0]
+	runRelay(t, pool, rules)
+
+	waitDeliveries(t, pool, later, 1, 30*time.Second)
+	var superseded bool
+	require.NoError(t, pool.QueryRow(ctx, `SELECT superseded_at IS NOT NULL FROM herald_notifications WHERE id = $1`,
+		first.ID()).Scan(&superseded))
+	assert.True(t, superseded, "the oldest is superseded by the newest")
+}

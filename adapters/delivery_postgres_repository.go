@@ -115,7 +115,9 @@ const minDirectPerNotification = 8
 // claimed at that moment is on its way and left to its sender, and if its
 // push does not happen it comes back and the next claim closes it. Those of
 // a personal notification held more than 30 s ahead are closed here at
-// once, so they do not stay open until their time. When it creates anything it signals deliveriesChannel,
+// once (up to ExpandChunkSize per call; any more come due and are closed by
+// the claim then), so they do not stay open until their time. When it
+// creates anything it signals deliveriesChannel,
 // which Postgres delivers at commit. The relay makes the repository on its
 // transaction.
 func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs []uuid.UUID) (int, error) {
@@ -212,13 +214,18 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 			-- long backoff) end now rather than stay open until then. A claim
 			-- only ever changes due rows, so these cannot have changed under
 			-- the relay's snapshot; those due within 30 s are left to the
-			-- claim. A broadcast's may be millions: left to the claim too.
+			-- claim. A broadcast's may be millions: left to the claim too,
+			-- and so are those of a recipient with many devices beyond the
+			-- first ExpandChunkSize ($4): closing half a million in one
+			-- statement outlasted the relay's ack deadline.
 			UPDATE herald_deliveries d SET status = 'superseded', due_at = now(), updated_at = now(),
 				claim_id = NULL, error_code = 'SUPERSEDED',
 				last_error = 'replaced by a newer notification with the same collapse key before the push'
-			FROM collapsed c
-			WHERE c.personal AND d.notification_id = c.id AND d.status IN ('pending', 'retry_scheduled')
-				AND d.due_at > now() + interval '30 seconds'
+			WHERE d.id IN (
+				SELECT h.id FROM collapsed c JOIN herald_deliveries h ON h.notification_id = c.id
+				WHERE c.personal AND h.status IN ('pending', 'retry_scheduled')
+					AND h.due_at > now() + interval '30 seconds'
+				LIMIT $4)
 		), continued AS (
 			-- The recipient has more tokens than this share: the broadcast
 			-- expander carries on after the last one expanded here.
@@ -241,7 +248,7 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 		)
 		-- The signal is delivered at commit, and only if something was created.
 		SELECT created, CASE WHEN created + broadcasts > 0 THEN pg_notify($3, '') END FROM counts`,
-		uuidArray(notificationIDs), share, deliveriesChannel).Scan(&created, &notified)
+		uuidArray(notificationIDs), share, deliveriesChannel, ExpandChunkSize).Scan(&created, &notified)
 	if err != nil {
 		return 0, fmt.Errorf("expand notifications into deliveries: %w", err)
 	}

@@ -173,3 +173,52 @@ func TestACollapseKeyRaisedThreeHundredThousandTimesNeverStallsTheMessagesBehind
 		first.ID()).Scan(&superseded))
 	assert.True(t, superseded, "the oldest is superseded by the newest")
 }
+
+type digestEvent struct {
+	UserID string `json:"user_id"`
+}
+
+func (digestEvent) EventType() string { return "digest" }
+
+// A recipient with half a million devices (a shared kiosk account, a load
+// test's user) gets a digest scheduled an hour ahead, then a newer one with
+// the same collapse key: expanding the newer closed every held delivery of
+// the older at once, half a million rows in one statement, which outlasted
+// the ack deadline at every try, and nothing behind the message ever moved.
+func TestANewerNotificationToARecipientWithHalfAMillionDevicesNeverStallsTheMessagesBehindIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	require.NoError(t, notification.On(rules, func(e digestEvent) ([]notification.Draft, error) {
+		return []notification.Draft{{Recipient: e.UserID, Type: "digest", CollapseKey: "digest",
+			SendAt: time.Now().Add(time.Hour), Content: notification.Content{Title: "digest"}}}, nil
+	}))
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "later", "later-token")
+	const devices = 500_000
+	_, err := pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+		SELECT 'kiosk-token-' || lpad(g::text, 7, '0'), 'kiosk', 'android', now(), now() FROM generate_series(1, $1) g`, devices)
+	require.NoError(t, err)
+	older := raise(t, pool, ob, digestEvent{UserID: "kiosk"})[0]
+	// Its deliveries as the relay and the broadcast expander leave them,
+	// held until its send time (its outbox message is done with).
+	_, err = pool.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+		SELECT $1, token, 'pending', now() + interval '1 hour', now(), now() FROM herald_device_tokens WHERE user_id = 'kiosk'`,
+		older.ID())
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `DELETE FROM watermill_herald_outbox`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `ANALYZE`)
+	require.NoError(t, err)
+
+	raise(t, pool, ob, digestEvent{UserID: "kiosk"})
+	later := raise(t, pool, ob, pingEvent{UserID: "later"})[0]
+	runRelay(t, pool, rules)
+
+	waitDeliveries(t, pool, later, 1, 30*time.Second)
+	var closed int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM herald_deliveries WHERE notification_id = $1 AND status = 'superseded'`,
+		older.ID()).Scan(&closed))
+	assert.Positive(t, closed, "the older's held deliveries close, the first of them at once")
+}

@@ -222,3 +222,29 @@ func TestANewerNotificationToARecipientWithHalfAMillionDevicesNeverStallsTheMess
 		older.ID()).Scan(&closed))
 	assert.Positive(t, closed, "the older's held deliveries close, the first of them at once")
 }
+
+// Rows written by hand with a transaction id far past the database's (as a
+// restore leaves them) and one offset: requeuing them under the repair's own
+// transaction id made them collide on the primary key, the repair failed at
+// every start, and a relay that cannot check its position never started.
+func TestOutboxRowsAheadOfTheTransactionIdsWithOneOffsetNeverStopTheRelay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "later", "later-token")
+	for i := range 2 {
+		_, err := pool.Exec(ctx, `INSERT INTO watermill_herald_outbox ("offset", uuid, payload, metadata, transaction_id)
+			VALUES (7, $1, '{"v":1,"events":[{"type":"from_the_future","notifications":[]}]}', '{}',
+				(pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000 + $2)::text::xid8)`,
+			fmt.Sprint("ahead-", i), i)
+		require.NoError(t, err)
+	}
+	later := raise(t, pool, ob, pingEvent{UserID: "later"})[0]
+	runRelay(t, pool, rules)
+
+	waitDeliveries(t, pool, later, 1, 20*time.Second)
+	require.Eventually(t, func() bool { return len(deadLetters(t, pool)) == 2 }, 20*time.Second, 20*time.Millisecond,
+		"both rows are read, and set aside")
+}

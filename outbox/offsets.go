@@ -16,6 +16,11 @@ const (
 	offsetsTable  = `"watermill_offsets_` + topic + `"`
 )
 
+// freshOffset gives a requeued row a new offset from the table's sequence:
+// rows given one transaction id must not share an offset (the primary
+// key), and rows written by hand may.
+const freshOffset = `"offset" = nextval(pg_get_serial_sequence('` + messagesTable + `', 'offset'))`
+
 // watchOffsets checks the stored position every RestoreCheckInterval until
 // ctx ends: a logical-replication cut-over can happen under a running
 // process. Errors are left to the relay, which reports database trouble.
@@ -113,7 +118,7 @@ func (r *Relay) repairRestoredOffsets(ctx context.Context) error {
 			// The position is sane (or there is none, or another relay
 			// repaired it while we waited for the lock): only rows ahead
 			// of the counter, if any, are queued again, after it.
-			tag, err := tx.Exec(ctx, `UPDATE `+messagesTable+` SET transaction_id = pg_current_xact_id()
+			tag, err := tx.Exec(ctx, `UPDATE `+messagesTable+` SET transaction_id = pg_current_xact_id(), `+freshOffset+`
 				WHERE transaction_id >= pg_snapshot_xmax(pg_current_snapshot())`)
 			if err != nil {
 				return fmt.Errorf("requeue outbox rows ahead of the transaction ids: %w", err)
@@ -129,7 +134,7 @@ func (r *Relay) repairRestoredOffsets(ctx context.Context) error {
 			return fmt.Errorf("delete consumed restored outbox rows: %w", err)
 		}
 		consumed = tag.RowsAffected()
-		tag, err = tx.Exec(ctx, `UPDATE `+messagesTable+` SET transaction_id = '1'
+		tag, err = tx.Exec(ctx, `UPDATE `+messagesTable+` SET transaction_id = '1', `+freshOffset+`
 			WHERE transaction_id >= pg_snapshot_xmax(pg_current_snapshot())`)
 		if err != nil {
 			return fmt.Errorf("requeue unconsumed restored outbox rows: %w", err)

@@ -174,7 +174,10 @@ func TestMetricsAreScrapedFromAPrometheusEndpoint(t *testing.T) {
 		{"herald_sender_claim_duration_seconds_count", nil, atLeast(1)},
 		{"herald_sender_record_duration_seconds_count", nil, atLeast(1)},
 		{"herald_alarms_total", []string{`herald_alarm="sender_id_mismatch"`}, eq(1)},
-		{"herald_fcm_attempts_total", []string{`herald_fcm_attempt="answered"`}, eq(3)},
+		// Three, or four if FCM answered SENDER_ID_MISMATCH before it
+		// accepted the first push: that token is then kept, and pushed again
+		// once a push vouched for the project.
+		{"herald_fcm_attempts_total", []string{`herald_fcm_attempt="answered"`}, func(v float64) bool { return v == 3 || v == 4 }},
 		{"herald_sender_in_flight", nil, eq(0)},
 		{"herald_breaker_state", []string{`herald_breaker_state="closed"`}, eq(1)},
 		{"herald_breaker_state", []string{`herald_breaker_state="open"`}, eq(0)},

@@ -1005,8 +1005,11 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 		// a server running with another project's credentials gets that
 		// answer for every token, and pruning would empty the registry.
 		// Then the token is kept and the delivery given back, no attempt
-		// counted, and with several devices all sending pauses.
-		if s.accepted.Load() && !(mismatchWide && !s.mismatch.anyOther(now)) {
+		// counted, and with several devices all sending pauses. The last
+		// answers all alike also keep it however slowly they came: a quiet
+		// sender must not prune a token per answer until the registry is
+		// empty because fewer than QuotaDevices fit in QuotaWindow.
+		if s.accepted.Load() && !(mismatchWide && !s.mismatch.anyOther(now)) && !s.mismatch.onlyWatched() {
 			s.alarms.add(now, "sender_id_mismatch", slog.LevelError,
 				"configuration alarm: a token belongs to another Firebase project (SENDER_ID_MISMATCH): token pruned",
 				"code", se.Code, "delivery_id", d.Delivery.ID(), "platform", platformName(platform))

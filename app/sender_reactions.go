@@ -81,6 +81,28 @@ func (q *quotaDetector) anyOther(now time.Time) bool {
 	return false
 }
 
+// onlyWatched reports whether every answer the detector holds (the last
+// 2×minDevices, however old) was of the watched kind, from at least
+// minDevices devices. Unlike observe it ignores the window: a quiet sender
+// whose every answer is the same must see it too.
+func (q *quotaDetector) onlyWatched() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	devices := make([]uint64, 0, q.minDevices)
+	for _, a := range q.recent {
+		if a.at.IsZero() {
+			continue
+		}
+		if !a.throttled {
+			return false
+		}
+		if !slices.Contains(devices, a.device) {
+			devices = append(devices, a.device)
+		}
+	}
+	return len(devices) >= q.minDevices
+}
+
 // maxDeviceHolds bounds the devices held at once. Past it, a throttled
 // device's other pushes are not held back; its throttled delivery still
 // waits for Retry-After.

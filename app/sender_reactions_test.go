@@ -284,3 +284,48 @@ func TestRepeatedAlarmsLogOneLinePerInterval(t *testing.T) {
 		assert.NotContains(t, out, secret, "never a token or a body in a log line")
 	}
 }
+
+// SENDER_ID_MISMATCH on every token keeps the registry whatever the pace of
+// the pushes: a quiet server that FCM once accepted and that now gets that
+// answer for every token (its project changed under it, or FCM misreads
+// them) prunes no more tokens than the answers it takes to see that every
+// answer is the same, even when fewer than QuotaDevices of them arrive
+// within QuotaWindow.
+func TestSenderIDMismatchOnEveryTokenKeepsTheRegistryOnAQuietServer(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	ok := store.add("token-ok", notification.PlatformAndroid, clock.Now())
+	pusher := newFakePusher(func(notification.Message) error { return nil })
+	cfg := senderConfig(clock)
+	s := runSender(t, store, pusher, cfg)
+	require.Eventually(t, func() bool { return store.delivery(ok).Status() == notification.StatusSent },
+		waitFor, 5*time.Millisecond)
+
+	pusher.setAnswer(func(notification.Message) error {
+		return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
+	})
+	const n = 12
+	gap := 3 * time.Second // one push per gap: fewer than QuotaDevices (3) within QuotaWindow (2s)
+	var ids []int64
+	for i := range n {
+		ids = append(ids, store.add(fmt.Sprintf("token-%02d", i), notification.PlatformAndroid,
+			clock.Now().Add(time.Duration(i+1)*gap)))
+	}
+	for i, id := range ids {
+		clock.Advance(gap)
+		tok := fmt.Sprintf("token-%02d", i)
+		require.Eventually(t, func() bool {
+			return pusher.callsTo(func(s string) bool { return s == tok }) >= 1 &&
+				store.delivery(id).Status() != notification.StatusClaimed
+		}, waitFor, 5*time.Millisecond, "push %d", i)
+	}
+	kept := 0
+	for i := range n {
+		if store.hasToken(fmt.Sprintf("token-%02d", i)) {
+			kept++
+		}
+	}
+	bound := 2*3 - 1 // 2×QuotaDevices answers, the success among them, tell every answer is the same
+	assert.GreaterOrEqual(t, kept, n-bound, "pruned %d of %d tokens, TokensPruned %d", n-kept, n, s.Stats().TokensPruned)
+}

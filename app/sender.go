@@ -345,6 +345,9 @@ type Sender struct {
 	alarms    *alarmLog
 	tel       *telemetry.Telemetry
 
+	// acceptedAt is when (Now, in UnixNano) FCM last accepted a push.
+	acceptedAt atomic.Int64
+
 	// admitBefore: a claimed delivery is pushed only while at least this
 	// much of its lease remains (half the lease, or the push's timeout and
 	// the time to record it, whichever is longer).
@@ -844,6 +847,7 @@ func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 		s.quota.observe(now, device, false)
 		s.mismatch.observe(now, device, false)
 		s.accepted.Store(true)
+		s.acceptedAt.Store(now.UnixNano())
 		if s.platforms.answered(d.Message.Platform, ticket, true) {
 			s.log.Info("platform credentials accepted again: pushes resumed", "platform", platformName(d.Message.Platform))
 		}
@@ -1015,13 +1019,20 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 				"code", se.Code, "delivery_id", d.Delivery.ID(), "platform", platformName(platform))
 			break
 		}
-		if mismatchWide {
+		// All sending pauses only if no push was accepted within
+		// QuotaWindow either: while FCM accepts other pushes, the project
+		// is right, and a run of foreign tokens (a registry that moved
+		// projects) must not hold every healthy push for QuotaPause.
+		paused := false
+		if last := time.Unix(0, s.acceptedAt.Load()); mismatchWide &&
+			(!s.accepted.Load() || last.After(now) || now.Sub(last) > s.cfg.QuotaWindow) {
 			s.pause(s.cfg.QuotaPause)
+			paused = true
 		}
 		s.alarms.add(now, "sender_id_mismatch_project", slog.LevelError,
 			"configuration alarm: SENDER_ID_MISMATCH before FCM accepted any push, or on several devices and nothing else: "+
 				"this server's credentials may belong to another Firebase project; tokens kept, deliveries given back",
-			"code", se.Code, "delivery_id", d.Delivery.ID(), "devices", s.cfg.QuotaDevices, "paused", mismatchWide)
+			"code", se.Code, "delivery_id", d.Delivery.ID(), "devices", s.cfg.QuotaDevices, "paused", paused)
 		return &notification.SendError{Class: notification.ErrCredentialsRejected, Code: se.Code,
 			Reason:     "SENDER_ID_MISMATCH not attributed to the token: no push of this server accepted yet, or every recent answer the same",
 			RetryAfter: s.cfg.QuotaPause, Err: se.Err}

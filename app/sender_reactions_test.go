@@ -3,6 +3,7 @@ package app_test
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -328,4 +329,50 @@ func TestSenderIDMismatchOnEveryTokenKeepsTheRegistryOnAQuietServer(t *testing.T
 	}
 	bound := 2*3 - 1 // 2×QuotaDevices answers, the success among them, tell every answer is the same
 	assert.GreaterOrEqual(t, kept, n-bound, "pruned %d of %d tokens, TokensPruned %d", n-kept, n, s.Stats().TokensPruned)
+}
+
+// Foreign tokens among healthy ones never pause sending: a registry holding
+// many tokens of another Firebase project (an app that moved projects) gets
+// SENDER_ID_MISMATCH for a good share of its pushes, and six of them in a
+// row happen by chance. While FCM keeps accepting the others, the project
+// is evidently right: the foreign tokens are pruned, or at worst given back,
+// and the healthy pushes go on without waiting out QuotaPause.
+func TestForeignTokensAmongHealthyOnesNeverPauseSending(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var healthy []int64
+	run, longest := 0, 0
+	for i := range 200 {
+		if i > 0 && rng.IntN(2) == 0 { // half the registry is another project's
+			store.add(fmt.Sprintf("foreign-%03d", i), notification.PlatformAndroid, clock.Now())
+			run++
+			longest = max(longest, run)
+			continue
+		}
+		run = 0
+		healthy = append(healthy, store.add(fmt.Sprintf("healthy-%03d", i), notification.PlatformAndroid, clock.Now()))
+	}
+	require.GreaterOrEqual(t, longest, 6, "the pattern holds a run of 2×QuotaDevices foreign tokens")
+	pusher := newFakePusher(func(msg notification.Message) error {
+		if strings.HasPrefix(msg.Token, "foreign-") {
+			return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
+		}
+		return nil
+	})
+	s := runSender(t, store, pusher, senderConfig(clock))
+
+	// The clock never moves: a pause would hold the healthy pushes for good.
+	sent := func() int {
+		n := 0
+		for _, id := range healthy {
+			if store.delivery(id).Status() == notification.StatusSent {
+				n++
+			}
+		}
+		return n
+	}
+	assert.Eventually(t, func() bool { return sent() == len(healthy) }, waitFor, 5*time.Millisecond)
+	assert.Equal(t, len(healthy), sent(), "healthy pushes sent; stats %+v", s.Stats())
 }

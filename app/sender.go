@@ -1033,6 +1033,9 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 			"configuration alarm: SENDER_ID_MISMATCH before FCM accepted any push, or on several devices and nothing else: "+
 				"this server's credentials may belong to another Firebase project; tokens kept, deliveries given back",
 			"code", se.Code, "delivery_id", d.Delivery.ID(), "devices", s.cfg.QuotaDevices, "paused", paused)
+		// An answer all the same: a probe of a paused platform lets the
+		// next push probe, or the platform would wait for good.
+		s.platforms.answered(platform, ticket, false)
 		return &notification.SendError{Class: notification.ErrCredentialsRejected, Code: se.Code,
 			Reason:     "SENDER_ID_MISMATCH not attributed to the token: no push of this server accepted yet, or every recent answer the same",
 			RetryAfter: s.cfg.QuotaPause, Err: se.Err}

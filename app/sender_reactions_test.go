@@ -376,3 +376,51 @@ func TestForeignTokensAmongHealthyOnesNeverPauseSending(t *testing.T) {
 	assert.Eventually(t, func() bool { return sent() == len(healthy) }, waitFor, 5*time.Millisecond)
 	assert.Equal(t, len(healthy), sent(), "healthy pushes sent; stats %+v", s.Stats())
 }
+
+// A platform paused for its rejected APNs or web push credentials sends its
+// pushes again once they are accepted, whatever its probe met: a probe that
+// meets a token of another Firebase project before FCM accepted any push
+// (the token kept, the delivery given back) lets the next push probe, as any
+// other outcome does, instead of leaving the platform waiting for good.
+func TestAPlatformProbeAnsweredSenderIDMismatchNeverStallsThePlatform(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	store := newMemStore()
+	first := store.add("ios-1", notification.PlatformIOS, clock.Now())
+	pusher := newFakePusher(func(notification.Message) error {
+		return sendErr(notification.ErrPlatformAuthRejected, "THIRD_PARTY_AUTH_ERROR", 0)
+	})
+	s := runSender(t, store, pusher, senderConfig(clock))
+	require.Eventually(t, func() bool { return s.Stats().PlatformPauses == 1 }, waitFor, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return store.delivery(first).Status() != notification.StatusClaimed },
+		waitFor, 5*time.Millisecond)
+
+	// The pause (PlatformPause, 10s) ends; the probe meets a token of another
+	// project before any push was accepted: kept and given back.
+	pusher.setAnswer(func(notification.Message) error {
+		return sendErr(notification.ErrSenderMismatch, "SENDER_ID_MISMATCH", 0)
+	})
+	clock.Advance(11 * time.Second)
+	isFirst := func(tok string) bool { return tok == "ios-1" }
+	require.Eventually(t, func() bool {
+		return pusher.callsTo(isFirst) == 2 && store.delivery(first).Status() != notification.StatusClaimed
+	}, waitFor, 5*time.Millisecond)
+	require.True(t, store.hasToken("ios-1"), "kept: no push of this sender accepted yet")
+
+	// From now on FCM accepts every push: the platform's pushes go out.
+	pusher.setAnswer(func(notification.Message) error { return nil })
+	var ids []int64
+	for i := 2; i <= 4; i++ {
+		ids = append(ids, store.add(fmt.Sprintf("ios-%d", i), notification.PlatformIOS, clock.Now()))
+	}
+	ids = append(ids, first)
+	assert.Eventually(t, func() bool {
+		clock.Advance(time.Second)
+		for _, id := range ids {
+			if store.delivery(id).Status() != notification.StatusSent {
+				return false
+			}
+		}
+		return true
+	}, waitFor, 5*time.Millisecond, "iOS pushes resume")
+}

@@ -293,6 +293,15 @@ func (r *Relay) handle(msg *message.Message) error {
 	out, err := r.handler.Handle(ctx, r.stores(tx), relayMessage(msg))
 	span.EndRelay(out.Events, out.Deliveries, out.DeadLetters, err)
 	if err != nil {
+		if tx.Conn().IsClosed() {
+			// The subscriber's connection is gone (terminated, cut):
+			// nothing this transaction holds can commit, its ack included,
+			// so the message comes again in a new one whatever is answered
+			// here. An error would have watermill hand it back on the dead
+			// transaction until the ack deadline (3 s a cut); an ack fails
+			// at once and the subscriber starts a new transaction.
+			return nil
+		}
 		return err
 	}
 	r.stats.messages.Add(1)

@@ -289,6 +289,45 @@ func TestTransientFailureIsRetriedUntilItPassesAndNeverDeadLettered(t *testing.T
 	assert.Empty(t, deadLetters(t, pool))
 }
 
+// A relay whose connection is cut in the middle of a message (a failover,
+// a pooler restart, an operator's pg_terminate_backend) starts again on a
+// new transaction at once: on the dead one, every retry of the message
+// failed until the ack deadline, 3 s a cut by default, and the events
+// behind it waited. Here the deadline is 20 s, so waiting it out shows.
+func TestARelayWhoseConnectionIsCutMidMessageStartsAgainWithoutWaitingOutTheAckDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "u1", "u1-token")
+	// The first expansion to reach the token terminates its own backend.
+	_, err := pool.Exec(ctx, `
+		CREATE SEQUENCE cut_attempts;
+		CREATE FUNCTION cut() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.token = 'u1-token' AND nextval('cut_attempts') = 1 THEN
+				PERFORM pg_terminate_backend(pg_backend_pid());
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER cut BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION cut();`)
+	require.NoError(t, err)
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn,
+		outbox.RelayConfig{PollInterval: 10 * time.Millisecond, AckDeadline: 20 * time.Second})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	n := raise(t, pool, ob, pingEvent{UserID: "u1"})[0]
+	waitDeliveries(t, pool, n, 1, 10*time.Second)
+	var cuts int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT last_value FROM cut_attempts`).Scan(&cuts))
+	assert.GreaterOrEqual(t, cuts, 2, "the connection was cut once, and the message expanded on another")
+}
+
 func TestEventsOfAnySizeRaiseAcceptsAreRelayed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

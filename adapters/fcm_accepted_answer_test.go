@@ -130,19 +130,9 @@ func TestAnFCMThatOnlyRedirectsOpensTheBreaker(t *testing.T) {
 	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.Copy(io.Discard, r.Body)
+			sender := senderAnsweredBy(t, func(w http.ResponseWriter, r *http.Request) {
 				http.Redirect(w, r, r.URL.Path, status) // round and round
-			}))
-			srv.EnableHTTP2 = true
-			srv.StartTLS()
-			t.Cleanup(srv.Close)
-			client, err := adapters.NewFCMClient(context.Background(), "p",
-				option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
-			require.NoError(t, err)
-			sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{
-				SendTimeout: 300 * time.Millisecond, BreakerFailures: 5, BreakerOpenFor: time.Minute})
-			require.NoError(t, err)
+			})
 
 			attempts := 0
 			for i := range 10 {
@@ -167,19 +157,9 @@ func TestAnEndpointAnsweringA4xxFCMNeverGivesFailsNoDelivery(t *testing.T) {
 	for _, status := range []int{http.StatusMethodNotAllowed, http.StatusGone, http.StatusUnsupportedMediaType} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.Copy(io.Discard, r.Body)
+			sender := senderAnsweredBy(t, func(w http.ResponseWriter, r *http.Request) {
 				http.Error(w, "<html>not here</html>", status)
-			}))
-			srv.EnableHTTP2 = true
-			srv.StartTLS()
-			t.Cleanup(srv.Close)
-			client, err := adapters.NewFCMClient(context.Background(), "p",
-				option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
-			require.NoError(t, err)
-			sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{
-				SendTimeout: 300 * time.Millisecond, BreakerFailures: 5, BreakerOpenFor: time.Minute})
-			require.NoError(t, err)
+			})
 
 			for i := range 10 {
 				_, err := sender.Push(context.Background(), message(fmt.Sprintf("tok-%d", i)))
@@ -190,4 +170,25 @@ func TestAnEndpointAnsweringA4xxFCMNeverGivesFailsNoDelivery(t *testing.T) {
 			assert.Equal(t, "open", sender.BreakerState())
 		})
 	}
+}
+
+// senderAnsweredBy returns a sender (300 ms pushes, a breaker opening after 5
+// failures for a minute) whose every request, its body read, is answered by
+// answer on an HTTP/2 TLS server.
+func senderAnsweredBy(t *testing.T, answer http.HandlerFunc) *adapters.FCMSender {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		answer(w, r)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	client, err := adapters.NewFCMClient(context.Background(), "p",
+		option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
+	require.NoError(t, err)
+	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{
+		SendTimeout: 300 * time.Millisecond, BreakerFailures: 5, BreakerOpenFor: time.Minute})
+	require.NoError(t, err)
+	return sender
 }

@@ -247,19 +247,7 @@ func TestARecoveringFCMIsRampedUpNotStampeded(t *testing.T) {
 	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
 	// Below the breaker: how many requests are on the wire when each starts.
-	var mu sync.Mutex
-	inFlight := 0
-	var concurrency []int
-	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			mu.Lock()
-			inFlight++
-			concurrency = append(concurrency, inFlight)
-			mu.Unlock()
-			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
-			return next.RoundTrip(r)
-		})
-	})
+	rec := recordConcurrency(client)
 	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{BreakerFailures: 2, BreakerOpenFor: 200 * time.Millisecond})
 	require.NoError(t, err)
 	// Before the outage, traffic has widened the ramp to full speed.
@@ -282,9 +270,7 @@ func TestARecoveringFCMIsRampedUpNotStampeded(t *testing.T) {
 	require.Equal(t, "open", sender.BreakerState())
 	fake.ClearFaults()
 	fake.SetLatency(20 * time.Millisecond) // answers take a while: a stampede would show
-	mu.Lock()
-	concurrency = nil
-	mu.Unlock()
+	rec.reset()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -298,8 +284,7 @@ func TestARecoveringFCMIsRampedUpNotStampeded(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, int64(workers*4), fake.AcceptedCount())
-	mu.Lock()
-	defer mu.Unlock()
+	concurrency := rec.seen()
 	require.GreaterOrEqual(t, len(concurrency), 15)
 	// 1, then 2, then 4, then 8 at once: the first 15 requests after the
 	// outage never meet more than 8 on the wire.
@@ -314,19 +299,7 @@ func TestAColdSenderOpensOneConnectionThenRunsAtFullWidth(t *testing.T) {
 	fake.SetLatency(20 * time.Millisecond) // a stampede of first requests would dial a connection each
 	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
-	var mu sync.Mutex
-	inFlight := 0
-	var concurrency []int
-	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			mu.Lock()
-			inFlight++
-			concurrency = append(concurrency, inFlight)
-			mu.Unlock()
-			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
-			return next.RoundTrip(r)
-		})
-	})
+	rec := recordConcurrency(client)
 	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{})
 	require.NoError(t, err)
 
@@ -342,8 +315,7 @@ func TestAColdSenderOpensOneConnectionThenRunsAtFullWidth(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, int64(workers), fake.AcceptedCount())
 	assert.EqualValues(t, 1, fake.Connections(), "every push shares the first request's connection")
-	mu.Lock()
-	defer mu.Unlock()
+	concurrency := rec.seen()
 	require.Len(t, concurrency, workers)
 	assert.Equal(t, 1, concurrency[0], "the first request goes out alone")
 	// Doubling from one (1, 2, 4, 8) would keep the first 15 requests at 8
@@ -396,19 +368,7 @@ func TestAnswersFromBeforeAnOpeningDoNotWidenTheRampAfterIt(t *testing.T) {
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
 	client, err := adapters.NewFCMClient(context.Background(), fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
-	var mu sync.Mutex
-	inFlight := 0
-	var concurrency []int
-	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			mu.Lock()
-			inFlight++
-			concurrency = append(concurrency, inFlight)
-			mu.Unlock()
-			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
-			return next.RoundTrip(r)
-		})
-	})
+	rec := recordConcurrency(client)
 	sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{BreakerFailures: 2, BreakerOpenFor: 500 * time.Millisecond})
 	require.NoError(t, err)
 	_, err = sender.Push(context.Background(), message("warm-up")) // a cold start opens at its first success
@@ -436,9 +396,7 @@ func TestAnswersFromBeforeAnOpeningDoNotWidenTheRampAfterIt(t *testing.T) {
 	slow.Wait()
 	fake.ClearFaults()
 	fake.SetLatency(20 * time.Millisecond) // answers take a while: a stampede would show
-	mu.Lock()
-	concurrency = nil
-	mu.Unlock()
+	rec.reset()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -451,10 +409,47 @@ func TestAnswersFromBeforeAnOpeningDoNotWidenTheRampAfterIt(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
+	concurrency := rec.seen()
 	require.GreaterOrEqual(t, len(concurrency), 15)
 	// 1, then 2, then 4, then 8 at once: the first 15 requests after the
 	// outage never meet more than 8 on the wire.
 	assert.LessOrEqual(t, slices.Max(concurrency[:15]), 8, "concurrency of the first requests: %v", concurrency[:15])
+}
+
+// concurrencyRecorder records, below the breaker, how many requests are on
+// the wire as each one starts.
+type concurrencyRecorder struct {
+	mu       sync.Mutex
+	inFlight int
+	starts   []int
+}
+
+func recordConcurrency(client *adapters.FCMClient) *concurrencyRecorder {
+	rec := &concurrencyRecorder{}
+	adapters.WrapFCMClientTransport(client, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			rec.mu.Lock()
+			rec.inFlight++
+			rec.starts = append(rec.starts, rec.inFlight)
+			rec.mu.Unlock()
+			defer func() { rec.mu.Lock(); rec.inFlight--; rec.mu.Unlock() }()
+			return next.RoundTrip(r)
+		})
+	})
+	return rec
+}
+
+// reset forgets the requests seen so far.
+func (rec *concurrencyRecorder) reset() {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.starts = nil
+}
+
+// seen returns, for each request since the last reset, how many were on
+// the wire as it started.
+func (rec *concurrencyRecorder) seen() []int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return slices.Clone(rec.starts)
 }

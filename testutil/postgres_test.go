@@ -241,6 +241,33 @@ func TestCluster_StartReapsClustersOfDeadProcesses(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "only the fresh cluster is left")
 }
 
+// Test binaries start clusters side by side, each reaping the others' dead
+// ones first: one must never take a live cluster whose owner file it reads
+// empty (caught between its creation and its write) for a dead one.
+func TestCluster_StartNeverReapsAClusterWhoseOwnerFileItReadsEmpty(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	root, err := os.MkdirTemp("", "herald-reap-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(root, 0o755))
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+
+	live, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, live.Stop()) })
+	liveDir := filepath.Dir(filepath.Dir(live.LogPath()))
+	require.NoError(t, os.WriteFile(filepath.Join(liveDir, "owner"), nil, 0o644))
+
+	other, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, other.Stop()) })
+
+	require.DirExists(t, liveDir)
+	conn, err := pgx.Connect(ctx, live.URL("postgres"))
+	require.NoError(t, err, "the live cluster's server was stopped")
+	require.NoError(t, conn.Close(ctx))
+}
+
 func TestSharedCluster_IsTheOneNewDatabaseUses(t *testing.T) {
 	t.Parallel()
 	if os.Getenv("HERALD_TEST_DATABASE_URL") != "" {

@@ -17,18 +17,27 @@ const ownerFileName = "owner"
 // creator may be between making the directory and writing the file.
 const unownedGrace = time.Minute
 
-// writeOwner records this process as the owner of the cluster in dir.
+// writeOwner records this process as the owner of the cluster in dir. The
+// file appears whole or not at all (written aside, then renamed): a reaper in
+// another test binary reading it half written took a live cluster for a dead
+// one and deleted it under its tests.
 func writeOwner(dir string) error {
 	pid := os.Getpid()
 	content := fmt.Sprintf("%d %s\n", pid, processStartTime(pid))
-	if err := os.WriteFile(filepath.Join(dir, ownerFileName), []byte(content), 0o644); err != nil {
+	aside := filepath.Join(dir, ownerFileName+".new")
+	if err := os.WriteFile(aside, []byte(content), 0o644); err != nil {
+		return fmt.Errorf("write cluster owner: %w", err)
+	}
+	if err := os.Rename(aside, filepath.Join(dir, ownerFileName)); err != nil {
 		return fmt.Errorf("write cluster owner: %w", err)
 	}
 	return nil
 }
 
 // ownerAlive reports whether the process that wrote dir's owner file still runs, and whether
-// there was an owner file at all.
+// there was an owner file at all. A file that names no process (empty, or
+// cut short) counts as none: the directory's age decides, as for a cluster
+// whose creator has not written it yet.
 func ownerAlive(dir string) (alive, found bool) {
 	content, err := os.ReadFile(filepath.Join(dir, ownerFileName))
 	if err != nil {
@@ -36,7 +45,10 @@ func ownerAlive(dir string) (alive, found bool) {
 	}
 	pidText, startTime, _ := strings.Cut(strings.TrimSpace(string(content)), " ")
 	pid, err := strconv.Atoi(pidText)
-	if err != nil || !processAlive(pid) {
+	if err != nil {
+		return false, false
+	}
+	if !processAlive(pid) {
 		return false, true
 	}
 	// A live process with the owner's pid but another start time reuses a dead owner's pid.

@@ -3,6 +3,8 @@ package outbox
 import (
 	"context"
 	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill"
 )
 
 // quietAfter returns a handler that passes records to h until ctx ends and
@@ -41,4 +43,31 @@ func (q *quietHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (q *quietHandler) WithGroup(name string) slog.Handler {
 	return &quietHandler{ctx: q.ctx, h: q.h.WithGroup(name)}
+}
+
+// handlerErrorsReported is the router's logger, less its own line for each
+// message the handler fails ("Handler returned error", at error level):
+// the relay reports those failures itself, once per interval with a count
+// (app.RelayHandler) or once each where nothing else did (Relay.handle).
+// The router's line came on every redelivery of every failing message: a
+// database that refused the relay's writes for a minute, or a machine too
+// loaded for a handler to finish in time, logged errors by the hundred for
+// what the relay retries by itself. It is kept at debug.
+type handlerErrorsReported struct {
+	watermill.LoggerAdapter
+}
+
+// routerHandlerError is the router's message for a handler's error.
+const routerHandlerError = "Handler returned error"
+
+func (l handlerErrorsReported) Error(msg string, err error, fields watermill.LogFields) {
+	if msg == routerHandlerError {
+		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"err": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l handlerErrorsReported) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return handlerErrorsReported{l.LoggerAdapter.With(fields)}
 }

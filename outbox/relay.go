@@ -203,7 +203,7 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 	if err != nil {
 		return fmt.Errorf("outbox subscriber: %w", err)
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, handlerErrorsReported{wlog})
 	if err != nil {
 		return fmt.Errorf("outbox router: %w", err)
 	}
@@ -287,6 +287,13 @@ func (r *Relay) handle(msg *message.Message) error {
 		defer cancel()
 	}
 	if err := ctx.Err(); err != nil {
+		// Either a message the handler just failed, handed back on the
+		// same transaction with what is left of its deadline (the failure
+		// was reported then), or a subscriber too slow to hand it over in
+		// time: the relay's lag and its long-transaction warning report
+		// that. Either way, the message comes again.
+		r.log.Debug("outbox message reached the relay too close to its ack deadline; it will be retried",
+			"message_uuid", msg.UUID, "ack_deadline", r.cfg.AckDeadline)
 		return fmt.Errorf("outbox relay: no time left before the ack deadline: %w", err)
 	}
 	ctx, span := r.cfg.Telemetry.StartRelay(ctx, msg.UUID, msg.Metadata)

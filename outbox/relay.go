@@ -13,6 +13,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/herald-push/herald/app"
@@ -101,6 +102,12 @@ type Relay struct {
 	stores  func(pgx.Tx) app.RelayStore
 	cfg     RelayConfig
 	log     *slog.Logger
+
+	// abandoned is the subscriber transaction the relay gave up on (see
+	// abandon): the messages handed over on it are acked unread, since
+	// nothing on it can commit.
+	abandonedMu sync.Mutex
+	abandoned   pgx.Tx
 
 	stats struct {
 		messages, events, deliveries, deadLetters, oldestTxAge, offsetsRepaired atomic.Int64
@@ -195,6 +202,7 @@ func (r *Relay) runOnce(ctx context.Context, wlog watermill.LoggerAdapter) error
 		PollInterval:   r.cfg.PollInterval,
 		ResendInterval: time.Second,
 		RetryInterval:  time.Second,
+		BackoffManager: abandonedRetry{wsql.NewDefaultBackoffManager(r.cfg.PollInterval, time.Second)},
 		SchemaAdapter:  relaySchema{DefaultPostgreSQLSchema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}, batchBytes: r.cfg.BatchBytes},
 		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
 		// The migrations create the tables.
@@ -276,6 +284,9 @@ func (r *Relay) handle(msg *message.Message) error {
 	default:
 		return fmt.Errorf("outbox relay: subscriber transaction is %T, not pgx", wtx)
 	}
+	if r.isAbandoned(tx) {
+		return nil // nothing on it can commit, the ack included: see abandon
+	}
 	// watermill-sql gives up on the message at its ack deadline and then
 	// commits or rolls back the subscriber's transaction from its own
 	// goroutine. The handler must be done with the transaction before that,
@@ -309,6 +320,9 @@ func (r *Relay) handle(msg *message.Message) error {
 			// at once and the subscriber starts a new transaction.
 			return nil
 		}
+		if needsNewTransaction(err) && r.abandon(tx) {
+			return nil
+		}
 		return err
 	}
 	r.stats.messages.Add(1)
@@ -316,6 +330,63 @@ func (r *Relay) handle(msg *message.Message) error {
 	r.stats.deliveries.Add(int64(out.Deliveries))
 	r.stats.deadLetters.Add(int64(out.DeadLetters))
 	return nil
+}
+
+// needsNewTransaction reports whether err is one that trying again in the
+// same transaction cannot clear: a serialization failure (the relay's
+// REPEATABLE READ snapshot is older than a row it must change: a user
+// reading a notification the relay supersedes, say) or a deadlock.
+func needsNewTransaction(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") // serialization_failure, deadlock_detected
+}
+
+// abandon gives up on the subscriber's transaction tx and reports whether it
+// did. watermill hands a failed message back on the same transaction, with
+// what is left of its ack deadline, and only the deadline rolls it back: a
+// failure that only a new transaction clears failed again at every try and
+// held up the relay for the whole deadline. Instead the relay fails the
+// transaction itself and acks: every message on it is acked unread (nothing
+// on it can commit), the ack's own statement fails, the subscriber rolls
+// back and, told by abandonedRetry, at once reads the messages again in a
+// new transaction. What the transaction had done (the messages before this
+// one in its batch) is done again: expansion is idempotent.
+func (r *Relay) abandon(tx pgx.Tx) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'herald relay: transaction abandoned, to be started again'
+		USING ERRCODE = 'transaction_rollback'; END $$`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "40000" { // transaction_rollback
+		return false // the statement did not run: the transaction may still commit
+	}
+	r.abandonedMu.Lock()
+	r.abandoned = tx
+	r.abandonedMu.Unlock()
+	return true
+}
+
+func (r *Relay) isAbandoned(tx pgx.Tx) bool {
+	r.abandonedMu.Lock()
+	defer r.abandonedMu.Unlock()
+	return r.abandoned != nil && r.abandoned == tx
+}
+
+// abandonedRetry is watermill's backoff, less its wait and its error line
+// for the ack of a transaction the relay abandoned (which fails: the
+// transaction is aborted): the messages are read again at once, in a new
+// transaction.
+type abandonedRetry struct {
+	wsql.BackoffManager
+}
+
+func (b abandonedRetry) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
+		logger.Debug("relay transaction abandoned; reading the messages again in a new one", watermill.LogFields{"err": err.Error()})
+		return 0
+	}
+	return b.BackoffManager.HandleError(logger, noMsg, err)
 }
 
 // relayMessage decodes a watermill message for the relay handler. A

@@ -2,15 +2,19 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
 )
@@ -89,4 +93,97 @@ func TestATransientRelayFailureIsAWarningNotAnErrorPerRedelivery(t *testing.T) {
 		t.Logf("%s %s %q", r.Time.Format("15:04:05.000"), r.Level, r.Message)
 	}
 	assert.Less(t, len(warnings), 6, "reported once per interval, not once per try")
+}
+
+// collapsingPing notifies one user with a collapse key: a newer one
+// supersedes the older, which the relay marks in its transaction.
+type collapsingPing struct {
+	UserID string `json:"user_id"`
+	N      int    `json:"n"`
+}
+
+func (collapsingPing) EventType() string { return "collapsing_ping" }
+
+// A user reading a notification while the relay supersedes it with a newer
+// one of the same collapse key makes the relay's update a serialization
+// failure, which only a new transaction clears. The relay starts one at
+// once: before, the message was handed back on the same transaction, failed
+// the same way each time, and the relay expanded nothing for anyone until
+// its ack deadline (here 20 s) rolled the transaction back.
+func TestAReadRacingASupersedeHoldsUpTheRelayForANewTransactionNotItsAckDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testutil.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	rules := notification.NewRules()
+	require.NoError(t, notification.On(rules, func(e collapsingPing) ([]notification.Draft, error) {
+		return []notification.Draft{{Recipient: e.UserID, Type: "ping", CollapseKey: "inbox",
+			Content: notification.Content{Title: fmt.Sprintf("%d new", e.N)}}}, nil
+	}))
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "u1", "u1-token")
+	log := &levels{}
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, outbox.RelayConfig{
+		PollInterval: 10 * time.Millisecond, AckDeadline: 20 * time.Second, Logger: slog.New(log)})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	first := raise(t, pool, ob, collapsingPing{UserID: "u1", N: 1})[0]
+	waitDeliveries(t, pool, first, 1, 10*time.Second)
+
+	// The user reads the first while the second is relayed: the read holds
+	// the first's row until the relay's update of it waits, then commits.
+	// The relay sees an outbox row only once every older transaction has
+	// ended, so the read starts after the second is raised; and the relay
+	// is kept from the second until the read holds the row, by a lock on
+	// its consumer group's offset.
+	holdRelay, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = holdRelay.Close(ctx) })
+	holdTx, err := holdRelay.Begin(ctx)
+	require.NoError(t, err)
+	_, err = holdTx.Exec(ctx, `SELECT 1 FROM "watermill_offsets_herald_outbox" FOR UPDATE`)
+	require.NoError(t, err)
+	second := raise(t, pool, ob, collapsingPing{UserID: "u1", N: 2})[0]
+	reader, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = reader.Close(ctx) })
+	readTx, err := reader.Begin(ctx)
+	require.NoError(t, err)
+	_, err = readTx.Exec(ctx, `UPDATE herald_notifications SET read_at = now() WHERE id = $1`, first.ID())
+	require.NoError(t, err)
+	require.NoError(t, holdTx.Commit(ctx))
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%WITH ns AS MATERIALIZED%')`).Scan(&waiting)
+		return err == nil && waiting
+	}, 10*time.Second, 10*time.Millisecond, "the relay's supersede waits for the read: %s", activity(t, pool))
+	require.NoError(t, readTx.Commit(ctx))
+	read := time.Now()
+
+	waitDeliveries(t, pool, second, 1, 30*time.Second)
+	took := time.Since(read)
+	t.Logf("the second notification expanded %s after the read committed", took.Round(time.Millisecond))
+	assert.Less(t, took, 10*time.Second, "the relay waited out its ack deadline")
+	var superseded bool
+	require.NoError(t, pool.QueryRow(ctx, `SELECT superseded_at IS NOT NULL FROM herald_notifications WHERE id = $1`,
+		first.ID()).Scan(&superseded))
+	assert.True(t, superseded, "the first is superseded")
+	for _, r := range log.atLeast(slog.LevelError) {
+		t.Errorf("logged %s %q", r.Level, r.Message)
+	}
+}
+
+func activity(t *testing.T, pool *pgxpool.Pool) string {
+	rows, err := pool.Query(context.Background(), `SELECT coalesce(wait_event_type, '') || ' ' || coalesce(state, '') || ' ' || left(query, 80) FROM pg_stat_activity WHERE datname = current_database()`)
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return fmt.Sprint(lines)
 }

@@ -192,3 +192,25 @@ func senderAnsweredBy(t *testing.T, answer http.HandlerFunc) *adapters.FCMSender
 	require.NoError(t, err)
 	return sender
 }
+
+// A 409 (ABORTED: the request lost a concurrency conflict at Google's end,
+// to be retried) is not FCM's verdict on the message: it was read as one,
+// and the delivery failed for good. It is now tried again, and FCM counts as
+// working.
+func TestAnAbortedAnswerIsTriedAgainNotFailedForGood(t *testing.T) {
+	t.Parallel()
+	sender := senderAnsweredBy(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		_, _ = io.WriteString(w, `{"error":{"code":409,"message":"The operation was aborted.","status":"ABORTED"}}`)
+	})
+
+	for i := range 10 {
+		_, err := sender.Push(context.Background(), message(fmt.Sprintf("tok-%d", i)))
+		require.Error(t, err)
+		assert.NotErrorIs(t, err, notification.ErrMessageRejected, "push %d", i)
+		assert.ErrorIs(t, err, notification.ErrProviderUnavailable, "push %d", i)
+		assert.True(t, notification.CountsAsAttempt(err), "push %d: an answer is an attempt", i)
+	}
+	assert.Equal(t, "closed", sender.BreakerState())
+}

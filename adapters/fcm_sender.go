@@ -212,6 +212,12 @@ func classifyFCMError(err error) *notification.SendError {
 		// A 400 without an FCM error detail: FCM refused this request as
 		// it is, and would refuse it again.
 		se.Class, se.Code = notification.ErrMessageRejected, "INVALID_ARGUMENT"
+	case errorutils.IsAborted(err), errorutils.IsConflict(err), httpStatus(err) == http.StatusConflict:
+		// A 409 (ABORTED: a concurrency conflict at Google's end) asks for
+		// the request to be tried again; it says nothing against the
+		// message, and FCM answered (the breaker counts it working).
+		se.Class, se.Code = notification.ErrProviderUnavailable, "ABORTED"
+		se.RetryAfter = retryAfter(err)
 	case foreignStatus(httpStatus(err)):
 		// A 4xx FCM's send never answers (405, 410, 415...): a proxy or a
 		// wrong endpoint, which would answer every push alike. Nothing is
@@ -284,11 +290,11 @@ func foreignStatus(status int) bool {
 
 // permanentHTTPStatus reports whether an HTTP status is a verdict on the
 // request that a retry would get again: a 4xx other than 401, 403 and 404
-// (credentials or project, classified before), 408 and 429.
+// (credentials or project, classified before), 408, 409 and 429.
 func permanentHTTPStatus(status int) bool {
 	switch status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
-		http.StatusRequestTimeout, http.StatusTooManyRequests:
+		http.StatusRequestTimeout, http.StatusConflict, http.StatusTooManyRequests:
 		return false
 	}
 	return status >= 400 && status < 500

@@ -8,11 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"golang.org/x/oauth2"
 
 	"github.com/herald-push/herald/internal/telemetry"
 )
@@ -198,6 +201,9 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.strained.Add(1)
 	}
 	verdict := judgeAttempt(ctx, resp, body, err, ps)
+	if verdict == errProviderFailure {
+		b.lastFailure.Store(describeFailure(resp, body, err))
+	}
 	b.tel.FCMAttempt(attemptClass(verdict))
 	if verdict != errAttemptExcluded {
 		b.window.record(time.Now(), verdict != nil)
@@ -205,6 +211,40 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	done(verdict)
 	b.ramp.release(start, verdict == nil)
 	return resp, err
+}
+
+// maxFailureText bounds what describeFailure keeps of an error or an answer.
+const maxFailureText = 300
+
+// describeFailure says in one line, at most maxFailureText bytes, what an
+// attempt judged a failure met: the transport's error (an OAuth token
+// refused, a DNS or TLS failure, a timeout) or FCM's status and error code.
+func describeFailure(resp *http.Response, body []byte, err error) *string {
+	var s string
+	var refused *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &refused):
+		detail := refused.ErrorCode + " " + refused.ErrorDescription
+		if refused.ErrorCode == "" { // the service account's flow leaves them to the body
+			detail = string(refused.Body)
+		}
+		s = "credentials refused by Google's token endpoint"
+		if refused.Response != nil {
+			s += " (HTTP " + strconv.Itoa(refused.Response.StatusCode) + ")"
+		}
+		s += ": " + strings.Join(strings.Fields(detail), " ")
+	case err != nil:
+		s = strings.Join(strings.Fields(err.Error()), " ")
+	case resp != nil:
+		s = "HTTP " + strconv.Itoa(resp.StatusCode)
+		if code := fcmErrorCode(body); code != "" {
+			s += " " + code
+		}
+	}
+	if len(s) > maxFailureText {
+		s = strings.ToValidUTF8(s[:maxFailureText], "") + "..."
+	}
+	return &s
 }
 
 // attemptClass names a judged attempt for the attempts metric.
@@ -330,6 +370,11 @@ type fcmBreaker struct {
 	tel    *telemetry.Telemetry
 	// strained counts attempts FCM answered with a 5xx.
 	strained atomic.Int64
+	// lastFailure says what the last attempt judged a failure met, for the
+	// line logged when the breaker opens: without it an operator saw the
+	// breaker open and nothing of why (a revoked key refused by Google's
+	// token endpoint, a DNS failure, a 503).
+	lastFailure atomic.Pointer[string]
 
 	// pushes are the pushes under way (FCMSender.Push tracks each). A set
 	// rather than a context.AfterFunc per push on a context cancelled at
@@ -431,7 +476,11 @@ func newFCMBreaker(cfg FCMSenderConfig, log *slog.Logger) *fcmBreaker {
 			if to == gobreaker.StateClosed {
 				level = slog.LevelInfo
 			}
-			log.Log(context.Background(), level, "fcm circuit breaker changed state", "from", from.String(), "to", to.String())
+			attrs := []any{"from", from.String(), "to", to.String()}
+			if last := b.lastFailure.Load(); to == gobreaker.StateOpen && last != nil {
+				attrs = append(attrs, "last_failure", *last)
+			}
+			log.Log(context.Background(), level, "fcm circuit breaker changed state", attrs...)
 			cfg.Telemetry.BreakerChanged(from.String(), to.String())
 		},
 	})

@@ -320,7 +320,7 @@ func (r *Relay) handle(msg *message.Message) error {
 			// at once and the subscriber starts a new transaction.
 			return nil
 		}
-		if needsNewTransaction(err) && r.abandon(tx) {
+		if needsNewTransaction(err) && r.abandon(ctx, tx) {
 			return nil
 		}
 		return err
@@ -351,11 +351,19 @@ func needsNewTransaction(err error) bool {
 // back and, told by abandonedRetry, at once reads the messages again in a
 // new transaction. What the transaction had done (the messages before this
 // one in its batch) is done again: expansion is idempotent.
-func (r *Relay) abandon(tx pgx.Tx) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+//
+// The statement runs within the handler's ctx, like the rest of its work on
+// tx: at the ack deadline watermill commits or rolls back tx from its own
+// goroutine, and a statement still running then (a database slow to
+// answer) had two goroutines on one connection. Should ctx end first, pgx
+// closes the connection: nothing on it can commit either, and that too
+// counts as abandoned.
+func (r *Relay) abandon(ctx context.Context, tx pgx.Tx) bool {
 	_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'herald relay: transaction abandoned, to be started again'
 		USING ERRCODE = 'transaction_rollback'; END $$`)
+	if tx.Conn().IsClosed() {
+		return true // as in handle: the ack fails at once, and the subscriber starts again
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "40000" { // transaction_rollback
 		return false // the statement did not run: the transaction may still commit

@@ -1,10 +1,14 @@
 package outbox_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,4 +190,139 @@ func activity(t *testing.T, pool *pgxpool.Pool) string {
 	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	return fmt.Sprint(lines)
+}
+
+// stallConn is a connection to the server that holds up, once, the write
+// of the statement containing marker for delay, unless its deadline comes
+// first (as pgx sets it when a statement's context ends). It counts every
+// write or close entering while another write is in progress: two
+// goroutines on one pgx connection at once.
+type stallConn struct {
+	net.Conn
+	stall *stall
+
+	mu       sync.Mutex
+	deadline time.Time
+	moved    chan struct{} // closed when the deadline changes
+	writing  bool
+}
+
+type stall struct {
+	marker   []byte
+	delay    time.Duration
+	armed    atomic.Bool
+	overlaps atomic.Int32
+}
+
+func (c *stallConn) enter() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writing {
+		c.stall.overlaps.Add(1)
+	}
+	c.writing = true
+}
+
+func (c *stallConn) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writing = false
+}
+
+func (c *stallConn) Write(b []byte) (int, error) {
+	c.enter()
+	defer c.leave()
+	if bytes.Contains(b, c.stall.marker) && c.stall.armed.CompareAndSwap(true, false) {
+		until := time.Now().Add(c.stall.delay)
+		for time.Now().Before(until) {
+			c.mu.Lock()
+			deadline, moved := c.deadline, c.moved
+			c.mu.Unlock()
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				return 0, os.ErrDeadlineExceeded
+			}
+			wait := time.Until(until)
+			if !deadline.IsZero() && time.Until(deadline) < wait {
+				wait = time.Until(deadline)
+			}
+			select {
+			case <-time.After(wait):
+			case <-moved:
+			}
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *stallConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	close(c.moved)
+	c.moved = make(chan struct{})
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *stallConn) Close() error {
+	c.mu.Lock()
+	if c.writing {
+		c.stall.overlaps.Add(1)
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// When the database is slow to take the statement that abandons a
+// transaction, the relay still stops using the subscriber's transaction
+// before its ack deadline, when watermill commits or rolls it back from its
+// own goroutine: two goroutines on one pgx connection corrupt its state
+// (a data race), and the rollback fails with "conn busy", at error level.
+func TestARelayAbandoningATransactionOnAStalledDatabaseIsDoneWithItBeforeItsAckDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	rules := livenessRules(t)
+	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
+	addTokens(t, pool, "u1", "u1-token")
+	_, err := pool.Exec(ctx, `
+		CREATE SEQUENCE refusals;
+		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('refusals') = 1 THEN
+				RAISE EXCEPTION 'refused' USING ERRCODE = 'serialization_failure';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION refuse();`)
+	require.NoError(t, err)
+
+	const ackDeadline = 3 * time.Second
+	st := &stall{marker: []byte("transaction abandoned"), delay: ackDeadline + 1500*time.Millisecond}
+	st.armed.Store(true)
+	cfg := pool.Config().Copy()
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &stallConn{Conn: c, stall: st, moved: make(chan struct{})}, nil
+	}
+	stalled, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(stalled.Close)
+
+	log := &levels{}
+	relay, err := outbox.NewRelay(stalled, rules, adapters.RelayStoreIn, outbox.RelayConfig{
+		PollInterval: 10 * time.Millisecond, AckDeadline: ackDeadline, Logger: slog.New(log)})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	n := raise(t, pool, ob, pingEvent{UserID: "u1"})[0]
+	waitDeliveries(t, pool, n, 1, 20*time.Second)
+	assert.False(t, st.armed.Load(), "the abandon statement was held up")
+	assert.Zero(t, st.overlaps.Load(), "the relay and watermill used one connection at once")
 }

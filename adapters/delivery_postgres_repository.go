@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -395,9 +396,10 @@ const claimSQL = `		WITH locked AS (
 				n.collapse_key, n.options, n.trace_parent, n.send_at,
 				-- The unread count only for the few notifications whose
 				-- options ask for it as their badge.
+				-- Compared as JSON, not cast: a cast fails the whole claim
+				-- on one row that holds anything but a boolean.
 				CASE WHEN n.options IS NULL THEN NULL
-					WHEN coalesce((n.options->'apns'->>'badge_unread')::boolean, false)
-						OR coalesce((n.options->'android'->>'badge_unread')::boolean, false)
+					WHEN n.options->'apns'->'badge_unread' = 'true' OR n.options->'android'->'badge_unread' = 'true'
 					THEN (SELECT count(*) FROM herald_notifications u WHERE u.recipient = n.recipient
 						AND u.read_at IS NULL AND (u.send_at IS NULL OR u.send_at <= now()) AND u.superseded_at IS NULL)
 				END AS badge,
@@ -531,23 +533,62 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		dispatches = make([]app.Dispatch, 0, n)
 	}
 	var scanned int
+	var malformed []malformedClaim
 	perMinute, perHour := r.limits.params()
 	batch.Queue(claimSQL,
 		limit, lease.Microseconds(), [16]byte(claimID), r.instance, perMinute, perHour).Query(func(rows pgx.Rows) error {
 		var err error
-		scanned, err = scanClaims(rows, now, lease, claimID, &dispatches)
+		scanned, malformed, err = scanClaims(rows, now, lease, claimID, &dispatches)
 		return err
 	})
 	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, 0, fmt.Errorf("claim due deliveries: %w", err)
 	}
+	if len(malformed) > 0 {
+		if err := r.failMalformed(ctx, claimID, malformed); err != nil {
+			// Left claimed: the lease ends, and the next claim tries again.
+			return dispatches, scanned, nil
+		}
+	}
 	r.lastClaimed.Store(int64(len(dispatches)))
 	return dispatches, scanned, nil
 }
 
+// malformedClaim is a claimed delivery whose notification's row does not
+// decode (written around Raise), and why.
+type malformedClaim struct {
+	id     int64
+	reason string
+}
+
+// failMalformed fails, for good, the deliveries of claim claimID whose
+// notification's row does not decode: no push can be made of it, and a
+// claim that failed on it would have stopped every other delivery's.
+func (r *PostgresDeliveryRepository) failMalformed(ctx context.Context, claimID uuid.UUID, malformed []malformedClaim) error {
+	ids := make([]int64, len(malformed))
+	reasons := make([]string, len(malformed))
+	for i, m := range malformed {
+		ids[i], reasons[i] = m.id, m.reason
+	}
+	_, err := r.db.Exec(ctx, `
+		UPDATE herald_deliveries d SET status = 'failed', error_code = 'MALFORMED_NOTIFICATION', last_error = u.reason,
+			due_at = now(), updated_at = now(), claim_id = NULL, claimed_by = NULL
+		FROM unnest($1::bigint[], $2::text[]) AS u(id, reason)
+		WHERE d.id = u.id AND d.claim_id = $3 AND d.status = 'claimed'`, ids, reasons, [16]byte(claimID))
+	if err != nil {
+		return fmt.Errorf("fail deliveries of malformed notifications: %w", err)
+	}
+	return nil
+}
+
 // scanClaims reads ClaimDue's rows into dispatches, expressing each lease
 // end in the caller's clock (now+lease).
-func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.UUID, dispatches *[]app.Dispatch) (scanned int, err error) {
+//
+// The data and options columns are read as raw JSON and decoded here: a
+// row written around Raise whose JSON does not fit (data that is not an
+// object of strings, options of the wrong types) is returned in malformed,
+// to be failed, instead of failing the reading of the whole claim.
+func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.UUID, dispatches *[]app.Dispatch) (scanned int, malformed []malformedClaim, err error) {
 	defer rows.Close()
 	// The targets, and the list Scan takes, are made once per claim: made
 	// per row, each escaped to the heap, half of a claim's allocations.
@@ -559,28 +600,41 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		notificationID                                uuid.UUID
 		token, platform, lastError, code, title, body string
 		attempts                                      int
-		data                                          map[string]string
+		rawData, rawOptions                           []byte
 		ttl                                           int32
 		expiresAt                                     *time.Time
 		collapseKey                                   string
-		options                                       *storedOptions
 		badge                                         *int64
 		traceParent                                   *string
 		sendAt                                        *time.Time
 		expiresInUS                                   *int64
 	)
 	targets := []any{&claimed, &id, (*[16]byte)(&notificationID), &token, &platform, &attempts, &lastError, &code,
-		&title, &body, &data, &ttl, &expiresAt, &collapseKey, &options, &badge, &traceParent, &sendAt, &expiresInUS}
+		&title, &body, &rawData, &ttl, &expiresAt, &collapseKey, &rawOptions, &badge, &traceParent, &sendAt, &expiresInUS}
 	for rows.Next() {
 		scanned++
 		// The previous row's message keeps its map and pointers: no
 		// decoder may fill them in again.
-		data, expiresAt, options, badge, traceParent, sendAt, expiresInUS = nil, nil, nil, nil, nil, nil, nil
+		rawData, expiresAt, rawOptions, badge, traceParent, sendAt, expiresInUS = nil, nil, nil, nil, nil, nil, nil
 		if err := rows.Scan(targets...); err != nil {
-			return scanned, err
+			return scanned, malformed, err
 		}
 		if !claimed {
 			continue
+		}
+		var data map[string]string
+		var options *storedOptions
+		if rawData != nil {
+			if err := json.Unmarshal(rawData, &data); err != nil {
+				malformed = append(malformed, malformedClaim{id, "notification data is not a JSON object of strings: " + err.Error()})
+				continue
+			}
+		}
+		if rawOptions != nil {
+			if err := json.Unmarshal(rawOptions, &options); err != nil {
+				malformed = append(malformed, malformedClaim{id, "notification options do not decode: " + err.Error()})
+				continue
+			}
 		}
 		d := notification.DeliveryFromDatabase(id, notificationID, token, notification.StatusClaimed, attempts,
 			now.Add(lease), claimID, lastError, code, "", now)
@@ -604,7 +658,7 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		}
 		*dispatches = append(*dispatches, dispatch)
 	}
-	return scanned, rows.Err()
+	return scanned, malformed, rows.Err()
 }
 
 // StillClaimed implements app.DeliveryStore: the delivery is still claimed

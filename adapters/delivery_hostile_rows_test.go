@@ -1,0 +1,75 @@
+package adapters_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-push/herald/notification"
+)
+
+// One claim takes the due deliveries of many users: a row that Raise or Set
+// would never have written, put into the tables by hand (an admin script, a
+// restore, a zone the server's database has since lost), must cost its own
+// delivery at most, never the claim of every other one. Before, each of
+// these failed the claim statement or its reading, every time: nothing was
+// sent to anyone, for good.
+func TestARowWrittenAroundHeraldNeverStopsTheClaimOfOtherDeliveries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, sql string
+		failed    bool // the bad delivery fails for good: no push can be made of its row
+	}{
+		{"data that is not strings", `UPDATE herald_notifications SET data = '{"n": 1}' WHERE id = $1`, true},
+		{"data that is not an object", `UPDATE herald_notifications SET data = '[1, 2]' WHERE id = $1`, true},
+		{"a badge option that is not a boolean", `UPDATE herald_notifications SET options = '{"apns": {"badge_unread": "yes"}}' WHERE id = $1`, false},
+		{"options that do not decode", `UPDATE herald_notifications SET options = '{"apns": {"sound": 7}}' WHERE id = $1`, true},
+		{"quiet hours in a zone the server does not know", `INSERT INTO herald_preferences (user_id, quiet_start, quiet_end, time_zone, updated_at)
+			SELECT recipient, '00:00', '23:59', 'Mars/Olympus_Mons', now() FROM herald_notifications WHERE id = $1`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := newOwnershipFixture(t)
+			f.register("mallory", "mallory-phone", notification.PlatformIOS)
+			f.register("alice", "alice-phone", notification.PlatformAndroid)
+			bad := f.deliver("mallory", "", "mallory-phone")
+			var notificationID string
+			require.NoError(t, f.pool.QueryRow(ctx, `SELECT notification_id::text FROM herald_deliveries WHERE id = $1`, bad).Scan(&notificationID))
+			_, err := f.pool.Exec(ctx, tc.sql, notificationID)
+			require.NoError(t, err)
+			time.Sleep(5 * time.Millisecond) // alice's comes due after the bad one
+			good := f.deliver("alice", "", "alice-phone")
+
+			claimed, err := f.repo.ClaimDue(ctx, time.Now(), 10, time.Minute)
+			require.NoError(t, err)
+			var ids []int64
+			for _, d := range claimed {
+				ids = append(ids, d.Delivery.ID())
+			}
+			assert.Contains(t, ids, good, "alice's delivery is claimed")
+			// The bad one is either pushed as well as it can be or closed;
+			// it never stays claimed with nobody pushing it.
+			status, code := f.delivery(bad)
+			if tc.failed {
+				assert.NotContains(t, ids, bad)
+				assert.Equal(t, notification.StatusFailed, status)
+				assert.Equal(t, "MALFORMED_NOTIFICATION", code)
+			} else if !containsID(ids, bad) {
+				assert.NotEqual(t, notification.StatusClaimed, status, "the bad delivery is claimed and will never be pushed (%s)", code)
+			}
+		})
+	}
+}
+
+func containsID(ids []int64, id int64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}

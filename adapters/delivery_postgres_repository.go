@@ -703,12 +703,12 @@ func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notifi
 func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
 	n := len(ds)
 	ids, attempts, delays := make(ptrArray[int8Elem], n), make([]int32, n), make(ptrArray[int8Elem], n)
-	statuses, lastErrors, codes, names := make(ptrArray[textElem], n), make(ptrArray[textElem], n),
-		make(ptrArray[textElem], n), make(ptrArray[textElem], n)
+	statuses, lastErrors, codes, names := make(ptrArray[textElem], n), make(ptrArray[wordsElem], n),
+		make(ptrArray[wordsElem], n), make(ptrArray[wordsElem], n)
 	claims := make(ptrArray[uuidElem], n)
 	for i, d := range ds {
 		ids[i], attempts[i], statuses[i] = int8Elem(d.ID()), int32(d.Attempts()), textElem(d.Status())
-		lastErrors[i], codes[i], names[i] = textElem(d.LastError()), textElem(d.ErrorCode()), textElem(d.MessageName())
+		lastErrors[i], codes[i], names[i] = wordsElem(d.LastError()), wordsElem(d.ErrorCode()), wordsElem(d.MessageName())
 		delays[i], claims[i] = int8Elem(max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds())), uuidElem(d.ClaimID())
 	}
 	var recorded int

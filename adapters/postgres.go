@@ -72,6 +72,18 @@ func (t *textElem) TextValue() (pgtype.Text, error) {
 	return pgtype.Text{String: string(*t), Valid: true}, nil
 }
 
+// wordsElem is a text element of a ptrArray holding words from outside (FCM's
+// message name or error message), stored as storableText makes them: one
+// answer holding NUL or bytes that are not UTF-8 made Postgres refuse the
+// whole batch of outcomes it was recorded with. Never for a key (a token, a
+// user id): two different ones could become the same.
+type wordsElem string
+
+// TextValue implements pgtype.TextValuer.
+func (t *wordsElem) TextValue() (pgtype.Text, error) {
+	return pgtype.Text{String: storableText(string(*t)), Valid: true}, nil
+}
+
 // int8Elem is a bigint element of a ptrArray.
 type int8Elem int64
 

@@ -152,7 +152,7 @@ func (d *Delivery) MarkSent(messageName string, now time.Time) error {
 	if err := d.mustBeClaimed("sent"); err != nil {
 		return err
 	}
-	d.status, d.messageName, d.attempts = StatusSent, messageName, d.attempts+1
+	d.status, d.messageName, d.attempts = StatusSent, truncate(messageName, maxMessageNameLength), d.attempts+1
 	d.lastError, d.errorCode = "", ""
 	d.updatedAt = now
 	return nil
@@ -252,6 +252,11 @@ func (d *Delivery) mustBeClaimed(what string) error {
 }
 
 const maxErrorLength = 500
+
+// maxMessageNameLength bounds the message name kept from FCM's answer (its
+// names are "projects/<id>/messages/<id>", well under it): a broken or
+// hostile answer must not store megabytes per delivery.
+const maxMessageNameLength = 256
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

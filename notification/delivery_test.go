@@ -2,8 +2,10 @@ package notification_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -82,6 +84,17 @@ func TestMarkSentOnlyFromClaimed(t *testing.T) {
 	require.ErrorIs(t, d.MarkSent("again", now), notification.ErrInvalidTransition)
 	_, err := d.RecordFailure(sendErr(notification.ErrProviderUnavailable, ""), policy, now, 0)
 	require.ErrorIs(t, err, notification.ErrInvalidTransition)
+}
+
+// A broken or hostile answer naming the message with megabytes is not
+// stored whole with every delivery.
+func TestAMessageNameFromFCMIsKeptToAFewHundredBytes(t *testing.T) {
+	t.Parallel()
+	d := claimed(0)
+	require.NoError(t, d.MarkSent("projects/p/messages/"+strings.Repeat("é", 1<<20), now))
+	assert.LessOrEqual(t, len(d.MessageName()), 256)
+	assert.True(t, utf8.ValidString(d.MessageName()), "cut on a character boundary")
+	assert.True(t, strings.HasPrefix(d.MessageName(), "projects/p/messages/é"))
 }
 
 func TestReleaseKeepsAttempts(t *testing.T) {

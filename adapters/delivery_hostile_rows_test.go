@@ -29,6 +29,11 @@ func TestARowWrittenAroundHeraldNeverStopsTheClaimOfOtherDeliveries(t *testing.T
 		{"options that do not decode", `UPDATE herald_notifications SET options = '{"apns": {"sound": 7}}' WHERE id = $1`, true},
 		{"quiet hours in a zone the server does not know", `INSERT INTO herald_preferences (user_id, quiet_start, quiet_end, time_zone, updated_at)
 			SELECT recipient, '00:00', '23:59', 'Mars/Olympus_Mons', now() FROM herald_notifications WHERE id = $1`, false},
+		// Postgres's infinite timestamps: "never expires", "sent long ago".
+		{"an expiry of infinity", `UPDATE herald_notifications SET expires_at = 'infinity' WHERE id = $1`, false},
+		{"an expiry of minus infinity", `UPDATE herald_notifications SET expires_at = '-infinity' WHERE id = $1`, false},
+		{"a send time of infinity", `UPDATE herald_notifications SET send_at = 'infinity' WHERE id = $1`, false},
+		{"a send time of minus infinity", `UPDATE herald_notifications SET send_at = '-infinity' WHERE id = $1`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -73,3 +78,4 @@ func containsID(ids []int64, id int64) bool {
 	}
 	return false
 }
+

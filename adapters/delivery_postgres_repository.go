@@ -509,10 +509,15 @@ const claimSQL = `		WITH locked AS (
 				ELSE 'device over its per-device limit: waiting for its window to end' END
 		FROM decided f
 		WHERE d.id = f.id
+		-- An infinite expiry or send time (written by hand: Raise never
+		-- writes one) is read as none: Go's time.Time cannot hold it, and
+		-- subtracting it fails; either failed the whole claim. Minus
+		-- infinity expired above.
 		RETURNING d.status = 'claimed', d.id, d.notification_id, d.token, coalesce(f.platform, ''), d.attempts,
 			d.last_error, d.error_code, f.title, f.body, f.data, f.ttl_seconds,
-			f.expires_at, coalesce(f.collapse_key, ''), f.options, f.badge, f.trace_parent, f.send_at,
-			(extract(epoch FROM f.expires_at - now()) * 1e6)::bigint`
+			CASE WHEN isfinite(f.expires_at) THEN f.expires_at END, coalesce(f.collapse_key, ''), f.options, f.badge,
+			f.trace_parent, CASE WHEN isfinite(f.send_at) THEN f.send_at END,
+			CASE WHEN isfinite(f.expires_at) THEN (extract(epoch FROM f.expires_at - now()) * 1e6)::bigint END`
 
 // claimOnce is one claim statement for up to limit due deliveries; it
 // returns the claimed ones and how many it took in all (closed included).

@@ -79,3 +79,37 @@ func containsID(ids []int64, id int64) bool {
 	return false
 }
 
+// An expiry centuries ahead (Raise takes one up to the end of the year
+// 9999), or Postgres's infinity written by hand, never expires a push at
+// its claim: the time left was read into a time.Duration, which holds 292
+// years, and wrapped around to a time in the past, so the sender closed
+// the delivery expired without pushing it.
+func TestAnExpiryCenturiesAheadNeverExpiresThePushAtItsClaim(t *testing.T) {
+	t.Parallel()
+	for _, expiry := range []string{"2400-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00", "infinity"} {
+		t.Run(expiry, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := newOwnershipFixture(t)
+			f.register("alice", "alice-phone", notification.PlatformAndroid)
+			id := f.deliver("alice", "", "alice-phone")
+			_, err := f.pool.Exec(ctx, `UPDATE herald_notifications n SET expires_at = $2::timestamptz
+				FROM herald_deliveries d WHERE d.id = $1 AND n.id = d.notification_id`, id, expiry)
+			require.NoError(t, err)
+
+			now := time.Now()
+			claimed, err := f.repo.ClaimDue(ctx, now, 10, time.Minute)
+			require.NoError(t, err)
+			require.Len(t, claimed, 1)
+			d := claimed[0]
+			assert.Equal(t, id, d.Delivery.ID())
+			if !d.ExpiresAt.IsZero() {
+				assert.True(t, d.ExpiresAt.After(now.AddDate(200, 0, 0)), "expires at %s", d.ExpiresAt)
+			}
+			if !d.Message.ExpiresAt.IsZero() {
+				assert.True(t, d.Message.ExpiresAt.After(now.AddDate(200, 0, 0)), "message expires at %s", d.Message.ExpiresAt)
+			}
+			assert.False(t, d.Message.Expired(now.Add(time.Hour)))
+		})
+	}
+}

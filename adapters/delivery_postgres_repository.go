@@ -657,9 +657,13 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		if traceParent != nil {
 			dispatch.TraceParent = *traceParent
 		}
-		if expiresInUS != nil {
+		if us := expiresInUS; us != nil && *us < math.MaxInt64/int64(time.Microsecond) {
 			// What remained by the database's clock, from the caller's now.
-			dispatch.ExpiresAt = now.Add(time.Duration(*expiresInUS) * time.Microsecond)
+			// More than a time.Duration holds (292 years; Raise takes an
+			// expiry up to the year 9999) would wrap around to the past:
+			// left zero, the message's own ExpiresAt is used, which no
+			// clock skew brings near.
+			dispatch.ExpiresAt = now.Add(time.Duration(*us) * time.Microsecond)
 		}
 		*dispatches = append(*dispatches, dispatch)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/notification"
+	"github.com/herald-push/herald/testutil"
 )
 
 // One claim takes the due deliveries of many users: a row that Raise or Set
@@ -111,5 +112,29 @@ func TestAnExpiryCenturiesAheadNeverExpiresThePushAtItsClaim(t *testing.T) {
 			}
 			assert.False(t, d.Message.Expired(now.Add(time.Hour)))
 		})
+	}
+}
+
+// herald_quiet_until answers in any plan, a parallel one included (a host's
+// report over its users' preferences, a server whose planner picks
+// parallel plans): its exception block starts a subtransaction, which
+// Postgres refuses in a parallel operation, so it was declared parallel
+// safe wrongly and failed every such query, for a valid zone too.
+func TestQuietHoursAreComputedUnderAParallelPlan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	// debug_parallel_query since Postgres 16, force_parallel_mode before.
+	var set int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(set_config(name, 'on', false)) FROM pg_settings
+		WHERE name IN ('debug_parallel_query', 'force_parallel_mode')`).Scan(&set))
+	require.Equal(t, 1, set)
+	for _, zone := range []string{"Europe/Berlin", "Mars/Olympus_Mons"} {
+		var until time.Time
+		err := conn.QueryRow(ctx, `SELECT herald_quiet_until('2026-06-01 12:00:00+00', $1, '00:00', '23:59')`, zone).Scan(&until)
+		assert.NoError(t, err, zone)
 	}
 }

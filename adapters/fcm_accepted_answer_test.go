@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -213,4 +215,45 @@ func TestAnAbortedAnswerIsTriedAgainNotFailedForGood(t *testing.T) {
 		assert.True(t, notification.CountsAsAttempt(err), "push %d: an answer is an attempt", i)
 	}
 	assert.Equal(t, "closed", sender.BreakerState())
+}
+
+// An endpoint answering a push with an endless 2xx body (a broken proxy, a
+// hostile endpoint) is not read whole: FCM's answers are a name of a few
+// dozen bytes, and a hundred pushes in flight each reading hundreds of
+// megabytes until their deadline ran a server out of memory. The answer is
+// read to a bound; the push, accepted, is sent.
+func TestAnEndlessAnswerToAPushIsNotReadIntoMemory(t *testing.T) {
+	// Not parallel: it measures the process's allocations.
+	for _, status := range []int{http.StatusOK, http.StatusInternalServerError} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			chunk := []byte(`{"name":"projects/p/messages/` + strings.Repeat("x", 32<<10))
+			srv, _ := acceptingFCM(t, false, func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				for range 8 << 10 { // 256 MiB, or until the client stops reading
+					if _, err := w.Write(chunk); err != nil {
+						return
+					}
+				}
+			})
+			client, err := adapters.NewFCMClient(context.Background(), "p",
+				option.WithEndpoint(srv.URL+"/v1"), option.WithHTTPClient(srv.Client()))
+			require.NoError(t, err)
+			sender, err := adapters.NewFCMSender(client, adapters.FCMSenderConfig{SendTimeout: time.Second})
+			require.NoError(t, err)
+
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err = sender.Push(context.Background(), message("tok"))
+			runtime.ReadMemStats(&after)
+			if status == http.StatusOK {
+				assert.NoError(t, err, "FCM accepted the push: it is sent")
+			} else {
+				assert.ErrorIs(t, err, notification.ErrProviderUnavailable)
+			}
+			allocated := after.TotalAlloc - before.TotalAlloc
+			t.Logf("allocated %d KiB reading the answers", allocated>>10)
+			assert.Less(t, allocated, uint64(64<<20), "the answer was read into memory")
+		})
+	}
 }

@@ -185,6 +185,9 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	resp, err := t.base.RoundTrip(req)
+	if err == nil && resp.Body != nil {
+		resp.Body = &cappedBody{rc: resp.Body, left: maxAnswerBody + 1}
+	}
 	var body []byte
 	if err == nil && resp.StatusCode >= 400 {
 		// Read an error answer now: if it opens the breaker, the pushes
@@ -309,6 +312,41 @@ func judgeAttempt(ctx context.Context, resp *http.Response, body []byte, err err
 // maxErrorBody is how much of an error answer is read ahead; FCM's are a
 // few hundred bytes.
 const maxErrorBody = 64 << 10
+
+// maxAnswerBody is how much of any answer the SDK may read: FCM's are a
+// message name of a few dozen bytes or an error of a few hundred. The SDK
+// reads an answer whole, and an endless one (a broken proxy, a hostile
+// endpoint) read 600 MB for one push before its deadline.
+const maxAnswerBody = maxErrorBody
+
+// errAnswerTooLong ends the reading of an answer over maxAnswerBody. A 2xx
+// cut so is a push FCM accepted (see Push); another answer fails as one
+// whose body could not be read.
+var errAnswerTooLong = errors.New("fcm answer longer than any FCM gives: not read further")
+
+// cappedBody is an answer's body that fails, instead of going on, once more
+// than maxAnswerBody bytes were read (left starts one over it).
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (c *cappedBody) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errAnswerTooLong
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.rc.Read(p)
+	c.left -= int64(n)
+	if c.left <= 0 {
+		return n - 1, errAnswerTooLong // the byte over the bound is not given
+	}
+	return n, err
+}
+
+func (c *cappedBody) Close() error { return c.rc.Close() }
 
 // bufferBody reads up to maxErrorBody of resp's body into memory and leaves
 // the body readable from the start for the SDK. What it read is returned.

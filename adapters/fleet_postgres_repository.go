@@ -55,10 +55,15 @@ const orphanWalkEvery = 30 * time.Second
 // row, and its heap row, at every beat whenever claimed rows were most of
 // the open ones (measured with a fleet of three holding 30,000 leases and
 // nobody dead: 4,426 pages and 7-10 ms a beat, for each instance).
+//
+// A registered DeadAfter is read as at most maxDeadAfterSQL, the longest a
+// Herald can register (a time.Duration): a longer one, written around
+// Herald, made the interval overflow and failed every instance's beat, so
+// that all of them fenced themselves and nothing was pushed anywhere.
 const reapSQL = `
 	WITH reaped AS (
 		DELETE FROM herald_instances
-		WHERE heartbeat_at < now() - coalesce(dead_after_us, $1::bigint) * interval '1 microsecond'
+		WHERE heartbeat_at < now() - least(coalesce(dead_after_us, $1::bigint), ` + maxDeadAfterSQL + `) * interval '1 microsecond'
 		RETURNING id
 	), freed AS (
 		UPDATE herald_deliveries d SET due_at = now(), updated_at = now(), claimed_by = NULL
@@ -69,6 +74,10 @@ const reapSQL = `
 		SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM freed) AS freed
 	)
 	SELECT reaped, freed, CASE WHEN freed > 0 THEN pg_notify($2, '') END FROM counts`
+
+// maxDeadAfterSQL is the longest DeadAfter a Herald registers, in
+// microseconds: math.MaxInt64 nanoseconds, the longest time.Duration.
+const maxDeadAfterSQL = `9223372036854775::bigint`
 
 // NewPostgresFleetRepository returns a repository on db.
 func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
@@ -97,9 +106,20 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 		var notified any
 		return row.Scan(&res.Reaped, &res.Freed, &notified)
 	})
+	// The lease is free once it has expired, and when it ends further
+	// ahead than its holder could have taken it (its registered DeadAfter,
+	// or at least leaseFor): such a lease was written around Herald (an
+	// 'infinity', a holder that never existed, a restore) or under a clock
+	// that has since gone back, and held every instance off for good, so
+	// that nobody swept or walked for orphaned claims. A missing row is
+	// written afresh.
 	batch.Queue(`
-		UPDATE herald_leader SET holder = $1, expires_at = now() + $2::bigint * interval '1 microsecond'
-		WHERE holder = $1 OR expires_at < now()
+		INSERT INTO herald_leader AS l (singleton, holder, expires_at)
+		VALUES (true, $1, now() + $2::bigint * interval '1 microsecond')
+		ON CONFLICT (singleton) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE l.holder = $1 OR l.expires_at < now() OR l.expires_at > now() + greatest($2::bigint, coalesce(
+			(SELECT least(i.dead_after_us, `+maxDeadAfterSQL+`) FROM herald_instances i WHERE i.id = l.holder), 0))
+			* interval '1 microsecond'
 		RETURNING true`, [16]byte(self.ID), leaseFor.Microseconds()).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			res.Leader = true
@@ -197,10 +217,14 @@ func (r *PostgresFleetRepository) Leave(ctx context.Context, id uuid.UUID) error
 // lease.
 func (r *PostgresFleetRepository) Instances(ctx context.Context, deadAfter time.Duration) ([]app.InstanceInfo, error) {
 	rows, err := r.db.Query(ctx, `
-		SELECT i.id, i.host, i.pid, i.version, i.started_at, i.heartbeat_at,
+		SELECT i.id, i.host, i.pid, i.version,
+			-- A time no Herald writes ('infinity') is shown at the end of
+			-- the calendar rather than failing the list.
+			least(greatest(i.started_at, '0001-01-01Z'), '9999-12-31Z'),
+			least(greatest(i.heartbeat_at, '0001-01-01Z'), '9999-12-31Z'),
 			coalesce(l.holder = i.id AND l.expires_at > now(), false)
 		FROM herald_instances i LEFT JOIN herald_leader l ON true
-		WHERE i.heartbeat_at >= now() - coalesce(i.dead_after_us, $1::bigint) * interval '1 microsecond'
+		WHERE i.heartbeat_at >= now() - least(coalesce(i.dead_after_us, $1::bigint), `+maxDeadAfterSQL+`) * interval '1 microsecond'
 		ORDER BY i.started_at, i.id`, deadAfter.Microseconds())
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)

@@ -240,39 +240,65 @@ func (r *PostgresFleetRepository) Instances(ctx context.Context, deadAfter time.
 	return list, nil
 }
 
+// maxFleetPause is the longest pause the fleet's budget holds: the longest
+// Retry-After Herald honours (24 hours). PauseAll sets at most this; a
+// paused_until further ahead was not set by Herald (a script, a restore, a
+// database clock that has since gone back) and is no pause at all.
+const maxFleetPause = maxRetryAfter
+
 // Grant implements app.BudgetStore: the budget row is a token bucket of at
 // most capacity tokens refilled at perSecond by the database's clock; it
 // gives min(want, whole tokens available) and reports how long the fleet's
 // pause still lasts. One statement; concurrent grants queue on the row's
 // lock, so no token is ever given twice.
+//
+// The row is read as a grant would have written it, whatever it holds:
+// tokens below zero (minus infinity, a debt of millions) count as none and
+// NaN or infinity as a full bucket, a refill time in the future (infinity,
+// a clock that has gone back) as now, one before the last hour as an
+// hour ago (the bucket is full by then at any rate), and a pause further
+// ahead than maxFleetPause as none; a missing row is written afresh. Before,
+// each of these failed every grant or granted nothing, or less than
+// nothing, for as long as the row said: no instance pushed.
 func (r *PostgresFleetRepository) Grant(ctx context.Context, want int, perSecond, capacity float64) (int, time.Duration, error) {
 	var granted int
 	var pauseUS int64
 	// Every expression reads the row's own columns, which an UPDATE reads
 	// from the latest version once it holds the row's lock: a concurrent
 	// grant is always seen. (A joined subquery would be read from the
-	// statement's snapshot, and could give the same tokens twice.)
-	const available = `least($3::float8, tokens + $2::float8 * greatest(0, extract(epoch FROM now() - refilled_at)::float8))`
+	// statement's snapshot, and could give the same tokens twice.) ON
+	// CONFLICT DO UPDATE reads and locks the row alike.
+	const available = `least($3::float8, greatest(0, b.tokens) + $2::float8 *
+		extract(epoch FROM now() - least(now(), greatest(b.refilled_at, now() - interval '1 hour')))::float8)`
 	err := r.db.QueryRow(ctx, `
-		UPDATE herald_send_budget SET
+		INSERT INTO herald_send_budget AS b (singleton, tokens, refilled_at, last_grant, paused_until)
+		VALUES (true, 0, now(), 0, 'epoch')
+		ON CONFLICT (singleton) DO UPDATE SET
 			tokens = `+available+` - least($1, floor(`+available+`)),
 			last_grant = least($1, floor(`+available+`))::int,
-			refilled_at = greatest(refilled_at, now())
-		WHERE singleton
+			refilled_at = CASE WHEN b.refilled_at > now() + interval '1 second' THEN now()
+				ELSE greatest(b.refilled_at, now()) END,
+			paused_until = CASE WHEN b.paused_until > now() + $4::bigint * interval '1 microsecond'
+				OR b.paused_until < 'epoch' THEN 'epoch' ELSE b.paused_until END
 		RETURNING last_grant, greatest(0, (extract(epoch FROM paused_until - now()) * 1e6)::bigint)`,
-		want, perSecond, capacity).Scan(&granted, &pauseUS)
+		want, perSecond, capacity, maxFleetPause.Microseconds()).Scan(&granted, &pauseUS)
 	if err != nil {
 		return 0, 0, fmt.Errorf("grant send budget: %w", err)
 	}
 	return granted, time.Duration(pauseUS) * time.Microsecond, nil
 }
 
-// PauseAll implements app.BudgetStore: no instance pushes for d from now
-// (the database's clock), or until a later pause already set ends.
+// PauseAll implements app.BudgetStore: no instance pushes for d (at most
+// maxFleetPause) from now (the database's clock), or until a later pause
+// already set ends. A pause Herald did not set (see Grant) is replaced.
 func (r *PostgresFleetRepository) PauseAll(ctx context.Context, d time.Duration) error {
 	_, err := r.db.Exec(ctx, `
-		UPDATE herald_send_budget SET paused_until = greatest(paused_until, now() + $1::bigint * interval '1 microsecond')
-		WHERE singleton`, d.Microseconds())
+		INSERT INTO herald_send_budget AS b (singleton, tokens, refilled_at, last_grant, paused_until)
+		VALUES (true, 0, now(), 0, now() + least($1::bigint, $2::bigint) * interval '1 microsecond')
+		ON CONFLICT (singleton) DO UPDATE SET paused_until = CASE
+			WHEN b.paused_until > now() + $2::bigint * interval '1 microsecond' OR b.paused_until < 'epoch'
+				THEN excluded.paused_until
+			ELSE greatest(b.paused_until, excluded.paused_until) END`, d.Microseconds(), maxFleetPause.Microseconds())
 	if err != nil {
 		return fmt.Errorf("pause the fleet's sending: %w", err)
 	}

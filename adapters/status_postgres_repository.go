@@ -120,7 +120,10 @@ func (r *PostgresStatusRepository) Status(ctx context.Context) (app.StatusReport
 		// The fleet's quota pause (migration 0007): one row.
 		var pauseSeconds float64
 		if err := tx.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM paused_until - now())), 0)::float8
-			FROM herald_send_budget`).Scan(&pauseSeconds); err != nil {
+			FROM herald_send_budget
+			-- As the grants read it: a pause further ahead is none (see Grant).
+			WHERE paused_until BETWEEN now() AND now() + $1::bigint * interval '1 microsecond'`,
+			maxFleetPause.Microseconds()).Scan(&pauseSeconds); err != nil {
 			return fmt.Errorf("read the fleet's quota pause: %w", err)
 		}
 		s.QuotaPause = max(0, time.Duration(pauseSeconds*float64(time.Second)))

@@ -306,7 +306,10 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 		), advanced AS (
 			UPDATE herald_broadcasts hb SET
 				last_token = coalesce((SELECT max(token) FROM chunk), hb.last_token),
-				expanded = hb.expanded + (SELECT count(*) FROM chunk),
+				-- Saturating: a count near the end of bigint, written around
+				-- Herald, failed every chunk of this oldest broadcast and so
+				-- held every broadcast behind it.
+				expanded = least(hb.expanded::numeric + (SELECT count(*) FROM chunk), 9223372036854775807)::bigint,
 				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END
 			FROM b WHERE hb.notification_id = b.notification_id
 			RETURNING 1

@@ -133,7 +133,9 @@ func (h *Housekeeper) inboxRetention() time.Duration {
 }
 
 // Sweep deletes, batch by batch, everything past its retention (measured
-// on the database's clock), and reports what it removed. Run calls it on
+// on the database's clock), and reports what it removed. A table whose
+// sweep fails is reported in the error, and the other tables are swept
+// anyway. Run calls it on
 // the fleet's leader only; two sweeps at once would only share the work,
 // each delete being a bounded batch of rows past their retention.
 func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
@@ -165,20 +167,25 @@ func (h *Housekeeper) Sweep(ctx context.Context) (HousekeepingReport, error) {
 			return h.store.DeleteOldNotifications(ctx, h.cfg.ReadRetention, h.cfg.UnreadRetention, limit)
 		}},
 	}
+	// A sweep that fails does not stop the others: one row a host's table
+	// holds on to (a foreign key, a trigger) fails its table's batch at
+	// every run, and before, every table after it was never swept again.
+	var errs []error
 	for _, s := range sweeps {
-		if s.retention < 0 {
+		if s.retention < 0 || ctx.Err() != nil {
 			continue
 		}
 		for {
 			n, err := s.batch(h.cfg.BatchSize)
 			*s.count += n
 			if err != nil {
-				return report, err
+				errs = append(errs, err)
+				break
 			}
 			if n < h.cfg.BatchSize || ctx.Err() != nil {
 				break
 			}
 		}
 	}
-	return report, nil
+	return report, errors.Join(errs...)
 }

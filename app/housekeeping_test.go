@@ -138,7 +138,10 @@ func TestANegativeRetentionTurnsThatSweepOff(t *testing.T) {
 	assert.Equal(t, []time.Duration{7 * 24 * time.Hour}, store.calls["deliveries"], "a zero retention means the default")
 }
 
-func TestASweepStopsAtTheFirstError(t *testing.T) {
+// One table's sweep may fail at every run (a host's foreign key holds on
+// to one of its rows): the others are swept all the same, or one row would
+// make every table grow without bound.
+func TestASweepThatFailsOnOneTableStillSweepsTheOthers(t *testing.T) {
 	t.Parallel()
 	store := newMemHousekeeping(map[string]int{"outbox": 5, "tokens": 5})
 	store.fail["deliveries"] = errors.New("database down")
@@ -146,7 +149,7 @@ func TestASweepStopsAtTheFirstError(t *testing.T) {
 
 	report, err := h.Sweep(context.Background())
 
-	require.Error(t, err)
+	require.ErrorContains(t, err, "database down")
 	assert.Equal(t, 5, report.OutboxRows, "what was deleted before the error is reported")
-	assert.NotContains(t, store.calls, "tokens")
+	assert.Equal(t, 5, report.Tokens, "and what was deleted after it")
 }

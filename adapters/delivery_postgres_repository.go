@@ -608,7 +608,9 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		notificationID                                uuid.UUID
 		token, platform, lastError, code, title, body string
 		attempts                                      int
-		rawData, rawOptions                           []byte
+		rawData, rawOptions                           rawJSON
+		data                                          map[string]string // decoded from rawData
+		options                                       *storedOptions    // decoded from rawOptions
 		ttl                                           int32
 		expiresAt                                     *time.Time
 		collapseKey                                   string
@@ -623,23 +625,22 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		scanned++
 		// The previous row's message keeps its map and pointers: no
 		// decoder may fill them in again.
-		rawData, expiresAt, rawOptions, badge, traceParent, sendAt, expiresInUS = nil, nil, nil, nil, nil, nil, nil
+		expiresAt, badge, traceParent, sendAt, expiresInUS = nil, nil, nil, nil, nil
 		if err := rows.Scan(targets...); err != nil {
 			return scanned, malformed, err
 		}
 		if !claimed {
 			continue
 		}
-		var data map[string]string
-		var options *storedOptions
-		if rawData != nil {
-			if err := json.Unmarshal(rawData, &data); err != nil {
+		data, options = nil, nil
+		if rawData.valid {
+			if err := json.Unmarshal(rawData.b, &data); err != nil {
 				malformed = append(malformed, malformedClaim{id, "notification data is not a JSON object of strings: " + err.Error()})
 				continue
 			}
 		}
-		if rawOptions != nil {
-			if err := json.Unmarshal(rawOptions, &options); err != nil {
+		if rawOptions.valid {
+			if err := json.Unmarshal(rawOptions.b, &options); err != nil {
 				malformed = append(malformed, malformedClaim{id, "notification options do not decode: " + err.Error()})
 				continue
 			}
@@ -671,6 +672,21 @@ func scanClaims(rows pgx.Rows, now time.Time, lease time.Duration, claimID uuid.
 		*dispatches = append(*dispatches, dispatch)
 	}
 	return scanned, malformed, rows.Err()
+}
+
+// rawJSON is a json or jsonb column's text (valid false for NULL), read into
+// a buffer reused from row to row (pgtype.BytesScanner): a []byte target
+// took a copy of each.
+type rawJSON struct {
+	b     []byte
+	valid bool
+}
+
+// ScanBytes implements pgtype.BytesScanner.
+func (r *rawJSON) ScanBytes(v []byte) error {
+	r.valid = v != nil
+	r.b = append(r.b[:0], v...)
+	return nil
 }
 
 // StillClaimed implements app.DeliveryStore: the delivery is still claimed

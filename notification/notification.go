@@ -152,7 +152,12 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 		push: PushOptions{CollapseKey: d.CollapseKey, ExpiresAt: d.ExpiresAt,
 			Android: d.Android.clone(), APNs: d.APNs.clone(), Web: d.Web.clone()},
 	}
-	if !d.SendAt.After(createdAt) {
+	// A send time is kept even if createdAt (the raising server's clock)
+	// says it has passed: the database compares it with its own clock, so a
+	// past one sends at once, and a server whose clock runs ahead no longer
+	// pushes early what is still to come. Only one before the year 1 (which
+	// neither RFC 3339 nor Go's JSON can write) is dropped.
+	if !d.SendAt.After(time.Time{}) {
 		n.sendAt = time.Time{}
 	}
 	if d.IdempotencyKey != "" {

@@ -63,7 +63,12 @@ func TestANotificationKeepsItsDraftsDeliverySettings(t *testing.T) {
 	past.SendAt = created.Add(-time.Minute)
 	p, err := notification.NewNotification(uuid.New(), past, created)
 	require.NoError(t, err)
-	assert.True(t, p.SendAt().IsZero(), "a send time already passed sends at once")
+	assert.Equal(t, past.SendAt, p.SendAt(),
+		"kept: the database, not the raising server's clock, says whether it has passed (it then sends at once)")
+	past.SendAt = time.Date(0, 12, 31, 0, 0, 0, 0, time.UTC)
+	p, err = notification.NewNotification(uuid.New(), past, created)
+	require.NoError(t, err)
+	assert.True(t, p.SendAt().IsZero(), "one before the year 1 is dropped: it sends at once")
 }
 
 // Postgres stores times up to the year 294276 and Go's JSON up to 9999: a

@@ -35,7 +35,9 @@ type envelope struct {
 }
 
 type envelopeEvent struct {
-	Type          string          `json:"type"`
+	Type string `json:"type"`
+	// Data is the event's JSON; null in the parts after the first of an
+	// event whose notifications were split across messages.
 	Data          json.RawMessage `json:"data"`
 	Notifications []uuid.UUID     `json:"notifications"`
 }
@@ -93,6 +95,11 @@ func encodeEnvelopes(raised []app.Raised) ([][]byte, error) {
 			count += take
 			size += len(data)
 			ids = ids[take:]
+			// Only the first part of a split event carries its JSON (the
+			// relay reads none; it is for the reader of a dead letter): a
+			// copy in every part made one 1 MiB event raised for a million
+			// users a gigabyte of outbox, in one statement.
+			data = nil
 		}
 	}
 	if err := emit(); err != nil {

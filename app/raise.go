@@ -19,6 +19,11 @@ import (
 // wrapping ErrTooLong.
 const MaxEventBytes = 1 << 20
 
+// maxRaiseErrors bounds the errors Raise names: a rule returning a
+// hundred thousand bad drafts made an error of 7 MB of text. The rest are
+// counted in one more error.
+const maxRaiseErrors = 100
+
 // Raised is one event with the notifications its rule produced and its JSON
 // encoding, as it travels in the outbox.
 type Raised struct {
@@ -112,7 +117,8 @@ func NewRaiser(rules *notification.Rules, cfg RaiserConfig) *Raiser {
 // Raise applies each event's rule, validates the notifications, encodes the
 // events, and writes them all through tx. Nothing is written when any event
 // or notification is invalid or any event does not encode: the error names
-// the event's index and wraps notification.ErrUnknownEvent,
+// each problem's event index (the first 100 problems, then a count of the
+// rest) and wraps notification.ErrUnknownEvent,
 // ErrMalformedEvent, the event's validation error, or the notification's
 // *FieldError / *PayloadTooLargeError. On such an error the host's
 // transaction is left as it was, still usable; a database error aborts it
@@ -141,10 +147,18 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 	raised := make([]Raised, 0, len(events))
 	var all []*notification.Notification
 	var errs []error
+	more := 0
+	fail := func(err error) {
+		if len(errs) < maxRaiseErrors {
+			errs = append(errs, err)
+		} else {
+			more++
+		}
+	}
 	for i, ev := range events {
 		drafts, err := r.rules.Drafts(ev)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
+			fail(fmt.Errorf("event %d: %w", i, err))
 			continue
 		}
 		ns := make([]*notification.Notification, 0, len(drafts))
@@ -158,7 +172,7 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 			}
 			n, err := notification.NewNotification(id, d, now)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("event %d (%s), notification %d: %w", i, ev.EventType(), j, err))
+				fail(fmt.Errorf("event %d (%s), notification %d: %w", i, ev.EventType(), j, err))
 				continue
 			}
 			ns = append(ns, n)
@@ -168,7 +182,7 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 		}
 		data, err := json.Marshal(ev)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("event %d (%s): %w: does not encode as JSON: %w",
+			fail(fmt.Errorf("event %d (%s): %w: does not encode as JSON: %w",
 				i, ev.EventType(), notification.ErrMalformedEvent, err))
 			continue
 		}
@@ -176,17 +190,20 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 			// A custom MarshalJSON may emit raw bytes json.Marshal does not
 			// check; Postgres would refuse them after the notifications were
 			// written, and the host's transaction would be lost.
-			errs = append(errs, fmt.Errorf("event %d (%s): %w: its JSON is not valid UTF-8",
+			fail(fmt.Errorf("event %d (%s): %w: its JSON is not valid UTF-8",
 				i, ev.EventType(), notification.ErrMalformedEvent))
 			continue
 		}
 		if len(data) > MaxEventBytes {
-			errs = append(errs, fmt.Errorf("event %d (%s): its JSON is %d bytes, more than %d: %w",
+			fail(fmt.Errorf("event %d (%s): its JSON is %d bytes, more than %d: %w",
 				i, ev.EventType(), len(data), MaxEventBytes, &notification.FieldError{Field: "event", Err: notification.ErrTooLong}))
 			continue
 		}
 		raised = append(raised, Raised{Event: ev, Data: data, Notifications: ns})
 		all = append(all, ns...)
+	}
+	if more > 0 {
+		errs = append(errs, fmt.Errorf("and %d more invalid events or notifications", more))
 	}
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)

@@ -31,6 +31,14 @@ func (c InboxCursor) String() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// minCursorMicros is the earliest time Postgres's timestamptz holds
+// (4714-11-24 00:00 UTC BC), in microseconds since the Unix epoch. A
+// cursor's time comes from a stored created_at, so one before it was
+// forged; sent to Postgres it failed the query ("timestamp out of range"),
+// or (below about year -290,000) wrapped around to a time in the far
+// future. Every later int64 of microseconds is in Postgres's range.
+const minCursorMicros = -210866803200000000
+
 // parseInboxCursor decodes a cursor made by InboxCursor.String. It fails
 // with ErrInvalidCursor.
 func parseInboxCursor(s string) (InboxCursor, error) {
@@ -38,9 +46,13 @@ func parseInboxCursor(s string) (InboxCursor, error) {
 	if err != nil || len(b) != 24 {
 		return InboxCursor{}, ErrInvalidCursor
 	}
+	micros := int64(binary.BigEndian.Uint64(b))
+	if micros < minCursorMicros {
+		return InboxCursor{}, ErrInvalidCursor
+	}
 	var id uuid.UUID
 	copy(id[:], b[8:])
-	return InboxCursor{CreatedAt: time.UnixMicro(int64(binary.BigEndian.Uint64(b))).UTC(), ID: id}, nil
+	return InboxCursor{CreatedAt: time.UnixMicro(micros).UTC(), ID: id}, nil
 }
 
 // NotificationRepository is the inbox's view of stored notifications.

@@ -2,7 +2,11 @@ package app_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,4 +108,48 @@ func TestInboxRejectsForeignCursors(t *testing.T) {
 	inbox, _ := seedInbox(t, "u1", 1)
 	_, err := inbox.List(context.Background(), "u1", "not-a-cursor", 10)
 	require.ErrorIs(t, err, app.ErrInvalidCursor)
+}
+
+// TestACursorHeraldCouldNotHaveMadeIsErrInvalidCursor: a forged cursor
+// whose time Postgres cannot hold was a database error (a 500 for the
+// host, "timestamp out of range" in its logs), not ErrInvalidCursor. And a
+// cursor of another user's inbox only positions the caller in their own.
+func TestACursorHeraldCouldNotHaveMadeIsErrInvalidCursor(t *testing.T) {
+	t.Parallel()
+	inbox, _ := seedInbox(t, "u1", 3)
+	ctx := context.Background()
+	for _, micros := range []int64{math.MinInt64, -210866803200000001, math.MinInt64 / 2} {
+		b := make([]byte, 24)
+		binary.BigEndian.PutUint64(b, uint64(micros))
+		_, err := inbox.List(ctx, "u1", base64.RawURLEncoding.EncodeToString(b), 10)
+		require.ErrorIs(t, err, app.ErrInvalidCursor, "cursor at %d µs", micros)
+	}
+	// The earliest time Postgres holds is a cursor it can answer.
+	page, err := inbox.List(ctx, "u1", app.InboxCursor{CreatedAt: time.UnixMicro(-210866803200000000)}.String(), 10)
+	require.NoError(t, err)
+	assert.Empty(t, page.Notifications)
+	// A huge cursor, and one that is not even text.
+	_, err = inbox.List(ctx, "u1", strings.Repeat("A", 1<<20), 10)
+	require.ErrorIs(t, err, app.ErrInvalidCursor)
+	_, err = inbox.List(ctx, "u1", "\xff\xfe\x00", 10)
+	require.ErrorIs(t, err, app.ErrInvalidCursor)
+
+	// someone-else's cursor, forged from their notification's position:
+	// u1 still sees only u1's.
+	page, err = inbox.List(ctx, "someone-else", "", 1)
+	require.NoError(t, err)
+	require.Len(t, page.Notifications, 1)
+	theirs := page.Notifications[0]
+	cursor := app.InboxCursor{CreatedAt: theirs.CreatedAt().Add(time.Hour), ID: theirs.ID()}.String()
+	page, err = inbox.List(ctx, "u1", cursor, 10)
+	require.NoError(t, err)
+	require.Len(t, page.Notifications, 3)
+	for _, n := range page.Notifications {
+		assert.Equal(t, "u1", n.Recipient())
+	}
+	for _, limit := range []int{0, -1, math.MinInt, math.MaxInt} {
+		page, err := inbox.List(ctx, "u1", "", limit)
+		require.NoError(t, err, "limit %d", limit)
+		assert.Len(t, page.Notifications, 3)
+	}
 }

@@ -154,6 +154,12 @@ func (o consoleOperator) ReplayDeadLetters(ctx context.Context, ids []int64) (in
 
 func (o consoleOperator) User(ctx context.Context, userID string, limit int) (console.User, error) {
 	u := console.User{ID: userID}
+	if notification.ValidateUserID(userID) != nil {
+		// Not a user id Herald stores (too long, not UTF-8): nobody has
+		// devices, deliveries or notifications under it. Asked of the
+		// database, it failed the page.
+		return u, nil
+	}
 	tokens, err := o.h.Tokens().List(ctx, userID)
 	if err != nil {
 		return u, err

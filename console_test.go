@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -96,7 +97,9 @@ func TestTheConsoleOfAProcessThatDoesNotSendServesEveryPage(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	for _, path := range []string{"/", "/failed", "/failed?code=UNAVAILABLE", "/deadletters", "/deadletters?all=1",
-		"/search?q=author", "/notification?id=" + id} {
+		"/search?q=author", "/notification?id=" + id,
+		// User ids Herald never stores: a user with nothing, not an error.
+		"/search?q=" + strings.Repeat("u", 256), "/search?q=%FF%FE", "/search?q=a%00b"} {
 		status, body := get(path)
 		assert.Equal(t, http.StatusOK, status, "%s: %s", path, body)
 	}

@@ -92,10 +92,27 @@ func NewInbox(repo NotificationRepository, now func() time.Time) *Inbox {
 	return &Inbox{repo: repo, now: clockOrDefault(now)}
 }
 
+// checkUser refuses a user id Herald never stores as a recipient (empty,
+// not UTF-8, holding NUL, longer than notification.MaxRecipientLength),
+// with *notification.FieldError values. The empty one matters most: a
+// broadcast is stored with the empty recipient, so an inbox call for ""
+// (a host's session without a user) read and marked every broadcast.
+func checkUser(op, user string) error {
+	if err := notification.ValidateUserID(user); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
 // List returns a page of user's notifications, newest first. cursor is ""
 // for the first page, or a previous page's Next. limit 0 means
-// DefaultPageSize; it is capped at MaxPageSize.
+// DefaultPageSize; it is capped at MaxPageSize. A user id Herald would
+// never store (empty, not UTF-8, too long) fails with
+// *notification.FieldError, as in every Inbox method.
 func (in *Inbox) List(ctx context.Context, user, cursor string, limit int) (InboxPage, error) {
+	if err := checkUser("list inbox", user); err != nil {
+		return InboxPage{}, err
+	}
 	if limit <= 0 {
 		limit = DefaultPageSize
 	}
@@ -124,12 +141,18 @@ func (in *Inbox) List(ctx context.Context, user, cursor string, limit int) (Inbo
 
 // CountUnread counts user's unread notifications.
 func (in *Inbox) CountUnread(ctx context.Context, user string) (int, error) {
+	if err := checkUser("count unread notifications", user); err != nil {
+		return 0, err
+	}
 	return in.repo.CountUnread(ctx, user)
 }
 
 // MarkRead marks one of user's notifications read. Marking it again is a
 // no-op. It fails with notification.ErrNotFound if it is not user's.
 func (in *Inbox) MarkRead(ctx context.Context, user string, id uuid.UUID) error {
+	if err := checkUser("mark notification read", user); err != nil {
+		return err
+	}
 	err := in.repo.Update(ctx, user, id, func(n *notification.Notification) error {
 		n.MarkRead(in.now())
 		return nil
@@ -143,5 +166,8 @@ func (in *Inbox) MarkRead(ctx context.Context, user string, id uuid.UUID) error 
 // MarkAllRead marks all of user's notifications read and returns how many
 // were unread.
 func (in *Inbox) MarkAllRead(ctx context.Context, user string) (int, error) {
+	if err := checkUser("mark all read", user); err != nil {
+		return 0, err
+	}
 	return in.repo.MarkAllRead(ctx, user, in.now())
 }

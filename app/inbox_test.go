@@ -110,6 +110,45 @@ func TestInboxRejectsForeignCursors(t *testing.T) {
 	require.ErrorIs(t, err, app.ErrInvalidCursor)
 }
 
+// TestAnInboxCallWithoutAUserIDSeesAndChangesNothing: a broadcast is stored
+// with the empty recipient, so an inbox call for the user "" (a host's
+// unauthenticated session, an unset claim) read every broadcast's content
+// and marked them read. A user id Herald would never store (empty, not
+// UTF-8, with NUL, too long) is refused as Preferences().Set and ForgetUser
+// refuse it, before any query.
+func TestAnInboxCallWithoutAUserIDSeesAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	pool := testutil.NewPool(t)
+	repo := adapters.NewPostgresNotificationRepository(pool)
+	inbox := app.NewInbox(repo, nil)
+	ctx := context.Background()
+	b, err := notification.NewNotification(uuid.New(), notification.Draft{Type: "announcement",
+		Broadcast: &notification.Audience{}, Content: notification.Content{Title: "for every device"}}, time.Now())
+	require.NoError(t, err)
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := adapters.NewPostgresNotificationRepository(tx).Add(ctx, []*notification.Notification{b})
+		return err
+	}))
+
+	for _, user := range []string{"", "bad\xffutf8", "nul\x00user", strings.Repeat("u", notification.MaxRecipientLength+1)} {
+		page, err := inbox.List(ctx, user, "", 10)
+		var fe *notification.FieldError
+		require.ErrorAs(t, err, &fe, "List(%q)", user)
+		assert.Empty(t, page.Notifications)
+		_, err = inbox.CountUnread(ctx, user)
+		require.ErrorAs(t, err, &fe, "CountUnread(%q)", user)
+		require.ErrorAs(t, inbox.MarkRead(ctx, user, b.ID()), &fe, "MarkRead(%q)", user)
+		n, err := inbox.MarkAllRead(ctx, user)
+		require.ErrorAs(t, err, &fe, "MarkAllRead(%q)", user)
+		assert.Zero(t, n)
+	}
+	_, err = inbox.List(ctx, "", "", 10)
+	require.ErrorIs(t, err, notification.ErrRequired)
+	stored, err := repo.Get(ctx, b.ID())
+	require.NoError(t, err)
+	assert.False(t, stored.IsRead(), "the broadcast was marked read by nobody")
+}
+
 // TestACursorHeraldCouldNotHaveMadeIsErrInvalidCursor: a forged cursor
 // whose time Postgres cannot hold was a database error (a 500 for the
 // host, "timestamp out of range" in its logs), not ErrInvalidCursor. And a

@@ -22,8 +22,14 @@ type operatorConsole struct {
 }
 
 // listenOperatorConsole listens on addr (":8080", "127.0.0.1:0"), so that a
-// bad address fails before the demo starts.
+// bad address fails before the demo starts. A bare port listens on
+// loopback only: the console has no authentication and the demo shows
+// content, over DATABASE_URL's database when it is set; serving it to the
+// network takes a host given explicitly (0.0.0.0:8080).
 func listenOperatorConsole(addr string) (*operatorConsole, error) {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)

@@ -43,7 +43,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	verbose := fs.Bool("v", false, "log at info level on stderr (default: warnings and errors only)")
 	latency := fs.Duration("latency", 20*time.Millisecond, "latency the fake FCM adds to every request")
 	realToken := fs.String("token", "", "with real FCM: a real device's registration token, registered as one of alice's devices")
-	consoleAddr := fs.String("console", "", "serve the operator console on this address (for example :8080) during the demo and after it, until interrupted")
+	consoleAddr := fs.String("console", "", "serve the operator console on this address (for example :8080, this machine only; 0.0.0.0:8080 for the network) during the demo and after it, until interrupted")
 	if err := fs.Parse(args); err != nil {
 		return cli.UsageError{Msg: err.Error()}
 	}

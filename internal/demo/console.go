@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/herald-push/herald"
@@ -52,11 +53,35 @@ func (c *operatorConsole) URL() string {
 // authentication.
 func (c *operatorConsole) serve(h *herald.Herald) {
 	c.srv = &http.Server{
-		Handler:           h.Console(herald.ConsoleOptions{Title: "Herald demo", ShowContent: true, Refresh: 3 * time.Second}),
+		Handler:           c.guard(h.Console(herald.ConsoleOptions{Title: "Herald demo", ShowContent: true, Refresh: 3 * time.Second})),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	c.done = make(chan error, 1)
 	go func() { c.done <- c.srv.Serve(c.ln) }()
+}
+
+// guard wraps the console of a listener on loopback so that it answers
+// only requests addressed to this machine by a local name (localhost, a
+// loopback address): a web page that rebinds its own name to 127.0.0.1
+// is otherwise same-origin with the console, reads it and posts its
+// forms with their tokens. A console served to the network on purpose is
+// left as it is.
+func (c *operatorConsole) guard(next http.Handler) http.Handler {
+	if a, ok := c.ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		ip := net.ParseIP(host)
+		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, "this console answers only at localhost", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Close stops serving, letting requests in progress finish for a moment.

@@ -90,6 +90,18 @@ func runRelay(t *testing.T, pool *pgxpool.Pool, rules *notification.Rules) *outb
 	return relay
 }
 
+// runRelayOnly runs a relay (no broadcast expander) with cfg on pool until
+// the test ends.
+func runRelayOnly(t *testing.T, pool *pgxpool.Pool, rules *notification.Rules, cfg outbox.RelayConfig) {
+	t.Helper()
+	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); assert.NoError(t, relay.Run(ctx)) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func addTokens(t *testing.T, pool *pgxpool.Pool, user string, tokens ...string) {
 	t.Helper()
 	for _, tok := range tokens {
@@ -313,13 +325,7 @@ func TestARelayWhoseConnectionIsCutMidMessageStartsAgainWithoutWaitingOutTheAckD
 		END $$;
 		CREATE TRIGGER cut BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION cut();`)
 	require.NoError(t, err)
-	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn,
-		outbox.RelayConfig{PollInterval: 10 * time.Millisecond, AckDeadline: 20 * time.Second})
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runRelayOnly(t, pool, rules, outbox.RelayConfig{PollInterval: 10 * time.Millisecond, AckDeadline: 20 * time.Second})
 
 	n := raise(t, pool, ob, pingEvent{UserID: "u1"})[0]
 	waitDeliveries(t, pool, n, 1, 10*time.Second)

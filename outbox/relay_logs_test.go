@@ -62,25 +62,9 @@ func TestATransientRelayFailureIsAWarningNotAnErrorPerRedelivery(t *testing.T) {
 	rules := livenessRules(t)
 	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
-	_, err := pool.Exec(ctx, `
-		CREATE SEQUENCE refusals;
-		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF nextval('refusals') <= 6 THEN
-				RAISE EXCEPTION 'refused' USING ERRCODE = 'serialization_failure';
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER refuse BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION refuse();`)
-	require.NoError(t, err)
+	refuseDeliveries(t, pool, 6)
 	log := &levels{}
-	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn,
-		outbox.RelayConfig{PollInterval: 10 * time.Millisecond, Logger: slog.New(log)})
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runRelayOnly(t, pool, rules, outbox.RelayConfig{PollInterval: 10 * time.Millisecond, Logger: slog.New(log)})
 
 	n := raise(t, pool, ob, pingEvent{UserID: "u1"})[0]
 	waitDeliveries(t, pool, n, 1, 60*time.Second)
@@ -97,6 +81,24 @@ func TestATransientRelayFailureIsAWarningNotAnErrorPerRedelivery(t *testing.T) {
 		t.Logf("%s %s %q", r.Time.Format("15:04:05.000"), r.Level, r.Message)
 	}
 	assert.Less(t, len(warnings), 6, "reported once per interval, not once per try")
+}
+
+// refuseDeliveries makes the first n delivery inserts fail with a
+// serialization failure (counted in the sequence refusals, which no
+// rollback takes back).
+func refuseDeliveries(t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), fmt.Sprintf(`
+		CREATE SEQUENCE refusals;
+		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('refusals') <= %d THEN
+				RAISE EXCEPTION 'refused' USING ERRCODE = 'serialization_failure';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION refuse();`, n))
+	require.NoError(t, err)
 }
 
 // collapsingPing notifies one user with a collapse key: a newer one
@@ -129,13 +131,8 @@ func TestAReadRacingASupersedeHoldsUpTheRelayForANewTransactionNotItsAckDeadline
 	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
 	log := &levels{}
-	relay, err := outbox.NewRelay(pool, rules, adapters.RelayStoreIn, outbox.RelayConfig{
+	runRelayOnly(t, pool, rules, outbox.RelayConfig{
 		PollInterval: 10 * time.Millisecond, AckDeadline: 20 * time.Second, Logger: slog.New(log)})
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
-	t.Cleanup(func() { cancel(); <-done })
 
 	first := raise(t, pool, ob, collapsingPing{UserID: "u1", N: 1})[0]
 	waitDeliveries(t, pool, first, 1, 10*time.Second)
@@ -284,17 +281,7 @@ func TestARelayAbandoningATransactionOnAStalledDatabaseIsDoneWithItBeforeItsAckD
 	rules := livenessRules(t)
 	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
-	_, err := pool.Exec(ctx, `
-		CREATE SEQUENCE refusals;
-		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF nextval('refusals') = 1 THEN
-				RAISE EXCEPTION 'refused' USING ERRCODE = 'serialization_failure';
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER refuse BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION refuse();`)
-	require.NoError(t, err)
+	refuseDeliveries(t, pool, 1)
 
 	const ackDeadline = 3 * time.Second
 	st := &stall{marker: []byte("transaction abandoned"), delay: ackDeadline + 1500*time.Millisecond}
@@ -313,13 +300,8 @@ func TestARelayAbandoningATransactionOnAStalledDatabaseIsDoneWithItBeforeItsAckD
 	t.Cleanup(stalled.Close)
 
 	log := &levels{}
-	relay, err := outbox.NewRelay(stalled, rules, adapters.RelayStoreIn, outbox.RelayConfig{
+	runRelayOnly(t, stalled, rules, outbox.RelayConfig{
 		PollInterval: 10 * time.Millisecond, AckDeadline: ackDeadline, Logger: slog.New(log)})
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); assert.NoError(t, relay.Run(runCtx)) }()
-	t.Cleanup(func() { cancel(); <-done })
 
 	n := raise(t, pool, ob, pingEvent{UserID: "u1"})[0]
 	waitDeliveries(t, pool, n, 1, 20*time.Second)

@@ -210,11 +210,7 @@ func TestCluster_StopIsIdempotentAndRemovesFiles(t *testing.T) {
 func TestCluster_StartReapsClustersOfDeadProcesses(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	// Not t.TempDir: when we are root, the postgres user must be able to enter it.
-	root, err := os.MkdirTemp("", "herald-reap-")
-	require.NoError(t, err)
-	require.NoError(t, os.Chmod(root, 0o755))
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	root := clusterRoot(t)
 
 	stale, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
 	require.NoError(t, err)
@@ -247,10 +243,7 @@ func TestCluster_StartReapsClustersOfDeadProcesses(t *testing.T) {
 func TestCluster_StartNeverReapsAClusterWhoseOwnerFileItReadsEmpty(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	root, err := os.MkdirTemp("", "herald-reap-")
-	require.NoError(t, err)
-	require.NoError(t, os.Chmod(root, 0o755))
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	root := clusterRoot(t)
 
 	live, err := testutil.StartCluster(ctx, testutil.ClusterConfig{Dir: root})
 	require.NoError(t, err)
@@ -280,6 +273,18 @@ func TestSharedCluster_IsTheOneNewDatabaseUses(t *testing.T) {
 	cfg, err := pgx.ParseConfig(url)
 	require.NoError(t, err)
 	require.Equal(t, uint16(cluster.Port()), cfg.Port)
+}
+
+// clusterRoot returns a directory of this test's own for clusters, removed
+// when it ends. Not t.TempDir: when we are root, the postgres user must be
+// able to enter it.
+func clusterRoot(t *testing.T) string {
+	t.Helper()
+	root, err := os.MkdirTemp("", "herald-reap-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(root, 0o755))
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	return root
 }
 
 func newPool(t *testing.T, url string) *pgxpool.Pool {

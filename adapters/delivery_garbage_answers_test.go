@@ -69,3 +69,55 @@ func TestGarbageInAnFCMAnswerNeverFailsTheRecordingOfOtherOutcomes(t *testing.T)
 	}
 	require.NoError(t, rows.Err())
 }
+
+// A dead token that the host's own tables hold on to (here a foreign key
+// without ON DELETE) cannot be deleted. The outcome batch that found it dead
+// failed with it, and every push in the batch, sent, was pushed again after
+// its lease. The outcomes are now recorded; the token stays, to be tried
+// again at its next UNREGISTERED.
+func TestADeadTokenTheHostHoldsOnToNeverFailsTheRecordingOfOtherOutcomes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	for _, tok := range []string{"t-held", "t-fine"} {
+		f.register("alice", tok, notification.PlatformAndroid)
+		f.deliver("alice", "", tok)
+	}
+	_, err := f.pool.Exec(ctx, `
+		CREATE TABLE host_support_tickets (id int PRIMARY KEY, token text REFERENCES herald_device_tokens (token));
+		INSERT INTO host_support_tickets VALUES (1, 't-held');`)
+	require.NoError(t, err)
+	now := time.Now()
+	claimed, err := f.repo.ClaimDue(ctx, now, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, claimed, 2)
+	policy := notification.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Second, MaxDelay: time.Minute}
+	var ds []*notification.Delivery
+	for _, c := range claimed {
+		d := c.Delivery
+		if d.Token() == "t-held" {
+			_, err := d.RecordFailure(&notification.SendError{Class: notification.ErrTokenUnregistered, Code: "UNREGISTERED",
+				Reason: "gone"}, policy, now, 0)
+			require.NoError(t, err)
+		} else {
+			require.NoError(t, d.MarkSent("projects/p/messages/1", now))
+		}
+		ds = append(ds, d)
+	}
+	recorded, err := f.repo.Record(ctx, ds)
+	require.NoError(t, err)
+	assert.Equal(t, 2, recorded)
+	rows, err := f.pool.Query(ctx, `SELECT token, status FROM herald_deliveries ORDER BY token`)
+	require.NoError(t, err)
+	statuses := map[string]string{}
+	for rows.Next() {
+		var token, status string
+		require.NoError(t, rows.Scan(&token, &status))
+		statuses[token] = status
+	}
+	require.NoError(t, rows.Err())
+	assert.Equal(t, map[string]string{"t-fine": "sent", "t-held": "token_pruned"}, statuses)
+	var kept bool
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald_device_tokens WHERE token = 't-held')`).Scan(&kept))
+	assert.True(t, kept, "the host holds on to the token")
+}

@@ -3,13 +3,16 @@ package adapters
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
@@ -719,28 +722,11 @@ func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notifi
 	return current, nil
 }
 
-// Record implements app.DeliveryStore. One statement (so one transaction)
-// saves every outcome whose claim is still current, deletes the tokens that
-// were pruned, and marks the other open deliveries to those tokens pruned
-// too (through the partial index on open deliveries' tokens), so no further
-// request is spent on a dead token.
-//
-// Times are the database's: a delivery's next due time is the database's
-// now plus the delay the domain decided (its DueAt minus its UpdatedAt, both
-// in the sender's clock), and updated_at is the database's now.
-func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
-	n := len(ds)
-	ids, attempts, delays := make(ptrArray[int8Elem], n), make([]int32, n), make(ptrArray[int8Elem], n)
-	statuses, lastErrors, codes, names := make(ptrArray[textElem], n), make(ptrArray[wordsElem], n),
-		make(ptrArray[wordsElem], n), make(ptrArray[wordsElem], n)
-	claims := make(ptrArray[uuidElem], n)
-	for i, d := range ds {
-		ids[i], attempts[i], statuses[i] = int8Elem(d.ID()), int32(d.Attempts()), textElem(d.Status())
-		lastErrors[i], codes[i], names[i] = wordsElem(d.LastError()), wordsElem(d.ErrorCode()), wordsElem(d.MessageName())
-		delays[i], claims[i] = int8Elem(max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds())), uuidElem(d.ClaimID())
-	}
-	var recorded int
-	err := r.db.QueryRow(ctx, `
+// recordSQL records a batch of outcomes ($1-$8, one element per delivery),
+// each only if its claim ($8) is still current, logs failed attempts, and
+// for the tokens found dead deletes them (only when $9) and closes their
+// other open deliveries.
+const recordSQL = `
 		WITH outcome AS (
 			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[],
 				$6::text[], $7::text[], $8::uuid[])
@@ -766,7 +752,7 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 			SELECT DISTINCT ON (token) token, error_code, last_error
 			FROM recorded WHERE status = 'token_pruned'
 		), pruned_tokens AS (
-			DELETE FROM herald_device_tokens t USING dead WHERE t.token = dead.token
+			DELETE FROM herald_device_tokens t USING dead WHERE $9 AND t.token = dead.token
 		), pruned_siblings AS (
 			UPDATE herald_deliveries d SET status = 'token_pruned', updated_at = now(),
 				error_code = dead.error_code, last_error = dead.last_error, claim_id = NULL
@@ -775,8 +761,41 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 				AND d.id NOT IN (SELECT id FROM recorded)
 		)
 		-- Postgres runs every data-modifying WITH clause to completion.
-		SELECT count(*) FROM recorded`,
-		ids, statuses, attempts, delays, lastErrors, codes, names, claims).Scan(&recorded)
+		SELECT count(*) FROM recorded`
+
+// Record implements app.DeliveryStore. One statement (so one transaction)
+// saves every outcome whose claim is still current, deletes the tokens that
+// were pruned, and marks the other open deliveries to those tokens pruned
+// too (through the partial index on open deliveries' tokens), so no further
+// request is spent on a dead token.
+//
+// Times are the database's: a delivery's next due time is the database's
+// now plus the delay the domain decided (its DueAt minus its UpdatedAt, both
+// in the sender's clock), and updated_at is the database's now.
+func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notification.Delivery) (int, error) {
+	n := len(ds)
+	ids, attempts, delays := make(ptrArray[int8Elem], n), make([]int32, n), make(ptrArray[int8Elem], n)
+	statuses, lastErrors, codes, names := make(ptrArray[textElem], n), make(ptrArray[wordsElem], n),
+		make(ptrArray[wordsElem], n), make(ptrArray[wordsElem], n)
+	claims := make(ptrArray[uuidElem], n)
+	for i, d := range ds {
+		ids[i], attempts[i], statuses[i] = int8Elem(d.ID()), int32(d.Attempts()), textElem(d.Status())
+		lastErrors[i], codes[i], names[i] = wordsElem(d.LastError()), wordsElem(d.ErrorCode()), wordsElem(d.MessageName())
+		delays[i], claims[i] = int8Elem(max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds())), uuidElem(d.ClaimID())
+	}
+	record := func(prune bool) (recorded int, err error) {
+		err = r.db.QueryRow(ctx, recordSQL, ids, statuses, attempts, delays, lastErrors, codes, names, claims, prune).Scan(&recorded)
+		return recorded, err
+	}
+	recorded, err := record(true)
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "23") {
+		// A dead token the host's own tables hold on to (a foreign key, a
+		// trigger) cannot be deleted: the batch's outcomes are recorded
+		// without deleting it, rather than not at all (when every push in
+		// the batch, sent, would be pushed again after its lease). The
+		// token is tried again at its next UNREGISTERED.
+		recorded, err = record(false)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("record delivery outcomes: %w", err)
 	}

@@ -13,6 +13,46 @@ import (
 	"github.com/herald-push/herald/notification"
 )
 
+// outcomeOf is what happens to a claimed delivery's push.
+type outcomeOf func(d *notification.Delivery, now time.Time) error
+
+func sent(name string) outcomeOf {
+	return func(d *notification.Delivery, now time.Time) error { return d.MarkSent(name, now) }
+}
+
+func failed(se *notification.SendError) outcomeOf {
+	return func(d *notification.Delivery, now time.Time) error {
+		_, err := d.RecordFailure(se, notification.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Second, MaxDelay: time.Minute}, now, 0)
+		return err
+	}
+}
+
+// claimedWith gives alice one pending delivery per token of outcomes
+// (registered first, after prepare runs), claims them all and applies each
+// token's outcome, ready to be recorded.
+func claimedWith(t *testing.T, f *ownershipFixture, outcomes map[string]outcomeOf, prepare string) []*notification.Delivery {
+	t.Helper()
+	ctx := context.Background()
+	for tok := range outcomes {
+		f.register("alice", tok, notification.PlatformAndroid)
+		f.deliver("alice", "", tok)
+	}
+	if prepare != "" {
+		_, err := f.pool.Exec(ctx, prepare)
+		require.NoError(t, err)
+	}
+	now := time.Now()
+	claimed, err := f.repo.ClaimDue(ctx, now, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, claimed, len(outcomes))
+	ds := make([]*notification.Delivery, 0, len(claimed))
+	for _, c := range claimed {
+		require.NoError(t, outcomes[c.Delivery.Token()](c.Delivery, now))
+		ds = append(ds, c.Delivery)
+	}
+	return ds
+}
+
 // An FCM (or a proxy in front of it) answering garbage: a message name or
 // an error message holding NUL or bytes that are not UTF-8, which Postgres
 // refuses to store as text. The outcomes are recorded in batches: one such
@@ -23,30 +63,12 @@ func TestGarbageInAnFCMAnswerNeverFailsTheRecordingOfOtherOutcomes(t *testing.T)
 	t.Parallel()
 	ctx := context.Background()
 	f := newOwnershipFixture(t)
-	for _, tok := range []string{"t-name", "t-error", "t-fine"} {
-		f.register("alice", tok, notification.PlatformAndroid)
-		f.deliver("alice", "", tok)
-	}
-	now := time.Now()
-	claimed, err := f.repo.ClaimDue(ctx, now, 10, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, claimed, 3)
-	policy := notification.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Second, MaxDelay: time.Minute}
-	var ds []*notification.Delivery
-	for _, c := range claimed {
-		d := c.Delivery
-		switch d.Token() {
-		case "t-name":
-			require.NoError(t, d.MarkSent("projects/p/messages/\x00\xff\xfe", now))
-		case "t-error":
-			_, err := d.RecordFailure(&notification.SendError{Class: notification.ErrProviderUnavailable, Code: "INTERNAL",
-				Reason: "upstream said \x00\xc3\x28 and hung up"}, policy, now, 0)
-			require.NoError(t, err)
-		default:
-			require.NoError(t, d.MarkSent("projects/p/messages/1", now))
-		}
-		ds = append(ds, d)
-	}
+	ds := claimedWith(t, f, map[string]outcomeOf{
+		"t-name": sent("projects/p/messages/\x00\xff\xfe"),
+		"t-error": failed(&notification.SendError{Class: notification.ErrProviderUnavailable, Code: "INTERNAL",
+			Reason: "upstream said \x00\xc3\x28 and hung up"}),
+		"t-fine": sent("projects/p/messages/1"),
+	}, "")
 	recorded, err := f.repo.Record(ctx, ds)
 	require.NoError(t, err)
 	assert.Equal(t, 3, recorded)
@@ -79,31 +101,11 @@ func TestADeadTokenTheHostHoldsOnToNeverFailsTheRecordingOfOtherOutcomes(t *test
 	t.Parallel()
 	ctx := context.Background()
 	f := newOwnershipFixture(t)
-	for _, tok := range []string{"t-held", "t-fine"} {
-		f.register("alice", tok, notification.PlatformAndroid)
-		f.deliver("alice", "", tok)
-	}
-	_, err := f.pool.Exec(ctx, `
-		CREATE TABLE host_support_tickets (id int PRIMARY KEY, token text REFERENCES herald_device_tokens (token));
+	ds := claimedWith(t, f, map[string]outcomeOf{
+		"t-held": failed(&notification.SendError{Class: notification.ErrTokenUnregistered, Code: "UNREGISTERED", Reason: "gone"}),
+		"t-fine": sent("projects/p/messages/1"),
+	}, `CREATE TABLE host_support_tickets (id int PRIMARY KEY, token text REFERENCES herald_device_tokens (token));
 		INSERT INTO host_support_tickets VALUES (1, 't-held');`)
-	require.NoError(t, err)
-	now := time.Now()
-	claimed, err := f.repo.ClaimDue(ctx, now, 10, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, claimed, 2)
-	policy := notification.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Second, MaxDelay: time.Minute}
-	var ds []*notification.Delivery
-	for _, c := range claimed {
-		d := c.Delivery
-		if d.Token() == "t-held" {
-			_, err := d.RecordFailure(&notification.SendError{Class: notification.ErrTokenUnregistered, Code: "UNREGISTERED",
-				Reason: "gone"}, policy, now, 0)
-			require.NoError(t, err)
-		} else {
-			require.NoError(t, d.MarkSent("projects/p/messages/1", now))
-		}
-		ds = append(ds, d)
-	}
 	recorded, err := f.repo.Record(ctx, ds)
 	require.NoError(t, err)
 	assert.Equal(t, 2, recorded)

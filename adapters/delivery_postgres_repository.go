@@ -556,10 +556,9 @@ func (r *PostgresDeliveryRepository) claimOnce(ctx context.Context, now time.Tim
 		return nil, 0, fmt.Errorf("claim due deliveries: %w", err)
 	}
 	if len(malformed) > 0 {
-		if err := r.failMalformed(ctx, claimID, malformed); err != nil {
-			// Left claimed: the lease ends, and the next claim tries again.
-			return dispatches, scanned, nil
-		}
+		// Should this fail, they stay claimed: their lease ends, and the
+		// claim that takes them again fails them then.
+		_ = r.failMalformed(ctx, claimID, malformed)
 	}
 	r.lastClaimed.Store(int64(len(dispatches)))
 	return dispatches, scanned, nil
@@ -579,7 +578,7 @@ func (r *PostgresDeliveryRepository) failMalformed(ctx context.Context, claimID 
 	ids := make([]int64, len(malformed))
 	reasons := make([]string, len(malformed))
 	for i, m := range malformed {
-		ids[i], reasons[i] = m.id, m.reason
+		ids[i], reasons[i] = m.id, storableText(m.reason) // it may quote the row's bytes
 	}
 	_, err := r.db.Exec(ctx, `
 		UPDATE herald_deliveries d SET status = 'failed', error_code = 'MALFORMED_NOTIFICATION', last_error = u.reason,

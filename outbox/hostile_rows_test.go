@@ -144,6 +144,17 @@ type progressEvent struct {
 
 func (progressEvent) EventType() string { return "progress" }
 
+// onProgress adds progressEvent's rule to rules: one notification to its
+// user, under the collapse key "import", so that each supersedes the one
+// before.
+func onProgress(t *testing.T, rules *notification.Rules) {
+	t.Helper()
+	require.NoError(t, notification.On(rules, func(e progressEvent) ([]notification.Draft, error) {
+		return []notification.Draft{{Recipient: e.UserID, Type: "progress", CollapseKey: "import",
+			Content: notification.Content{Title: "importing"}}}, nil
+	}))
+}
+
 // An import notifies its owner of its progress under one collapse key, far
 // faster than the relay expands (or while no relay runs): when the first
 // of them was expanded, every newer one was already committed, and the
@@ -155,10 +166,7 @@ func TestACollapseKeyRaisedThreeHundredThousandTimesNeverStallsTheMessagesBehind
 	ctx := context.Background()
 	pool := testutil.NewPool(t)
 	rules := livenessRules(t)
-	require.NoError(t, notification.On(rules, func(e progressEvent) ([]notification.Draft, error) {
-		return []notification.Draft{{Recipient: e.UserID, Type: "progress", CollapseKey: "import",
-			Content: notification.Content{Title: "importing"}}}, nil
-	}))
+	onProgress(t, rules)
 	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "owner", "owner-token")
 	addTokens(t, pool, "later", "later-token")

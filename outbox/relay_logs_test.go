@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/adapters"
-	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
 	"github.com/herald-push/herald/testutil"
 )
@@ -101,15 +100,6 @@ func refuseDeliveries(t *testing.T, pool *pgxpool.Pool, n int) {
 	require.NoError(t, err)
 }
 
-// collapsingPing notifies one user with a collapse key: a newer one
-// supersedes the older, which the relay marks in its transaction.
-type collapsingPing struct {
-	UserID string `json:"user_id"`
-	N      int    `json:"n"`
-}
-
-func (collapsingPing) EventType() string { return "collapsing_ping" }
-
 // A user reading a notification while the relay supersedes it with a newer
 // one of the same collapse key makes the relay's update a serialization
 // failure, which only a new transaction clears. The relay starts one at
@@ -123,18 +113,15 @@ func TestAReadRacingASupersedeHoldsUpTheRelayForANewTransactionNotItsAckDeadline
 	pool, err := pgxpool.New(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	rules := notification.NewRules()
-	require.NoError(t, notification.On(rules, func(e collapsingPing) ([]notification.Draft, error) {
-		return []notification.Draft{{Recipient: e.UserID, Type: "ping", CollapseKey: "inbox",
-			Content: notification.Content{Title: fmt.Sprintf("%d new", e.N)}}}, nil
-	}))
+	rules := livenessRules(t)
+	onProgress(t, rules)
 	ob := outbox.New(rules, adapters.NotificationWriterIn, outbox.Config{})
 	addTokens(t, pool, "u1", "u1-token")
 	log := &levels{}
 	runRelayOnly(t, pool, rules, outbox.RelayConfig{
 		PollInterval: 10 * time.Millisecond, AckDeadline: 20 * time.Second, Logger: slog.New(log)})
 
-	first := raise(t, pool, ob, collapsingPing{UserID: "u1", N: 1})[0]
+	first := raise(t, pool, ob, progressEvent{UserID: "u1"})[0]
 	waitDeliveries(t, pool, first, 1, 10*time.Second)
 
 	// The user reads the first while the second is relayed: the read holds
@@ -150,7 +137,7 @@ func TestAReadRacingASupersedeHoldsUpTheRelayForANewTransactionNotItsAckDeadline
 	require.NoError(t, err)
 	_, err = holdTx.Exec(ctx, `SELECT 1 FROM "watermill_offsets_herald_outbox" FOR UPDATE`)
 	require.NoError(t, err)
-	second := raise(t, pool, ob, collapsingPing{UserID: "u1", N: 2})[0]
+	second := raise(t, pool, ob, progressEvent{UserID: "u1"})[0]
 	reader, err := pgx.Connect(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = reader.Close(ctx) })

@@ -240,14 +240,24 @@ func classifyFCMError(err error) *notification.SendError {
 	return se
 }
 
+// invalidTokenFCMMessage is FCM's message, whole, for a registration token it
+// does not know: real FCM sends it with no field violation.
+const invalidTokenFCMMessage = "The registration token is not a valid FCM registration token"
+
 // invalidTokenArgument reports whether an INVALID_ARGUMENT error is about
 // the registration token rather than the message: FCM names the field
-// "message.token" in a BadRequest detail, and its message says so.
+// "message.token" in a BadRequest detail, or answers its own message for an
+// invalid token, whole. Nothing less will do: the token is then deleted for
+// good, and a message refused for words that merely mention "registration
+// token" (a field, a target) would take a valid token, and every later push
+// to its device, with it.
 func invalidTokenArgument(err error) bool {
+	message := err.Error()
 	if resp := errorutils.HTTPResponse(err); resp != nil && resp.Body != nil {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		var parsed struct {
 			Error struct {
+				Message string `json:"message"`
 				Details []struct {
 					FieldViolations []struct {
 						Field string `json:"field"`
@@ -263,9 +273,10 @@ func invalidTokenArgument(err error) bool {
 					}
 				}
 			}
+			message = parsed.Error.Message
 		}
 	}
-	return strings.Contains(strings.ToLower(err.Error()), "registration token")
+	return strings.EqualFold(strings.TrimSuffix(strings.TrimSpace(message), "."), invalidTokenFCMMessage)
 }
 
 // httpStatus returns the HTTP status of the response behind err, or 0.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -154,6 +155,19 @@ func classifyPushError(parent, ctx context.Context, ps *pushState, err error) *n
 				Reason: "deadline reached while waiting out Retry-After", RetryAfter: retryAfter,
 				CountsAgainstProvider: true, Err: err}
 		}
+	}
+	var unaddressable *url.Error
+	if sent == 0 && ctx.Err() == nil && !errors.As(err, &unaddressable) {
+		// No request reached the transport, and nothing stopped the push:
+		// the SDK refused the message itself before sending it (its own
+		// checks of the options, or its JSON encoding), as FCM would have
+		// refused it, and will again. A row written around Herald, or
+		// options an older SDK took, get here. Failing it is the message's
+		// fault only: the HTTP client's own errors before a request (an
+		// endpoint it cannot address, the same for every push) are
+		// *url.Error, and go on to be classified as a provider failure.
+		return &notification.SendError{Class: notification.ErrMessageRejected, Code: "SDK_REJECTED",
+			Reason: "refused by the firebase sdk before sending: " + firstLine(err.Error()), Err: err}
 	}
 	se := classifyFCMError(err)
 	if se.RetryAfter == 0 && errors.Is(se.Class, notification.ErrProviderUnavailable) {

@@ -98,7 +98,8 @@ var (
 	// (INVALID_ARGUMENT about the token). The token is pruned.
 	ErrTokenRejected = errors.New("token rejected")
 	// ErrMessageRejected: FCM rejected the message itself (INVALID_ARGUMENT
-	// about the message). The delivery fails and is never retried.
+	// about the message), or the provider's client refused to send it. The
+	// delivery fails and is never retried.
 	ErrMessageRejected = errors.New("message rejected")
 	// ErrQuotaExceeded: FCM throttled us (QUOTA_EXCEEDED, HTTP 429). Retried no
 	// sooner than Retry-After, and all sending slows down.

@@ -264,7 +264,9 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.TokenHash, d.Status, d.DeliveryInfo.Attempts,
 			orDash(d.Code), d.UpdatedAt.UTC().Format(time.RFC3339), orDash(d.LastError))
 		for _, a := range d.Attempts {
-			fmt.Fprintf(tw, "\t  attempt %d\t%s\t\t%s\t%s\t%s\n", a.Number, a.Outcome, orDash(a.Code),
+			// The outcome column has no constraint: a row written by hand
+			// may hold anything.
+			fmt.Fprintf(tw, "\t  attempt %d\t%s\t\t%s\t%s\t%s\n", a.Number, shown(string(a.Outcome)), orDash(a.Code),
 				a.At.UTC().Format(time.RFC3339Nano), orDash(a.Error))
 		}
 	}

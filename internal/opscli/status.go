@@ -1,6 +1,7 @@
 package opscli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -54,11 +55,15 @@ func Status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		case err != nil:
 			return err
 		case *asJSON:
-			enc := json.NewEncoder(stdout)
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
 			if !*watch {
 				enc.SetIndent("", "  ")
 			}
 			if err := enc.Encode(s); err != nil {
+				return err
+			}
+			if _, err := stdout.Write(shownJSON(buf.Bytes())); err != nil {
 				return err
 			}
 		case *watch:

@@ -40,6 +40,7 @@ func TestAMessageTheSDKRefusesToSendIsRejectedNotRetried(t *testing.T) {
 			assert.Equal(t, "SDK_REJECTED", se.Code)
 			assert.Contains(t, se.Reason, "refused by the firebase sdk before sending")
 			assert.False(t, se.CountsAgainstProvider, "FCM was never asked")
+			assert.True(t, se.NoRequest, "no round trip to learn from")
 			assert.Zero(t, fake.Requests(), "no request was made")
 			assert.Equal(t, "closed", sender.BreakerState())
 

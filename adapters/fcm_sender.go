@@ -166,7 +166,7 @@ func classifyPushError(parent, ctx context.Context, ps *pushState, err error) *n
 		// fault only: the HTTP client's own errors before a request (an
 		// endpoint it cannot address, the same for every push) are
 		// *url.Error, and go on to be classified as a provider failure.
-		return &notification.SendError{Class: notification.ErrMessageRejected, Code: "SDK_REJECTED",
+		return &notification.SendError{Class: notification.ErrMessageRejected, Code: "SDK_REJECTED", NoRequest: true,
 			Reason: "refused by the firebase sdk before sending: " + firstLine(err.Error()), Err: err}
 	}
 	se := classifyFCMError(err)

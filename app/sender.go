@@ -663,10 +663,17 @@ func (s *Sender) tuneLoop(ctx context.Context, startWorkers func(int)) {
 }
 
 // observeRoundTrip feeds a push's round trip to the adaptive limit. Pushes
-// FCM never answered (the breaker refused them, Herald cancelled them) say
-// nothing about its round trip.
+// FCM never answered (the breaker refused them, Herald cancelled them, the
+// SDK refused the message before any request) say nothing about its round
+// trip. Counted, a window of instant refusals set the limit's baseline
+// near zero, every real round trip after it looked like FCM queueing, and
+// the limit was cut to its floor for every user's pushes.
 func (s *Sender) observeRoundTrip(rtt time.Duration, saturated bool, err error) {
 	if s.cfg.MaxInFlight > 0 || errors.Is(err, notification.ErrCircuitOpen) || errors.Is(err, notification.ErrPushCancelled) {
+		return
+	}
+	var se *notification.SendError
+	if errors.As(err, &se) && se.NoRequest {
 		return
 	}
 	s.ruleMu.Lock()

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,4 +121,45 @@ func TestASenderWhoseClaimsAreSlowStillPushesAtItsRate(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	perSecond := float64(s.Stats().Sent-from) / time.Since(start).Seconds()
 	assert.Greater(t, perSecond, 850.0, "pushes a second with claims of 60 ms, at a rate of 1,000")
+}
+
+// A message the SDK refuses before any request (SDK_REJECTED: options a
+// script wrote around Herald) comes back in microseconds. Counted as a
+// round trip, a burst of them set the adaptive limit's baseline near zero;
+// every real round trip after it looked like FCM queueing, and the limit
+// was cut towards its floor for every other user's pushes.
+func TestMessagesTheSDKRefusesNeverShrinkTheConcurrencyForEveryoneElse(t *testing.T) {
+	store := newMemStore()
+	now := time.Now().Add(-time.Minute)
+	for i := range 3000 {
+		store.add(fmt.Sprintf("before-%05d", i), notification.PlatformAndroid, now)
+	}
+	pusher := newFakePusher(func(msg notification.Message) error {
+		if strings.HasPrefix(msg.Token, "refused-") {
+			return &notification.SendError{Class: notification.ErrMessageRejected, Code: "SDK_REJECTED", NoRequest: true,
+				Reason: "refused by the firebase sdk before sending"}
+		}
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	s := runSender(t, store, pusher, app.SenderConfig{
+		RatePerMinute: 300_000, // 5,000 a second: about 150 in flight at 20 ms
+		PollInterval:  5 * time.Millisecond,
+		FlushInterval: 5 * time.Millisecond,
+	})
+	require.Eventually(t, func() bool { return s.Stats().Sent >= 2500 }, waitFor, 10*time.Millisecond, "the sender warms up")
+	settled := s.Stats().InFlightLimit
+	require.Greater(t, settled, int64(64), "the limit grew to what 5,000/s at 20 ms needs")
+
+	// A burst of refusals, due first, then the other users' pushes.
+	for i := range 2000 {
+		store.add(fmt.Sprintf("refused-%05d", i), notification.PlatformAndroid, now.Add(time.Second))
+	}
+	for i := range 20000 {
+		store.add(fmt.Sprintf("after-%05d", i), notification.PlatformAndroid, now.Add(2*time.Second))
+	}
+	require.Eventually(t, func() bool { return s.Stats().Failed >= 2000 }, waitFor, 10*time.Millisecond, "the refusals are failed")
+	time.Sleep(1500 * time.Millisecond)
+	assert.GreaterOrEqual(t, s.Stats().InFlightLimit, settled/2,
+		"the limit after the refusals (it was %d before them)", settled)
 }

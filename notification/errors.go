@@ -185,6 +185,10 @@ type SendError struct {
 	// and our own credentials rejected. The FCM adapter's circuit breaker
 	// judges each HTTP attempt by the same rule.
 	CountsAgainstProvider bool
+	// NoRequest is true when the provider was never asked: its client
+	// refused the message before any request. Such a failure takes
+	// microseconds and says nothing about the provider's round trip.
+	NoRequest bool
 	// Err is the underlying error, if any.
 	Err error
 }

@@ -132,3 +132,41 @@ func BenchmarkRecord(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "deliveries/s")
 }
+
+// BenchmarkExpandBroadcastChunk expands a broadcast to 100,000 tokens of
+// real length in chunks of 5,000 (Broadcast.ChunkSize's default). When one
+// broadcast is done, the next is recorded outside the timer.
+func BenchmarkExpandBroadcastChunk(b *testing.B) {
+	const tokens, chunk = 100_000, 5_000
+	pool := testutil.NewPool(b)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+		SELECT 'cXkR2mXbQ0uY7pL4vN9aZ1:APA91b' || repeat('Hk3Jd8sLq0Wm5Zx2Vb7Nc4Tg', 5) || lpad(g::text, 9, '0'),
+			'user-' || g, 'android', now(), now()
+		FROM generate_series(1, $1) g`, tokens); err != nil {
+		b.Fatal(err)
+	}
+	broadcast := func() {
+		if _, err := pool.Exec(ctx, `
+			WITH n AS (INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
+				VALUES (gen_random_uuid(), '', 'news', 'for all', '{}', now()) RETURNING id)
+			INSERT INTO herald_broadcasts (notification_id, created_at) SELECT id, now() FROM n;
+			ANALYZE`); err != nil {
+			b.Fatal(err)
+		}
+	}
+	broadcast()
+	repo := adapters.NewPostgresDeliveryRepository(pool)
+	for b.Loop() {
+		created, found, err := repo.ExpandBroadcastChunk(ctx, chunk)
+		if err != nil || !found {
+			b.Fatalf("expanded %d, found %v: %v", created, found, err)
+		}
+		if created < chunk {
+			b.StopTimer()
+			broadcast()
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(float64(b.N*chunk)/b.Elapsed().Seconds(), "deliveries/s")
+}

@@ -131,6 +131,8 @@ type broadcastJSON struct {
 	Recipient      string    `json:"recipient,omitempty"`
 	Platforms      []string  `json:"platforms,omitempty"`
 	Expanded       int64     `json:"expanded"`
+	Refused        int64     `json:"refused,omitempty"`
+	Refusal        string    `json:"refusal,omitempty"`
 	Tokens         int64     `json:"tokens_estimate,omitempty"`
 	StartedAt      time.Time `json:"started_at"`
 	Age            string    `json:"age"`
@@ -157,7 +159,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	j.Relay.Backlog, j.Relay.BacklogAtLeast, j.Relay.Lag = s.Relay.Messages, s.Relay.AtLeast, readable(s.Relay.OldestAge)
 	for _, b := range s.Broadcasts {
 		j.Broadcasts = append(j.Broadcasts, broadcastJSON{NotificationID: b.NotificationID, Type: b.Type,
-			Recipient: b.Recipient, Platforms: b.Platforms, Expanded: b.Expanded, Tokens: b.Tokens,
+			Recipient: b.Recipient, Platforms: b.Platforms, Expanded: b.Expanded, Refused: b.Refused, Refusal: b.Refusal, Tokens: b.Tokens,
 			StartedAt: b.StartedAt, Age: readable(max(0, s.At.Sub(b.StartedAt)))})
 	}
 	for _, in := range s.Instances {

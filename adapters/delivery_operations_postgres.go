@@ -390,6 +390,7 @@ func (r *PostgresDeliveryRepository) broadcast(ctx context.Context, id uuid.UUID
 // a broadcast to every device, the planner's estimate of the registry's
 // size.
 const broadcastsSQL = `SELECT b.notification_id, n.type, coalesce(b.recipient, ''), b.platforms, b.expanded,
+		b.refused, coalesce(b.refusal, ''),
 		CASE WHEN b.recipient IS NULL THEN greatest((SELECT reltuples FROM pg_class
 			WHERE oid = 'herald_device_tokens'::regclass), 0)::bigint ELSE 0 END,
 		b.created_at, b.finished_at
@@ -398,7 +399,7 @@ const broadcastsSQL = `SELECT b.notification_id, n.type, coalesce(b.recipient, '
 func scanBroadcast(row pgx.CollectableRow) (app.BroadcastProgress, error) {
 	var b app.BroadcastProgress
 	var finished *time.Time
-	err := row.Scan(&b.NotificationID, &b.Type, &b.Recipient, &b.Platforms, &b.Expanded, &b.Tokens, &b.StartedAt, &finished)
+	err := row.Scan(&b.NotificationID, &b.Type, &b.Recipient, &b.Platforms, &b.Expanded, &b.Refused, &b.Refusal, &b.Tokens, &b.StartedAt, &finished)
 	if finished != nil {
 		b.FinishedAt = *finished
 	}

@@ -271,9 +271,51 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 // longer than notification.MaxTokenLength. Deliveries are due at the
 // database's clock; when it creates any, the same statement signals
 // deliveriesChannel, delivered at commit.
+//
+// When the statement fails for a reason that is not transient (a host's
+// trigger, CHECK or foreign key on herald_deliveries refusing one token's
+// delivery fails it whole, at every try, and with it every broadcast queued
+// behind), the chunk is expanded again, at most isolatedChunkSize tokens,
+// in one transaction that isolates the refused deliveries under savepoints
+// (expandIsolating): every other token gets its delivery, and the refused
+// ones are counted in herald_broadcasts.refused with the last one's reason
+// in refusal. Run on a caller's transaction, the failed statement has
+// aborted it, and the error is returned.
 func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, limit int) (created int, found bool, err error) {
 	var notified any
-	err = r.db.QueryRow(ctx, `
+	err = r.db.QueryRow(ctx, broadcastChunkSQL+`, created AS (
+			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM chunk
+			ON CONFLICT (notification_id, token) DO NOTHING
+			RETURNING 1
+		), advanced AS (
+			UPDATE herald_broadcasts hb SET
+				last_token = coalesce((SELECT max(token) FROM chunk), hb.last_token),
+				-- Saturating: a count near the end of bigint, written around
+				-- Herald, failed every chunk of this oldest broadcast and so
+				-- held every broadcast behind it.
+				expanded = least(hb.expanded::numeric + (SELECT count(*) FROM chunk), 9223372036854775807)::bigint,
+				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END
+			FROM b WHERE hb.notification_id = b.notification_id
+			RETURNING 1
+		), counts AS (
+			SELECT (SELECT count(*) FROM created) AS created, EXISTS (SELECT 1 FROM advanced) AS found
+		)
+		-- The signal is delivered at commit, and only if something was created.
+		SELECT created, found, CASE WHEN created > 0 THEN pg_notify($2, '') END FROM counts`,
+		limit, deliveriesChannel).Scan(&created, &found, &notified)
+	if err != nil && !IsTransient(err) {
+		created, found, err = r.expandIsolating(ctx, min(limit, isolatedChunkSize))
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("expand broadcast chunk: %w", err)
+	}
+	return created, found, nil
+}
+
+// broadcastChunkSQL picks the broadcast ExpandBroadcastChunk works on (b,
+// locked) and the next chunk of at most $1 of its tokens (chunk).
+const broadcastChunkSQL = `
 		WITH b AS (
 			-- A cancelled notification's broadcast is finished without a
 			-- delivery: the cancel finishes the rows it sees, and the relay
@@ -301,32 +343,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 				ORDER BY t.token LIMIT $1)
 			) t
 			WHERE NOT b.cancelled
-		), created AS (
-			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
-			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM chunk
-			ON CONFLICT (notification_id, token) DO NOTHING
-			RETURNING 1
-		), advanced AS (
-			UPDATE herald_broadcasts hb SET
-				last_token = coalesce((SELECT max(token) FROM chunk), hb.last_token),
-				-- Saturating: a count near the end of bigint, written around
-				-- Herald, failed every chunk of this oldest broadcast and so
-				-- held every broadcast behind it.
-				expanded = least(hb.expanded::numeric + (SELECT count(*) FROM chunk), 9223372036854775807)::bigint,
-				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END
-			FROM b WHERE hb.notification_id = b.notification_id
-			RETURNING 1
-		), counts AS (
-			SELECT (SELECT count(*) FROM created) AS created, EXISTS (SELECT 1 FROM advanced) AS found
-		)
-		-- The signal is delivered at commit, and only if something was created.
-		SELECT created, found, CASE WHEN created > 0 THEN pg_notify($2, '') END FROM counts`,
-		limit, deliveriesChannel).Scan(&created, &found, &notified)
-	if err != nil {
-		return 0, false, fmt.Errorf("expand broadcast chunk: %w", err)
-	}
-	return created, found, nil
-}
+		)`
 
 func (r *PostgresDeliveryRepository) signal(ctx context.Context) error {
 	if _, err := r.db.Exec(ctx, `SELECT pg_notify($1, '')`, deliveriesChannel); err != nil {

@@ -158,6 +158,12 @@ type BroadcastProgress struct {
 	Platforms []string
 	// Expanded is how many deliveries were created so far.
 	Expanded int64
+	// Refused is how many of them the database refused (a host's own
+	// trigger, CHECK or foreign key on herald_deliveries): those tokens get
+	// no delivery, and the rest of the broadcast goes on. Refusal is the
+	// last refusal's reason, the token shown by its hash.
+	Refused int64
+	Refusal string
 	// Tokens estimates how many device tokens a broadcast to every device
 	// will reach (the planner's estimate of the registry's size; 0 when
 	// unknown or for a recipient's continuation).

@@ -253,6 +253,9 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 			state = "expanded " + b.FinishedAt.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "Broadcast\t%s deliveries created, %s\n", group(b.Expanded), state)
+		if b.Refused > 0 {
+			fmt.Fprintf(tw, "Refused\t%s deliveries refused by the database, the last: %s\n", group(b.Refused), shown(b.Refusal))
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

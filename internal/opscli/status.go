@@ -140,6 +140,9 @@ func writeStatus(w io.Writer, s herald.Status) {
 		if b.Tokens > 0 {
 			progress += fmt.Sprintf(" of ~%s (%d%%)", group(b.Tokens), min(100, b.Expanded*100/b.Tokens))
 		}
+		if b.Refused > 0 {
+			progress += fmt.Sprintf(", %s refused by the database (last: %s)", group(b.Refused), shown(b.Refusal))
+		}
 		fmt.Fprintf(tw, "%s\t%s %s: %s, started %s ago\n", label, b.NotificationID, what, progress,
 			ago(s.At.Sub(b.StartedAt)))
 	}

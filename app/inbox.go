@@ -164,7 +164,9 @@ func (in *Inbox) MarkRead(ctx context.Context, user string, id uuid.UUID) error 
 }
 
 // MarkAllRead marks all of user's notifications read and returns how many
-// were unread.
+// were unread. It marks them in bounded chunks, so a user with millions
+// unread never holds up anyone else's notifications; a notification raised
+// for user while it runs may or may not be marked.
 func (in *Inbox) MarkAllRead(ctx context.Context, user string) (int, error) {
 	if err := checkUser("mark all read", user); err != nil {
 		return 0, err

@@ -26,7 +26,9 @@ const maxRefusalLength = 500
 // whose delivery the database refuses. Those are counted in the
 // broadcast's refused, with the last one's reason (its token shown by
 // TokenHash) in refusal; the cursor moves past them like any other. A
-// transient failure rolls everything back and is returned.
+// transient failure rolls everything back and is returned, and so is a
+// chunk of which every delivery is refused: that is the host's database
+// refusing Herald, not one token, and skipping would lose the broadcast.
 func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit int) (created int, found bool, err error) {
 	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
 		var id [16]byte
@@ -44,6 +46,14 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 		var ref refusals
 		if created, err = insertIsolating(ctx, tx, id, tokens, &ref); err != nil {
 			return err
+		}
+		if len(tokens) > 1 && ref.count == len(tokens) {
+			// Every delivery refused is no token's fault: the host's
+			// database refuses Herald's writes (a freeze trigger, a foreign
+			// key its own code has not filled yet). Skipping would lose the
+			// whole broadcast for good; the chunk fails as before and is
+			// tried again later, nothing skipped.
+			return ref.err
 		}
 		var last, reason *string
 		if len(tokens) > 0 {
@@ -83,6 +93,7 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 type refusals struct {
 	count int
 	last  string
+	err   error // the first refusal
 }
 
 // insertIsolating inserts the deliveries of notification id to tokens under
@@ -109,6 +120,9 @@ func insertIsolating(ctx context.Context, tx pgx.Tx, id [16]byte, tokens []strin
 		return 0, err
 	case len(tokens) == 1:
 		ref.count++
+		if ref.err == nil {
+			ref.err = err
+		}
 		// A host's message may quote the token: it is shown by its hash.
 		ref.last = truncateText(storableText(TokenHash(tokens[0])+": "+
 			strings.ReplaceAll(err.Error(), tokens[0], TokenHash(tokens[0]))), maxRefusalLength)

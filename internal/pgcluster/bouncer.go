@@ -128,6 +128,14 @@ max_db_connections = 0
 server_login_retry = 1
 server_lifetime = 3600
 autodb_idle_timeout = 30
+; A LISTEN through the pooler leaves its server connection listening, and
+; PgBouncer 1.18 to 1.20 (Debian 12 has 1.18) exit when a notification
+; reaches a server connection whose query ended while a cancel request for it
+; was being forwarded ("server_proto: server in bad state: 11", fixed in
+; 1.21): pgx sends one whenever a context ends mid-query. Undoing every
+; LISTEN when its transaction ends keeps notifications off pooled servers.
+server_reset_query = UNLISTEN *
+server_reset_query_always = 1
 ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0

@@ -37,13 +37,30 @@ type BouncerConfig struct {
 type Bouncer struct {
 	dir     string
 	logPath string
+	ini     string // its configuration file, kept for Restart
+	path    string // the binary
+	user    *serverUser
 	port    int
 	mode    string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	stopped bool
+	startMu sync.Mutex // serialises Restart and Stop
+
+	mu       sync.Mutex
+	proc     *bouncerProcess
+	stopped  bool
+	exits    int   // exits of processes Restart has replaced
+	lastExit error // how the last of them exited
+}
+
+// bouncerProcess is one run of the pgbouncer binary.
+type bouncerProcess struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once it has exited
+	// stopping says it is being stopped on purpose (Stop, or a start that
+	// failed); exit is how it exited otherwise, set before done is closed.
+	// Both are guarded by Bouncer.mu.
+	stopping bool
+	exit     error
 }
 
 // FindBouncer returns the pgbouncer binary: configured if set, else pgbouncer
@@ -84,9 +101,19 @@ func StartBouncer(ctx context.Context, c *Cluster, cfg BouncerConfig) (*Bouncer,
 	if err := c.user.chown(dir); err != nil {
 		return nil, fmt.Errorf("pgbouncer directory: %w", err)
 	}
-	b := &Bouncer{dir: dir, logPath: filepath.Join(dir, "pgbouncer.log"), mode: cfg.PoolMode}
+	b := &Bouncer{
+		dir:     dir,
+		logPath: filepath.Join(dir, "pgbouncer.log"),
+		ini:     filepath.Join(dir, "pgbouncer.ini"),
+		path:    path,
+		user:    c.user,
+		mode:    cfg.PoolMode,
+	}
 	for attempt := 1; ; attempt++ {
-		err = b.start(ctx, c, path, cfg)
+		err = b.configure(c, cfg)
+		if err == nil {
+			err = b.run(ctx)
+		}
 		if err == nil {
 			return b, nil
 		}
@@ -97,7 +124,8 @@ func StartBouncer(ctx context.Context, c *Cluster, cfg BouncerConfig) (*Bouncer,
 	}
 }
 
-func (b *Bouncer) start(ctx context.Context, c *Cluster, path string, cfg BouncerConfig) error {
+// configure picks a free port and writes pgbouncer's configuration for it.
+func (b *Bouncer) configure(c *Cluster, cfg BouncerConfig) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("find a free port: %w", err)
@@ -107,10 +135,9 @@ func (b *Bouncer) start(ctx context.Context, c *Cluster, path string, cfg Bounce
 		return fmt.Errorf("find a free port: %w", err)
 	}
 	users := filepath.Join(b.dir, "userlist.txt")
-	ini := filepath.Join(b.dir, "pgbouncer.ini")
 	files := map[string]string{
 		users: fmt.Sprintf("%q \"\"\n", superuser),
-		ini: fmt.Sprintf(`; Written by herald pgcluster.StartBouncer.
+		b.ini: fmt.Sprintf(`; Written by herald pgcluster.StartBouncer.
 [databases]
 * = host=127.0.0.1 port=%d
 
@@ -149,34 +176,56 @@ log_disconnections = 0
 			return fmt.Errorf("write pgbouncer configuration: %w", err)
 		}
 	}
+	return nil
+}
+
+// run starts pgbouncer on its configuration and waits until it accepts
+// connections.
+func (b *Bouncer) run(ctx context.Context) error {
 	logFile, err := os.OpenFile(b.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open pgbouncer log: %w", err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(path, ini)
+	cmd := exec.Command(b.path, b.ini)
 	cmd.Dir = b.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	c.user.apply(cmd)
+	b.user.apply(cmd)
 	setBouncerDeathSignal(cmd)
 	if err := startServerProcess(cmd); err != nil {
 		return fmt.Errorf("start pgbouncer: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait() // the log says why
-		close(done)
-	}()
+	p := &bouncerProcess{cmd: cmd, done: make(chan struct{})}
+	go b.wait(p)
 	b.mu.Lock()
-	b.cmd, b.done = cmd, done
+	b.proc = p
 	b.mu.Unlock()
-	if err := b.waitReady(ctx, done); err != nil {
+	if err := b.waitReady(ctx, p.done); err != nil {
 		stopErr := b.kill()
 		logTail, _ := readTail(b.logPath)
 		return fmt.Errorf("start pgbouncer: %w\nend of pgbouncer log %s:\n%s", errors.Join(err, stopErr), b.logPath, logTail)
 	}
 	return nil
+}
+
+// wait waits for p to exit and, unless it was stopped on purpose, records how:
+// its exit status or signal and the end of its log, read now, before a
+// Restart appends to it. A pgbouncer that dies under the tests is otherwise a
+// mystery: its clients see only broken connections.
+func (b *Bouncer) wait(p *bouncerProcess) {
+	_ = p.cmd.Wait() // ProcessState says how it ended
+	b.mu.Lock()
+	if !p.stopping {
+		logTail, err := readTail(b.logPath)
+		if err != nil {
+			logTail = []byte(err.Error())
+		}
+		p.exit = fmt.Errorf("pgbouncer (pid %d, port %d) exited: %v\nend of pgbouncer log %s:\n%s",
+			p.cmd.Process.Pid, b.port, p.cmd.ProcessState, b.logPath, logTail)
+	}
+	b.mu.Unlock()
+	close(p.done)
 }
 
 // waitReady polls until pgbouncer accepts a connection to the cluster's
@@ -218,9 +267,51 @@ func (b *Bouncer) PoolMode() string { return b.mode }
 // LogPath returns pgbouncer's log file.
 func (b *Bouncer) LogPath() string { return b.logPath }
 
+// Exits returns how many times pgbouncer has exited other than by Stop, and
+// how it last did so (its exit status or signal, and the end of its log), or
+// nil if it never has.
+func (b *Bouncer) Exits() (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, last := b.exits, b.lastExit
+	if b.proc != nil && b.proc.exit != nil {
+		n, last = n+1, b.proc.exit
+	}
+	return n, last
+}
+
+// Restart starts pgbouncer again, on the same port and configuration, if it
+// has exited (see Exits), and returns once it accepts connections. It does
+// nothing while pgbouncer runs, and fails after Stop.
+func (b *Bouncer) Restart(ctx context.Context) error {
+	b.startMu.Lock()
+	defer b.startMu.Unlock()
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return errors.New("restart pgbouncer: it is stopped")
+	}
+	if p := b.proc; p != nil { // nil: the last start failed before pgbouncer ran
+		select {
+		case <-p.done:
+		default:
+			b.mu.Unlock()
+			return nil
+		}
+		if p.exit != nil {
+			b.exits, b.lastExit = b.exits+1, p.exit
+		}
+		b.proc = nil
+	}
+	b.mu.Unlock()
+	return b.run(ctx)
+}
+
 // Stop terminates pgbouncer (every connection through it breaks). It is
 // idempotent.
 func (b *Bouncer) Stop() error {
+	b.startMu.Lock()
+	defer b.startMu.Unlock()
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -233,21 +324,24 @@ func (b *Bouncer) Stop() error {
 
 func (b *Bouncer) kill() error {
 	b.mu.Lock()
-	cmd, done := b.cmd, b.done
+	p := b.proc
+	if p != nil {
+		p.stopping = true
+	}
 	b.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		return nil
 	}
-	if err := terminate(cmd.Process); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := terminate(p.cmd.Process); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("stop pgbouncer: %w", err)
 	}
 	select {
-	case <-done:
+	case <-p.done:
 	case <-time.After(10 * time.Second):
-		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			return fmt.Errorf("kill pgbouncer: %w", err)
 		}
-		<-done
+		<-p.done
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package pgcluster
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,11 +71,53 @@ func TestABouncerSurvivesACancelledQueryOnABackendThatListens(t *testing.T) {
 		}()
 		_, _ = conn.Exec(ctx, `SELECT pg_sleep(0.005)`)
 		time.Sleep(15 * time.Millisecond) // the cancel request is done
-		select {
-		case <-b.done:
-			tail, _ := readTail(b.logPath)
-			t.Fatalf("round %d: pgbouncer exited (%v):\n%s", round, b.cmd.ProcessState, tail)
-		default:
+		if _, exit := b.Exits(); exit != nil {
+			t.Fatalf("round %d: %v", round, exit)
 		}
+	}
+}
+
+func TestABouncerThatDiesSaysHowAndRestartsOnItsPort(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, b := startBouncer(t)
+	b.mu.Lock()
+	p := b.proc
+	b.mu.Unlock()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	n, exit := b.Exits()
+	if n != 1 || exit == nil {
+		t.Fatalf("after a kill: Exits() = %d, %v; want 1 and how", n, exit)
+	}
+	for _, want := range []string{"signal: killed", fmt.Sprintf("port %d", b.Port()), "end of pgbouncer log", "process up"} {
+		if !strings.Contains(exit.Error(), want) {
+			t.Errorf("the exit says %q, not %q", exit, want)
+		}
+	}
+
+	if err := b.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, b.URL("postgres"))
+	if err != nil {
+		t.Fatalf("through the restarted pgbouncer: %v", err)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Restart(ctx); err != nil {
+		t.Fatalf("Restart while it runs: %v", err)
+	}
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n, last := b.Exits(); n != 1 || last != exit {
+		t.Errorf("after a restart and Stop: Exits() = %d, %v; want the one exit", n, last)
+	}
+	if err := b.Restart(ctx); err == nil {
+		t.Error("Restart after Stop started pgbouncer")
 	}
 }

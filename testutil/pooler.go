@@ -36,9 +36,10 @@ const PoolerExecMode = pgx.QueryExecModeCacheDescribe
 
 // bouncer is the binary's pgbouncer, started on first use.
 var bouncer struct {
-	once sync.Once
-	b    *pgcluster.Bouncer
-	err  error
+	once      sync.Once
+	b         *pgcluster.Bouncer
+	err       error
+	restarter bouncerRestarter
 }
 
 // errNoBouncer marks why no pgbouncer could be started: the binary is absent,
@@ -60,8 +61,48 @@ func poolerRequested(t testing.TB) bool {
 }
 
 // sharedBouncer returns the binary's pgbouncer (transaction pooling) in front
-// of the shared cluster, starting it on first use. Main stops it.
-func sharedBouncer() (*pgcluster.Bouncer, error) {
+// of the shared cluster, starting it on first use, and again on the same port
+// if it has exited since (saying how in t's log), so that one crash of
+// pgbouncer fails only the tests that were using it. Main stops it.
+func sharedBouncer(t testing.TB) (*pgcluster.Bouncer, error) {
+	t.Helper()
+	b, err := startSharedBouncer()
+	if err != nil {
+		return nil, err
+	}
+	if err := bouncer.restarter.revive(t, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// bouncerRestarter restarts a pgbouncer each time it has exited.
+type bouncerRestarter struct {
+	mu        sync.Mutex
+	restarted int // how many of the bouncer's exits it has restarted from
+}
+
+// revive restarts b on its port if it has exited since the last call, saying
+// how it exited in t's log.
+func (r *bouncerRestarter) revive(t testing.TB, b *pgcluster.Bouncer) error {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	exits, last := b.Exits()
+	if exits == r.restarted {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), databaseTimeout)
+	defer cancel()
+	if err := b.Restart(ctx); err != nil {
+		return fmt.Errorf("restart the shared pgbouncer: %w\nIt had died: %v", err, last)
+	}
+	r.restarted = exits
+	t.Logf("testutil: restarted the shared pgbouncer on port %d. It had died: %v", b.Port(), last)
+	return nil
+}
+
+func startSharedBouncer() (*pgcluster.Bouncer, error) {
 	bouncer.once.Do(func() {
 		server, err := sharedServer()
 		if err != nil {
@@ -94,7 +135,13 @@ func stopBouncer() error {
 	if !started || bouncer.b == nil {
 		return nil
 	}
-	return bouncer.b.Stop()
+	err := bouncer.b.Stop()
+	// The tests that were using it when it died say so, but not one that
+	// dropped its database as it died: say it once more for the package.
+	if exits, last := bouncer.b.Exits(); exits > 0 {
+		err = errors.Join(err, fmt.Errorf("the shared pgbouncer died %d times while the tests ran. The last time: %v", exits, last))
+	}
+	return err
 }
 
 // PoolerURL returns the URL of the database at databaseURL (from
@@ -111,7 +158,7 @@ func stopBouncer() error {
 // set.
 func PoolerURL(t testing.TB, databaseURL string) string {
 	t.Helper()
-	b, err := sharedBouncer()
+	b, err := sharedBouncer(t)
 	if errors.Is(err, errNoBouncer) {
 		t.Skipf("testutil.PoolerURL: %v", err)
 	}
@@ -127,6 +174,14 @@ func poolerURL(t testing.TB, b *pgcluster.Bouncer, databaseURL string) string {
 	if err != nil {
 		t.Fatalf("testutil.PoolerURL: %v", err)
 	}
+	// A pgbouncer that dies under a test shows there only as broken
+	// connections: the test says how it died.
+	exits, _ := b.Exits()
+	t.Cleanup(func() {
+		if n, last := b.Exits(); n > exits {
+			t.Errorf("testutil: the shared pgbouncer died while this test used it: %v", last)
+		}
+	})
 	// No pgbouncer KILL when the test ends: pgbouncer 1.24 sometimes dies of
 	// a segmentation fault on KILL <db> (pgbouncer/pgbouncer#1401), and every
 	// later test through the shared pooler failed with it. The test's pool

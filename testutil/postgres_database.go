@@ -106,7 +106,7 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	url := NewDatabase(t)
 	if poolerRequested(t) {
-		b, err := sharedBouncer()
+		b, err := sharedBouncer(t)
 		if err != nil {
 			t.Fatalf("testutil.NewPool: %s=pgbouncer: %v", PoolerEnv, err)
 		}

@@ -120,7 +120,9 @@ func TestASenderWhoseClaimsAreSlowStillPushesAtItsRate(t *testing.T) {
 	from, start := s.Stats().Sent, time.Now()
 	time.Sleep(3 * time.Second)
 	perSecond := float64(s.Stats().Sent-from) / time.Since(start).Seconds()
-	assert.Greater(t, perSecond, 850.0, "pushes a second with claims of 60 ms, at a rate of 1,000")
+	// The bug held it at 585. 750 leaves room for a loaded machine under
+	// -race (828 measured at load 8) and still tells the two apart.
+	assert.Greater(t, perSecond, 750.0, "pushes a second with claims of 60 ms, at a rate of 1,000")
 }
 
 // A message the SDK refuses before any request (SDK_REJECTED: options a

@@ -1,15 +1,11 @@
 package herald_test
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
-	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -31,19 +27,7 @@ func TestASendersClockMinutesAheadNeverExpiresAPushThatStillHasTimeToLive(t *tes
 			n := h.notify(d)
 
 			// The only sending server's clock is off by skew.
-			var offset atomic.Int64
-			offset.Store(int64(skew))
-			skewed := cfg
-			skewed.Now = clockAt(&offset)
-			client, err := herald.NewFCM(context.Background(), h.fake.ProjectID(), h.fake.ClientOptions()...)
-			require.NoError(t, err)
-			rules := notification.NewRules()
-			require.NoError(t, notification.On(rules, func(e Notify) ([]notification.Draft, error) {
-				return []notification.Draft{e.Draft}, nil
-			}))
-			other, err := herald.New(h.pool, client, rules, skewed)
-			require.NoError(t, err)
-			(&harness{t: t, pool: h.pool, fake: h.fake, herald: other}).run()
+			h.replica(cfg, skew).run()
 
 			h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 15*time.Second)
 			assert.Len(t, h.fake.AcceptedFor("tok-a"), 1)

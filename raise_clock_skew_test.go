@@ -1,12 +1,15 @@
 package herald_test
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -36,4 +39,59 @@ func TestAScheduledPushIsNeverEarlyWhenRaisedOnAServerWhoseClockRunsAhead(t *tes
 	assert.Equal(t, 1, h.countRows(`SELECT count(*) FROM herald_deliveries
 		WHERE notification_id = $1 AND due_at > now() + interval '59 minutes'`, n.ID()), "due at its send time")
 	assert.Equal(t, []string{"now"}, h.inboxTitles("u"), "not in the inbox before its time")
+}
+
+// replica is another Herald on h's database, raising the Notify rule, whose
+// Config.Now is off by skew: a second server of the host's fleet. It runs
+// nothing unless the test runs it.
+func (h *harness) replica(cfg herald.Config, skew time.Duration) *harness {
+	h.t.Helper()
+	var offset atomic.Int64
+	offset.Store(int64(skew))
+	cfg.Now = clockAt(&offset)
+	client, err := herald.NewFCM(context.Background(), h.fake.ProjectID(), h.fake.ClientOptions()...)
+	require.NoError(h.t, err)
+	rules := notification.NewRules()
+	require.NoError(h.t, notification.On(rules, func(e Notify) ([]notification.Draft, error) {
+		return []notification.Draft{e.Draft}, nil
+	}))
+	other, err := herald.New(h.pool, client, rules, cfg)
+	require.NoError(h.t, err)
+	return &harness{t: h.t, pool: h.pool, fake: h.fake, herald: other}
+}
+
+// TestAnExpiryStillToComeIsAcceptedWhateverTheRaisingReplicasClock: whether
+// ExpiresAt has passed is the database's call, as for SendAt. Before, a
+// replica 10 minutes ahead refused an expiry 3 minutes from now as already
+// passed, and one 10 minutes behind accepted one 3 minutes past (its push
+// then ended expired, never sent, while Raise said all was well).
+func TestAnExpiryStillToComeIsAcceptedWhateverTheRaisingReplicasClock(t *testing.T) {
+	t.Parallel()
+	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
+		t.Run(skew.String(), func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			h := newDraftHarness(t, cfg)
+			skewed := h.replica(cfg, skew)
+			h.register("u", "tok", notification.PlatformAndroid)
+			h.run()
+
+			d := draft("u", "your ride is here")
+			d.ExpiresAt = time.Now().Add(3 * time.Minute)
+			n := skewed.notify(d)
+			h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+
+			ctx := context.Background()
+			tx, err := h.pool.Begin(ctx)
+			require.NoError(t, err)
+			defer tx.Rollback(ctx) //nolint:errcheck // test
+			past := draft("u", "your ride was here")
+			past.ExpiresAt = time.Now().Add(-3 * time.Minute)
+			_, err = skewed.herald.Raise(ctx, tx, Notify{Draft: past})
+			require.ErrorIs(t, err, notification.ErrExpiresTooEarly, "already passed by the database's clock")
+			assert.ErrorContains(t, err, "event 0 (notify), notification 0")
+			_, err = tx.Exec(ctx, `SELECT 1`)
+			assert.NoError(t, err, "the transaction stays usable")
+		})
+	}
 }

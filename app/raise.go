@@ -27,6 +27,8 @@ const maxRaiseErrors = 100
 // Raised is one event with the notifications its rule produced and its JSON
 // encoding, as it travels in the outbox.
 type Raised struct {
+	// Index is the event's position among those raised, for errors.
+	Index         int
 	Event         notification.Event
 	Data          json.RawMessage
 	Notifications []*notification.Notification
@@ -48,8 +50,13 @@ type Raised struct {
 // same recipient (in this transaction, or committed by another), the
 // earlier one in its place. Such a duplicate is not stored, and no outbox
 // event is written for a raise whose notifications are all duplicates.
+//
+// Now reads the database's clock in the transaction: whether an ExpiresAt
+// has passed is the database's call, never one server's. Like
+// any statement, a failure aborts the host's transaction.
 type RaiseTx interface {
 	Write(ctx context.Context, ns []*notification.Notification, raised []Raised) ([]*notification.Notification, error)
+	Now(ctx context.Context) (time.Time, error)
 }
 
 // NotificationWriter stores notifications; the outbox makes one on the
@@ -122,7 +129,9 @@ func NewRaiser(rules *notification.Rules, cfg RaiserConfig) *Raiser {
 // ErrMalformedEvent, the event's validation error, or the notification's
 // *FieldError / *PayloadTooLargeError. On such an error the host's
 // transaction is left as it was, still usable; a database error aborts it
-// (see RaiseTx). It returns the notifications in event order: those
+// (see RaiseTx). An ExpiresAt the database's clock says has passed fails
+// the same way, wrapping notification.ErrExpiresTooEarly, before anything
+// is written. It returns the notifications in event order: those
 // created, and for a draft whose idempotency key its recipient already
 // holds, the notification raised first with that key.
 func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.Event) ([]*notification.Notification, error) {
@@ -133,7 +142,48 @@ func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.E
 	if len(raised) == 0 {
 		return nil, nil
 	}
+	if err := checkExpiries(ctx, tx, raised); err != nil {
+		return nil, err
+	}
 	return tx.Write(ctx, all, raised)
+}
+
+// checkExpiries refuses the notifications whose ExpiresAt the database's
+// clock says has passed. This server's clock may run minutes off the
+// database's: judged by it, a replica running ahead refused an expiry
+// still to come and one running behind stored one already passed. The
+// database is asked only when some notification has an expiry, one round
+// trip whatever their number.
+func checkExpiries(ctx context.Context, tx RaiseTx, raised []Raised) error {
+	var now time.Time
+	var errs []error
+	more := 0
+	for _, rd := range raised {
+		for j, n := range rd.Notifications {
+			if n.ExpiresAt().IsZero() {
+				continue
+			}
+			if now.IsZero() {
+				var err error
+				if now, err = tx.Now(ctx); err != nil {
+					return fmt.Errorf("read the database's clock: %w", err)
+				}
+			}
+			if err := n.CheckExpiry(now); err != nil {
+				// Prepare returned no error, so every draft made a
+				// notification: j is the draft's index.
+				if len(errs) < maxRaiseErrors {
+					errs = append(errs, fmt.Errorf("event %d (%s), notification %d: %w", rd.Index, rd.Event.EventType(), j, err))
+				} else {
+					more++
+				}
+			}
+		}
+	}
+	if more > 0 {
+		errs = append(errs, fmt.Errorf("and %d more invalid events or notifications", more))
+	}
+	return errors.Join(errs...)
 }
 
 // Prepare applies the rules, validates and encodes each event as JSON,
@@ -141,7 +191,8 @@ func (r *Raiser) Raise(ctx context.Context, tx RaiseTx, events ...notification.E
 // channel, a failing MarshalJSON) fails here with
 // notification.ErrMalformedEvent, one whose JSON is over MaxEventBytes with
 // notification.ErrTooLong. Raise calls it; it is exported for callers
-// that batch writes themselves.
+// that batch writes themselves. It does not judge whether an ExpiresAt has
+// passed: that takes the database's clock, which Raise reads.
 func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notification.Notification, error) {
 	now := r.now()
 	raised := make([]Raised, 0, len(events))
@@ -199,7 +250,7 @@ func (r *Raiser) Prepare(events ...notification.Event) ([]Raised, []*notificatio
 				i, ev.EventType(), len(data), MaxEventBytes, &notification.FieldError{Field: "event", Err: notification.ErrTooLong}))
 			continue
 		}
-		raised = append(raised, Raised{Event: ev, Data: data, Notifications: ns})
+		raised = append(raised, Raised{Index: i, Event: ev, Data: data, Notifications: ns})
 		all = append(all, ns...)
 	}
 	if more > 0 {

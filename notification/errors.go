@@ -38,8 +38,8 @@ var (
 	// ErrInvalidURL reports an image or link that is not an absolute https
 	// URL, which FCM requires.
 	ErrInvalidURL = errors.New("not an absolute https url")
-	// ErrExpiresTooEarly reports an ExpiresAt not after the notification's
-	// creation and SendAt: it could never be pushed.
+	// ErrExpiresTooEarly reports an ExpiresAt not after SendAt, or one the
+	// database's clock says has passed: it could never be pushed.
 	ErrExpiresTooEarly = errors.New("expires before it could be sent")
 )
 

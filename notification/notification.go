@@ -89,8 +89,8 @@ type Draft struct {
 	// pushing: a delivery that could not go out before then (an outage,
 	// quiet hours) ends expired, never pushed, and each push tells FCM to
 	// keep it only for the time that remains (Content.TTL, if shorter,
-	// still applies). It must be after the creation and after SendAt, and
-	// not after the year 9999.
+	// still applies). It must be after SendAt and not after the year 9999;
+	// Raise refuses one the database's clock says has passed.
 	ExpiresAt time.Time
 	// CollapseKey, when set, makes a newer notification to the same
 	// recipient (or a newer broadcast) with the same key replace older
@@ -127,6 +127,11 @@ type Notification struct {
 // *FieldError values (joined) wrapping ErrRequired, ErrTooLong,
 // ErrInvalidUTF8, ErrReservedDataKey or ErrTTLOutOfRange, or a
 // *PayloadTooLargeError.
+//
+// createdAt is the raising server's reading of the time. Its clock may be
+// minutes off the other servers', so whether an ExpiresAt has passed is
+// for CheckExpiry to say against the database's clock. The checks here
+// are structural.
 func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
@@ -136,9 +141,6 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 	}
 	if createdAt.IsZero() {
 		return nil, &FieldError{Field: "created_at", Err: ErrRequired}
-	}
-	if !d.ExpiresAt.IsZero() && !d.ExpiresAt.After(createdAt) {
-		return nil, &FieldError{Field: "expires_at", Err: ErrExpiresTooEarly}
 	}
 	n := &Notification{
 		id:        id,
@@ -168,6 +170,17 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 		n.idempotencyKey, n.idempotentUntil = d.IdempotencyKey, createdAt.Add(window)
 	}
 	return n, nil
+}
+
+// CheckExpiry fails with a *FieldError wrapping ErrExpiresTooEarly when
+// the notification has an ExpiresAt that is not after now: it could never
+// be pushed. now must be the database's clock, which decides everything
+// due or late, never one server's.
+func (n *Notification) CheckExpiry(now time.Time) error {
+	if !n.push.ExpiresAt.IsZero() && !n.push.ExpiresAt.After(now) {
+		return &FieldError{Field: "expires_at", Err: ErrExpiresTooEarly}
+	}
+	return nil
 }
 
 // NotificationFromDatabase rebuilds a stored notification without validating

@@ -71,6 +71,30 @@ func TestANotificationKeepsItsDraftsDeliverySettings(t *testing.T) {
 	assert.True(t, p.SendAt().IsZero(), "one before the year 1 is dropped: it sends at once")
 }
 
+// TestARaisingServersClockDecidesNothingANotificationIsJudgedBy: the time
+// a notification is made with is one server's, possibly minutes off the
+// others'. An expiry before it is not refused then; CheckExpiry judges it
+// against the clock it is given (the database's).
+func TestARaisingServersClockDecidesNothingANotificationIsJudgedBy(t *testing.T) {
+	t.Parallel()
+	serverNow := time.Date(2026, 11, 30, 12, 10, 0, 0, time.UTC) // 10 minutes ahead
+	databaseNow := serverNow.Add(-10 * time.Minute)
+	d := notification.Draft{Recipient: "u", Type: "t", Content: notification.Content{Title: "x"},
+		IdempotencyKey: "k", IdempotencyWindow: 5 * time.Minute, ExpiresAt: databaseNow.Add(3 * time.Minute)}
+	n, err := notification.NewNotification(uuid.New(), d, serverNow)
+	require.NoError(t, err, "an expiry before the raising server's time is not its call")
+	assert.NoError(t, n.CheckExpiry(databaseNow))
+	err = n.CheckExpiry(databaseNow.Add(3 * time.Minute))
+	assert.ErrorIs(t, err, notification.ErrExpiresTooEarly)
+	var fe *notification.FieldError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "expires_at", fe.Field)
+	d.ExpiresAt = time.Time{}
+	never, err := notification.NewNotification(uuid.New(), d, serverNow)
+	require.NoError(t, err)
+	assert.NoError(t, never.CheckExpiry(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)), "no expiry never expires")
+}
+
 // Postgres stores times up to the year 294276 and Go's JSON up to 9999: a
 // send time or expiry beyond that would fail only at the database, after
 // Raise began writing, and lose the host's transaction. Validation refuses

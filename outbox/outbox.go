@@ -81,8 +81,9 @@ func New(rules *notification.Rules, notificationsIn func(pgx.Tx) app.Notificatio
 //
 // It is all or nothing. Invalid input (an event type with no rule, an
 // invalid event, an event that does not encode as JSON, a notification over
-// FCM's payload limit, a reserved data key) fails before anything is
-// written, so tx stays usable: errors.Is works with
+// FCM's payload limit, a reserved data key, an ExpiresAt the database's
+// clock says has passed) fails before anything is written, so tx stays
+// usable: errors.Is works with
 // notification.ErrUnknownEvent, ErrMalformedEvent, ErrPayloadTooLarge,
 // ErrReservedDataKey and the other validation sentinels. A database error
 // aborts tx, as any failed statement does, so it can only roll back. (No
@@ -154,6 +155,17 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 		return nil, fmt.Errorf("append events to outbox: %w", err)
 	}
 	return stored, nil
+}
+
+// Now implements app.RaiseTx. statement_timestamp() is the time of this
+// statement: read in the host's transaction, it is later than now(),
+// which stays at the transaction's start however long the host took.
+func (r raiseTx) Now(ctx context.Context) (time.Time, error) {
+	var now time.Time
+	if err := r.tx.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&now); err != nil {
+		return time.Time{}, err
+	}
+	return now, nil
 }
 
 // newMessages makes one outbox message per payload, each with a new

@@ -3,7 +3,6 @@ package herald_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,17 +89,17 @@ func TestACollapseKeyRaisedFiveTimesWhileFCMIsDownIsOnePushAfterRecovery(t *test
 // superseded when it is expanded, and never pushed.
 func TestAnOlderNotificationExpandedAfterANewerOneIsSupersededToo(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	clock := time.Now()
-	cfg := fastConfig()
-	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	h := newDraftHarness(t, cfg)
+	ctx := context.Background()
+	h := newDraftHarness(t, fastConfig())
 	h.register("u", "tok", notification.PlatformAndroid)
+	slow, err := h.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer slow.Rollback(ctx) //nolint:errcheck // no-op after commit
+	raised, err := h.herald.Raise(ctx, slow, Notify{Draft: collapsing("u", "older", "k")})
+	require.NoError(t, err)
+	old := raised[0]
 	newer := h.notify(collapsing("u", "newer", "k"))
-	mu.Lock()
-	clock = clock.Add(-time.Minute) // created before, committed after
-	mu.Unlock()
-	old := h.notify(collapsing("u", "older", "k"))
+	require.NoError(t, slow.Commit(ctx)) // created before, committed after
 	require.True(t, old.CreatedAt().Before(newer.CreatedAt()))
 	h.run()
 	h.waitStatuses(newer, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
@@ -110,6 +109,37 @@ func TestAnOlderNotificationExpandedAfterANewerOneIsSupersededToo(t *testing.T) 
 	require.Len(t, pushes, 1)
 	assert.Equal(t, "newer", pushes[0].Title)
 	assert.Equal(t, []string{"newer"}, h.inboxTitles("u"))
+}
+
+// TestANotificationRaisedLateInALongTransactionIsNewerThanThoseRaisedMeanwhile:
+// a notification is as new as its raise, not as the host's transaction
+// around it. A host transaction began, another raised and committed "3 new
+// comments", then the first raised "4 new comments": the latter is the
+// newest of its collapse key, pushed and at the top of the inbox. (Stamped
+// with now(), the time the transaction began, it would have been the
+// older, superseded and never pushed.)
+func TestANotificationRaisedLateInALongTransactionIsNewerThanThoseRaisedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newDraftHarness(t, fastConfig())
+	h.register("u", "tok", notification.PlatformAndroid)
+	long, err := h.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer long.Rollback(ctx) //nolint:errcheck // no-op after commit
+	// The host's own work, then other transactions raise meanwhile.
+	_, err = long.Exec(ctx, `SELECT 1`)
+	require.NoError(t, err)
+	time.Sleep(10 * time.Millisecond)
+	meanwhile := h.notify(collapsing("u", "3 new comments", "comments"))
+	time.Sleep(10 * time.Millisecond)
+	raised, err := h.herald.Raise(ctx, long, Notify{Draft: collapsing("u", "4 new comments", "comments")})
+	require.NoError(t, err)
+	require.NoError(t, long.Commit(ctx))
+	late := raised[0]
+	h.run()
+	h.waitStatuses(late, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+	h.waitStatuses(meanwhile, map[notification.DeliveryStatus]int{notification.StatusSuperseded: 1}, 10*time.Second)
+	assert.Equal(t, []string{"4 new comments"}, h.inboxTitles("u"))
 }
 
 func mustDeliveries(t *testing.T, h *harness, n *notification.Notification) []*notification.Delivery {

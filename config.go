@@ -42,14 +42,17 @@ type Config struct {
 	// Logger receives every part's logs. Tokens and message bodies are
 	// never logged. Defaults to discarding.
 	Logger *slog.Logger
-	// Now is the application's clock. It stamps notifications (created,
-	// read), device token registrations and dead letters, and times local
-	// waits (what is left of a lease, also measured on Go's monotonic
-	// clock so that a step back never stretches it; pauses after FCM's
-	// alarms). What is
-	// due, when a lease ends and how old a row is for housekeeping are
-	// decided by the database's clock, so servers whose clocks disagree
-	// never take over each other's live leases. The fleet's heartbeats,
+	// Now is the application's clock. It stamps the time a notification is
+	// read (Inbox MarkRead and MarkAllRead), device token registrations
+	// and dead letters, and times local waits (what is left of a lease,
+	// also measured on Go's monotonic clock so that a step back never
+	// stretches it; pauses after FCM's alarms). Everything one replica's
+	// clock would decide for the others' users is the database's clock's
+	// call, so replicas whose clocks disagree by minutes still agree: a
+	// notification's creation time (the inbox's order, the newest of a
+	// collapse key; Raise returns it as stored), its idempotency window,
+	// whether its SendAt or ExpiresAt has passed, what is due, when a lease
+	// ends and how old a row is for housekeeping. The fleet's heartbeats,
 	// leadership and fencing (see Fleet) run on Go's monotonic clock
 	// whatever Now says. Defaults to time.Now.
 	Now func() time.Time
@@ -294,7 +297,8 @@ type FleetConfig struct {
 // RaiseConfig configures raising.
 type RaiseConfig struct {
 	// IdempotencyWindow is how long a draft's IdempotencyKey holds, from
-	// the notification's creation, when the draft does not set its own
+	// the notification's creation by the database's clock (whichever
+	// replica raised it), when the draft does not set its own
 	// IdempotencyWindow: a raise with the same key and recipient within it
 	// returns the first notification and pushes nothing more. At most 30
 	// days. Defaults to 24h.

@@ -120,15 +120,22 @@ func TestTwoConcurrentTransactionsRaisingOneKeyResolveToOne(t *testing.T) {
 	}
 }
 
+// TestAnIdempotencyKeyHoldsForItsWindowOnly: the window is the database's
+// time (see TestAnIdempotencyKeyHoldsOnEveryReplicaWhateverItsClock), so
+// the test moves it by ageing what is stored: every notification's
+// creation and window end move back by d, as if the database's clock had
+// moved on by d.
 func TestAnIdempotencyKeyHoldsForItsWindowOnly(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	clock := time.Now()
 	cfg := fastConfig()
 	cfg.Raise.IdempotencyWindow = time.Hour
-	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); clock = clock.Add(d) }
 	h := newDraftHarness(t, cfg)
+	advance := func(d time.Duration) {
+		_, err := h.pool.Exec(context.Background(), `UPDATE herald_notifications
+			SET created_at = created_at - $1::bigint * interval '1 microsecond',
+				idempotent_until = idempotent_until - $1::bigint * interval '1 microsecond'`, d.Microseconds())
+		require.NoError(t, err)
+	}
 	h.register("u", "tok", notification.PlatformAndroid)
 
 	first := h.notify(keyed("u", "daily digest", "digest"))

@@ -77,18 +77,30 @@ func TestOperatorActionsActOnlyOnTheIdsGiven(t *testing.T) {
 	assert.Equal(t, 1, counts[notification.StatusSent])
 }
 
-// TestConfigNowStampsTheInbox: the one clock a host sets in Config is the
-// one its users see on their notifications.
-func TestConfigNowStampsTheInbox(t *testing.T) {
+// TestConfigNowStampsTheInboxsReadTimesAndTheDatabaseItsCreationTimes:
+// the clock a host sets in Config is the one its users see on the time
+// they read a notification. The creation time, which orders the inbox and
+// decides which notification of a collapse key is newest, is the
+// database's, shared by every replica whatever their clocks (see
+// TestTheNewestNotificationWinsWhateverTheClockOfTheReplicaThatRaisedIt);
+// Raise returns it as stored.
+func TestConfigNowStampsTheInboxsReadTimesAndTheDatabaseItsCreationTimes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	at := time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
 	cfg := fastConfig()
 	cfg.Now = func() time.Time { return at }
 	h := newHarness(t, cfg)
-	h.raise(true, comment("m1", "ann", "author"))
+	raised := h.raise(true, comment("m1", "ann", "author"))
+	require.Len(t, raised, 1)
+	require.NoError(t, h.herald.Inbox().MarkRead(ctx, "author", raised[0].ID()))
 	page, err := h.herald.Inbox().List(ctx, "author", "", 10)
 	require.NoError(t, err)
 	require.Len(t, page.Notifications, 1)
-	assert.True(t, at.Equal(page.Notifications[0].CreatedAt()), "created at %s", page.Notifications[0].CreatedAt())
+	n := page.Notifications[0]
+	assert.True(t, at.Equal(n.ReadAt()), "read at %s", n.ReadAt())
+	var dbNow time.Time
+	require.NoError(t, h.pool.QueryRow(ctx, `SELECT now()`).Scan(&dbNow))
+	assert.WithinDuration(t, dbNow, n.CreatedAt(), time.Minute, "created by the database's clock")
+	assert.True(t, raised[0].CreatedAt().Equal(n.CreatedAt()), "Raise returned %s, stored %s", raised[0].CreatedAt(), n.CreatedAt())
 }

@@ -60,6 +60,79 @@ func (h *harness) replica(cfg herald.Config, skew time.Duration) *harness {
 	return &harness{t: h.t, pool: h.pool, fake: h.fake, herald: other}
 }
 
+// TestAnIdempotencyKeyHoldsOnEveryReplicaWhateverItsClock: a key's window
+// is the database's time. Before, each raise judged the window by its own
+// server's clock: a replica 10 minutes ahead found a 5-minute key raised a
+// moment ago by another replica already expired (and one 10 minutes behind
+// stored a key already expired for everyone else), freed it, and the user
+// got the push twice.
+func TestAnIdempotencyKeyHoldsOnEveryReplicaWhateverItsClock(t *testing.T) {
+	t.Parallel()
+	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
+		t.Run(skew.String(), func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			cfg.Raise.IdempotencyWindow = 5 * time.Minute
+			h := newDraftHarness(t, cfg)
+			skewed := h.replica(cfg, skew)
+			h.register("u", "tok", notification.PlatformAndroid)
+			h.run()
+
+			// Each way round: the right clock first, then the skewed one,
+			// and the skewed first, then the right one.
+			first := h.notify(keyed("u", "your code is 1234", "otp-1"))
+			assert.Equal(t, first.ID(), skewed.notify(keyed("u", "your code is 1234", "otp-1")).ID(),
+				"raised again on the skewed replica")
+			first = skewed.notify(keyed("u", "your code is 5678", "otp-2"))
+			assert.Equal(t, first.ID(), h.notify(keyed("u", "your code is 5678", "otp-2")).ID(),
+				"raised again on the right one")
+
+			assert.Equal(t, 2, h.countRows(`SELECT count(*) FROM herald_notifications`))
+			assert.Equal(t, 2, h.countRows(`SELECT count(*) FROM herald_notifications
+				WHERE idempotent_until - created_at = interval '5 minutes'
+					AND created_at BETWEEN now() - interval '1 minute' AND now()`),
+				"each key holds 5 minutes from its creation by the database's clock")
+			h.waitIdle(10 * time.Second)
+			assert.Len(t, h.fake.AcceptedFor("tok"), 2, "one push per key")
+		})
+	}
+}
+
+// TestTheNewestNotificationWinsWhateverTheClockOfTheReplicaThatRaisedIt:
+// "newer" is what was raised later, by the database's clock. Before, the
+// creation time was the raising server's: a notification raised on a
+// replica 10 minutes ahead stayed newer than everything the right clocks
+// raised for 10 minutes after, so it was pushed and the later one with its
+// collapse key superseded, and the inbox listed it above them.
+func TestTheNewestNotificationWinsWhateverTheClockOfTheReplicaThatRaisedIt(t *testing.T) {
+	t.Parallel()
+	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
+		t.Run(skew.String(), func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			h := newDraftHarness(t, cfg)
+			skewed := h.replica(cfg, skew)
+			h.register("u", "tok", notification.PlatformAndroid)
+			// The replica whose clock is ahead raises first.
+			first, then := skewed, h
+			if skew < 0 {
+				first, then = h, skewed
+			}
+			first.notify(draft("u", "first"))
+			then.notify(draft("u", "second"))
+			old := first.notify(collapsing("u", "3 new comments", "comments"))
+			newer := then.notify(collapsing("u", "4 new comments", "comments"))
+			h.run()
+
+			h.waitStatuses(newer, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+			h.waitStatuses(old, map[notification.DeliveryStatus]int{notification.StatusSuperseded: 1}, 10*time.Second)
+			assert.Equal(t, []string{"4 new comments", "second", "first"}, h.inboxTitles("u"), "newest first")
+			assert.True(t, old.CreatedAt().Before(newer.CreatedAt()),
+				"Raise returns the creation time as stored: %s, %s", old.CreatedAt(), newer.CreatedAt())
+		})
+	}
+}
+
 // TestAnExpiryStillToComeIsAcceptedWhateverTheRaisingReplicasClock: whether
 // ExpiresAt has passed is the database's call, as for SendAt. Before, a
 // replica 10 minutes ahead refused an expiry 3 minutes from now as already

@@ -15,10 +15,12 @@ import (
 	"github.com/herald-push/herald/testutil"
 )
 
-func addCollapsing(t *testing.T, pool *pgxpool.Pool, title string, created time.Time) uuid.UUID {
+// addCollapsing stores a notification with collapse key "k": each is newer
+// than those added before (the database stamps its creation).
+func addCollapsing(t *testing.T, pool *pgxpool.Pool, title string) uuid.UUID {
 	t.Helper()
 	n, err := notification.NewNotification(uuid.Must(uuid.NewV7()), notification.Draft{Recipient: "u", Type: "t",
-		Content: notification.Content{Title: title}, CollapseKey: "k"}, created)
+		Content: notification.Content{Title: title}, CollapseKey: "k"}, time.Now())
 	require.NoError(t, err)
 	_, err = adapters.NewPostgresNotificationRepository(pool).Add(context.Background(), []*notification.Notification{n})
 	require.NoError(t, err)
@@ -39,14 +41,14 @@ func TestASupersededDeliveryIsNeverPushedWhateverItsClaimWasDoing(t *testing.T) 
 	require.NoError(t, err)
 	repo := adapters.NewPostgresDeliveryRepository(pool)
 	now := time.Now()
-	first := addCollapsing(t, pool, "first", now.Add(-time.Minute))
+	first := addCollapsing(t, pool, "first")
 	_, err = repo.Expand(ctx, []uuid.UUID{first})
 	require.NoError(t, err)
 	claimed, err := repo.ClaimDue(ctx, now, 1, time.Minute) // tok-1's is in flight; tok-2's waits
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 
-	second := addCollapsing(t, pool, "second", now)
+	second := addCollapsing(t, pool, "second")
 	_, err = repo.Expand(ctx, []uuid.UUID{second})
 	require.NoError(t, err)
 	byToken := func(id uuid.UUID) map[string]notification.DeliveryStatus {

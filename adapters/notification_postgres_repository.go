@@ -35,11 +35,18 @@ const insertChunk = 5000
 // them as stored (see app.NotificationWriter): a notification whose
 // idempotency key its recipient already holds is not inserted, and the
 // holder is returned in its place. A key whose window has passed (its
-// idempotent_until is not after the new notification's creation) is
-// released first, in the same transaction. A chunk with no key costs one
-// statement; one with keys, up to three (release, insert, and a lookup
-// only when some were duplicates). To write them in the host's
-// transaction, make the repository on that pgx.Tx.
+// idempotent_until is not after the database's clock) is released first,
+// in the same transaction. A chunk with no key costs one statement; one
+// with keys, up to three (release, insert, and a lookup only when some
+// were duplicates). To write them in the host's transaction, make the
+// repository on that pgx.Tx.
+//
+// The database stamps created_at, and idempotent_until from it: every
+// replica raising has its own clock, and judged by the raising one's a
+// replica running minutes ahead freed keys another had just taken (the
+// push went twice) and its notifications stayed "newest" for minutes,
+// winning every collapse and the top of the inbox. The inserted
+// notifications are restamped (StampCreatedAt) with what was stored.
 //
 // When ctx carries a traced span (Raise's), its W3C traceparent is stored
 // with each notification, for the push spans to link to.
@@ -63,8 +70,8 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 	data := make([]string, n)
 	ttls := make([]int32, n)
 	audiences, keys, collapseKeys, options := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-	created := make(ptrArray[timestamptzElem], n)
-	keyedUntil, sendAt, expiresAt := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	windows := make([]*int64, n) // microseconds; NULL without a key
+	sendAt, expiresAt := make([]*time.Time, n), make([]*time.Time, n)
 	urgent := make([]bool, n)
 	keyed := 0
 	for i, nt := range chunk {
@@ -72,7 +79,6 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 		c := nt.Content()
 		ids[i], recipients[i], types[i] = uuidElem(nt.ID()), textElem(nt.Recipient()), textElem(nt.Type())
 		titles[i], bodies[i], ttls[i] = textElem(c.Title), textElem(c.Body), int32(c.TTL/time.Second)
-		created[i] = timestamptzElem(nt.CreatedAt())
 		b, err := json.Marshal(c.Data)
 		if err != nil {
 			return fmt.Errorf("encode data of notification %s: %w", nt.ID(), err)
@@ -89,7 +95,7 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 			audiences[i] = ptr(string(b))
 		}
 		if k := nt.IdempotencyKey(); k != "" {
-			keys[i], keyedUntil[i] = ptr(k), ptr(nt.IdempotentUntil())
+			keys[i], windows[i] = ptr(k), ptr(nt.IdempotencyWindow().Microseconds())
 			keyed++
 		}
 		p := nt.PushOptions()
@@ -114,51 +120,72 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 	if tp := telemetry.TraceParent(ctx); tp != "" {
 		traceParent = &tp
 	}
-	args := []any{ids, recipients, types, titles, bodies, data, ttls, created, audiences,
-		keys, keyedUntil, sendAt, expiresAt, collapseKeys, options, traceParent, urgent}
+	args := []any{ids, recipients, types, titles, bodies, data, ttls, windows, audiences,
+		keys, sendAt, expiresAt, collapseKeys, options, traceParent, urgent}
+	// The creation time is statement_timestamp(): when this statement
+	// reached the database. Not now(), which inside the host's transaction
+	// is the time it began: a host that raised at the end of a transaction
+	// open for minutes would date its notification back to the BEGIN, and
+	// one raised meanwhile in a short transaction would supersede it and
+	// list above it though raised before. Not clock_timestamp() either:
+	// read once per statement, the one time serves created_at and
+	// idempotent_until alike, and the notifications of one raise share it,
+	// ordered by their time-ordered ids, as they were before.
 	const insert = `
 		INSERT INTO herald_notifications (id, recipient, type, title, body, data, ttl_seconds, created_at, audience,
 			idempotency_key, idempotent_until, send_at, expires_at, collapse_key, options, urgent, trace_parent)
-		SELECT *, $16::text FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
-			$8::timestamptz[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
-			$14::text[], $15::jsonb[], $17::boolean[])`
-	if keyed == 0 {
-		if _, err := r.db.Exec(ctx, insert, args...); err != nil {
-			return fmt.Errorf("insert notifications: %w", err)
+		SELECT u.id, u.recipient, u.type, u.title, u.body, u.data, u.ttl, statement_timestamp(), u.audience,
+			u.key, statement_timestamp() + u.window_us * interval '1 microsecond', u.send_at, u.expires_at,
+			u.collapse_key, u.options, u.urgent, $15::text
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[],
+			$8::bigint[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+			$13::text[], $14::jsonb[], $16::boolean[])
+			AS u(id, recipient, type, title, body, data, ttl, window_us, audience, key, send_at, expires_at,
+				collapse_key, options, urgent)`
+	query := insert
+	if keyed > 0 {
+		// A key whose window has passed by the database's clock is
+		// released, so the unique index (which knows no time) lets the new
+		// notification take it. A concurrent raise of the same key waits
+		// here, or at the insert, for this transaction to end.
+		if _, err := r.db.Exec(ctx, `
+			UPDATE herald_notifications n SET idempotency_key = NULL
+			FROM unnest($1::text[], $2::text[]) AS k(recipient, key)
+			WHERE k.key IS NOT NULL AND n.recipient = k.recipient AND n.idempotency_key = k.key
+				AND n.idempotent_until <= statement_timestamp()`, recipients, keys); err != nil {
+			return fmt.Errorf("release expired idempotency keys: %w", err)
 		}
-		return nil
+		query += `
+			ON CONFLICT (recipient, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`
 	}
-	// A key whose window has passed is released, so the unique index
-	// (which knows no time) lets the new notification take it. A concurrent
-	// raise of the same key waits here, or at the insert, for this
-	// transaction to end.
-	if _, err := r.db.Exec(ctx, `
-		UPDATE herald_notifications n SET idempotency_key = NULL
-		FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(recipient, key, created_at)
-		WHERE k.key IS NOT NULL AND n.recipient = k.recipient AND n.idempotency_key = k.key
-			AND n.idempotent_until <= k.created_at`, recipients, keys, created); err != nil {
-		return fmt.Errorf("release expired idempotency keys: %w", err)
-	}
-	rows, err := r.db.Query(ctx, insert+`
-		ON CONFLICT (recipient, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-		RETURNING id`, args...)
+	rows, err := r.db.Query(ctx, query+`
+		RETURNING id, created_at`, args...)
 	if err != nil {
 		return fmt.Errorf("insert notifications: %w", err)
 	}
-	inserted, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	type stamp struct {
+		ID        uuid.UUID
+		CreatedAt time.Time
+	}
+	inserted, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stamp])
 	if err != nil {
 		return fmt.Errorf("insert notifications: %w", err)
+	}
+	stamped := make(map[uuid.UUID]time.Time, len(inserted))
+	for _, s := range inserted {
+		stamped[s.ID] = s.CreatedAt
+	}
+	for _, nt := range chunk {
+		if at, ok := stamped[nt.ID()]; ok {
+			nt.StampCreatedAt(at)
+		}
 	}
 	if len(inserted) == n {
 		return nil
 	}
-	isNew := make(map[uuid.UUID]bool, len(inserted))
-	for _, id := range inserted {
-		isNew[id] = true
-	}
 	var dupRecipients, dupKeys []string
 	for i, nt := range chunk {
-		if !isNew[nt.ID()] {
+		if _, ok := stamped[nt.ID()]; !ok {
 			dupRecipients, dupKeys = append(dupRecipients, string(recipients[i])), append(dupKeys, *keys[i])
 		}
 	}
@@ -178,7 +205,7 @@ func (r *PostgresNotificationRepository) addChunk(ctx context.Context, chunk []*
 		byKey[[2]string{h.Recipient(), h.IdempotencyKey()}] = h
 	}
 	for i, nt := range chunk {
-		if isNew[nt.ID()] {
+		if _, ok := stamped[nt.ID()]; ok {
 			continue
 		}
 		h, ok := byKey[[2]string{string(recipients[i]), *keys[i]}]

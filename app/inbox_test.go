@@ -29,10 +29,8 @@ func seedInbox(t *testing.T, user string, n int) (*app.Inbox, []uuid.UUID) {
 	var ns []*notification.Notification
 	var ids []uuid.UUID
 	for i := range n {
-		// Pairs share a timestamp, so the cursor must break ties by id.
-		created := base.Add(time.Duration(i/2) * time.Minute)
 		nt, err := notification.NewNotification(uuid.New(), notification.Draft{Recipient: user, Type: "t",
-			Content: notification.Content{Title: fmt.Sprintf("n%d", i)}}, created)
+			Content: notification.Content{Title: fmt.Sprintf("n%d", i)}}, base)
 		require.NoError(t, err)
 		ns = append(ns, nt)
 		ids = append(ids, nt.ID())
@@ -42,8 +40,15 @@ func seedInbox(t *testing.T, user string, n int) (*app.Inbox, []uuid.UUID) {
 	require.NoError(t, err)
 	ns = append(ns, other)
 	require.NoError(t, pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-		_, err := adapters.NewPostgresNotificationRepository(tx).Add(context.Background(), ns)
-		return err
+		// The database stamps each statement's notifications with one
+		// time: added in pairs, pairs share a timestamp, so the cursor must
+		// break ties by id, and each pair is newer than the one before.
+		for start := 0; start < len(ns); start += 2 {
+			if _, err := adapters.NewPostgresNotificationRepository(tx).Add(context.Background(), ns[start:min(start+2, len(ns))]); err != nil {
+				return err
+			}
+		}
+		return nil
 	}))
 	return app.NewInbox(repo, nil), ids
 }

@@ -51,8 +51,9 @@ type Raised struct {
 // earlier one in its place. Such a duplicate is not stored, and no outbox
 // event is written for a raise whose notifications are all duplicates.
 //
-// Now reads the database's clock in the transaction: whether an ExpiresAt
-// has passed is the database's call, never one server's. Like
+// Now reads the database's clock in the transaction, as Write's statements
+// read it when they stamp the notifications' creation: whether an
+// ExpiresAt has passed is the database's call, never one server's. Like
 // any statement, a failure aborts the host's transaction.
 type RaiseTx interface {
 	Write(ctx context.Context, ns []*notification.Notification, raised []Raised) ([]*notification.Notification, error)
@@ -64,8 +65,10 @@ type RaiseTx interface {
 // notifications commit or roll back with the host's own writes.
 //
 // Add returns the notifications as stored, in the order of ns: the same
-// pointer for one it inserted, the existing notification for one whose
-// idempotency key the recipient already holds within its window. When
+// pointer for one it inserted (its creation time, and the end of its
+// idempotency window, restamped by the database's clock), the existing
+// notification for one whose idempotency key the recipient already holds
+// within its window (by the database's clock). When
 // another open transaction holds the key, Add waits for it: if it commits,
 // its notification is returned; if it rolls back, this one is inserted.
 type NotificationWriter interface {
@@ -74,7 +77,9 @@ type NotificationWriter interface {
 
 // RaiserConfig configures a Raiser.
 type RaiserConfig struct {
-	// Now is the clock. Defaults to time.Now.
+	// Now is the clock that gives a notification its provisional creation
+	// time, replaced by the database's when it is stored. Defaults to
+	// time.Now.
 	Now func() time.Time
 	// NewID makes notification ids. Defaults to uuid.NewV7 (time-ordered).
 	NewID func() (uuid.UUID, error)

@@ -78,8 +78,9 @@ type Draft struct {
 	// nothing more is pushed, and Raise returns the first notification.
 	IdempotencyKey string
 	// IdempotencyWindow is how long the key holds from the notification's
-	// creation. Zero means herald.Config.IdempotencyWindow (default 24h); at
-	// most MaxIdempotencyWindow.
+	// creation, by the database's clock. Zero means
+	// herald.Config.IdempotencyWindow (default 24h); at most
+	// MaxIdempotencyWindow.
 	IdempotencyWindow time.Duration
 	// SendAt, when set, holds the pushes until then; the inbox shows the
 	// notification from then too. The zero time (or a past one) sends at
@@ -116,11 +117,12 @@ type Notification struct {
 	createdAt time.Time
 	readAt    time.Time
 
-	idempotencyKey  string
-	idempotentUntil time.Time
-	sendAt          time.Time
-	push            PushOptions
-	supersededAt    time.Time
+	idempotencyKey    string
+	idempotencyWindow time.Duration
+	idempotentUntil   time.Time
+	sendAt            time.Time
+	push              PushOptions
+	supersededAt      time.Time
 }
 
 // NewNotification validates d and returns the notification. It fails with
@@ -129,9 +131,10 @@ type Notification struct {
 // *PayloadTooLargeError.
 //
 // createdAt is the raising server's reading of the time. Its clock may be
-// minutes off the other servers', so whether an ExpiresAt has passed is
-// for CheckExpiry to say against the database's clock. The checks here
-// are structural.
+// minutes off the other servers', so it decides nothing the notification
+// is judged by: storage stamps the database's time over it (see
+// StampCreatedAt), and whether an ExpiresAt has passed is for CheckExpiry
+// to say against the database's clock. The checks here are structural.
 func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
@@ -167,7 +170,8 @@ func NewNotification(id uuid.UUID, d Draft, createdAt time.Time) (*Notification,
 		if window == 0 {
 			window = DefaultIdempotencyWindow
 		}
-		n.idempotencyKey, n.idempotentUntil = d.IdempotencyKey, createdAt.Add(window)
+		n.idempotencyKey, n.idempotencyWindow = d.IdempotencyKey, window
+		n.idempotentUntil = createdAt.Add(window)
 	}
 	return n, nil
 }
@@ -181,6 +185,17 @@ func (n *Notification) CheckExpiry(now time.Time) error {
 		return &FieldError{Field: "expires_at", Err: ErrExpiresTooEarly}
 	}
 	return nil
+}
+
+// StampCreatedAt replaces the creation time by the one the database
+// stamped when it stored the notification, and moves the end of the
+// idempotency window with it. It is only for adapters storing a new
+// notification.
+func (n *Notification) StampCreatedAt(at time.Time) {
+	n.createdAt = at
+	if n.idempotencyKey != "" {
+		n.idempotentUntil = at.Add(n.idempotencyWindow)
+	}
 }
 
 // NotificationFromDatabase rebuilds a stored notification without validating
@@ -211,6 +226,11 @@ func (n *Notification) RestoreDeliverySettings(s DeliverySettings) {
 
 // IdempotencyKey returns the draft's idempotency key, or "".
 func (n *Notification) IdempotencyKey() string { return n.idempotencyKey }
+
+// IdempotencyWindow returns how long the idempotency key holds from the
+// creation, or zero when there is no key. A notification read back from
+// the database knows only IdempotentUntil and returns zero.
+func (n *Notification) IdempotencyWindow() time.Duration { return n.idempotencyWindow }
 
 // IdempotentUntil returns when the idempotency key stops holding, or the
 // zero time when there is no key.
@@ -256,7 +276,8 @@ func (n *Notification) Urgent() bool { return n.urgent }
 // modify it.
 func (n *Notification) Content() Content { return n.content }
 
-// CreatedAt returns when the notification was created.
+// CreatedAt returns when the notification was created: once stored, by the
+// database's clock.
 func (n *Notification) CreatedAt() time.Time { return n.createdAt }
 
 // ReadAt returns when the recipient read it, or the zero time.

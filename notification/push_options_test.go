@@ -74,7 +74,8 @@ func TestANotificationKeepsItsDraftsDeliverySettings(t *testing.T) {
 // TestARaisingServersClockDecidesNothingANotificationIsJudgedBy: the time
 // a notification is made with is one server's, possibly minutes off the
 // others'. An expiry before it is not refused then; CheckExpiry judges it
-// against the clock it is given (the database's).
+// against the clock it is given (the database's), and the creation time
+// the database stamps moves the idempotency window with it.
 func TestARaisingServersClockDecidesNothingANotificationIsJudgedBy(t *testing.T) {
 	t.Parallel()
 	serverNow := time.Date(2026, 11, 30, 12, 10, 0, 0, time.UTC) // 10 minutes ahead
@@ -93,6 +94,11 @@ func TestARaisingServersClockDecidesNothingANotificationIsJudgedBy(t *testing.T)
 	never, err := notification.NewNotification(uuid.New(), d, serverNow)
 	require.NoError(t, err)
 	assert.NoError(t, never.CheckExpiry(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)), "no expiry never expires")
+
+	assert.Equal(t, 5*time.Minute, n.IdempotencyWindow())
+	n.StampCreatedAt(databaseNow)
+	assert.Equal(t, databaseNow, n.CreatedAt())
+	assert.Equal(t, databaseNow.Add(5*time.Minute), n.IdempotentUntil(), "the window runs from the stored creation")
 }
 
 // Postgres stores times up to the year 294276 and Go's JSON up to 9999: a

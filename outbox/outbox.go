@@ -19,7 +19,8 @@ import (
 
 // Config configures an Outbox. Zero values mean the documented defaults.
 type Config struct {
-	// Now is the clock. Defaults to time.Now.
+	// Now gives a notification its provisional creation time, replaced by
+	// the database's when it is stored. Defaults to time.Now.
 	Now func() time.Time
 	// Logger receives watermill's logs. Defaults to discarding.
 	Logger *slog.Logger
@@ -157,9 +158,11 @@ func (r raiseTx) Write(ctx context.Context, ns []*notification.Notification, rai
 	return stored, nil
 }
 
-// Now implements app.RaiseTx. statement_timestamp() is the time of this
-// statement: read in the host's transaction, it is later than now(),
-// which stays at the transaction's start however long the host took.
+// Now implements app.RaiseTx. statement_timestamp() is the time the
+// database stamps on the notifications' creation (see
+// adapters.PostgresNotificationRepository.Add): read in the host's
+// transaction, it is later than now(), which stays at the transaction's
+// start however long the host took.
 func (r raiseTx) Now(ctx context.Context) (time.Time, error) {
 	var now time.Time
 	if err := r.tx.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&now); err != nil {

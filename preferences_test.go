@@ -277,6 +277,30 @@ func TestTheQuietHoursRuleIsTheSameInGoAndInPostgres(t *testing.T) {
 	}
 }
 
+// "CET", "MET", "EET" and "WET" are IANA zones with summer time, which Go
+// reads (and Set accepts), but also names in Postgres's list of time zone
+// abbreviations, which AT TIME ZONE looks up first: as fixed offsets (CET
+// +01:00 all year), they moved a summer night's quiet hours an hour, and
+// the claim pushed at 22:30 Paris time through quiet hours from 22:00.
+func TestQuietHoursInAZoneNamedLikeAnAbbreviationFollowTheZonesSummerTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	summer, winter := time.Date(2026, 7, 1, 20, 30, 0, 0, time.UTC), time.Date(2026, 1, 15, 21, 30, 0, 0, time.UTC)
+	for _, zone := range []string{"CET", "MET", "EET", "WET", "EST", "UTC", "GMT", "Europe/Paris"} {
+		for _, at := range []time.Time{summer, winter, summer.Add(-4 * time.Hour), summer.Add(9 * time.Hour)} {
+			p := notification.Preferences{QuietHours: notification.QuietHours{Start: "22:00", End: "07:00"}, TimeZone: zone}
+			var inPostgres time.Time
+			var sessionZone string
+			require.NoError(t, pool.QueryRow(ctx, `SELECT herald_quiet_until($1, $2, '22:00'::time, '07:00'::time),
+				current_setting('TimeZone')`, at, zone).Scan(&inPostgres, &sessionZone))
+			assert.True(t, p.PushAt(at, false).Equal(inPostgres), "%s at %s: Go %s, Postgres %s",
+				zone, at, p.PushAt(at, false), inPostgres)
+			assert.NotEqual(t, zone, sessionZone, "the session's time zone is left as it was")
+		}
+	}
+}
+
 func TestADeviceAtItsPerDeviceLimitWaitsWhileOthersGoAtFullSpeed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -47,8 +47,10 @@ func (r *PostgresPreferenceRepository) Set(ctx context.Context, userID string, p
 	_, err := r.db.Exec(ctx, `
 		WITH stored AS (
 			INSERT INTO herald_preferences AS p (user_id, muted, quiet_start, quiet_end, time_zone, updated_at)
-			-- AT TIME ZONE fails on a zone Postgres does not know.
-			SELECT $1, $2, $3::time, $4::time, $5, $6 WHERE (now() AT TIME ZONE $5) IS NOT NULL
+			-- Read as the claim reads it (migration 0016): a zone
+			-- Postgres's zone database does not know fails.
+			SELECT $1, $2, $3::time, $4::time, $5, $6
+			WHERE herald_quiet_until_strict(now(), $5, '00:00', '12:00') IS NOT NULL
 			ON CONFLICT (user_id) DO UPDATE SET muted = excluded.muted, quiet_start = excluded.quiet_start,
 				quiet_end = excluded.quiet_end, time_zone = excluded.time_zone, updated_at = excluded.updated_at
 			RETURNING 1

@@ -64,3 +64,29 @@ func TestChangingQuietHoursNeverBringsAScheduledPushBeforeItsSendTime(t *testing
 		})
 	}
 }
+
+// Set checks the time zone against Postgres's zone database as the claim
+// reads it, a zone name, never an abbreviation: one it does not know is
+// refused before anything is stored, and CET (an abbreviation too) is a
+// zone.
+func TestAZonePostgresDoesNotKnowIsRefusedBeforeAnythingIsStored(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	prefs := adapters.NewPostgresPreferenceRepository(f.pool)
+	quiet := notification.QuietHours{Start: "22:00", End: "07:00"}
+	for _, zone := range []string{"Mars/Olympus", "Atlantis"} {
+		err := prefs.Set(ctx, "minji", notification.Preferences{QuietHours: quiet, TimeZone: zone}, time.Now())
+		var fe *notification.FieldError
+		require.ErrorAs(t, err, &fe, zone)
+		assert.ErrorIs(t, err, notification.ErrInvalidTimeZone, zone)
+	}
+	_, stored, err := prefs.Get(ctx, "minji")
+	require.NoError(t, err)
+	assert.False(t, stored)
+
+	require.NoError(t, prefs.Set(ctx, "minji", notification.Preferences{QuietHours: quiet, TimeZone: "CET"}, time.Now()))
+	got, _, err := prefs.Get(ctx, "minji")
+	require.NoError(t, err)
+	assert.Equal(t, "CET", got.TimeZone)
+}

@@ -49,13 +49,20 @@ func (q QuietHours) IsZero() bool { return q.Start == "" && q.End == "" }
 // Validate reports every problem at once, as *FieldError values wrapping
 // ErrRequired, ErrTooLong, ErrInvalidUTF8, ErrInvalidClock or
 // ErrInvalidTimeZone. The time zone is checked against Go's zone database
-// here; Herald checks it against Postgres's too when it stores it.
+// here; Herald checks it against Postgres's too when it stores it. A Muted
+// list over MaxMutedTypes is one ErrTooLong, and only its first
+// MaxMutedTypes entries are checked, so the error stays small.
 func (p Preferences) Validate() error {
 	var errs []error
-	if len(p.Muted) > MaxMutedTypes {
+	muted := p.Muted
+	if len(muted) > MaxMutedTypes {
 		errs = append(errs, &FieldError{Field: "muted", Err: ErrTooLong})
+		// Only the entries that could have been kept are checked: one
+		// error per entry of a list passed straight through made an
+		// error of megabytes.
+		muted = muted[:MaxMutedTypes]
 	}
-	for _, t := range p.Muted {
+	for _, t := range muted {
 		errs = append(errs, checkText("muted", t, true, MaxTypeLength)...)
 	}
 	if !p.QuietHours.IsZero() {
@@ -82,7 +89,10 @@ func (p Preferences) Location() (*time.Location, error) {
 	if p.TimeZone == "" {
 		return time.UTC, nil
 	}
-	if !validText(p.TimeZone) || p.TimeZone == "Local" {
+	// "Local" and "localtime" (a link to /etc/localtime in Debian's zone
+	// database) are the server's zone, which Go and Postgres read on
+	// different machines: never a user's.
+	if !validText(p.TimeZone) || p.TimeZone == "Local" || p.TimeZone == "localtime" {
 		return nil, ErrInvalidTimeZone
 	}
 	loc, err := time.LoadLocation(p.TimeZone)

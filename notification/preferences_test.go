@@ -63,3 +63,25 @@ func TestPushAtHoldsOnlyWhatFallsInTheQuietHours(t *testing.T) {
 	}
 	assert.True(t, night.IsMuted("") == false && notification.Preferences{Muted: []string{"ads"}}.IsMuted("ads"))
 }
+
+// A host that passes a user's list straight through (100,000 empty types)
+// gets one refusal of bounded size, not a FieldError per entry: the error
+// is logged and shown, and one such request made it megabytes.
+func TestAHundredThousandMutedTypesAreRefusedWithAnErrorOfBoundedSize(t *testing.T) {
+	t.Parallel()
+	err := notification.Preferences{Muted: make([]string, 100_000)}.Validate()
+	assert.ErrorIs(t, err, notification.ErrTooLong)
+	assert.ErrorIs(t, err, notification.ErrRequired)
+	assert.Less(t, len(err.Error()), 10_000, "the error's size")
+}
+
+// "Local" and "localtime" (a file in Debian's zone database, a link to
+// /etc/localtime) name the server's own zone, not the user's: Go reads the
+// application server's, Postgres the database server's, and the two may
+// differ.
+func TestATimeZoneThatMeansTheServersOwnIsRefused(t *testing.T) {
+	t.Parallel()
+	for _, zone := range []string{"Local", "localtime"} {
+		assert.ErrorIs(t, notification.Preferences{TimeZone: zone}.Validate(), notification.ErrInvalidTimeZone, zone)
+	}
+}

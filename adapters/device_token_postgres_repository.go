@@ -3,6 +3,8 @@ package adapters
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,8 +54,15 @@ const moveDeliveries = `UPDATE herald_deliveries d SET status = 'token_moved', c
 // deliveries when the call is run again). Like Upsert, it closes
 // token_moved the open deliveries to those tokens addressed to other
 // users.
+//
+// Tokens are written in token order, whatever the input's: each chunk
+// locks its tokens' rows as it upserts them, and two imports sharing
+// tokens in opposite orders each waited for a row the other held (a
+// deadlock, one import failed). In one order, one waits and both end.
 func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*notification.DeviceToken) error {
-	ts = dedupeTokens(ts)
+	ts = slices.SortedFunc(slices.Values(dedupeTokens(ts)), func(a, b *notification.DeviceToken) int {
+		return strings.Compare(a.Token(), b.Token())
+	})
 	for start := 0; start < len(ts); start += insertChunk {
 		chunk := ts[start:min(start+insertChunk, len(ts))]
 		n := len(chunk)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -210,4 +211,28 @@ func TestTenThousandTokensImportInOneCall(t *testing.T) {
 	assert.Equal(t, "user-9998/android", owner[regs[9998].Token])
 	require.NoError(t, tokens.RegisterMany(ctx, nil), "an empty import does nothing")
 	require.True(t, errors.Is(tokens.RegisterMany(ctx, []app.TokenRegistration{{}}), notification.ErrRequired))
+}
+
+// Two imports of the same tokens at once (an import rerun while the first
+// run still goes, or two sources listing the same devices in different
+// orders) both complete. Each chunk locks its tokens' rows as it upserts
+// them: in input order, two chunks sharing tokens in opposite orders each
+// waited for the other, and Postgres failed one with a deadlock.
+func TestTwoImportsOfTheSameTokensInAnyOrderBothComplete(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	tokens := app.NewTokens(adapters.NewPostgresDeviceTokenRepository(pool), nil)
+	for round := range 5 {
+		regs := bulkRegistrations(2000, fmt.Sprintf("round%d", round))
+		reversed := slices.Clone(regs)
+		slices.Reverse(reversed)
+		errs := make(chan error, 2)
+		for _, batch := range [][]app.TokenRegistration{regs, reversed} {
+			go func() { errs <- tokens.RegisterMany(ctx, batch) }()
+		}
+		for range 2 {
+			require.NoError(t, <-errs, "round %d", round)
+		}
+	}
 }

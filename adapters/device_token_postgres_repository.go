@@ -121,6 +121,11 @@ func dedupeTokens(ts []*notification.DeviceToken) []*notification.DeviceToken {
 // claim does for a token that is gone: nothing is pushed to a token after
 // its owner removed it, except a push a sender had already handed to FCM.
 func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string) (bool, error) {
+	if storableText(token) != token {
+		// Text Postgres cannot hold (NUL, bytes that are not UTF-8) is no
+		// stored token; asked, Postgres refuses the bytes with an error.
+		return false, nil
+	}
 	var existed bool
 	err := r.db.QueryRow(ctx, `
 		WITH deleted AS (

@@ -54,13 +54,21 @@ func (u *UserPreferences) Set(ctx context.Context, userID string, p notification
 }
 
 // Get returns userID's preferences: the zero Preferences (nothing muted,
-// no quiet hours) when they have set none.
+// no quiet hours) when they have set none. A user id Herald never stores
+// fails with *notification.FieldError values, as Set does.
 func (u *UserPreferences) Get(ctx context.Context, userID string) (notification.Preferences, error) {
+	if err := checkUser("get preferences", userID); err != nil {
+		return notification.Preferences{}, err
+	}
 	p, _, err := u.repo.Get(ctx, userID)
 	return p, err
 }
 
-// Delete removes userID's preferences, and reports whether they had any.
+// Delete removes userID's preferences, and reports whether they had any. A
+// user id Herald never stores fails with *notification.FieldError values.
 func (u *UserPreferences) Delete(ctx context.Context, userID string) (bool, error) {
+	if err := checkUser("delete preferences", userID); err != nil {
+		return false, err
+	}
 	return u.repo.Delete(ctx, userID)
 }

@@ -109,13 +109,19 @@ func (ts *Tokens) RegisterMany(ctx context.Context, regs []TokenRegistration) er
 
 // Unregister removes a token (the user signed out, or the app reported it
 // gone) and closes the pushes still waiting for it (token_pruned with the
-// code TOKEN_REMOVED). Removing an unknown token is not an error.
+// code TOKEN_REMOVED). Removing an unknown token is not an error, nor is
+// removing one no registry could hold (a NUL, bytes that are not UTF-8).
 func (ts *Tokens) Unregister(ctx context.Context, token string) error {
 	_, err := ts.repo.Delete(ctx, token)
 	return err
 }
 
-// List returns user's tokens, most recently seen first.
+// List returns user's tokens, most recently seen first. A user id Herald
+// never stores (empty, not UTF-8, holding NUL, too long) fails with
+// *notification.FieldError values, as the inbox's calls do.
 func (ts *Tokens) List(ctx context.Context, user string) ([]*notification.DeviceToken, error) {
+	if err := checkUser("list device tokens", user); err != nil {
+		return nil, err
+	}
 	return ts.repo.ListForUser(ctx, user)
 }

@@ -49,3 +49,33 @@ func TestTokenRegistry(t *testing.T) {
 	require.Len(t, list, 1)
 	assert.Equal(t, "phone", list[0].Token())
 }
+
+// A token no registry could hold (a NUL, bytes that are not UTF-8: an app
+// reporting garbage as gone) is unknown, and removing an unknown token is
+// not an error; it failed with Postgres's refusal of the bytes, and a host
+// retrying the failed call retried it for ever. A user id Herald never
+// stores is refused by List and the preferences' Get and Delete, as the
+// inbox refuses it, rather than sent to Postgres to fail there.
+func TestUnregisteringATokenNoRegistryCouldHoldIsNotAnError(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tokens := app.NewTokens(adapters.NewPostgresDeviceTokenRepository(testutil.NewPool(t)), nil)
+	require.NoError(t, tokens.Register(ctx, "ann", "phone", notification.PlatformAndroid))
+	for _, garbage := range []string{"phone\x00", "\xff\xfephone", ""} {
+		assert.NoError(t, tokens.Unregister(ctx, garbage), "%q", garbage)
+	}
+	list, err := tokens.List(ctx, "ann")
+	require.NoError(t, err)
+	assert.Len(t, list, 1, "ann's phone stays")
+
+	prefs := app.NewUserPreferences(adapters.NewPostgresPreferenceRepository(testutil.NewPool(t)), nil)
+	for _, user := range []string{"ann\x00", "\xff\xfe", ""} {
+		var fe *notification.FieldError
+		_, err := tokens.List(ctx, user)
+		assert.ErrorAs(t, err, &fe, "list %q", user)
+		_, err = prefs.Get(ctx, user)
+		assert.ErrorAs(t, err, &fe, "get preferences %q", user)
+		_, err = prefs.Delete(ctx, user)
+		assert.ErrorAs(t, err, &fe, "delete preferences %q", user)
+	}
+}

@@ -119,7 +119,9 @@ func dedupeTokens(ts []*notification.DeviceToken) []*notification.DeviceToken {
 // statement it closes the token's open deliveries (pending, retry
 // scheduled, or claimed) token_pruned with the code TOKEN_REMOVED, as a
 // claim does for a token that is gone: nothing is pushed to a token after
-// its owner removed it, except a push a sender had already handed to FCM.
+// its owner removed it, except a push a sender already had in hand (on the
+// wire, or claimed too recently to be checked again: see the README's
+// token ownership).
 func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string) (bool, error) {
 	if storableText(token) != token {
 		// Text Postgres cannot hold (NUL, bytes that are not UTF-8) is no

@@ -740,13 +740,28 @@ func (r *PostgresDeliveryRepository) StillClaimed(ctx context.Context, d *notifi
 
 // recordSQL records a batch of outcomes ($1-$8, one element per delivery),
 // each only if its claim ($8) is still current, logs failed attempts, and
-// for the tokens found dead deletes them (only when $9) and closes their
-// other open deliveries.
+// for the tokens found dead ($10, locked first) deletes them (only when $9)
+// and closes their other open deliveries.
 const recordSQL = `
 		WITH outcome AS (
 			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[],
 				$6::text[], $7::text[], $8::uuid[])
 				AS u(id, status, attempts, delay_us, last_error, error_code, message_name, claim_id)
+		), dying AS (
+			-- The tokens found dead ($10), locked first and in byte order:
+			-- tokens before deliveries (the lock order, see the package
+			-- documentation). Locked after the deliveries, a registration,
+			-- an unregistration or an erasure of the same tokens, which
+			-- lock them first, deadlocked with this statement.
+			SELECT token FROM herald_device_tokens WHERE token = ANY ($10::text[])
+			ORDER BY token COLLATE "C" FOR UPDATE
+		), batch AS (
+			-- Then the batch's deliveries, in id order: an import moving
+			-- tokens locks the deliveries it closes in id order too; each
+			-- in its own order, they deadlocked.
+			SELECT d.id FROM herald_deliveries d
+			WHERE d.id = ANY ($1::bigint[]) AND d.status = 'claimed' AND (SELECT count(*) FROM dying) >= 0
+			ORDER BY d.id FOR UPDATE
 		), recorded AS (
 			UPDATE herald_deliveries d SET
 				status = u.status, attempts = u.attempts, due_at = now() + u.delay_us * interval '1 microsecond',
@@ -754,6 +769,7 @@ const recordSQL = `
 				updated_at = now(), claim_id = NULL, claimed_by = NULL
 			FROM outcome u
 			WHERE d.id = u.id AND d.claim_id = u.claim_id AND d.status = 'claimed'
+				AND (SELECT count(*) FROM batch) >= 0
 			RETURNING d.id, d.token, d.status, d.error_code, d.last_error
 		), attempts AS (
 			-- A failed attempt is logged for the operator's timeline; a
@@ -794,13 +810,18 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 	statuses, lastErrors, codes, names := make(ptrArray[textElem], n), make(ptrArray[wordsElem], n),
 		make(ptrArray[wordsElem], n), make(ptrArray[wordsElem], n)
 	claims := make(ptrArray[uuidElem], n)
+	var dying ptrArray[textElem]
 	for i, d := range ds {
 		ids[i], attempts[i], statuses[i] = int8Elem(d.ID()), int32(d.Attempts()), textElem(d.Status())
 		lastErrors[i], codes[i], names[i] = wordsElem(d.LastError()), wordsElem(d.ErrorCode()), wordsElem(d.MessageName())
 		delays[i], claims[i] = int8Elem(max(0, d.DueAt().Sub(d.UpdatedAt()).Microseconds())), uuidElem(d.ClaimID())
+		if d.Status() == notification.StatusTokenPruned {
+			dying = append(dying, textElem(d.Token()))
+		}
 	}
 	record := func(prune bool) (recorded int, err error) {
-		err = r.db.QueryRow(ctx, recordSQL, ids, statuses, attempts, delays, lastErrors, codes, names, claims, prune).Scan(&recorded)
+		err = r.db.QueryRow(ctx, recordSQL, ids, statuses, attempts, delays, lastErrors, codes, names, claims, prune,
+			dying).Scan(&recorded)
 		return recorded, err
 	}
 	recorded, err := record(true)

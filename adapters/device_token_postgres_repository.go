@@ -59,6 +59,8 @@ const moveDeliveries = `UPDATE herald_deliveries d SET status = 'token_moved', c
 // locks its tokens' rows as it upserts them, and two imports sharing
 // tokens in opposite orders each waited for a row the other held (a
 // deadlock, one import failed). In one order, one waits and both end.
+// That is the lock order (see the package documentation): the tokens,
+// in byte order, before the deliveries the chunk closes.
 func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*notification.DeviceToken) error {
 	ts = slices.SortedFunc(slices.Values(dedupeTokens(ts)), func(a, b *notification.DeviceToken) int {
 		return strings.Compare(a.Token(), b.Token())
@@ -85,11 +87,23 @@ func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*no
 					last_seen_at = excluded.last_seen_at,
 					registered_at = CASE WHEN herald_device_tokens.user_id = excluded.user_id
 						THEN herald_device_tokens.registered_at ELSE excluded.registered_at END
+				RETURNING 1
+			), moving AS (
+				-- The lock order (see the package documentation): the
+				-- tokens' upsert runs to its end before the first delivery
+				-- is read, and the deliveries are locked in id order, as a
+				-- sender's record of outcomes locks its batch.
+				SELECT d.id FROM input i
+				JOIN herald_deliveries d ON d.token = i.token
+				JOIN herald_notifications n ON n.id = d.notification_id
+				WHERE `+openDeliveries+` AND n.audience IS NULL AND n.recipient <> i.user_id
+					AND (SELECT count(*) FROM registered) >= 0
+				ORDER BY d.id
+				FOR UPDATE OF d
 			)
 			`+moveDeliveries+`
-			FROM input i, herald_notifications n
-			WHERE d.token = i.token AND `+openDeliveries+`
-				AND n.id = d.notification_id AND n.audience IS NULL AND n.recipient <> i.user_id`,
+			FROM moving m
+			WHERE d.id = m.id AND `+openDeliveries,
 			tokens, users, platforms, registered, seen)
 		if err != nil {
 			return fmt.Errorf("upsert device tokens: %w", err)
@@ -132,12 +146,18 @@ func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string
 	err := r.db.QueryRow(ctx, `
 		WITH deleted AS (
 			DELETE FROM herald_device_tokens WHERE token = $1 RETURNING 1
+		), existed AS (
+			SELECT count(*) AS n FROM deleted
 		), closed AS (
 			UPDATE herald_deliveries d SET status = 'token_pruned', claim_id = NULL, updated_at = now(),
 				error_code = 'TOKEN_REMOVED', last_error = 'token removed from the registry before the push'
 			WHERE d.token = $1 AND `+openDeliveries+`
+				-- The token before its deliveries (the lock order, see the
+				-- package documentation).
+				AND (SELECT n FROM existed) >= 0
+			RETURNING 1
 		)
-		SELECT EXISTS (SELECT 1 FROM deleted)`, token).Scan(&existed)
+		SELECT (SELECT n FROM existed) > 0 FROM (SELECT count(*) FROM closed) c`, token).Scan(&existed)
 	if err != nil {
 		return false, fmt.Errorf("delete device token: %w", err)
 	}

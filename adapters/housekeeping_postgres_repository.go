@@ -89,12 +89,17 @@ func (r *PostgresHousekeepingRepository) DeleteReplayedDeadLetters(ctx context.C
 			WHERE replayed_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)`, olderThan.Microseconds(), limit)
 }
 
-// DeleteTokensUnseenFor deletes up to limit device tokens not seen for more than olderThan.
+// DeleteTokensUnseenFor deletes up to limit device tokens not seen for
+// more than olderThan. A token locked by someone else (a registration
+// seeing it again, a sender pruning it) is skipped, not waited for: taking
+// the batch's locks in scan order deadlocked with an import locking the
+// same tokens in its own order. It is looked at again next sweep.
 func (r *PostgresHousekeepingRepository) DeleteTokensUnseenFor(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
 	return r.exec(ctx, "delete stale device tokens", `
 		DELETE FROM herald_device_tokens WHERE token IN (
 			SELECT token FROM herald_device_tokens
-			WHERE last_seen_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)`, olderThan.Microseconds(), limit)
+			WHERE last_seen_at < now() - $1::bigint * interval '1 microsecond' LIMIT $2
+			FOR UPDATE SKIP LOCKED)`, olderThan.Microseconds(), limit)
 }
 
 // DeleteIdleDeviceRates deletes up to limit per-device counts whose hour

@@ -74,7 +74,15 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 	if err != nil {
 		return report, fmt.Errorf("forget user: %w", err)
 	}
-	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+	if err := r.forgetUser(ctx, userID, string(goJSON), &report); err != nil {
+		return report, fmt.Errorf("forget user: %w", err)
+	}
+	return report, nil
+}
+
+// forgetUser does the work of ForgetUser in one transaction.
+func (r *PostgresDeliveryRepository) forgetUser(ctx context.Context, userID, goJSON string, report *ErasureReport) error {
+	return pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
 		// Open broadcasts first: a chunk being expanded (it holds its
 		// broadcast's row, and may have read the user's tokens before they
 		// go) is waited for, so the statements below see its deliveries;
@@ -84,11 +92,18 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 			WHERE finished_at IS NULL AND (recipient IS NULL OR recipient = $1) FOR UPDATE`, userID); err != nil {
 			return err
 		}
+		// Then the user's tokens, in byte order, before any delivery (the
+		// lock order, see the package documentation): a registration, an
+		// unregistration and a sender's record of outcomes that prunes
+		// tokens all lock a token before its deliveries; locking the
+		// deliveries first deadlocked with them. Holding the deliveries
+		// and the per-device counts after that never deadlocks with a
+		// claim either (deliveries, skipped when locked, then counts).
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM herald_device_tokens WHERE user_id = $1
+			ORDER BY token COLLATE "C" FOR UPDATE`, userID); err != nil {
+			return err
+		}
 		var inFlight *time.Time
-		// Deliveries first: a sender records an outcome by locking its
-		// delivery and then, for a dead token, the token; taking the locks
-		// in the same order never deadlocks with it, nor with a claim
-		// (deliveries, then per-device counts).
 		err := tx.QueryRow(ctx, `
 			WITH tokens AS (
 				SELECT token FROM herald_device_tokens WHERE user_id = $1
@@ -98,9 +113,13 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 				-- Each deleted row as it was when deleted (a claim that
 				-- committed while this waited for its lock included), so
 				-- that a push claimed at that moment is reported in flight.
-				DELETE FROM herald_deliveries d
-				WHERE d.token IN (SELECT token FROM tokens)
-					AND d.notification_id NOT IN (SELECT id FROM notifications)
+				-- Locked in id order, as a sender's record of outcomes
+				-- locks its batch.
+				DELETE FROM herald_deliveries d WHERE d.id IN (
+					SELECT x.id FROM herald_deliveries x
+					WHERE x.token IN (SELECT token FROM tokens)
+						AND x.notification_id NOT IN (SELECT id FROM notifications)
+					ORDER BY x.id FOR UPDATE)
 				RETURNING d.status, d.due_at
 			), preferences AS (
 				DELETE FROM herald_preferences WHERE user_id = $1 RETURNING 1
@@ -118,7 +137,7 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		// before anything below holds the relay back; what was written
 		// after that read's snapshot (its xmin on) is read again at the
 		// end, when nothing more can come.
-		outboxRows, since, err := forgetInOutbox(ctx, tx, userID, string(goJSON), "0")
+		outboxRows, since, err := forgetInOutbox(ctx, tx, userID, goJSON, "0")
 		if err != nil {
 			return err
 		}
@@ -152,6 +171,7 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 				SELECT d.status, d.due_at FROM herald_deliveries d
 				WHERE d.notification_id IN (SELECT id FROM herald_notifications WHERE recipient = $1)
 					AND d.status IN ('pending', 'retry_scheduled', 'claimed')
+				ORDER BY d.id -- the lock order: see the package documentation
 				FOR UPDATE OF d) open`, userID).Scan(&claimedUntil); err != nil {
 			return err
 		}
@@ -168,7 +188,7 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		if err != nil {
 			return err
 		}
-		more, _, err := forgetInOutbox(ctx, tx, userID, string(goJSON), since)
+		more, _, err := forgetInOutbox(ctx, tx, userID, goJSON, since)
 		if err != nil {
 			return err
 		}
@@ -207,10 +227,6 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 		report.Deliveries += late
 		return err
 	})
-	if err != nil {
-		return report, fmt.Errorf("forget user: %w", err)
-	}
-	return report, nil
 }
 
 // forgetInOutbox takes userID out of the outbox rows written by

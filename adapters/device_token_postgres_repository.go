@@ -74,7 +74,8 @@ func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*no
 			tokens[i], users[i], platforms[i] = textElem(t.Token()), textElem(t.UserID()), textElem(t.Platform())
 			registered[i], seen[i] = timestamptzElem(t.RegisteredAt()), timestamptzElem(t.LastSeenAt())
 		}
-		_, err := r.db.Exec(ctx, `
+		err := retryLostRace(ctx, r.db, func() error {
+			_, err := r.db.Exec(ctx, `
 			WITH input AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
 					AS i(token, user_id, platform, registered_at, last_seen_at)
@@ -104,7 +105,9 @@ func (r *PostgresDeviceTokenRepository) UpsertMany(ctx context.Context, ts []*no
 			`+moveDeliveries+`
 			FROM moving m
 			WHERE d.id = m.id AND `+openDeliveries,
-			tokens, users, platforms, registered, seen)
+				tokens, users, platforms, registered, seen)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("upsert device tokens: %w", err)
 		}
@@ -143,7 +146,8 @@ func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string
 		return false, nil
 	}
 	var existed bool
-	err := r.db.QueryRow(ctx, `
+	err := retryLostRace(ctx, r.db, func() error {
+		return r.db.QueryRow(ctx, `
 		WITH deleted AS (
 			DELETE FROM herald_device_tokens WHERE token = $1 RETURNING 1
 		), existed AS (
@@ -158,6 +162,7 @@ func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string
 			RETURNING 1
 		)
 		SELECT (SELECT n FROM existed) > 0 FROM (SELECT count(*) FROM closed) c`, token).Scan(&existed)
+	})
 	if err != nil {
 		return false, fmt.Errorf("delete device token: %w", err)
 	}

@@ -32,7 +32,8 @@ const lockOrderRounds = 40
 // inputs in opposite orders, lockOrderRounds times, on a database whose
 // deadlock_timeout is 10 ms (so a deadlock is found fast), and requires
 // that neither side ever failed. Each side runs in a transaction of its
-// own: every deadlock is seen.
+// own, where the repositories do not retry a lost deadlock: every deadlock
+// is seen.
 func TestHeraldsOwnStatementsNeverDeadlockEachOther(t *testing.T) {
 	t.Parallel()
 	// An import, or a sender's batch, of tokensPerRound tokens; one
@@ -183,6 +184,55 @@ func all(sides []func(context.Context) error) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// A host's registration never fails because a transaction Herald does not
+// order (the relay's, which expands notifications in watermill's
+// transaction, or one of the host's) deadlocked with it: Postgres aborts
+// one side, and when that side is the registration, it is run again.
+func TestARegistrationNeverFailsBecauseItLostADeadlock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// The registration's connection finds the deadlock (its wait began
+	// first and its timeout is the shorter): it is the side aborted.
+	f := newLockOrderFixture(t, "300ms")
+	ts := []string{"phone-1", "phone-2"}
+	f.registerAll(t, ts, "alice")
+	f.deliverAll(t, "alice", ts, false)
+	rows, err := f.pool.Query(ctx, `SELECT id FROM herald_deliveries ORDER BY id`)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.Len(t, ids, 2)
+
+	// The other transaction holds the second delivery...
+	other, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer other.Rollback(ctx) //nolint:errcheck // test
+	_, err = other.Exec(ctx, `SET LOCAL deadlock_timeout = '10s'`)
+	require.NoError(t, err)
+	_, err = other.Exec(ctx, `UPDATE herald_deliveries SET updated_at = now() WHERE id = $1`, ids[1])
+	require.NoError(t, err)
+	// ...while the phones move to bob: the move takes the first and waits.
+	var regs []*notification.DeviceToken
+	for _, tok := range ts {
+		d, err := notification.NewDeviceToken("bob", tok, notification.PlatformAndroid, time.Now())
+		require.NoError(t, err)
+		regs = append(regs, d)
+	}
+	moved := make(chan error, 1)
+	go func() { moved <- adapters.NewPostgresDeviceTokenRepository(f.pool).UpsertMany(ctx, regs) }()
+	waitForLockWaiter(t, f.pool)
+	// The other transaction then wants the first: a deadlock, which the
+	// registration loses.
+	_, err = other.Exec(ctx, `UPDATE herald_deliveries SET updated_at = now() WHERE id = $1`, ids[0])
+	require.NoError(t, err)
+	require.NoError(t, other.Commit(ctx))
+
+	require.NoError(t, <-moved, "the registration failed")
+	var closed int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_deliveries WHERE status = 'token_moved'`).Scan(&closed))
+	assert.Equal(t, 2, closed)
 }
 
 // raceBoth starts a and b at the same moment and returns their errors.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -47,4 +49,37 @@ func IsTransient(err error) bool {
 	// transaction). Herald's own parameters always encode, so no
 	// client-side error depends on the data.
 	return true
+}
+
+// lostRaceAttempts is how many times a statement a host waits for is run
+// when it keeps losing a deadlock or a serialization race.
+const lostRaceAttempts = 5
+
+// retryLostRace runs do, and runs it again, up to lostRaceAttempts times in
+// all, while it fails because Postgres chose it as the victim of a deadlock
+// (40P01) or of a serialization race (40001): the statement was rolled
+// back whole, and running it again is the way through. Herald's own
+// statements lock rows in one order (see the package documentation), so
+// they do not deadlock each other; a transaction Herald does not control
+// (the relay's, which expands notifications in watermill's transaction, or
+// one of the host's) may still lock the same rows in another order, and a
+// host's registration must not fail because of it. On a pgx.Tx nothing is
+// retried: the caller's transaction is aborted, and only its owner can run
+// it again.
+func retryLostRace(ctx context.Context, db DB, do func() error) error {
+	_, inTx := db.(pgx.Tx)
+	for attempt := 1; ; attempt++ {
+		err := do()
+		var pgErr *pgconn.PgError
+		if err == nil || inTx || attempt == lostRaceAttempts ||
+			!errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
+			return err
+		}
+		// The winner goes on at once; a short pause lets it finish.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
 }

@@ -59,7 +59,9 @@ type ErasureReport struct {
 // before this ended: see the comments below). A
 // claimed push of the user's that is in a sender's hands may still go out
 // until its lease ends (ErasureReport.InFlightUntil); its outcome finds no
-// row and records nothing. It is idempotent. The host should stop
+// row and records nothing. It is idempotent: on a pool, an attempt that
+// loses a deadlock or a serialization race to another transaction is run
+// again (up to five attempts in all). The host should stop
 // registering tokens for the user first (a token registered concurrently
 // may survive).
 //
@@ -74,7 +76,13 @@ func (r *PostgresDeliveryRepository) ForgetUser(ctx context.Context, userID stri
 	if err != nil {
 		return report, fmt.Errorf("forget user: %w", err)
 	}
-	if err := r.forgetUser(ctx, userID, string(goJSON), &report); err != nil {
+	// Run again if it loses a deadlock to a transaction Herald does not
+	// order (the relay's, a host's): it is idempotent.
+	err = retryLostRace(ctx, r.db, func() error {
+		report = ErasureReport{}
+		return r.forgetUser(ctx, userID, string(goJSON), &report)
+	})
+	if err != nil {
 		return report, fmt.Errorf("forget user: %w", err)
 	}
 	return report, nil

@@ -337,8 +337,18 @@ const markAllReadChunk = 10_000
 // with it. A notification that becomes visible while it runs (just created,
 // or its SendAt reached) may or may not be marked. An error after some
 // chunks leaves those marked; calling again marks the rest.
+//
+// The chunks walk the inbox from the newest down (its index's order), each
+// starting below the last one picked, so every notification is picked at
+// most once and the walk ends. Picking whatever was still unread, a row the
+// update leaves unread (a host's trigger keeping notifications as they are,
+// a row-level security policy) was picked again by every chunk: with a
+// chunk's worth of them, the call never ended and the user's other
+// notifications were never marked.
 func (r *PostgresNotificationRepository) MarkAllRead(ctx context.Context, recipient string, at time.Time) (int, error) {
 	total := 0
+	var below *time.Time // the cursor: (created_at, id) of the last notification picked
+	var belowID uuid.UUID
 	for {
 		// The ids as an array, so the update reads each through the
 		// primary key (as a join, on a table holding mostly this user's
@@ -346,25 +356,38 @@ func (r *PostgresNotificationRepository) MarkAllRead(ctx context.Context, recipi
 		// update repeats the conditions: a row the relay supersedes, or
 		// another call marks, in between is read again once its lock is
 		// free, and skipped.
+		after, args := "", []any{recipient, at, markAllReadChunk}
+		if below != nil {
+			after, args = ` AND (created_at, id) < ($4::timestamptz, $5::uuid)`, append(args, *below, belowID)
+		}
 		var picked, marked int
+		var lastAt *time.Time
+		var lastID *uuid.UUID
 		err := r.db.QueryRow(ctx, `
-			WITH picked AS (
-				SELECT ARRAY(SELECT id FROM herald_notifications
-					WHERE recipient = $1 AND read_at IS NULL AND `+inboxVisible+` LIMIT $3) AS ids
+			WITH chunk AS MATERIALIZED (
+				SELECT id, created_at FROM herald_notifications
+				WHERE recipient = $1 AND read_at IS NULL AND `+inboxVisible+after+`
+				ORDER BY created_at DESC, id DESC LIMIT $3
+			), picked AS (
+				SELECT ARRAY(SELECT id FROM chunk) AS ids
 			), marked AS (
 				UPDATE herald_notifications SET read_at = $2
 				WHERE id = ANY ((SELECT ids FROM picked)::uuid[]) AND read_at IS NULL AND `+inboxVisible+`
 				RETURNING 1
+			), last AS (
+				SELECT created_at, id FROM chunk ORDER BY created_at, id LIMIT 1
 			)
-			SELECT cardinality(ids), (SELECT count(*) FROM marked) FROM picked`,
-			recipient, at, markAllReadChunk).Scan(&picked, &marked)
+			SELECT cardinality(ids), (SELECT count(*) FROM marked), (SELECT created_at FROM last), (SELECT id FROM last)
+			FROM picked`,
+			args...).Scan(&picked, &marked, &lastAt, &lastID)
 		if err != nil {
 			return total, fmt.Errorf("mark all read: %w", err)
 		}
 		total += marked
-		if picked < markAllReadChunk {
+		if picked < markAllReadChunk || lastAt == nil || lastID == nil {
 			return total, nil
 		}
+		below, belowID = lastAt, *lastID
 	}
 }
 

@@ -758,8 +758,16 @@ const recordSQL = `
 		), batch AS (
 			-- Then the batch's deliveries, in id order: an import moving
 			-- tokens locks the deliveries it closes in id order too; each
-			-- in its own order, they deadlocked.
-			SELECT d.id FROM herald_deliveries d
+			-- in its own order, they deadlocked. The update below finds
+			-- each locked row by its ctid, not by a second probe of the
+			-- primary key (that probe cost Postgres 4-11 us a delivery).
+			-- A row another transaction changed after this statement began
+			-- and that still matches is locked in its new version, which
+			-- the update cannot see, and is left unrecorded: only the
+			-- fleet's reaping of an instance it took for dead does that
+			-- (claim_id kept), and that instance's pushes may be pushed
+			-- again by whoever claims them anyway.
+			SELECT d.ctid AS tid, d.id FROM herald_deliveries d
 			WHERE d.id = ANY ($1::bigint[]) AND d.status = 'claimed' AND (SELECT count(*) FROM dying) >= 0
 			ORDER BY d.id FOR UPDATE
 		), recorded AS (
@@ -767,9 +775,8 @@ const recordSQL = `
 				status = u.status, attempts = u.attempts, due_at = now() + u.delay_us * interval '1 microsecond',
 				last_error = u.last_error, error_code = u.error_code, message_name = u.message_name,
 				updated_at = now(), claim_id = NULL, claimed_by = NULL
-			FROM outcome u
-			WHERE d.id = u.id AND d.claim_id = u.claim_id AND d.status = 'claimed'
-				AND (SELECT count(*) FROM batch) >= 0
+			FROM batch b JOIN outcome u ON u.id = b.id
+			WHERE d.ctid = b.tid AND d.claim_id = u.claim_id AND d.status = 'claimed'
 			RETURNING d.id, d.token, d.status, d.error_code, d.last_error
 		), attempts AS (
 			-- A failed attempt is logged for the operator's timeline; a

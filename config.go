@@ -392,7 +392,7 @@ func fcmFrom(f adapters.FCMSenderConfig) FCMConfig {
 }
 
 func (c Config) broadcast() app.BroadcastExpanderConfig {
-	return app.BroadcastExpanderConfig{ChunkSize: c.Broadcast.ChunkSize, PollInterval: c.Broadcast.PollInterval, Logger: c.Logger}
+	return app.BroadcastExpanderConfig{ChunkSize: c.Broadcast.ChunkSize, PollInterval: c.Broadcast.PollInterval, Logger: c.Logger, Now: c.Now}
 }
 
 func broadcastFrom(b app.BroadcastExpanderConfig) BroadcastConfig {

@@ -58,6 +58,7 @@ func TestEverySettingReachesThePartThatUsesIt(t *testing.T) {
 	assert.Same(t, c.Logger, c.housekeeping().Logger)
 	assert.Equal(t, c.Now(), c.sender().Now())
 	assert.Equal(t, c.Now(), c.relay().Now())
+	assert.Equal(t, c.Now(), c.broadcast().Now())
 }
 
 // fill sets every field below v to a distinct non-zero value.

@@ -48,7 +48,8 @@ func TestAHostConstraintOnOneTokenNeverHoldsUpTheRestOfTheBroadcast(t *testing.T
 			}
 
 			for range 10 {
-				_, found, err := f.repo.ExpandBroadcastChunk(ctx, 3)
+				chunk, err := f.repo.ExpandBroadcastChunk(ctx, 3)
+				found := chunk.Found
 				require.NoError(t, err, "the expander works")
 				if !found {
 					break
@@ -76,6 +77,7 @@ func TestAHostConstraintOnOneTokenNeverHoldsUpTheRestOfTheBroadcast(t *testing.T
 // not one token: the broadcast is held, nothing skipped or counted, and it
 // goes on whole once the host lets Herald write again. Skipping the refused
 // tokens, as for one token's refusal, would have lost every delivery of it.
+// The hold is no error and holds only its own broadcast.
 func TestAHostTriggerRefusingEveryDeliveryHoldsTheBroadcastAndLosesNone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -96,9 +98,15 @@ func TestAHostTriggerRefusingEveryDeliveryHoldsTheBroadcastAndLosesNone(t *testi
 	_, err = f.pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
 	require.NoError(t, err)
 
-	for range 3 {
-		_, _, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
-		require.ErrorContains(t, err, "no deliveries today", "the host's refusal is the chunk's error")
+	chunk, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
+	require.NoError(t, err, "a held broadcast is no error: the expander goes on with the others")
+	assert.True(t, chunk.Held, "the broadcast is held")
+	assert.Contains(t, chunk.Refusal, "no deliveries today", "the host's refusal is the hold's reason")
+	assert.Positive(t, chunk.HeldFor)
+	for range 2 {
+		chunk, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
+		require.NoError(t, err)
+		assert.False(t, chunk.Found, "a held broadcast steps aside until its hold ends")
 	}
 	var refused, expanded int64
 	var finished bool
@@ -110,16 +118,11 @@ func TestAHostTriggerRefusingEveryDeliveryHoldsTheBroadcastAndLosesNone(t *testi
 
 	_, err = f.pool.Exec(ctx, `DROP TRIGGER refuse_all ON herald_deliveries`)
 	require.NoError(t, err)
-	for range 10 {
-		_, found, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
-		require.NoError(t, err)
-		if !found {
-			break
-		}
-	}
 	var created int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_deliveries WHERE notification_id = $1`, id).Scan(&created))
-	assert.Equal(t, tokens, created, "every device gets the broadcast once the host lets Herald write")
+	expandUntil(t, f, 5000, func() bool {
+		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_deliveries WHERE notification_id = $1`, id).Scan(&created))
+		return created == tokens
+	}, "every device gets the broadcast once the host lets Herald write")
 }
 
 // refusingTrigger is a host's trigger on herald_deliveries that refuses

@@ -24,6 +24,8 @@ func TestABroadcastRowNoHeraldWroteNeverHoldsTheBroadcastsBehindIt(t *testing.T)
 		{"a recipient of odd text", `UPDATE herald_broadcasts SET recipient = repeat('é', 5000) WHERE notification_id = $1`},
 		{"a creation at minus infinity", `UPDATE herald_broadcasts SET created_at = '-infinity' WHERE notification_id = $1`},
 		{"a send time at infinity", `UPDATE herald_notifications SET send_at = 'infinity' WHERE id = $1`},
+		{"a hold until infinity", `UPDATE herald_broadcasts SET held_until = 'infinity', held_at = 'infinity', holds = 2147483647
+			WHERE notification_id = $1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -44,7 +46,8 @@ func TestABroadcastRowNoHeraldWroteNeverHoldsTheBroadcastsBehindIt(t *testing.T)
 			_, err := f.pool.Exec(ctx, tc.sql, ids[0])
 			require.NoError(t, err)
 			for range 10 {
-				_, found, err := f.repo.ExpandBroadcastChunk(ctx, 1)
+				chunk, err := f.repo.ExpandBroadcastChunk(ctx, 1)
+				found := chunk.Found
 				require.NoError(t, err, "the expander works")
 				if !found {
 					break

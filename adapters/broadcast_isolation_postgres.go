@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/herald-push/herald/app"
 )
 
 // isolatedChunkSize bounds the tokens one isolating expansion takes. Each
@@ -19,6 +22,12 @@ const isolatedChunkSize = 1000
 // maxRefusalLength bounds a stored refusal reason, in bytes.
 const maxRefusalLength = 500
 
+// maxHold bounds how long a held broadcast waits before its chunk is tried
+// again. The first hold is a second, each hold in a row doubles it. It must
+// stay under the 2 minutes past which broadcastChunkSQL takes a hold for
+// one written around Herald.
+const maxHold = time.Minute
+
 // expandIsolating expands the next chunk of at most limit tokens of one
 // unfinished broadcast, picked as ExpandBroadcastChunk picks it, in one
 // transaction: the deliveries are inserted under a savepoint, and a
@@ -26,34 +35,72 @@ const maxRefusalLength = 500
 // whose delivery the database refuses. Those are counted in the
 // broadcast's refused, with the last one's reason (its token shown by
 // TokenHash) in refusal; the cursor moves past them like any other. A
-// transient failure rolls everything back and is returned, and so is a
-// chunk of which every delivery is refused: that is the host's database
-// refusing Herald, not one token, and skipping would lose the broadcast.
-func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit int) (created int, found bool, err error) {
+// transient failure rolls everything back and is returned.
+//
+// A chunk every delivery of which is refused, be it of one token, is held
+// instead: nothing skipped or counted, the cursor unmoved, and the
+// broadcast steps aside (held_until, backing off up to maxHold) so that the
+// broadcasts behind it go on. Such a refusal is either the host's database
+// refusing Herald (a freeze trigger), where skipping would lose those
+// pushes for good, or the tokens' own (a host constraint refusing just the
+// tokens that make up the chunk: a broadcast's tail, a one-device
+// broadcast), where holding must not last forever. What tells them apart
+// is whether the host accepts Herald's other deliveries meanwhile: the hold
+// records the database's clock at the refusal (held_at) and the highest
+// delivery id then (held_mark, so that the look below reads the newest rows
+// by the primary key, never the whole table). If the chunk is refused again
+// and some delivery has been created since (an id above held_mark, by a
+// transaction that started after held_at, so its insert ran after the
+// refusal), the host accepts Herald's writes but not these tokens: they
+// are counted and skipped as above. A delivery written before the refusal
+// (the chunk before a freeze started, a transaction that began before it)
+// proves nothing and is not taken. So a freeze loses nothing however long
+// it lasts, and a bad token costs its own broadcast a wait until Herald
+// next writes any delivery, and nobody else anything. What it cannot tell
+// apart: a host that refuses only some of Herald's deliveries, yet every
+// one of this chunk's, for reasons not the tokens' (only broadcasts', or a
+// freeze lifted and set again between two tries), gets them counted and
+// skipped, as a chunk with some deliveries accepted always did.
+func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit int) (chunk app.BroadcastChunk, err error) {
 	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
 		var id [16]byte
 		var cancelled bool
 		var tokens []string
+		var heldAt *time.Time
+		var heldMark *int64
+		var holds int
 		err := tx.QueryRow(ctx, broadcastChunkSQL+`
-			SELECT b.notification_id, b.cancelled, ARRAY(SELECT token FROM chunk ORDER BY token) FROM b`, limit).
-			Scan(&id, &cancelled, &tokens)
+			SELECT b.notification_id, b.cancelled, ARRAY(SELECT token FROM chunk ORDER BY token),
+				b.held_at, b.held_mark, b.holds FROM b`, limit).
+			Scan(&id, &cancelled, &tokens, &heldAt, &heldMark, &holds)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		chunk = app.BroadcastChunk{Found: true, NotificationID: id}
 		var ref refusals
-		if created, err = insertIsolating(ctx, tx, id, tokens, &ref); err != nil {
+		if chunk.Created, err = insertIsolating(ctx, tx, id, tokens, &ref); err != nil {
 			return err
 		}
-		if len(tokens) > 1 && ref.count == len(tokens) {
-			// Every delivery refused is no token's fault: the host's
-			// database refuses Herald's writes (a freeze trigger, a foreign
-			// key its own code has not filled yet). Skipping would lose the
-			// whole broadcast for good; the chunk fails as before and is
-			// tried again later, nothing skipped.
-			return ref.err
+		if len(tokens) > 0 && ref.count == len(tokens) {
+			accepted := false
+			if heldAt != nil {
+				// In id order from the mark, so that it reads the newest
+				// rows by the primary key and never the whole table; the
+				// few before the first created after held_at were in
+				// flight at the refusal.
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM (SELECT created_at FROM herald_deliveries
+						WHERE id > $1 ORDER BY id LIMIT 1000) d WHERE created_at > $2)`, heldMark, *heldAt).Scan(&accepted); err != nil {
+					return err
+				}
+			}
+			if !accepted {
+				chunk.Held, chunk.Refusal = true, ref.last
+				chunk.HeldFor = min(time.Second<<min(max(holds, 0), 7), maxHold)
+				return hold(ctx, tx, id, chunk.HeldFor)
+			}
 		}
 		var last, reason *string
 		if len(tokens) > 0 {
@@ -61,6 +108,7 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 		}
 		if ref.count > 0 {
 			reason = &ref.last
+			chunk.Refused, chunk.Refusal = ref.count, ref.last
 		}
 		// The chunk's own statement would have finished the broadcast on
 		// the same facts: a short chunk, or a cancelled notification
@@ -70,12 +118,12 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 				expanded = least(expanded::numeric + $3, 9223372036854775807)::bigint,
 				refused = least(refused::numeric + $4, 9223372036854775807)::bigint,
 				refusal = coalesce($5, refusal),
-				finished_at = CASE WHEN $3 < $6 OR $7 THEN now() END
+				finished_at = CASE WHEN $3 < $6 OR $7 THEN now() END,
+				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0
 			WHERE notification_id = $1`, id, last, len(tokens), ref.count, reason, limit, cancelled); err != nil {
 			return err
 		}
-		found = true
-		if created > 0 {
+		if chunk.Created > 0 {
 			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, deliveriesChannel); err != nil {
 				return err
 			}
@@ -83,9 +131,24 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 		return nil
 	})
 	if err != nil {
-		return 0, false, err
+		return app.BroadcastChunk{}, err
 	}
-	return created, found, nil
+	return chunk, nil
+}
+
+// hold holds broadcast id for d after a refusal of its whole chunk (see
+// expandIsolating). The highest delivery id is read before the clock, so
+// that any delivery created by a transaction started after held_at has an
+// id above held_mark.
+func hold(ctx context.Context, tx pgx.Tx, id [16]byte, d time.Duration) error {
+	var mark int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM herald_deliveries`).Scan(&mark); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `UPDATE herald_broadcasts SET held_mark = $2, held_at = clock_timestamp(),
+			held_until = clock_timestamp() + $3::bigint * interval '1 millisecond', holds = least(greatest(holds, 0), 1000) + 1
+		WHERE notification_id = $1`, id, mark, d.Milliseconds())
+	return err
 }
 
 // refusals counts the deliveries the database refused and keeps the last
@@ -93,7 +156,6 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 type refusals struct {
 	count int
 	last  string
-	err   error // the first refusal
 }
 
 // insertIsolating inserts the deliveries of notification id to tokens under
@@ -120,9 +182,6 @@ func insertIsolating(ctx context.Context, tx pgx.Tx, id [16]byte, tokens []strin
 		return 0, err
 	case len(tokens) == 1:
 		ref.count++
-		if ref.err == nil {
-			ref.err = err
-		}
 		// A host's message may quote the token: it is shown by its hash.
 		ref.last = truncateText(storableText(TokenHash(tokens[0])+": "+
 			strings.ReplaceAll(err.Error(), tokens[0], TokenHash(tokens[0]))), maxRefusalLength)

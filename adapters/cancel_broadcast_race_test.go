@@ -50,7 +50,8 @@ func TestCancellingABroadcastWhileTheRelayRecordsItStopsItsExpansion(t *testing.
 		require.NoError(t, <-cancelled)
 	}
 
-	created, _, err := f.repo.ExpandBroadcastChunk(ctx, 10)
+	chunk, err := f.repo.ExpandBroadcastChunk(ctx, 10)
+	created := chunk.Created
 	require.NoError(t, err)
 	assert.Zero(t, created, "a cancelled broadcast is expanded")
 	var unfinished int

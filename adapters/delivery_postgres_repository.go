@@ -265,8 +265,8 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 // campaign to millions; then the oldest; never one being expanded by
 // someone else), in one statement, and advances its
 // cursor; a continuation (see Expand) covers only its recipient's tokens.
-// It returns how many deliveries it created and whether any broadcast was
-// found. A broadcast is finished when a chunk comes back short. Tokens
+// It reports how many deliveries it created and which broadcast it found,
+// if any. A broadcast is finished when a chunk comes back short. Tokens
 // registered after the cursor passed them are not included, nor tokens
 // longer than notification.MaxTokenLength. Deliveries are due at the
 // database's clock; when it creates any, the same statement signals
@@ -279,11 +279,14 @@ func (r *PostgresDeliveryRepository) Expand(ctx context.Context, notificationIDs
 // in one transaction that isolates the refused deliveries under savepoints
 // (expandIsolating): every other token gets its delivery, and the refused
 // ones are counted in herald_broadcasts.refused with the last one's reason
-// in refusal. Run on a caller's transaction, the failed statement has
-// aborted it, and the error is returned.
-func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, limit int) (created int, found bool, err error) {
+// in refusal. A chunk every delivery of which is refused is held instead
+// (see expandIsolating). Run on a caller's transaction, the failed
+// statement has aborted it, and the error is returned.
+func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, limit int) (app.BroadcastChunk, error) {
 	var notified any
-	err = r.db.QueryRow(ctx, broadcastChunkSQL+`, created AS (
+	var chunk app.BroadcastChunk
+	var id *uuid.UUID
+	err := r.db.QueryRow(ctx, broadcastChunkSQL+`, created AS (
 			INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
 			SELECT notification_id, token, 'pending', greatest(now(), send_at), now(), now() FROM chunk
 			ON CONFLICT (notification_id, token) DO NOTHING
@@ -295,22 +298,26 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 				-- Herald, failed every chunk of this oldest broadcast and so
 				-- held every broadcast behind it.
 				expanded = least(hb.expanded::numeric + (SELECT count(*) FROM chunk), 9223372036854775807)::bigint,
-				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END
+				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END,
+				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0
 			FROM b WHERE hb.notification_id = b.notification_id
-			RETURNING 1
+			RETURNING hb.notification_id
 		), counts AS (
-			SELECT (SELECT count(*) FROM created) AS created, EXISTS (SELECT 1 FROM advanced) AS found
+			SELECT (SELECT count(*) FROM created) AS created, (SELECT notification_id FROM advanced) AS found
 		)
 		-- The signal is delivered at commit, and only if something was created.
 		SELECT created, found, CASE WHEN created > 0 THEN pg_notify($2, '') END FROM counts`,
-		limit, deliveriesChannel).Scan(&created, &found, &notified)
+		limit, deliveriesChannel).Scan(&chunk.Created, &id, &notified)
+	if err == nil && id != nil {
+		chunk.Found, chunk.NotificationID = true, *id
+	}
 	if err != nil && !IsTransient(err) {
-		created, found, err = r.expandIsolating(ctx, min(limit, isolatedChunkSize))
+		chunk, err = r.expandIsolating(ctx, min(limit, isolatedChunkSize))
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("expand broadcast chunk: %w", err)
+		return app.BroadcastChunk{}, fmt.Errorf("expand broadcast chunk: %w", err)
 	}
-	return created, found, nil
+	return chunk, nil
 }
 
 // broadcastChunkSQL picks the broadcast ExpandBroadcastChunk works on (b,
@@ -323,9 +330,15 @@ const broadcastChunkSQL = `
 			-- notification before the cancel).
 			SELECT hb.notification_id, hb.recipient, hb.platforms, hb.last_token,
 				EXISTS (SELECT 1 FROM herald_notifications n
-					WHERE n.id = hb.notification_id AND n.cancelled_at IS NOT NULL) AS cancelled
+					WHERE n.id = hb.notification_id AND n.cancelled_at IS NOT NULL) AS cancelled,
+				hb.held_at, hb.held_mark, hb.holds
 			FROM herald_broadcasts hb
-			WHERE hb.finished_at IS NULL ORDER BY hb.recipient IS NULL, hb.created_at LIMIT 1
+			WHERE hb.finished_at IS NULL
+				-- A held broadcast (see expandIsolating) steps aside until
+				-- its hold ends; one held further ahead than Herald ever
+				-- holds was written around Herald and is not held.
+				AND (hb.held_until IS NULL OR hb.held_until <= now() OR hb.held_until > now() + interval '2 minutes')
+			ORDER BY hb.recipient IS NULL, hb.created_at LIMIT 1
 			FOR UPDATE SKIP LOCKED
 		), chunk AS (
 			SELECT b.notification_id, t.token, (SELECT n.send_at FROM herald_notifications n

@@ -158,7 +158,8 @@ func BenchmarkExpandBroadcastChunk(b *testing.B) {
 	broadcast()
 	repo := adapters.NewPostgresDeliveryRepository(pool)
 	for b.Loop() {
-		created, found, err := repo.ExpandBroadcastChunk(ctx, chunk)
+		res, err := repo.ExpandBroadcastChunk(ctx, chunk)
+		created, found := res.Created, res.Found
 		if err != nil || !found {
 			b.Fatalf("expanded %d, found %v: %v", created, found, err)
 		}

@@ -72,7 +72,8 @@ func TestTokenTooLongForTheIndexesIsSkippedByExpansion(t *testing.T) {
 	// A broadcast skips it too.
 	_, err = pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
 	require.NoError(t, err)
-	created, found, err := adapters.NewPostgresDeliveryRepository(pool).ExpandBroadcastChunk(ctx, 100)
+	chunk, err := adapters.NewPostgresDeliveryRepository(pool).ExpandBroadcastChunk(ctx, 100)
+	created, found := chunk.Created, chunk.Found
 	require.NoError(t, err)
 	assert.True(t, found)
 	assert.Equal(t, 0, created, "good-token already has its delivery; the long ones are skipped")
@@ -103,7 +104,8 @@ func TestRecipientWithManyTokensIsExpandedInBoundedChunks(t *testing.T) {
 	// Another user's tokens are not part of the continuation.
 	insertToken(t, pool, "someone-else", "zzz-other-token")
 	for range 10 {
-		created, found, err := repo.ExpandBroadcastChunk(ctx, 1000)
+		chunk, err := repo.ExpandBroadcastChunk(ctx, 1000)
+		created, found := chunk.Created, chunk.Found
 		require.NoError(t, err)
 		if !found {
 			break
@@ -136,7 +138,7 @@ func TestExpansionMakesPostgresLogNoWarning(t *testing.T) {
 	created, err := repo.Expand(ctx, []uuid.UUID{id})
 	require.NoError(t, err)
 	assert.Equal(t, 1, created)
-	_, _, err = repo.ExpandBroadcastChunk(ctx, 10)
+	_, err = repo.ExpandBroadcastChunk(ctx, 10)
 	require.NoError(t, err)
 	assert.Empty(t, notices)
 }

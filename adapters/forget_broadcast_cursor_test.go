@@ -30,7 +30,8 @@ func TestForgettingAUserLeavesNoBroadcastCursorNamingTheirTokenAndTheBroadcastCa
 	require.NoError(t, err)
 	_, err = f.pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
 	require.NoError(t, err)
-	created, found, err := f.repo.ExpandBroadcastChunk(ctx, 2) // ann's and alice's phone: the cursor stops at hers
+	chunk, err := f.repo.ExpandBroadcastChunk(ctx, 2) // ann's and alice's phone: the cursor stops at hers
+	created, found := chunk.Created, chunk.Found
 	require.NoError(t, err)
 	require.True(t, found)
 	require.Equal(t, 2, created)
@@ -43,7 +44,8 @@ func TestForgettingAUserLeavesNoBroadcastCursorNamingTheirTokenAndTheBroadcastCa
 	assert.Zero(t, naming, "no broadcast cursor names her token")
 
 	for {
-		_, found, err := f.repo.ExpandBroadcastChunk(ctx, 2)
+		chunk, err := f.repo.ExpandBroadcastChunk(ctx, 2)
+		found := chunk.Found
 		require.NoError(t, err)
 		if !found {
 			break
@@ -80,7 +82,8 @@ func TestForgettingAUserWhileABroadcastChunkIsExpandedLeavesNoDeliveryToTheirTok
 	tx, err := f.pool.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(ctx) //nolint:errcheck // test
-	created, _, err := adapters.NewPostgresDeliveryRepository(tx).ExpandBroadcastChunk(ctx, 10)
+	chunk, err := adapters.NewPostgresDeliveryRepository(tx).ExpandBroadcastChunk(ctx, 10)
+	created := chunk.Created
 	require.NoError(t, err)
 	require.Equal(t, 2, created)
 	forgotten := make(chan error, 1)

@@ -19,6 +19,7 @@ func (c *BroadcastExpanderConfig) setDefaults() {
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second
 	}
+	c.Now = clockOrDefault(c.Now)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -26,17 +26,23 @@ type scriptedBroadcasts struct {
 type chunkAnswer struct {
 	found bool
 	err   error
+	chunk BroadcastChunk // when found, what it did
 }
 
-func (s *scriptedBroadcasts) ExpandBroadcastChunk(context.Context, int) (int, bool, error) {
+func (s *scriptedBroadcasts) ExpandBroadcastChunk(context.Context, int) (BroadcastChunk, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.script[min(s.calls, len(s.script)-1)]
 	s.calls++
 	if a.found {
-		return 10, true, a.err
+		c := a.chunk
+		c.Found = true
+		if c.Created == 0 && !c.Held {
+			c.Created = 10
+		}
+		return c, a.err
 	}
-	return 0, false, a.err
+	return BroadcastChunk{}, a.err
 }
 
 func (s *scriptedBroadcasts) callCount() int {

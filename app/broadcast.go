@@ -141,6 +141,11 @@ func (e *BroadcastExpander) Run(ctx context.Context) error {
 // warn logs the chunk's refusals. The refusal is the store's, its token
 // shown only by its hash; no token or message body is logged.
 func (e *BroadcastExpander) warn(chunk BroadcastChunk) {
+	if chunk.Refused > 0 {
+		e.warnings.add(e.cfg.Now(), "broadcast_refused", slog.LevelWarn,
+			"the database refused some deliveries of a broadcast: those tokens get none, the others do (the latest chunk named)",
+			"notification_id", chunk.NotificationID, "refused", chunk.Refused, "refusal", chunk.Refusal)
+	}
 	if chunk.Held {
 		e.warnings.add(e.cfg.Now(), "broadcast_held", slog.LevelWarn,
 			"the database refused every delivery of a broadcast's chunk and no other delivery since: "+

@@ -1,12 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -162,4 +166,65 @@ func TestAnExpanderThatFoundWorkAfterErrorsBacksOffFromTheStartAgain(t *testing.
 	}
 	w := timers.next(t)
 	assert.LessOrEqual(t, w.d, 100*time.Millisecond, "the backoff starts over after a success")
+}
+
+// settableClock is a clock the test moves.
+type settableClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *settableClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *settableClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// Refused deliveries used to be counted on the broadcast and nowhere else:
+// an operator saw them only by looking at Status. They are logged as a
+// warning, but a host constraint refusing a million tokens, or a freeze
+// holding every broadcast, writes one line of each kind per interval with
+// the count of chunks it stands for, not a line per chunk.
+func TestRefusedDeliveriesAreLoggedOncePerIntervalWithTheirCount(t *testing.T) {
+	t.Parallel()
+	id := uuid.New()
+	refused := chunkAnswer{found: true, chunk: BroadcastChunk{NotificationID: id, Created: 998, Refused: 2,
+		Refusal: "sha256:abc: deliveries to sha256:abc are refused"}}
+	held := chunkAnswer{found: true, chunk: BroadcastChunk{NotificationID: id, Held: true, HeldFor: 4 * time.Second,
+		Refusal: "sha256:def: deliveries are frozen"}}
+	var script []chunkAnswer
+	for range 500 {
+		script = append(script, refused, held)
+	}
+	store := &scriptedBroadcasts{script: append(script, chunkAnswer{found: false})}
+	clock := &settableClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	var buf bytes.Buffer
+	e, timers := runExpander(t, store, BroadcastExpanderConfig{PollInterval: time.Hour, Now: clock.Now,
+		Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+
+	timers.next(t)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2, "the first of each kind at once, the others counted:\n%s", buf.String())
+	for _, l := range lines {
+		assert.Contains(t, l, `"level":"WARN"`)
+		assert.Contains(t, l, id.String(), "the broadcast's notification is named")
+		assert.Contains(t, l, `"count":1`)
+	}
+	assert.Contains(t, lines[0], `"refused":2`, "how many of the chunk's deliveries were refused")
+	assert.Contains(t, lines[0], "deliveries to sha256:abc are refused", "and why")
+	assert.Contains(t, lines[1], "held")
+	assert.Contains(t, lines[1], "deliveries are frozen")
+
+	clock.Advance(BroadcastWarningInterval)
+	e.Wake()
+	timers.next(t)
+	lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 4, "the interval's refusals in one line of each kind:\n%s", buf.String())
+	assert.Contains(t, lines[2]+lines[3], `"count":499`)
 }

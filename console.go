@@ -259,5 +259,6 @@ func consoleCounts(cs []StatusCount) []console.StatusCount {
 }
 
 func consoleBroadcast(b BroadcastProgress) console.Broadcast {
-	return console.Broadcast{NotificationID: b.NotificationID, Type: b.Type, Expanded: b.Expanded, Tokens: b.Tokens, StartedAt: b.StartedAt}
+	return console.Broadcast{NotificationID: b.NotificationID, Type: b.Type, Expanded: b.Expanded,
+		Refused: b.Refused, Refusal: b.Refusal, Tokens: b.Tokens, StartedAt: b.StartedAt}
 }

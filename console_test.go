@@ -129,3 +129,39 @@ func TestTheConsoleOfAProcessThatDoesNotSendServesEveryPage(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
+
+// TestTheConsoleShowsTheDeliveriesTheDatabaseRefusedOfABroadcast: a
+// host's trigger or constraint on herald_deliveries refusing some of a
+// broadcast's deliveries is counted on the broadcast; Status and the CLI
+// showed it, and so do the console's overview and the notification's page,
+// the reason (the host database's text) as text.
+func TestTheConsoleShowsTheDeliveriesTheDatabaseRefusedOfABroadcast(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	h, err := herald.New(pool, nil, notification.NewRules(), fastConfig())
+	require.NoError(t, err)
+	id := uuid.New()
+	// The broadcast as the expander leaves it after a refusal.
+	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
+		VALUES ($1, '', 'announcement', 'for all', '{}', now())`, id)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, expanded, refused, refusal, created_at)
+		VALUES ($1, 1000, 2, 'tok_0123456789ab: ERROR: <b>no pushes</b> to this device (SQLSTATE P0001)', now())`, id)
+	require.NoError(t, err)
+
+	srv := httptest.NewServer(h.Console(herald.ConsoleOptions{}))
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/", "/notification?id=" + id.String()} {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		body := string(b)
+		assert.Contains(t, body, "Refused by the database", path)
+		assert.Contains(t, body, "tok_0123456789ab: ERROR: &lt;b&gt;no pushes&lt;/b&gt; to this device", path)
+		assert.NotContains(t, body, "<b>no pushes", path)
+	}
+}

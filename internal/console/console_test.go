@@ -53,9 +53,19 @@ func (f *fakeOperator) Overview(context.Context) (console.Overview, error) {
 		DeadLetters:    1,
 		FailedLastHour: []console.CodeCount{{Code: hostile, Count: 1}},
 		Instances:      []console.Instance{{ID: hostile, Host: hostile, PID: 1, Version: hostile, Leader: true}},
+		Broadcasts:     []console.Broadcast{broadcast()},
 		Breaker:        "closed",
 		Process:        []console.Figure{{Name: "pushes sent", Value: 7}},
 	}, nil
+}
+
+// refusal is a host database's refusal of a broadcast's delivery, which
+// quotes whatever the host's trigger put in its message.
+const refusal = "tok_0123456789ab: deliveries to tok_0123456789ab are refused " + hostile
+
+func broadcast() console.Broadcast {
+	return console.Broadcast{NotificationID: notificationID, Type: hostile, Expanded: 997, Refused: 3, Refusal: refusal,
+		StartedAt: time.Now().Add(-time.Minute)}
 }
 
 func (f *fakeOperator) delivery() console.Delivery {
@@ -123,10 +133,12 @@ func (f *fakeOperator) Timeline(_ context.Context, id uuid.UUID) (console.Timeli
 	}
 	d := f.delivery()
 	d.Status = "retry_scheduled"
+	b := broadcast()
 	return console.Timeline{
 		Notification: console.Notification{ID: id, Recipient: hostile, Type: hostile, Title: hostile, CreatedAt: time.Now()},
 		Counts:       []console.StatusCount{{Status: "retry_scheduled", Count: 1}},
 		Deliveries:   []console.Delivery{d},
+		Broadcast:    &b,
 	}, nil
 }
 
@@ -222,6 +234,24 @@ func TestConsole_EveryPageShowsHostileValuesAsText(t *testing.T) {
 	}
 	_, body, _ := get(t, c, srv.URL+"/ops/failed")
 	assert.Contains(t, body, "&lt;script&gt;alert(1)&lt;/script&gt;", "shown escaped")
+}
+
+// Refused deliveries of a broadcast (a host's trigger or constraint on
+// herald_deliveries) were shown by Status and the CLI but not the console:
+// the overview and the notification's page show how many and the last
+// reason, as text.
+func TestConsole_ABroadcastsRefusedDeliveriesAreShownWithTheLastReason(t *testing.T) {
+	t.Parallel()
+	_, srv := newConsole(t)
+	c := client(t)
+	escaped := "deliveries to tok_0123456789ab are refused &lt;script&gt;alert(1)&lt;/script&gt;"
+	_, body, _ := get(t, c, srv.URL+"/ops/")
+	assert.Contains(t, body, "Refused by the database")
+	assert.Contains(t, body, `<td class="num">3</td>`)
+	assert.Contains(t, body, escaped)
+	_, body, _ = get(t, c, srv.URL+"/ops/notification?id="+notificationID.String())
+	assert.Contains(t, body, "<dt>Refused by the database</dt><dd>3 deliveries")
+	assert.Contains(t, body, escaped)
 }
 
 func TestConsole_TheOverviewRefreshesItself(t *testing.T) {

@@ -124,6 +124,12 @@ type Broadcast struct {
 	NotificationID uuid.UUID
 	Type           string
 	Expanded       int64
+	// Refused is how many of its deliveries the database refused (a host's
+	// own trigger, CHECK or foreign key on herald_deliveries): those tokens
+	// get none. Refusal is the last refusal's reason, its token shown only
+	// by its hash; it is the host database's text, shown as text.
+	Refused int64
+	Refusal string
 	// Tokens estimates how many devices it will reach, 0 when unknown.
 	Tokens    int64
 	StartedAt time.Time

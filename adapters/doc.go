@@ -31,7 +31,10 @@
 //  3. herald_deliveries rows, in id order where a statement locks many
 //     (Record's batch, the deliveries UpsertMany closes, ForgetUser's); a
 //     statement closing a token's open deliveries (Delete, Record's dead
-//     tokens) holds the token already;
+//     tokens) holds the token already; housekeeping, which deletes old
+//     finished deliveries oldest first, skips those locked by anyone (an
+//     operator's retry, an erasure), as the operator's RetryAll and
+//     RetryFailedWhere skip those locked while they pick;
 //  4. herald_device_counts rows, in device order (the claim, which skips
 //     locked deliveries rather than wait for them).
 //

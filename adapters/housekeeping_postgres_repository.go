@@ -49,6 +49,13 @@ func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Contex
 // cancelled, muted) more than olderThan ago, and up to limit
 // failed ones more than failedOlderThan ago (kept longer for operators to
 // inspect and retry). A negative age deletes none of those.
+//
+// A delivery locked by someone else (an operator retrying it, an erasure
+// deleting it) is skipped, not waited for, and looked at again next sweep:
+// the batch is picked oldest first and deleted in whatever order the join
+// returns it, not in id order (the lock order, see the package
+// documentation), and waiting deadlocked with an operator's retry of the
+// same failed deliveries, failing the sweep or the retry.
 func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Context, olderThan, failedOlderThan time.Duration, limit int) (int, error) {
 	var n, m int
 	var err error
@@ -58,7 +65,8 @@ func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Co
 				SELECT id FROM herald_deliveries
 				WHERE status IN ('sent', 'token_pruned', 'token_moved', 'expired', 'superseded', 'cancelled', 'muted')
 					AND updated_at < now() - $1::bigint * interval '1 microsecond'
-				LIMIT $2)`, olderThan.Microseconds(), limit)
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED)`, olderThan.Microseconds(), limit)
 		if err != nil {
 			return n, err
 		}
@@ -68,7 +76,8 @@ func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Co
 			DELETE FROM herald_deliveries WHERE id IN (
 				SELECT id FROM herald_deliveries
 				WHERE status = 'failed' AND updated_at < now() - $1::bigint * interval '1 microsecond'
-				LIMIT $2)`, failedOlderThan.Microseconds(), limit)
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED)`, failedOlderThan.Microseconds(), limit)
 	}
 	return n + m, err
 }

@@ -140,6 +140,31 @@ func TestHeraldsOwnStatementsNeverDeadlockEachOther(t *testing.T) {
 				return err
 			}, f.importer(reversed(ts), "alice")
 		}},
+		{"housekeeping's deletion of old sent deliveries and forgetting their user", func(t *testing.T, f *lockOrderFixture, round int) (a, b func(context.Context) error) {
+			ts, user := roundTokens(round), fmt.Sprintf("user-%d", round)
+			f.registerAll(t, ts, user)
+			for range 5 { // a sweep long enough for the erasure to reach them
+				f.finishedLongAgo(t, user, "sent", ts)
+			}
+			house := adapters.NewPostgresHousekeepingRepository(f.pool)
+			return func(ctx context.Context) error {
+				_, err := house.DeleteFinishedDeliveries(ctx, 30*24*time.Hour, -1, 5000) // on the pool: it never retries
+				return err
+			}, f.forgetter(user)
+		}},
+		{"housekeeping's deletion of old failed deliveries and an operator's retry of them", func(t *testing.T, f *lockOrderFixture, round int) (a, b func(context.Context) error) {
+			ids := f.finishedLongAgo(t, "alice", "failed", roundTokens(round))
+			house := adapters.NewPostgresHousekeepingRepository(f.pool)
+			return func(ctx context.Context) error {
+					_, err := house.DeleteFinishedDeliveries(ctx, -1, 30*24*time.Hour, 1000) // on the pool: it never retries
+					return err
+				}, func(ctx context.Context) error {
+					return f.inTx(ctx, func(db adapters.DB) error {
+						_, err := adapters.NewPostgresDeliveryRepository(db).RetryFailed(ctx, ids, 0)
+						return err
+					})
+				}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -345,6 +370,28 @@ func (f *lockOrderFixture) deliverAll(t *testing.T, recipient string, tokens []s
 		SELECT $1, t, 'pending', CASE WHEN $3 THEN now() ELSE now() + interval '1 hour' END, now(), now()
 		FROM unnest($2::text[]) t`, id, tokens, due)
 	require.NoError(t, err)
+}
+
+// finishedLongAgo adds a notification to recipient with a delivery to each
+// token that ended in status two months ago, the later deliveries (by id)
+// ending earlier (as a push retried for hours fails after pushes made after
+// it), and returns their ids in id order.
+func (f *lockOrderFixture) finishedLongAgo(t *testing.T, recipient, status string, tokens []string) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.New()
+	_, err := f.pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+		VALUES ($1, $2, 'test', 'hello', now())`, id, recipient)
+	require.NoError(t, err)
+	rows, err := f.pool.Query(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+		SELECT $1, t, $3, now(), now(), now() - interval '60 days' - i * interval '1 minute'
+		FROM unnest($2::text[]) WITH ORDINALITY AS u(t, i)
+		RETURNING id`, id, tokens, status)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	slices.Sort(ids)
+	return ids
 }
 
 // claimDead delivers a push to recipient on each token, claims them all,

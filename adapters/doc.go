@@ -35,8 +35,12 @@
 //     finished deliveries oldest first, skips those locked by anyone (an
 //     operator's retry, an erasure), as the operator's RetryAll and
 //     RetryFailedWhere skip those locked while they pick;
-//  4. herald_device_counts rows, in device order (the claim, which skips
-//     locked deliveries rather than wait for them).
+//  4. herald_device_counts rows, in device order, last: the claim, which
+//     skips locked deliveries rather than wait for them, takes its
+//     devices' counts while it holds its deliveries; ForgetUser deletes
+//     the user's devices' counts in its last statement, after every
+//     delivery it deletes (a claim may hold one made after ForgetUser
+//     locked the user's, and wait for a count).
 //
 // A statement that takes its locks in one scan takes them in scan order,
 // not in the order of the keys it was given. Where the order matters, the

@@ -104,9 +104,8 @@ func (r *PostgresDeliveryRepository) forgetUser(ctx context.Context, userID, goJ
 		// lock order, see the package documentation): a registration, an
 		// unregistration and a sender's record of outcomes that prunes
 		// tokens all lock a token before its deliveries; locking the
-		// deliveries first deadlocked with them. Holding the deliveries
-		// and the per-device counts after that never deadlocks with a
-		// claim either (deliveries, skipped when locked, then counts).
+		// deliveries first deadlocked with them. The per-device counts go
+		// last, in device order, as a claim takes them (see the end).
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM herald_device_tokens WHERE user_id = $1
 			ORDER BY token COLLATE "C" FOR UPDATE`, userID); err != nil {
 			return err
@@ -208,6 +207,7 @@ func (r *PostgresDeliveryRepository) forgetUser(ctx context.Context, userID, goJ
 		// A token registered meanwhile goes too, with any open delivery
 		// made for it since (through the partial index on open tokens).
 		var late int
+		var devices []int64
 		err = tx.QueryRow(ctx, `
 			WITH notifications AS (DELETE FROM herald_notifications WHERE recipient = $1 RETURNING 1),
 			tokens AS (DELETE FROM herald_device_tokens WHERE user_id = $1 RETURNING token),
@@ -216,11 +216,6 @@ func (r *PostgresDeliveryRepository) forgetUser(ctx context.Context, userID, goJ
 					AND status IN ('pending', 'retry_scheduled', 'claimed')
 					AND notification_id NOT IN (SELECT id FROM herald_notifications WHERE recipient = $1)
 				RETURNING 1
-			), rates AS (
-				-- Their devices' counts (by token hash: a device whose
-				-- hash collides with theirs loses its count too, and may
-				-- get its limit again in the current window).
-				DELETE FROM herald_device_counts WHERE device IN (SELECT hashtextextended(token, 0) FROM tokens)
 			), cursors AS (
 				-- A broadcast half expanded may have stopped at one of
 				-- their tokens: its cursor moves back to the greatest other
@@ -230,9 +225,27 @@ func (r *PostgresDeliveryRepository) forgetUser(ctx context.Context, userID, goJ
 					FROM herald_device_tokens t WHERE t.token < b.last_token AND t.user_id <> $1), '')
 				WHERE b.last_token IN (SELECT token FROM tokens)
 			)
-			SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM tokens), (SELECT count(*) FROM late)`,
-			userID).Scan(&report.Notifications, &report.Tokens, &late)
+			SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM tokens), (SELECT count(*) FROM late),
+				(SELECT coalesce(array_agg(DISTINCT hashtextextended(token, 0)), '{}') FROM tokens)`,
+			userID).Scan(&report.Notifications, &report.Tokens, &late, &devices)
+		if err != nil {
+			return err
+		}
 		report.Deliveries += late
+		// Their devices' counts last (by token hash: a device whose hash
+		// collides with theirs loses its count too, and may get its limit
+		// again in the current window), locked in device order: a claim
+		// holds its deliveries and takes its devices' counts in that
+		// order. Deleted in the statement above, before its notifications'
+		// deliveries (the cascade runs at its end), they deadlocked with a
+		// claim of one of those that this could not lock in time (made
+		// after the user's open deliveries were locked, by the expansion
+		// of a continuation of their notification) and that waited for a
+		// count this held. Here nothing is waited for after a count.
+		_, err = tx.Exec(ctx, `
+			DELETE FROM herald_device_counts WHERE device IN (
+				SELECT device FROM herald_device_counts WHERE device = ANY ($1::bigint[])
+				ORDER BY device FOR UPDATE)`, devices)
 		return err
 	})
 }

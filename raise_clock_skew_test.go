@@ -60,6 +60,28 @@ func (h *harness) replica(cfg herald.Config, skew time.Duration) *harness {
 	return &harness{t: h.t, pool: h.pool, fake: h.fake, herald: other}
 }
 
+// forEachSkew runs test in a parallel subtest for a replica whose clock
+// runs 10 minutes ahead, and in another for one 10 minutes behind: h is a
+// Herald with the right clock, "tok" registered to "u", and skewed a
+// replica on its database. configure, if not nil, changes the config both
+// are made with. Neither runs until the test runs h.
+func forEachSkew(t *testing.T, configure func(*herald.Config), test func(t *testing.T, h, skewed *harness, skew time.Duration)) {
+	t.Helper()
+	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
+		t.Run(skew.String(), func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			if configure != nil {
+				configure(&cfg)
+			}
+			h := newDraftHarness(t, cfg)
+			skewed := h.replica(cfg, skew)
+			h.register("u", "tok", notification.PlatformAndroid)
+			test(t, h, skewed, skew)
+		})
+	}
+}
+
 // TestAnIdempotencyKeyHoldsOnEveryReplicaWhateverItsClock: a key's window
 // is the database's time. Before, each raise judged the window by its own
 // server's clock: a replica 10 minutes ahead found a 5-minute key raised a
@@ -68,34 +90,27 @@ func (h *harness) replica(cfg herald.Config, skew time.Duration) *harness {
 // got the push twice.
 func TestAnIdempotencyKeyHoldsOnEveryReplicaWhateverItsClock(t *testing.T) {
 	t.Parallel()
-	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
-		t.Run(skew.String(), func(t *testing.T) {
-			t.Parallel()
-			cfg := fastConfig()
-			cfg.Raise.IdempotencyWindow = 5 * time.Minute
-			h := newDraftHarness(t, cfg)
-			skewed := h.replica(cfg, skew)
-			h.register("u", "tok", notification.PlatformAndroid)
-			h.run()
+	fiveMinutes := func(cfg *herald.Config) { cfg.Raise.IdempotencyWindow = 5 * time.Minute }
+	forEachSkew(t, fiveMinutes, func(t *testing.T, h, skewed *harness, _ time.Duration) {
+		h.run()
 
-			// Each way round: the right clock first, then the skewed one,
-			// and the skewed first, then the right one.
-			first := h.notify(keyed("u", "your code is 1234", "otp-1"))
-			assert.Equal(t, first.ID(), skewed.notify(keyed("u", "your code is 1234", "otp-1")).ID(),
-				"raised again on the skewed replica")
-			first = skewed.notify(keyed("u", "your code is 5678", "otp-2"))
-			assert.Equal(t, first.ID(), h.notify(keyed("u", "your code is 5678", "otp-2")).ID(),
-				"raised again on the right one")
+		// Each way round: the right clock first, then the skewed one,
+		// and the skewed first, then the right one.
+		first := h.notify(keyed("u", "your code is 1234", "otp-1"))
+		assert.Equal(t, first.ID(), skewed.notify(keyed("u", "your code is 1234", "otp-1")).ID(),
+			"raised again on the skewed replica")
+		first = skewed.notify(keyed("u", "your code is 5678", "otp-2"))
+		assert.Equal(t, first.ID(), h.notify(keyed("u", "your code is 5678", "otp-2")).ID(),
+			"raised again on the right one")
 
-			assert.Equal(t, 2, h.countRows(`SELECT count(*) FROM herald_notifications`))
-			assert.Equal(t, 2, h.countRows(`SELECT count(*) FROM herald_notifications
-				WHERE idempotent_until - created_at = interval '5 minutes'
-					AND created_at BETWEEN now() - interval '1 minute' AND now()`),
-				"each key holds 5 minutes from its creation by the database's clock")
-			h.waitIdle(10 * time.Second)
-			assert.Len(t, h.fake.AcceptedFor("tok"), 2, "one push per key")
-		})
-	}
+		assert.Equal(t, 2, h.countRows(`SELECT count(*) FROM herald_notifications`))
+		assert.Equal(t, 2, h.countRows(`SELECT count(*) FROM herald_notifications
+			WHERE idempotent_until - created_at = interval '5 minutes'
+				AND created_at BETWEEN now() - interval '1 minute' AND now()`),
+			"each key holds 5 minutes from its creation by the database's clock")
+		h.waitIdle(10 * time.Second)
+		assert.Len(t, h.fake.AcceptedFor("tok"), 2, "one push per key")
+	})
 }
 
 // TestTheNewestNotificationWinsWhateverTheClockOfTheReplicaThatRaisedIt:
@@ -106,31 +121,24 @@ func TestAnIdempotencyKeyHoldsOnEveryReplicaWhateverItsClock(t *testing.T) {
 // collapse key superseded, and the inbox listed it above them.
 func TestTheNewestNotificationWinsWhateverTheClockOfTheReplicaThatRaisedIt(t *testing.T) {
 	t.Parallel()
-	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
-		t.Run(skew.String(), func(t *testing.T) {
-			t.Parallel()
-			cfg := fastConfig()
-			h := newDraftHarness(t, cfg)
-			skewed := h.replica(cfg, skew)
-			h.register("u", "tok", notification.PlatformAndroid)
-			// The replica whose clock is ahead raises first.
-			first, then := skewed, h
-			if skew < 0 {
-				first, then = h, skewed
-			}
-			first.notify(draft("u", "first"))
-			then.notify(draft("u", "second"))
-			old := first.notify(collapsing("u", "3 new comments", "comments"))
-			newer := then.notify(collapsing("u", "4 new comments", "comments"))
-			h.run()
+	forEachSkew(t, nil, func(t *testing.T, h, skewed *harness, skew time.Duration) {
+		// The replica whose clock is ahead raises first.
+		first, then := skewed, h
+		if skew < 0 {
+			first, then = h, skewed
+		}
+		first.notify(draft("u", "first"))
+		then.notify(draft("u", "second"))
+		old := first.notify(collapsing("u", "3 new comments", "comments"))
+		newer := then.notify(collapsing("u", "4 new comments", "comments"))
+		h.run()
 
-			h.waitStatuses(newer, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
-			h.waitStatuses(old, map[notification.DeliveryStatus]int{notification.StatusSuperseded: 1}, 10*time.Second)
-			assert.Equal(t, []string{"4 new comments", "second", "first"}, h.inboxTitles("u"), "newest first")
-			assert.True(t, old.CreatedAt().Before(newer.CreatedAt()),
-				"Raise returns the creation time as stored: %s, %s", old.CreatedAt(), newer.CreatedAt())
-		})
-	}
+		h.waitStatuses(newer, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+		h.waitStatuses(old, map[notification.DeliveryStatus]int{notification.StatusSuperseded: 1}, 10*time.Second)
+		assert.Equal(t, []string{"4 new comments", "second", "first"}, h.inboxTitles("u"), "newest first")
+		assert.True(t, old.CreatedAt().Before(newer.CreatedAt()),
+			"Raise returns the creation time as stored: %s, %s", old.CreatedAt(), newer.CreatedAt())
+	})
 }
 
 // TestAnExpiryStillToComeIsAcceptedWhateverTheRaisingReplicasClock: whether
@@ -140,31 +148,24 @@ func TestTheNewestNotificationWinsWhateverTheClockOfTheReplicaThatRaisedIt(t *te
 // then ended expired, never sent, while Raise said all was well).
 func TestAnExpiryStillToComeIsAcceptedWhateverTheRaisingReplicasClock(t *testing.T) {
 	t.Parallel()
-	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
-		t.Run(skew.String(), func(t *testing.T) {
-			t.Parallel()
-			cfg := fastConfig()
-			h := newDraftHarness(t, cfg)
-			skewed := h.replica(cfg, skew)
-			h.register("u", "tok", notification.PlatformAndroid)
-			h.run()
+	forEachSkew(t, nil, func(t *testing.T, h, skewed *harness, _ time.Duration) {
+		h.run()
 
-			d := draft("u", "your ride is here")
-			d.ExpiresAt = time.Now().Add(3 * time.Minute)
-			n := skewed.notify(d)
-			h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
+		d := draft("u", "your ride is here")
+		d.ExpiresAt = time.Now().Add(3 * time.Minute)
+		n := skewed.notify(d)
+		h.waitStatuses(n, map[notification.DeliveryStatus]int{notification.StatusSent: 1}, 10*time.Second)
 
-			ctx := context.Background()
-			tx, err := h.pool.Begin(ctx)
-			require.NoError(t, err)
-			defer tx.Rollback(ctx) //nolint:errcheck // test
-			past := draft("u", "your ride was here")
-			past.ExpiresAt = time.Now().Add(-3 * time.Minute)
-			_, err = skewed.herald.Raise(ctx, tx, Notify{Draft: past})
-			require.ErrorIs(t, err, notification.ErrExpiresTooEarly, "already passed by the database's clock")
-			assert.ErrorContains(t, err, "event 0 (notify), notification 0")
-			_, err = tx.Exec(ctx, `SELECT 1`)
-			assert.NoError(t, err, "the transaction stays usable")
-		})
-	}
+		ctx := context.Background()
+		tx, err := h.pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx) //nolint:errcheck // test
+		past := draft("u", "your ride was here")
+		past.ExpiresAt = time.Now().Add(-3 * time.Minute)
+		_, err = skewed.herald.Raise(ctx, tx, Notify{Draft: past})
+		require.ErrorIs(t, err, notification.ErrExpiresTooEarly, "already passed by the database's clock")
+		assert.ErrorContains(t, err, "event 0 (notify), notification 0")
+		_, err = tx.Exec(ctx, `SELECT 1`)
+		assert.NoError(t, err, "the transaction stays usable")
+	})
 }

@@ -93,3 +93,41 @@ func TestFixedAPNsKeyNeedsNoRetryByHandAndAndroidNeverWaits(t *testing.T) {
 		assert.Len(t, h.fake.AcceptedFor(tok), 3, tok)
 	}
 }
+
+func TestAThrottledDevicesPushesGoOutSoonAfterFCMAcceptsItAgain(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	// One push at a time: while the device is throttled, each round of its
+	// hold sends one request, and the rest of the claim is given back
+	// unpushed. The limit is far above the requests that reach FCM here.
+	cfg.Sender.MaxInFlight = 1
+	cfg.Sender.DevicePerMinute = 40
+	cfg.Sender.Retry = notification.RetryPolicy{MaxAttempts: 100, BaseDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
+	h := newHarness(t, cfg)
+	ctx := context.Background()
+	const hot = "hot-device"
+	require.NoError(t, h.herald.Tokens().Register(ctx, "hot-user", hot, notification.PlatformAndroid))
+	h.fake.FailToken(hot, testutil.Fault{Code: testutil.FaultQuotaExceeded, RetryAfter: time.Second})
+	h.run()
+	var events []notification.Event
+	for i := range 15 {
+		events = append(events, comment(fmt.Sprintf("c%d", i), "ann", "hot-user"))
+	}
+	ns := h.raise(true, events...)
+
+	// FCM throttles the device for two seconds (Retry-After 1 s): Herald
+	// holds its pushes, and claims them all again at the end of each hold.
+	time.Sleep(2 * time.Second)
+	h.fake.ClearFaults()
+	cleared := time.Now()
+	requests := h.fake.Requests()
+	require.Less(t, requests, int64(cfg.Sender.DevicePerMinute), "fewer requests reached FCM for the device than its limit")
+
+	// Every push goes out within a few Retry-Afters of FCM accepting
+	// again: pushes that were only claimed and given back, never sent,
+	// do not use up the device's minute.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, len(ns), len(h.fake.AcceptedFor(hot)), "pushes accepted")
+	}, 3*time.Second, 20*time.Millisecond, "the device's pushes after FCM accepted it again (%d requests before)", requests)
+	t.Logf("all %d pushes sent %s after the throttle ended; %d requests while throttled", len(ns), time.Since(cleared), requests)
+}

@@ -760,7 +760,22 @@ const recordSQL = `
 			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[],
 				$6::text[], $7::text[], $8::uuid[])
 				AS u(id, status, attempts, delay_us, last_error, error_code, message_name, claim_id)
-		), dying AS (
+` + recordSteps + recordEnd
+
+// recordGivingBackSQL is recordSQL for a batch with pushes given back
+// unpushed ($11, one flag per delivery) while per-device limits are on:
+// what their claims counted against their devices' limits is given back
+// too. The usual batch, with none, runs recordSQL and pays nothing for it.
+const recordGivingBackSQL = `
+		WITH outcome AS (
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[],
+				$6::text[], $7::text[], $8::uuid[], $11::bool[])
+				AS u(id, status, attempts, delay_us, last_error, error_code, message_name, claim_id, unpushed)
+` + recordSteps + recordGiveBack + recordEnd
+
+// recordSteps are recordSQL's steps after its outcomes; batch reads each
+// row's updated_at for recordGiveBack.
+const recordSteps = `		), dying AS (
 			-- The tokens found dead ($10), locked first and in byte order:
 			-- tokens before deliveries (the lock order, see the package
 			-- documentation). Locked after the deliveries, a registration,
@@ -780,7 +795,7 @@ const recordSQL = `
 			-- fleet's reaping of an instance it took for dead does that
 			-- (claim_id kept), and that instance's pushes may be pushed
 			-- again by whoever claims them anyway.
-			SELECT d.ctid AS tid, d.id FROM herald_deliveries d
+			SELECT d.ctid AS tid, d.id, d.updated_at FROM herald_deliveries d
 			WHERE d.id = ANY ($1::bigint[]) AND d.status = 'claimed' AND (SELECT count(*) FROM dying) >= 0
 			ORDER BY d.id FOR UPDATE
 		), recorded AS (
@@ -811,6 +826,43 @@ const recordSQL = `
 			FROM dead
 			WHERE d.token = dead.token AND d.status IN ('pending', 'retry_scheduled')
 				AND d.id NOT IN (SELECT id FROM recorded)
+`
+
+// recordGiveBack gives back the per-device counts of the pushes given back
+// unpushed, after recordSteps.
+const recordGiveBack = `		), unpushed AS (
+			-- The per-device limits count pushes, and the claim counts each
+			-- delivery it takes; one the sender gave back without a push (its
+			-- device held after a 429, its platform paused, its lease too
+			-- short) gives its count back, in the windows it was counted in:
+			-- the claim wrote the row's updated_at and a window's start with
+			-- one now() (batch read the row as the claim left it). Otherwise
+			-- a throttled device, whose pushes are all claimed again at each
+			-- end of its hold and all but one given back, used up its minute
+			-- with pushes never made and waited for the next one long after
+			-- FCM accepted it again.
+			SELECT hashtextextended(r.token, 0) AS device, b.updated_at AS claimed_at
+			FROM recorded r JOIN batch b ON b.id = r.id JOIN outcome u ON u.id = r.id
+			WHERE u.unpushed
+		), counts AS (
+			-- Their devices' counts, locked in device order, after the
+			-- deliveries, as the claim locks them.
+			SELECT c.device FROM herald_device_counts c
+			WHERE c.device = ANY (ARRAY(SELECT device FROM unpushed))
+			ORDER BY c.device FOR UPDATE
+		), given_back AS (
+			-- Computed on the row as locked: a claim may have started a new
+			-- window since this statement began.
+			UPDATE herald_device_counts c SET
+				minute_count = greatest(0, c.minute_count - (SELECT count(*) FROM unpushed p WHERE p.device = c.device
+					AND p.claimed_at >= c.minute_start AND p.claimed_at < c.minute_start + interval '1 minute')),
+				hour_count = greatest(0, c.hour_count - (SELECT count(*) FROM unpushed p WHERE p.device = c.device
+					AND p.claimed_at >= c.hour_start AND p.claimed_at < c.hour_start + interval '1 hour'))
+			WHERE c.device = ANY (ARRAY(SELECT device FROM counts))
+`
+
+// recordEnd closes the steps of a record and counts what it recorded.
+const recordEnd = `
 		)
 		-- Postgres runs every data-modifying WITH clause to completion.
 		SELECT count(*) FROM recorded`
@@ -831,6 +883,9 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 		make(ptrArray[wordsElem], n), make(ptrArray[wordsElem], n)
 	claims := make(ptrArray[uuidElem], n)
 	var dying ptrArray[textElem]
+	// unpushed stays nil in the usual batch, where the sender gave nothing
+	// back.
+	var unpushed []bool
 	for i, d := range ds {
 		ids[i], attempts[i], statuses[i] = int8Elem(d.ID()), int32(d.Attempts()), textElem(d.Status())
 		lastErrors[i], codes[i], names[i] = wordsElem(d.LastError()), wordsElem(d.ErrorCode()), wordsElem(d.MessageName())
@@ -838,10 +893,20 @@ func (r *PostgresDeliveryRepository) Record(ctx context.Context, ds []*notificat
 		if d.Status() == notification.StatusTokenPruned {
 			dying = append(dying, textElem(d.Token()))
 		}
+		if d.Unpushed() {
+			if unpushed == nil {
+				unpushed = make([]bool, n)
+			}
+			unpushed[i] = true
+		}
+	}
+	query, args := recordSQL, []any{ids, statuses, attempts, delays, lastErrors, codes, names, claims, nil, dying}
+	if perMinute, _ := r.limits.params(); unpushed != nil && perMinute > 0 {
+		query, args = recordGivingBackSQL, append(args, unpushed)
 	}
 	record := func(prune bool) (recorded int, err error) {
-		err = r.db.QueryRow(ctx, recordSQL, ids, statuses, attempts, delays, lastErrors, codes, names, claims, prune,
-			dying).Scan(&recorded)
+		args[8] = prune
+		err = r.db.QueryRow(ctx, query, args...).Scan(&recorded)
 		return recorded, err
 	}
 	recorded, err := record(true)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/adapters"
+	"github.com/herald-push/herald/app"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/testutil"
 )
@@ -71,6 +72,72 @@ func TestDeviceLimitsOffCountNothing(t *testing.T) {
 	var rows int
 	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_device_counts`).Scan(&rows))
 	assert.Zero(t, rows)
+}
+
+// The limits count pushes: a push the sender gives back without making it
+// (its device held after a 429, its platform paused) frees its place in the
+// window it was counted in, and only there.
+func TestAPushGivenBackUnpushedFreesItsPlaceInTheDevicesWindow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	f.register("alice", "phone", notification.PlatformAndroid)
+	for range 12 {
+		f.deliver("alice", "", "phone")
+	}
+	repo := f.repo.WithDeviceLimits(adapters.DeviceLimits{PerMinute: 5, PerHour: 100})
+	counts := func() (minute, hour int) {
+		t.Helper()
+		require.NoError(t, f.pool.QueryRow(ctx, `SELECT minute_count, hour_count FROM herald_device_counts
+			WHERE device = hashtextextended('phone', 0)`).Scan(&minute, &hour))
+		return minute, hour
+	}
+	giveBack := func(ds []app.Dispatch) {
+		t.Helper()
+		var outcomes []*notification.Delivery
+		for _, d := range ds {
+			require.NoError(t, d.Delivery.Release(time.Now(), time.Now()))
+			outcomes = append(outcomes, d.Delivery)
+		}
+		recorded, err := repo.Record(ctx, outcomes)
+		require.NoError(t, err)
+		require.Equal(t, len(ds), recorded)
+	}
+
+	ds, err := repo.ClaimDue(ctx, time.Now(), 20, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, ds, 5, "the device's limit")
+	// One is pushed; four are given back unpushed.
+	_, err = ds[0].Delivery.RecordFailure(&notification.SendError{Class: notification.ErrQuotaExceeded, Code: "QUOTA_EXCEEDED"},
+		notification.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Minute, MaxDelay: time.Hour}, time.Now(), 0)
+	require.NoError(t, err)
+	_, err = repo.Record(ctx, []*notification.Delivery{ds[0].Delivery})
+	require.NoError(t, err)
+	giveBack(ds[1:])
+	minute, hour := counts()
+	assert.Equal(t, 1, minute, "only the push made counts in the minute")
+	assert.Equal(t, 1, hour, "and in the hour")
+	// Their places are free: the four given back (due now) go again in
+	// this window, with the first of the others.
+	_, err = f.pool.Exec(ctx, `UPDATE herald_deliveries SET error_code = '', due_at = now() WHERE status = 'pending'`)
+	require.NoError(t, err)
+	again, err := repo.ClaimDue(ctx, time.Now(), 20, time.Minute)
+	require.NoError(t, err)
+	assert.Len(t, again, 4, "the window's four free places")
+
+	// A push given back after its window ended (here: moved into the
+	// past) frees no place in the next one.
+	_, err = f.pool.Exec(ctx, `UPDATE herald_device_counts SET minute_start = minute_start - interval '61 seconds'`)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `UPDATE herald_deliveries SET due_at = now() WHERE status IN ('pending', 'retry_scheduled')`)
+	require.NoError(t, err)
+	next, err := repo.ClaimDue(ctx, time.Now(), 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, next, 1, "a new window")
+	minuteBefore, _ := counts()
+	giveBack(again)
+	minute, _ = counts()
+	assert.Equal(t, minuteBefore, minute, "the new window keeps its count")
 }
 
 // A sender that claimed a push of a user who is then forgotten may still

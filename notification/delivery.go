@@ -94,6 +94,8 @@ type Delivery struct {
 	errorCode      string
 	messageName    string
 	updatedAt      time.Time
+	// unpushed is set by Release: the claim ends with no push made.
+	unpushed bool
 }
 
 // DeliveryFromDatabase rebuilds a stored delivery without validating it. It
@@ -226,15 +228,24 @@ func (d *Delivery) MarkExpired(now time.Time) error {
 }
 
 // Release gives a claimed delivery back unattempted, due at dueAt, for
-// example when the sender shuts down before pushing it.
+// example when the sender shuts down before pushing it. Nothing of it
+// reached FCM: see Unpushed.
 func (d *Delivery) Release(dueAt time.Time, now time.Time) error {
 	if err := d.mustBeClaimed("release"); err != nil {
 		return err
 	}
 	d.release(dueAt)
 	d.updatedAt = now
+	d.unpushed = true
 	return nil
 }
+
+// Unpushed reports whether the delivery was given back by Release: its
+// claim ended with no request to FCM. The store gives back what the claim
+// counted against the device's per-device limits, which are of pushes: a
+// throttled device's pushes, claimed and given back at each end of its
+// hold, would otherwise use up its minute with pushes never made.
+func (d *Delivery) Unpushed() bool { return d.unpushed }
 
 func (d *Delivery) release(dueAt time.Time) {
 	d.status = StatusRetryScheduled

@@ -25,8 +25,8 @@ func SetExactCountBelow(t interface{ Cleanup(func()) }, n float64) {
 const RelayBacklogSQL = relayBacklogSQL
 
 // ReapSQL is the heartbeat's statement that deletes the dead instances and
-// frees their claims ($1 DeadAfter in microseconds, $2 the channel), for a
-// test of its plan.
+// frees their claims ($1 DeadAfter in microseconds, $2 the channel, $3 and
+// $4 the candidates' ids and heartbeats), for a test of its plan.
 const ReapSQL = reapSQL
 
 // FCMMessage is fcmMessage, for the benchmark of building one push's SDK

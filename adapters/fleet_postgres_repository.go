@@ -28,6 +28,9 @@ type PostgresFleetRepository struct {
 	// not walks at its next beat, so that a new leader walks at its first.
 	walked atomic.Int64
 	led    atomic.Pointer[uuid.UUID]
+	// seen is what this repository's beats read of the other instances'
+	// heartbeats, without which none of them is reaped (see sightings).
+	seen sightings
 }
 
 // orphanWalkEvery is how often the leader walks every claimed row for
@@ -47,6 +50,12 @@ const orphanWalkEvery = 30 * time.Second
 // instance's outcomes can no longer match). It returns how many instances
 // it deleted and claims it freed, and signals $2 if it freed any.
 //
+// Only the instances in $3 are candidates, and only while their
+// heartbeat_at is still the one in $4: those whose heartbeat the reaper
+// has itself seen stand still for their DeadAfter (see sightings). The
+// database's clock alone took every live instance for dead once it
+// stepped forward by more than DeadAfter.
+//
 // Every instance runs it at every beat, and nearly always nobody is dead:
 // the claims are joined to the reaped rows, so that an empty reaped set
 // reads no delivery at all. Filtering with claimed_by = ANY (ARRAY(SELECT
@@ -62,9 +71,11 @@ const orphanWalkEvery = 30 * time.Second
 // that all of them fenced themselves and nothing was pushed anywhere.
 const reapSQL = `
 	WITH reaped AS (
-		DELETE FROM herald_instances
-		WHERE heartbeat_at < now() - least(coalesce(dead_after_us, $1::bigint), ` + maxDeadAfterSQL + `) * interval '1 microsecond'
-		RETURNING id
+		DELETE FROM herald_instances i
+		USING unnest($3::uuid[], $4::timestamptz[]) AS seen (id, heartbeat_at)
+		WHERE i.id = seen.id AND i.heartbeat_at = seen.heartbeat_at
+			AND i.heartbeat_at < now() - least(coalesce(i.dead_after_us, $1::bigint), ` + maxDeadAfterSQL + `) * interval '1 microsecond'
+		RETURNING i.id
 	), freed AS (
 		UPDATE herald_deliveries d SET due_at = now(), updated_at = now(), claimed_by = NULL
 		FROM reaped r
@@ -79,6 +90,14 @@ const reapSQL = `
 // microseconds: math.MaxInt64 nanoseconds, the longest time.Duration.
 const maxDeadAfterSQL = `9223372036854775::bigint`
 
+// registrySQL reads the other instances' heartbeats (self is $2) and
+// DeadAfters ($1 microseconds for one registered without), after the reap,
+// for the reaper's memory (see sightings). A DeadAfter is read as the reap
+// reads it, and one below zero as zero.
+const registrySQL = `
+	SELECT id, heartbeat_at, greatest(0, least(coalesce(dead_after_us, $1::bigint), ` + maxDeadAfterSQL + `))
+	FROM herald_instances WHERE id <> $2`
+
 // NewPostgresFleetRepository returns a repository on db.
 func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
 	return &PostgresFleetRepository{db: requireDB(db)}
@@ -88,12 +107,15 @@ func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
 // it registers self (with deadAfter, by which the others judge it) or
 // refreshes its heartbeat, deletes the instances whose heartbeat is older
 // than their own registered DeadAfter (deadAfter for one registered by an
-// older Herald, without one) and frees their claims, takes or renews the leader's lease for
-// leaseFor if it is free, expired or already self's, and, when self leads
-// (at its first beat as the leader, then every orphanWalkEvery), lists the
-// instances that still hold claims but are no longer registered (dead).
+// older Herald, without one) and that this repository's beats have seen
+// stand still for as long (see sightings), and frees their claims, takes
+// or renews the leader's lease for leaseFor if it is free, expired or
+// already self's, and, when self leads (at its first beat as the leader,
+// then every orphanWalkEvery), lists the instances that still hold claims
+// but are no longer registered (dead).
 func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInfo, leaseFor, deadAfter time.Duration) (app.BeatResult, error) {
 	var res app.BeatResult
+	stalledIDs, stalledBeats := r.seen.stalled(self.ID, time.Now())
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at, dead_after_us)
@@ -102,7 +124,7 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 		RETURNING xmax = 0`, [16]byte(self.ID), self.Host, self.PID, self.Version, deadAfter.Microseconds()).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&res.Registered)
 	})
-	batch.Queue(reapSQL, deadAfter.Microseconds(), deliveriesChannel).QueryRow(func(row pgx.Row) error {
+	batch.Queue(reapSQL, deadAfter.Microseconds(), deliveriesChannel, stalledIDs, stalledBeats).QueryRow(func(row pgx.Row) error {
 		var notified any
 		return row.Scan(&res.Reaped, &res.Freed, &notified)
 	})
@@ -149,9 +171,22 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 			return err
 		})
 	}
+	var registry []registration
+	batch.Queue(registrySQL, deadAfter.Microseconds(), [16]byte(self.ID)).Query(func(rows pgx.Rows) error {
+		var err error
+		registry, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (registration, error) {
+			var reg registration
+			var us int64
+			err := row.Scan(&reg.id, &reg.heartbeat, &us)
+			reg.deadAfter = time.Duration(us) * time.Microsecond
+			return reg, err
+		})
+		return err
+	})
 	if err := r.db.SendBatch(ctx, batch).Close(); err != nil {
 		return app.BeatResult{}, fmt.Errorf("instance heartbeat: %w", err)
 	}
+	r.seen.saw(registry, time.Now())
 	r.noteLeader(self.ID, res.Leader, walk, now)
 	return res, nil
 }

@@ -150,13 +150,11 @@ func TestALiveInstancesClaimsAreNeverFreedEvenIfItWasFoundDeadAMomentBefore(t *t
 	_, err = fleet.Beat(ctx, stalled, deadAfter, deadAfter)
 	require.NoError(t, err)
 
-	// stalled stops beating until the leader finds it dead.
+	// stalled stops beating until the leader's beat deletes it.
 	require.Eventually(t, func() bool {
-		_, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
+		res, err := fleet.Beat(ctx, leader, deadAfter, deadAfter)
 		require.NoError(t, err)
-		list, err := fleet.Instances(ctx, time.Hour)
-		require.NoError(t, err)
-		return len(list) == 1 // the leader's beat deleted it
+		return res.Reaped == 1
 	}, 10*time.Second, 100*time.Millisecond)
 
 	// stalled wakes up, beats (registering again under its id) and claims.
@@ -264,17 +262,18 @@ func TestTheLeadersWalkFindsClaimsOfAnInstanceThatLeftTheRegistryUnreaped(t *tes
 }
 
 // Each instance is judged dead by the DeadAfter it registered: one
-// configured to beat slowly (DeadAfter 1 h) is not taken for dead between
-// its beats by one configured with 1 s, and its claims stay its own; it
-// still leaves the list and gives its claims back once its own DeadAfter
-// has passed.
+// configured to beat slowly (DeadAfter 3 s here) is not taken for dead
+// between its beats by one configured with 1 s, and its claims stay its
+// own; it still leaves the list and gives its claims back once its own
+// DeadAfter has passed.
 func TestAnInstanceIsJudgedDeadByItsOwnDeadAfterNotByTheReapers(t *testing.T) {
 	t.Parallel()
 	f := newOwnershipFixture(t)
 	ctx := context.Background()
 	fleet := adapters.NewPostgresFleetRepository(f.pool)
 	quick, slow := instance("quick"), instance("slow")
-	_, err := fleet.Beat(ctx, slow, time.Hour, time.Hour)
+	const slowDeadAfter = 3 * time.Second
+	_, err := fleet.Beat(ctx, slow, slowDeadAfter, slowDeadAfter)
 	require.NoError(t, err)
 	f.register("u1", "tok-slow", notification.PlatformAndroid)
 	f.deliver("u1", "", "tok-slow")
@@ -282,11 +281,13 @@ func TestAnInstanceIsJudgedDeadByItsOwnDeadAfterNotByTheReapers(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 
-	time.Sleep(1500 * time.Millisecond) // past quick's DeadAfter, well within slow's
-	res, err := fleet.Beat(ctx, quick, time.Second, time.Second)
-	require.NoError(t, err)
-	assert.Zero(t, res.Reaped, "slow is alive by its own DeadAfter")
-	assert.Zero(t, res.Freed)
+	// Twice quick's DeadAfter, within slow's.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		res, err := fleet.Beat(ctx, quick, time.Second, time.Second)
+		require.NoError(t, err)
+		require.Zero(t, res.Reaped, "slow is alive by its own DeadAfter")
+		require.Zero(t, res.Freed)
+	}
 	list, err := fleet.Instances(ctx, time.Second)
 	require.NoError(t, err)
 	assert.Len(t, list, 2, "both are listed as live")
@@ -294,13 +295,17 @@ func TestAnInstanceIsJudgedDeadByItsOwnDeadAfterNotByTheReapers(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, still, "slow's claim is untouched")
 
-	// slow's own DeadAfter passes (its heartbeat is moved back an hour).
-	_, err = f.pool.Exec(ctx, `UPDATE herald_instances SET heartbeat_at = heartbeat_at - interval '1 hour' WHERE id = $1`, slow.ID)
-	require.NoError(t, err)
-	res, err = fleet.Beat(ctx, quick, time.Second, time.Second)
-	require.NoError(t, err)
-	assert.Equal(t, 1, res.Reaped)
-	assert.Equal(t, 1, res.Freed, "its claim is freed by the beat that reaps it")
+	// slow's own DeadAfter passes.
+	require.Eventually(t, func() bool {
+		res, err := fleet.Beat(ctx, quick, time.Second, time.Second)
+		require.NoError(t, err)
+		if res.Reaped == 0 {
+			return false
+		}
+		assert.Equal(t, 1, res.Reaped)
+		assert.Equal(t, 1, res.Freed, "its claim is freed by the beat that reaps it")
+		return true
+	}, 5*time.Second, 100*time.Millisecond)
 }
 
 // An instance registered by a Herald older than migration 0012 has no
@@ -314,9 +319,14 @@ func TestAnInstanceRegisteredWithoutItsOwnDeadAfterIsJudgedByTheReapers(t *testi
 	_, err := f.pool.Exec(ctx, `INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at)
 		VALUES ($1, 'old', 1, 'v0', now() - interval '1 minute', now() - interval '10 seconds')`, old.ID)
 	require.NoError(t, err)
-	res, err := fleet.Beat(ctx, instance("new"), 5*time.Second, 5*time.Second)
-	require.NoError(t, err)
-	assert.Equal(t, 1, res.Reaped)
+	// The reaper watches the old heartbeat stand still for its own
+	// DeadAfter (1 s) before it reaps.
+	reaper := instance("new")
+	require.Eventually(t, func() bool {
+		res, err := fleet.Beat(ctx, reaper, time.Second, time.Second)
+		require.NoError(t, err)
+		return res.Reaped == 1
+	}, 5*time.Second, 100*time.Millisecond)
 }
 
 // Every instance reaps at every beat, and nearly always nobody is dead:
@@ -349,6 +359,10 @@ func TestABeatThatFindsNobodyDeadReadsNoClaimedRow(t *testing.T) {
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `ANALYZE herald_deliveries, herald_instances`)
 	require.NoError(t, err)
+	var ids []uuid.UUID
+	var beats []time.Time
+	require.NoError(t, pool.QueryRow(ctx, `SELECT array_agg(id), array_agg(heartbeat_at) FROM herald_instances`).Scan(&ids, &beats))
+	require.Len(t, ids, 3)
 
 	for _, mode := range []string{"auto", "force_generic_plan"} {
 		tx, err := pool.Begin(ctx)
@@ -356,8 +370,10 @@ func TestABeatThatFindsNobodyDeadReadsNoClaimedRow(t *testing.T) {
 		_, err = tx.Exec(ctx, `SELECT set_config('plan_cache_mode', $1, true)`, mode)
 		require.NoError(t, err)
 		var raw []byte
+		// Every live instance is a candidate, as after a reaper has
+		// watched them for DeadAfter: their heartbeats are recent.
 		require.NoError(t, tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+adapters.ReapSQL,
-			time.Minute.Microseconds(), "herald_test_channel").Scan(&raw))
+			time.Minute.Microseconds(), "herald_test_channel", ids, beats).Scan(&raw))
 		require.NoError(t, tx.Rollback(ctx))
 		var plan []struct {
 			Plan struct {

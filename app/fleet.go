@@ -37,8 +37,9 @@ type BeatResult struct {
 	// dead.
 	Registered bool
 	// Reaped counts the registrations this beat deleted because their
-	// heartbeat was older than DeadAfter; Freed counts the claims they held,
-	// which the same beat made due at once.
+	// heartbeat was older than DeadAfter (and stood still that long as this
+	// instance saw it); Freed counts the claims they held, which the same
+	// beat made due at once.
 	Reaped, Freed int
 	// Leader is true when this instance holds the leader's lease.
 	Leader bool
@@ -51,11 +52,14 @@ type BeatResult struct {
 // InstanceStore is the membership's view of the registry.
 type InstanceStore interface {
 	// Beat registers self or refreshes its heartbeat, deletes the
-	// registrations older than deadAfter and frees their claims, takes or
-	// renews the leader's lease for leaseFor if it is free, expired or
-	// self's, and when self leads lists, from time to time, the
-	// unregistered instances that still hold claims. One round trip; times
-	// are the store's (the database's) clock.
+	// registrations older than deadAfter (their own, if they registered
+	// one) whose heartbeat this store's earlier beats have also seen stand
+	// still for as long, by the local monotonic clock, so that a forward
+	// step of the database's clock takes no live instance for dead, and
+	// frees their claims, takes or renews the leader's lease for leaseFor
+	// if it is free, expired or self's, and when self leads lists, from
+	// time to time, the unregistered instances that still hold claims. One
+	// round trip; times are the store's (the database's) clock.
 	Beat(ctx context.Context, self InstanceInfo, leaseFor, deadAfter time.Duration) (BeatResult, error)
 	// FreeClaimsOf makes the claims of the dead instances due at once and
 	// returns how many it freed. Claims of other instances, and of one
@@ -113,8 +117,11 @@ func (c MembershipConfig) Validate() error {
 // when it leads. Leader and Live are safe for concurrent use.
 //
 // An instance is dead to the others once its heartbeat is older than
-// DeadAfter on the database's clock; the leader then deletes it and frees
-// its claims at once (their leases are not waited out). So that a live
+// DeadAfter on the database's clock and a beating instance has itself
+// seen it stand still for DeadAfter (one reading of the database's clock,
+// which may have stepped forward, is not enough); that instance's beat
+// then deletes it and frees its claims at once (their leases are not
+// waited out). So that a live
 // instance cut off from the database does not push what the others take
 // over, Live turns false once its last successful heartbeat started
 // DeadAfter minus one HeartbeatInterval ago: a sender then starts no push.

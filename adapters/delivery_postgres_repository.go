@@ -774,7 +774,7 @@ const recordGivingBackSQL = `
 ` + recordSteps + recordGiveBack + recordEnd
 
 // recordSteps are recordSQL's steps after its outcomes; batch reads each
-// row's updated_at for recordGiveBack.
+// row's updated_at and due_at for recordGiveBack.
 const recordSteps = `		), dying AS (
 			-- The tokens found dead ($10), locked first and in byte order:
 			-- tokens before deliveries (the lock order, see the package
@@ -795,7 +795,7 @@ const recordSteps = `		), dying AS (
 			-- fleet's reaping of an instance it took for dead does that
 			-- (claim_id kept), and that instance's pushes may be pushed
 			-- again by whoever claims them anyway.
-			SELECT d.ctid AS tid, d.id, d.updated_at FROM herald_deliveries d
+			SELECT d.ctid AS tid, d.id, d.updated_at, d.due_at FROM herald_deliveries d
 			WHERE d.id = ANY ($1::bigint[]) AND d.status = 'claimed' AND (SELECT count(*) FROM dying) >= 0
 			ORDER BY d.id FOR UPDATE
 		), recorded AS (
@@ -840,10 +840,16 @@ const recordGiveBack = `		), unpushed AS (
 			-- a throttled device, whose pushes are all claimed again at each
 			-- end of its hold and all but one given back, used up its minute
 			-- with pushes never made and waited for the next one long after
-			-- FCM accepted it again.
+			-- FCM accepted it again. A claim the fleet freed (its instance
+			-- taken for dead) has lost that time: the freeing wrote
+			-- updated_at and due_at with its own now(), which a claim never
+			-- does (its lease ends after it). Its count stays where it was:
+			-- given back at the freeing's time, it freed a place in a later
+			-- window that never counted it, and the device got a push more
+			-- than its limit there.
 			SELECT hashtextextended(r.token, 0) AS device, b.updated_at AS claimed_at
 			FROM recorded r JOIN batch b ON b.id = r.id JOIN outcome u ON u.id = r.id
-			WHERE u.unpushed
+			WHERE u.unpushed AND b.due_at > b.updated_at
 		), counts AS (
 			-- Their devices' counts, locked in device order, after the
 			-- deliveries, as the claim locks them.

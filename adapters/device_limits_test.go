@@ -140,6 +140,59 @@ func TestAPushGivenBackUnpushedFreesItsPlaceInTheDevicesWindow(t *testing.T) {
 	assert.Equal(t, minuteBefore, minute, "the new window keeps its count")
 }
 
+// A push the fleet freed from an instance it took for dead (claim kept, its
+// lease ended) and that instance then gives back unpushed frees no place in
+// a window its claim was not counted in: the freeing rewrote the row's time,
+// so the window it was counted in is no longer known.
+func TestAPushGivenBackAfterTheFleetFreedItsClaimFreesNoPlaceInALaterWindow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	f.register("alice", "phone", notification.PlatformAndroid)
+	first := f.deliver("alice", "", "phone")
+	f.deliver("alice", "", "phone")
+	limits := adapters.DeviceLimits{PerMinute: 1, PerHour: 100}
+	stalled, live := uuid.New(), uuid.New()
+	repoStalled := f.repo.ForInstance(stalled).WithDeviceLimits(limits)
+	repoLive := f.repo.ForInstance(live).WithDeviceLimits(limits)
+
+	ds, err := repoStalled.ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	require.Equal(t, first, ds[0].Delivery.ID())
+	// A minute passes: the stalled instance's window ends, and the live
+	// one's claim of the device's other push starts the next.
+	_, err = f.pool.Exec(ctx, `UPDATE herald_device_counts SET minute_start = minute_start - interval '61 seconds',
+		hour_start = hour_start - interval '61 seconds'`)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `UPDATE herald_deliveries SET updated_at = updated_at - interval '61 seconds' WHERE id = $1`, first)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `UPDATE herald_deliveries SET error_code = '', due_at = now() WHERE status = 'pending'`)
+	require.NoError(t, err)
+	other, err := repoLive.ClaimDue(ctx, time.Now(), 1, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, other, 1, "the new window's one place")
+	// The fleet frees the stalled instance's claim; before anyone claims it
+	// afresh, the stalled instance wakes and gives its push back.
+	freed, err := adapters.NewPostgresFleetRepository(f.pool).FreeClaimsOf(ctx, []uuid.UUID{stalled})
+	require.NoError(t, err)
+	require.Equal(t, 1, freed)
+	require.NoError(t, ds[0].Delivery.Release(time.Now(), time.Now()))
+	_, err = repoStalled.Record(ctx, []*notification.Delivery{ds[0].Delivery})
+	require.NoError(t, err)
+
+	var minute int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT minute_count FROM herald_device_counts
+		WHERE device = hashtextextended('phone', 0)`).Scan(&minute))
+	assert.Equal(t, 1, minute, "the new window keeps the push it counted")
+	// So the device gets no second push in it.
+	_, err = f.pool.Exec(ctx, `UPDATE herald_deliveries SET error_code = '', due_at = now() WHERE status = 'pending'`)
+	require.NoError(t, err)
+	again, err := repoLive.ClaimDue(ctx, time.Now(), 5, time.Hour)
+	require.NoError(t, err)
+	assert.Empty(t, again, "the device's limit in this window")
+}
+
 // A sender that claimed a push of a user who is then forgotten may still
 // push it, but recording its outcome must not bring any row back.
 func TestAClaimedPushOfAForgottenUserIsNotRecordedBackIntoExistence(t *testing.T) {

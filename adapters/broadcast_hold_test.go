@@ -175,3 +175,47 @@ func deliveredTokens(t *testing.T, f *ownershipFixture, id uuid.UUID) []string {
 		FROM herald_deliveries WHERE notification_id = $1`, id).Scan(&tokens))
 	return tokens
 }
+
+// Another instance's chunk of the default 5,000 tokens, in flight when a
+// bad token's chunk is held, commits more than a thousand deliveries right
+// after the hold's mark, all created by a transaction that began before the
+// refusal. They prove nothing, but the deliveries Herald writes after them
+// do: the bad token is then counted and skipped, and its broadcast ends.
+// Before, the look stopped at the first thousand rows after the mark and
+// the broadcast was held again, each time another chunk was in flight, and
+// for good once nothing more was written.
+func TestABadTokenHoldsItsBroadcastOnlyUntilHeraldWritesAnotherDeliveryWhateverWasInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	f.register("eve", "eve-phone", notification.PlatformAndroid)
+	_, err := f.pool.Exec(ctx, `CREATE TABLE host_devices (token text PRIMARY KEY);
+		INSERT INTO host_devices SELECT 'other-' || g FROM generate_series(0, 1500) g;
+		ALTER TABLE herald_deliveries ADD CONSTRAINT host_device_fk FOREIGN KEY (token) REFERENCES host_devices (token);`)
+	require.NoError(t, err)
+	id := addBroadcast(t, f)
+	other := uuid.New()
+	_, err = f.pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
+		VALUES ($1, '', 'news', 'for all', '{}', now())`, other)
+	require.NoError(t, err)
+
+	inFlight, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = inFlight.Rollback(ctx) }()
+	_, err = inFlight.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+		SELECT $1, 'other-' || g, 'pending', now(), now(), now() FROM generate_series(1, 1500) g`, other)
+	require.NoError(t, err)
+	chunk, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
+	require.NoError(t, err)
+	require.True(t, chunk.Held, "the bad token's chunk is held at first")
+	require.NoError(t, inFlight.Commit(ctx))
+	// Herald writes a delivery after the refusal.
+	_, err = f.pool.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+		VALUES ($1, 'other-0', 'pending', now(), now(), now())`, other)
+	require.NoError(t, err)
+
+	expandUntil(t, f, 5000, func() bool { _, finished := broadcastState(t, f, id); return finished },
+		"the broadcast ends: a delivery was accepted after the refusal")
+	refused, _ := broadcastState(t, f, id)
+	assert.Equal(t, int64(1), refused)
+}

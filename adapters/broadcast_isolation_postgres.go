@@ -86,13 +86,8 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 		}
 		if len(tokens) > 0 && ref.count == len(tokens) {
 			accepted := false
-			if heldAt != nil {
-				// In id order from the mark, so that it reads the newest
-				// rows by the primary key and never the whole table; the
-				// few before the first created after held_at were in
-				// flight at the refusal.
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM (SELECT created_at FROM herald_deliveries
-						WHERE id > $1 ORDER BY id LIMIT 1000) d WHERE created_at > $2)`, heldMark, *heldAt).Scan(&accepted); err != nil {
+			if heldAt != nil && heldMark != nil {
+				if accepted, err = acceptedSince(ctx, tx, *heldMark, *heldAt); err != nil {
 					return err
 				}
 			}
@@ -150,6 +145,34 @@ func hold(ctx context.Context, tx pgx.Tx, id [16]byte, d time.Duration) error {
 		WHERE notification_id = $1`, id, mark, d.Milliseconds())
 	return err
 }
+
+// acceptedSince reports whether some delivery above mark was created by a
+// transaction that began after at (see expandIsolating). It reads in id
+// order from the mark, a page of acceptedPage rows at a time, so that it
+// reads the newest rows by the primary key and never the whole table, and
+// stops at the first such delivery. The rows before it were written by
+// transactions in flight at the refusal: another instance's chunk of a
+// broadcast (5,000 by default), a host's transaction. Looking at the first
+// page only, such a chunk hid every delivery written after it, and the
+// broadcast was held again, for good once nothing more was written.
+func acceptedSince(ctx context.Context, tx pgx.Tx, mark int64, at time.Time) (bool, error) {
+	for {
+		var last *int64
+		var accepted bool
+		if err := tx.QueryRow(ctx, `SELECT max(id), coalesce(bool_or(created_at > $2), false) FROM (
+				SELECT id, created_at FROM herald_deliveries WHERE id > $1 ORDER BY id LIMIT $3) d`,
+			mark, at, acceptedPage).Scan(&last, &accepted); err != nil {
+			return false, err
+		}
+		if accepted || last == nil {
+			return accepted, nil
+		}
+		mark = *last
+	}
+}
+
+// acceptedPage is how many deliveries acceptedSince reads at a time.
+const acceptedPage = 1000
 
 // refusals counts the deliveries the database refused and keeps the last
 // one's reason.

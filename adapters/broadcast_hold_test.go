@@ -177,8 +177,8 @@ func deliveredTokens(t *testing.T, f *ownershipFixture, id uuid.UUID) []string {
 }
 
 // Another instance's chunk of the default 5,000 tokens, in flight when a
-// bad token's chunk is held, commits more than a thousand deliveries right
-// after the hold's mark, all created by a transaction that began before the
+// bad token's chunk is held, writes more than a thousand deliveries right
+// above the hold's mark, all created by a transaction that began before the
 // refusal. They prove nothing, but the deliveries Herald writes after them
 // do: the bad token is then counted and skipped, and its broadcast ends.
 // Before, the look stopped at the first thousand rows after the mark and
@@ -199,15 +199,19 @@ func TestABadTokenHoldsItsBroadcastOnlyUntilHeraldWritesAnotherDeliveryWhateverW
 		VALUES ($1, '', 'news', 'for all', '{}', now())`, other)
 	require.NoError(t, err)
 
+	// The other chunk's transaction began before the refusal and writes
+	// its deliveries after it.
 	inFlight, err := f.pool.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = inFlight.Rollback(ctx) }()
-	_, err = inFlight.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
-		SELECT $1, 'other-' || g, 'pending', now(), now(), now() FROM generate_series(1, 1500) g`, other)
+	_, err = inFlight.Exec(ctx, `SELECT now()`)
 	require.NoError(t, err)
 	chunk, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
 	require.NoError(t, err)
 	require.True(t, chunk.Held, "the bad token's chunk is held at first")
+	_, err = inFlight.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+		SELECT $1, 'other-' || g, 'pending', now(), now(), now() FROM generate_series(1, 1500) g`, other)
+	require.NoError(t, err)
 	require.NoError(t, inFlight.Commit(ctx))
 	// Herald writes a delivery after the refusal.
 	_, err = f.pool.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
@@ -218,4 +222,63 @@ func TestABadTokenHoldsItsBroadcastOnlyUntilHeraldWritesAnotherDeliveryWhateverW
 		"the broadcast ends: a delivery was accepted after the refusal")
 	refused, _ := broadcastState(t, f, id)
 	assert.Equal(t, int64(1), refused)
+}
+
+// A held chunk's tokens are skipped only on a delivery accepted after the
+// refusal, by a transaction that began after it. The database's clock may
+// step back (a correction, a failover to a server whose clock is behind):
+// then a transaction that began before the refusal has a start later than
+// the hold's time. Its delivery, written before the freeze and committed
+// after the refusal, proved nothing, yet was taken as evidence, and the
+// held token was counted refused and its push lost during the freeze.
+// Here the hold's time is moved an hour back, as a clock stepped back an
+// hour between that transaction's start and the hold would have written it.
+func TestAFreezeLosesNoDeliveryWhenTheDatabasesClockStepsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newOwnershipFixture(t)
+	f.register("ann", "ann-phone", notification.PlatformAndroid)
+	_, err := f.pool.Exec(ctx, `
+		CREATE TABLE host_freeze (frozen boolean NOT NULL);
+		INSERT INTO host_freeze VALUES (false);
+		CREATE FUNCTION host_freeze() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF (SELECT frozen FROM host_freeze) THEN RAISE EXCEPTION 'deliveries are frozen'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER host_freeze BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION host_freeze();`)
+	require.NoError(t, err)
+	id := addBroadcast(t, f)
+	other := uuid.New()
+	_, err = f.pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+		VALUES ($1, 'bob', 'test', 'for bob', now())`, other)
+	require.NoError(t, err)
+
+	// A transaction writes a delivery before the freeze and commits after
+	// the refusal.
+	before, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = before.Rollback(ctx) }()
+	_, err = before.Exec(ctx, `INSERT INTO herald_deliveries (notification_id, token, status, due_at, created_at, updated_at)
+		VALUES ($1, 'bob-phone', 'pending', now(), now(), now())`, other)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `UPDATE host_freeze SET frozen = true`)
+	require.NoError(t, err)
+	chunk, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
+	require.NoError(t, err)
+	require.True(t, chunk.Held)
+	_, err = f.pool.Exec(ctx, `UPDATE herald_broadcasts SET held_at = held_at - interval '1 hour', held_until = now()
+		WHERE notification_id = $1`, id)
+	require.NoError(t, err)
+	require.NoError(t, before.Commit(ctx))
+
+	for range 3 {
+		_, err := f.repo.ExpandBroadcastChunk(ctx, 5000)
+		require.NoError(t, err)
+	}
+	refused, finished := broadcastState(t, f, id)
+	assert.Zero(t, refused, "no token counted as refused during the freeze")
+	assert.False(t, finished, "the broadcast is held, not ended")
+
+	_, err = f.pool.Exec(ctx, `UPDATE host_freeze SET frozen = false`)
+	require.NoError(t, err)
+	expandUntil(t, f, 5000, func() bool { return len(deliveredTokens(t, f, id)) == 1 },
+		"the device gets the broadcast once the freeze is lifted")
 }

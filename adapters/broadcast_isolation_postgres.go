@@ -134,10 +134,19 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 // hold holds broadcast id for d after a refusal of its whole chunk (see
 // expandIsolating). The highest delivery id is read before the clock, so
 // that any delivery created by a transaction started after held_at has an
-// id above held_mark.
+// id above held_mark. It is the highest id handed out, not only the
+// highest committed: a delivery written before the refusal by a
+// transaction still open then has an id below the mark, so it is never
+// taken as evidence, whatever the clock says. Were the mark the highest
+// committed id, only its created_at (the transaction's start) would tell
+// it apart, and a database clock stepped back before the hold makes a
+// start before the refusal look later than held_at: such a delivery,
+// committed after the refusal, had a freeze's held tokens counted refused
+// and their pushes lost.
 func hold(ctx context.Context, tx pgx.Tx, id [16]byte, d time.Duration) error {
 	var mark int64
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM herald_deliveries`).Scan(&mark); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT greatest(coalesce(max(id), 0), coalesce(pg_sequence_last_value(
+			pg_get_serial_sequence('herald_deliveries', 'id')::regclass), 0)) FROM herald_deliveries`).Scan(&mark); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, `UPDATE herald_broadcasts SET held_mark = $2, held_at = clock_timestamp(),
@@ -150,11 +159,11 @@ func hold(ctx context.Context, tx pgx.Tx, id [16]byte, d time.Duration) error {
 // transaction that began after at (see expandIsolating). It reads in id
 // order from the mark, a page of acceptedPage rows at a time, so that it
 // reads the newest rows by the primary key and never the whole table, and
-// stops at the first such delivery. The rows before it were written by
-// transactions in flight at the refusal: another instance's chunk of a
-// broadcast (5,000 by default), a host's transaction. Looking at the first
-// page only, such a chunk hid every delivery written after it, and the
-// broadcast was held again, for good once nothing more was written.
+// stops at the first such delivery. The rows before it were written after
+// the refusal by transactions in flight then: another instance's chunk of
+// a broadcast (5,000 by default), a host's transaction. Looking at the
+// first page only, such a chunk hid every delivery written after it, and
+// the broadcast was held again, for good once nothing more was written.
 func acceptedSince(ctx context.Context, tx pgx.Tx, mark int64, at time.Time) (bool, error) {
 	for {
 		var last *int64

@@ -826,6 +826,7 @@ const recordSteps = `		), dying AS (
 			FROM dead
 			WHERE d.token = dead.token AND d.status IN ('pending', 'retry_scheduled')
 				AND d.id NOT IN (SELECT id FROM recorded)
+			RETURNING 1
 `
 
 // recordGiveBack gives back the per-device counts of the pushes given back
@@ -851,10 +852,15 @@ const recordGiveBack = `		), unpushed AS (
 			FROM recorded r JOIN batch b ON b.id = r.id JOIN outcome u ON u.id = r.id
 			WHERE u.unpushed AND b.due_at > b.updated_at
 		), counts AS (
-			-- Their devices' counts, locked in device order, after the
-			-- deliveries, as the claim locks them.
+			-- Their devices' counts, locked in device order, after every
+			-- delivery this statement locks, as the claim locks them: the
+			-- dead tokens' other pushes (pruned_siblings) included, which
+			-- Postgres would otherwise close after this, unreferenced.
+			-- Holding a count while it waited for one of those, held by a
+			-- claim waiting for that count, deadlocked with the claim.
 			SELECT c.device FROM herald_device_counts c
 			WHERE c.device = ANY (ARRAY(SELECT device FROM unpushed))
+				AND (SELECT count(*) FROM pruned_siblings) >= 0
 			ORDER BY c.device FOR UPDATE
 		), given_back AS (
 			-- Computed on the row as locked: a claim may have started a new

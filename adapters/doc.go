@@ -37,8 +37,9 @@
 //     RetryFailedWhere skip those locked while they pick;
 //  4. herald_device_counts rows, in device order, last: the claim, which
 //     skips locked deliveries rather than wait for them, takes its
-//     devices' counts while it holds its deliveries; Record, after its
-//     batch, gives back the counts of the pushes given back unpushed;
+//     devices' counts while it holds its deliveries; Record, after every
+//     delivery it locks (its batch, the dead tokens' other pushes), gives
+//     back the counts of the pushes given back unpushed;
 //     ForgetUser deletes the user's devices' counts in its last
 //     statement, after every delivery it deletes (a claim may hold one
 //     made after ForgetUser locked the user's, and wait for a count).

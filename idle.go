@@ -8,8 +8,9 @@ import (
 )
 
 // Idle reports whether Herald has nothing left to do in its database: the
-// relay has consumed every committed event and no delivery is open
-// (pending, claimed, or scheduled for a retry, due or not). It reads the
+// relay has consumed every committed event, every broadcast is expanded
+// (one held by the host's database refusing its deliveries too), and no
+// delivery is open (pending, claimed, or scheduled for a retry, due or not). It reads the
 // database, so it sees the work of every process running Herald on it. It
 // is the same check as testutil.Idle.
 func (h *Herald) Idle(ctx context.Context) (bool, error) {

@@ -10,8 +10,12 @@ import (
 )
 
 // Idle reports whether Herald has nothing left to do in pool's database:
-// the relay has consumed every committed outbox message and no delivery is
-// open (pending, claimed or retry scheduled). A committed message the relay
+// the relay has consumed every committed outbox message, every broadcast
+// (and continuation of a recipient's many devices) is expanded, and no
+// delivery is open (pending, claimed or retry scheduled). A broadcast the
+// relay has written is work left until its last chunk: between the two, or
+// while it is held (see the broadcast expander), it has no open delivery
+// yet, and a test asserting then missed every push of it. A committed message the relay
 // cannot read yet, because an older transaction anywhere in the cluster is
 // still open, is work left: Idle is not true until it is relayed.
 func Idle(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
@@ -36,6 +40,9 @@ func IdleExceptToken(ctx context.Context, pool *pgxpool.Pool, token string) (boo
 		) AND NOT EXISTS (
 			SELECT 1 FROM herald_deliveries WHERE status IN ('pending', 'claimed', 'retry_scheduled')
 			  AND ($1 = '' OR token <> $1)
+		) AND NOT EXISTS (
+			-- Through the partial index on unfinished broadcasts.
+			SELECT 1 FROM herald_broadcasts WHERE finished_at IS NULL
 		)`, token).Scan(&idle)
 	if err != nil {
 		return false, fmt.Errorf("check whether herald is idle: %w", err)

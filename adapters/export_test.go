@@ -35,3 +35,6 @@ var FCMMessage = fcmMessage
 
 // ClaimSQL is the claim's statement, for a test of its plan.
 const ClaimSQL = claimSQL
+
+// MaxPushReasonLength is maxPushReasonLength, for the tests of FCM's errors.
+const MaxPushReasonLength = maxPushReasonLength

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"firebase.google.com/go/v4/errorutils"
 	"firebase.google.com/go/v4/messaging"
@@ -352,7 +353,21 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
+// maxPushReasonLength bounds the reason of a push's error, in bytes: the sender
+// logs it (its alarms quote it) and stores it, and FCM's message, or a
+// proxy's page, can be tens of kilobytes on one line.
+const maxPushReasonLength = 300
+
+// firstLine is the first line of an error's text, cut to
+// maxPushReasonLength bytes on a character boundary.
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
-	return line
+	if len(line) <= maxPushReasonLength {
+		return line
+	}
+	n := maxPushReasonLength - len("...")
+	for n > 0 && !utf8.RuneStart(line[n]) {
+		n--
+	}
+	return line[:n] + "..."
 }

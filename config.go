@@ -40,7 +40,8 @@ type Config struct {
 	// LISTEN for new deliveries.
 	Pooler PoolerConfig
 	// Logger receives every part's logs. Tokens and message bodies are
-	// never logged. Defaults to discarding.
+	// never logged, and each value of a record is cut to 1 KiB (Herald
+	// wraps the handler). Defaults to discarding.
 	Logger *slog.Logger
 	// Now is the application's clock. It stamps the time a notification is
 	// read (Inbox MarkRead and MarkAllRead), device token registrations

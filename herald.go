@@ -43,6 +43,7 @@ import (
 
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/app"
+	"github.com/herald-push/herald/internal/boundedlog"
 	"github.com/herald-push/herald/internal/telemetry"
 	"github.com/herald-push/herald/notification"
 	"github.com/herald-push/herald/outbox"
@@ -145,6 +146,10 @@ func New(pool *pgxpool.Pool, fcm *FCM, rules *notification.Rules, cfg Config) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Logs quote values Herald does not choose (a database's error, FCM's
+	// words, a row written around Herald): no line may grow past what a
+	// log shipper keeps.
+	log = boundedlog.Logger(log)
 	cfg.Logger = log
 	deliveries := adapters.NewPostgresDeliveryRepository(pool)
 	tel := telemetry.New(telemetry.Config{MeterProvider: cfg.MeterProvider, TracerProvider: cfg.TracerProvider})

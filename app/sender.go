@@ -843,7 +843,7 @@ func (s *Sender) push(ctx, detached context.Context, d Dispatch) {
 	// within the Pusher's deadline and its outcome is recorded.
 	pushCtx, span := s.tel.StartPush(detached, telemetry.PushInfo{
 		DeliveryID: d.Delivery.ID(), NotificationID: d.Delivery.NotificationID(), Token: d.Message.Token,
-		Platform: string(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent, SendAt: d.SendAt})
+		Platform: platformName(d.Message.Platform), Attempt: d.Delivery.Attempts(), TraceParent: d.TraceParent, SendAt: d.SendAt})
 	saturated := s.inFlight.Load() >= s.gate.limit.Load()
 	pushStart := time.Now()
 	name, err := s.pusher.Push(pushCtx, d.Message)
@@ -1000,7 +1000,7 @@ func (s *Sender) onFailure(d Dispatch, device uint64, ticket gateTicket, err err
 		if paused {
 			s.stats.platformPauses.Add(1)
 		}
-		s.alarms.add(now, "platform_auth:"+string(platform), slog.LevelError,
+		s.alarms.add(now, "platform_auth:"+platformName(platform), slog.LevelError,
 			"configuration alarm: APNs or web push credentials rejected (THIRD_PARTY_AUTH_ERROR): pausing this platform's pushes",
 			"platform", platformName(platform), "code", se.Code, "paused_until", until, "err", se.Reason)
 		if wait := until.Sub(now); wait > se.RetryAfter {
@@ -1089,9 +1089,12 @@ func errorType(err error) string {
 	}
 }
 
-// platformName names p in logs.
+// platformName names p in logs, alarms and spans: a platform Herald does
+// not know (a token row written around it may hold kilobytes of anything,
+// each row another) is "unknown", or it would make a metric series of its
+// own with a label of that size.
 func platformName(p notification.Platform) string {
-	if p == "" {
+	if !p.Valid() {
 		return "unknown"
 	}
 	return string(p)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -238,7 +239,7 @@ func (s Span) EndPush(outcome, errorType, messageName string) {
 			keyTokenHash.String(TokenHash(p.Token)), keyPlatform.String(p.Platform), keyAttempt.Int(p.Attempt+1),
 			keyOutcome.String(outcome))
 		if messageName != "" {
-			kvs = append(kvs, keyMessagingMessageID.String(messageName))
+			kvs = append(kvs, keyMessagingMessageID.String(cut(messageName, maxMessageName)))
 		}
 		if errorType != "" {
 			kvs = append(kvs, keyErrorType.String(errorType))
@@ -270,6 +271,24 @@ func setError(span trace.Span, err error, errorType string) {
 	// refused, and no span carries a message body.
 	span.SetAttributes(keyErrorType.String(errorType))
 	span.SetStatus(codes.Error, errorType)
+}
+
+// maxMessageName bounds FCM's message name on a span, as Herald stores it:
+// FCM's names are "projects/<id>/messages/<id>", far shorter, and a broken
+// or hostile answer (read up to 64 KiB) must not make every push's span
+// that large.
+const maxMessageName = 256
+
+// cut returns s cut to at most n bytes on a character boundary (a
+// substring: nothing is allocated).
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // latest is the later of a and b.

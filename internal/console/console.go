@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/herald-push/herald/internal/visible"
 )
 
 // Options configures the console.
@@ -237,7 +239,15 @@ func (h *Handler) funcs() template.FuncMap {
 			return ago(h.opts.Now().Sub(t))
 		},
 		"dur": readable,
-		"now": func() time.Time { return h.opts.Now() },
+		// shown writes the characters a reader cannot see for what they
+		// are (controls, bidirectional overrides, zero-width characters)
+		// as escapes, as the herald command does: html/template leaves them
+		// be, and a right-to-left override in a user id would reorder the
+		// rest of its table cell. For ids, types, codes, errors and
+		// reasons; content (titles, bodies, payloads) is shown as written,
+		// in a <bdi> that keeps its direction to itself.
+		"shown": visible.Text,
+		"now":   func() time.Time { return h.opts.Now() },
 		"statusClass": func(s string) string {
 			switch s {
 			case "sent":

@@ -24,7 +24,9 @@ import (
 
 // hostile is a value an attacker could have put in a user id, an error
 // message or an event: every page must show it as text.
-const hostile = `<script>alert(1)</script>"><img src=x onerror=alert(2)>`
+// Its invisible characters (a right-to-left override, a zero-width space,
+// an escape) make it read as something else.
+const hostile = `<script>alert(1)</script>"><img src=x onerror=alert(2)>` + "mallory\u202egnp.exe\u200b\x1b[2J"
 
 var notificationID = uuid.MustParse("0193a4b2-7c3d-7e8f-9a0b-1c2d3e4f5a6b")
 
@@ -213,16 +215,20 @@ func confirmToken(t *testing.T, c *http.Client, u string) string {
 	return m[1]
 }
 
+// everyPage is a path of each page the console serves, over the fake's
+// hostile values.
+var everyPage = []string{
+	"/ops/", "/ops/failed", "/ops/failed?cursor=" + url.QueryEscape(hostile), "/ops/failed?code=UNAVAILABLE", "/ops/deadletters", "/ops/deadletters?all=1",
+	"/ops/search?q=" + url.QueryEscape(hostile), "/ops/notification?id=" + notificationID.String(),
+	"/ops/retry?id=42", "/ops/replay?id=9", "/ops/cancel?id=" + notificationID.String(),
+	"/ops/notification?id=" + url.QueryEscape(hostile),
+}
+
 func TestConsole_EveryPageShowsHostileValuesAsText(t *testing.T) {
 	t.Parallel()
 	_, srv := newConsole(t)
 	c := client(t)
-	for _, path := range []string{
-		"/ops/", "/ops/failed", "/ops/failed?cursor=" + url.QueryEscape(hostile), "/ops/failed?code=UNAVAILABLE", "/ops/deadletters", "/ops/deadletters?all=1",
-		"/ops/search?q=" + url.QueryEscape(hostile), "/ops/notification?id=" + notificationID.String(),
-		"/ops/retry?id=42", "/ops/replay?id=9", "/ops/cancel?id=" + notificationID.String(),
-		"/ops/notification?id=" + url.QueryEscape(hostile),
-	} {
+	for _, path := range everyPage {
 		t.Run(path, func(t *testing.T) {
 			_, body, h := get(t, c, srv.URL+path)
 			assert.NotContains(t, body, "<script>alert")
@@ -234,6 +240,33 @@ func TestConsole_EveryPageShowsHostileValuesAsText(t *testing.T) {
 	}
 	_, body, _ := get(t, c, srv.URL+"/ops/failed")
 	assert.Contains(t, body, "&lt;script&gt;alert(1)&lt;/script&gt;", "shown escaped")
+}
+
+// A user id, event type, error or reason holding a right-to-left override
+// reorders what the operator reads ("mallory\u202egnp.exe" shows as
+// "malloryexe.png", and the rest of its table cell with it), and one holding
+// a zero-width space looks like another user's: the CLI escapes them, and
+// so does every page of the console. Content (titles, bodies, payloads) is
+// shown as written but isolated (<bdi>), so that it reorders nothing
+// around it; a search box keeps what the operator typed.
+func TestConsole_EveryPageShowsInvisibleAndReorderingCharactersEscaped(t *testing.T) {
+	t.Parallel()
+	_, srv := newConsole(t)
+	c := client(t)
+	isolated := regexp.MustCompile(`(?s)<bdi>.*?</bdi>|value="[^"]*"`)
+	for _, path := range everyPage {
+		t.Run(path, func(t *testing.T) {
+			_, body, _ := get(t, c, srv.URL+path)
+			rest := isolated.ReplaceAllString(body, "")
+			for _, r := range "\u202e\u200b\x1b" {
+				assert.False(t, strings.ContainsRune(rest, r), "%U shown raw", r)
+			}
+		})
+	}
+	_, body, _ := get(t, c, srv.URL+"/ops/failed")
+	assert.Contains(t, body, `mallory\u202egnp.exe\u200b\x1b[2J`, "shown escaped, as the CLI shows it")
+	_, body, _ = get(t, c, srv.URL+"/ops/notification?id="+notificationID.String())
+	assert.Contains(t, body, "<bdi><strong>", "content isolated")
 }
 
 // Refused deliveries of a broadcast (a host's trigger or constraint on

@@ -14,6 +14,7 @@ import (
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/visible"
 	"github.com/herald-push/herald/notification"
 )
 
@@ -152,7 +153,7 @@ func listDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tNOTIFICATION\tRECIPIENT\tTOKEN\tSTATUS\tATTEMPTS\tCODE\tUPDATED\tLAST ERROR")
 	for _, d := range page.Deliveries {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.NotificationID, shown(d.Recipient), d.TokenHash,
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.NotificationID, visible.Text(d.Recipient), d.TokenHash,
 			d.Status, d.Attempts, orDash(d.Code), d.UpdatedAt.UTC().Format(time.RFC3339), orDash(d.LastError))
 	}
 	if err := w.Flush(); err != nil {
@@ -232,11 +233,11 @@ func notificationArg(name string, args []string, stderr io.Writer) (uuid.UUID, e
 func writeTimeline(w io.Writer, tl herald.Timeline) error {
 	n := tl.Notification
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	to := "to " + shown(n.Recipient)
+	to := "to " + visible.Text(n.Recipient)
 	if n.Broadcast {
 		to = "broadcast"
 	}
-	fmt.Fprintf(tw, "Notification\t%s %s %s, created %s\n", n.ID, shown(n.Type), to, n.CreatedAt.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "Notification\t%s %s %s, created %s\n", n.ID, visible.Text(n.Type), to, n.CreatedAt.UTC().Format(time.RFC3339))
 	if !n.CancelledAt.IsZero() {
 		fmt.Fprintf(tw, "Cancelled\t%s\n", n.CancelledAt.UTC().Format(time.RFC3339))
 	}
@@ -254,7 +255,7 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 		}
 		fmt.Fprintf(tw, "Broadcast\t%s deliveries created, %s\n", group(b.Expanded), state)
 		if b.Refused > 0 {
-			fmt.Fprintf(tw, "Refused\t%s deliveries refused by the database, the last: %s\n", group(b.Refused), shown(b.Refusal))
+			fmt.Fprintf(tw, "Refused\t%s deliveries refused by the database, the last: %s\n", group(b.Refused), visible.Text(b.Refusal))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -269,7 +270,7 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 		for _, a := range d.Attempts {
 			// The outcome column has no constraint: a row written by hand
 			// may hold anything.
-			fmt.Fprintf(tw, "\t  attempt %d\t%s\t\t%s\t%s\t%s\n", a.Number, shown(string(a.Outcome)), orDash(a.Code),
+			fmt.Fprintf(tw, "\t  attempt %d\t%s\t\t%s\t%s\t%s\n", a.Number, visible.Text(string(a.Outcome)), orDash(a.Code),
 				a.At.UTC().Format(time.RFC3339Nano), orDash(a.Error))
 		}
 	}
@@ -280,12 +281,12 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 	return tw.Flush()
 }
 
-// orDash shows s (see shown), or "-" for nothing.
+// orDash shows s (see visible.Text), or "-" for nothing.
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return shown(s)
+	return visible.Text(s)
 }
 
 // DeadLetters is herald deadletters list [-all] [-limit N] | replay [-all | ID...]
@@ -318,8 +319,8 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if !dl.ReplayedAt.IsZero() {
 				replayed = dl.ReplayedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", dl.ID, shown(dl.MessageUUID), dl.CreatedAt.Format(time.RFC3339),
-				replayed, len(dl.Payload), shown(dl.Reason))
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", dl.ID, visible.Text(dl.MessageUUID), dl.CreatedAt.Format(time.RFC3339),
+				replayed, len(dl.Payload), visible.Text(dl.Reason))
 		}
 		return w.Flush()
 	case "replay":

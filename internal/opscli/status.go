@@ -14,6 +14,7 @@ import (
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/internal/cli"
+	"github.com/herald-push/herald/internal/visible"
 )
 
 // clearScreen moves the cursor home and clears the terminal: -watch
@@ -63,7 +64,7 @@ func Status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			if err := enc.Encode(s); err != nil {
 				return err
 			}
-			if _, err := stdout.Write(shownJSON(buf.Bytes())); err != nil {
+			if _, err := stdout.Write(visible.JSON(buf.Bytes())); err != nil {
 				return err
 			}
 		case *watch:
@@ -110,7 +111,7 @@ func writeStatus(w io.Writer, s herald.Status) {
 	fmt.Fprintf(tw, "Relay\t%s\n", relay)
 	var failed []string
 	for _, c := range s.FailedLastHour {
-		code := shown(c.Code)
+		code := visible.Text(c.Code)
 		if code == "" {
 			code = "(no code)"
 		}
@@ -130,18 +131,18 @@ func writeStatus(w io.Writer, s herald.Status) {
 		if i == 0 {
 			label = "Broadcasts"
 		}
-		what := shown(b.Type)
+		what := visible.Text(b.Type)
 		if b.Recipient != "" {
-			what += " to " + shown(b.Recipient) + "'s devices"
+			what += " to " + visible.Text(b.Recipient) + "'s devices"
 		} else if len(b.Platforms) > 0 {
-			what += " to " + shown(strings.Join(b.Platforms, ", "))
+			what += " to " + visible.Text(strings.Join(b.Platforms, ", "))
 		}
 		progress := group(b.Expanded) + " deliveries"
 		if b.Tokens > 0 {
 			progress += fmt.Sprintf(" of ~%s (%d%%)", group(b.Tokens), min(100, b.Expanded*100/b.Tokens))
 		}
 		if b.Refused > 0 {
-			progress += fmt.Sprintf(", %s refused by the database (last: %s)", group(b.Refused), shown(b.Refusal))
+			progress += fmt.Sprintf(", %s refused by the database (last: %s)", group(b.Refused), visible.Text(b.Refusal))
 		}
 		fmt.Fprintf(tw, "%s\t%s %s: %s, started %s ago\n", label, b.NotificationID, what, progress,
 			ago(s.At.Sub(b.StartedAt)))
@@ -168,7 +169,7 @@ func writeStatus(w io.Writer, s herald.Status) {
 		if in.Leader {
 			leader = ", leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s pid %d %s%s, up %s, heartbeat %s ago\n", label, shown(in.Host), in.PID, shown(in.Version), leader,
+		fmt.Fprintf(tw, "%s\t%s pid %d %s%s, up %s, heartbeat %s ago\n", label, visible.Text(in.Host), in.PID, visible.Text(in.Version), leader,
 			ago(s.At.Sub(in.StartedAt)), ago(max(0, s.At.Sub(in.HeartbeatAt))))
 	}
 	_ = tw.Flush()

@@ -1,4 +1,7 @@
-package opscli
+// Package visible shows text read from the database, which users, hosts and
+// FCM wrote, so that an operator reads it for what it is: on a terminal
+// (the herald command) and in a browser (the operator console) alike.
+package visible
 
 import (
 	"fmt"
@@ -8,19 +11,20 @@ import (
 	"unicode/utf8"
 )
 
-// shown makes a value read from the database safe to print on an
-// operator's terminal. User ids, types, error messages and dead letters'
-// reasons come from users, hosts and FCM: a control character in one (ESC
+// Text makes a value read from the database safe to show an operator, on a
+// terminal or in a web page (which escapes HTML on top of it). User ids,
+// types, error messages and dead letters' reasons come from users, hosts
+// and FCM: a control character in one (ESC
 // starting a sequence that rewrites the screen or writes the clipboard, a
 // carriage return, a tab that shifts the table's columns) is written as a
 // Go escape instead (\x1b, \x0d, \u009b), and so is every character a
-// reader cannot see (see hidden): a right-to-left override would show
+// reader cannot see (see Hidden): a right-to-left override would show
 // "mallory\u202eexe.txt" as "mallorytxt.exe", reordering what the operator
 // reads, and a zero-width space makes two user ids that look alike differ.
 // Bytes that are not UTF-8 are written as \x escapes too: passed raw, a
 // terminal reading Latin-1 takes 0x9b for a control sequence.
-func shown(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return r == utf8.RuneError || hidden(r) }) {
+func Text(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r == utf8.RuneError || Hidden(r) }) {
 		return s
 	}
 	var b strings.Builder
@@ -29,7 +33,7 @@ func shown(s string) string {
 		switch {
 		case r == utf8.RuneError && size == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case !hidden(r):
+		case !Hidden(r):
 			b.WriteString(s[i : i+size])
 		case r < utf8.RuneSelf:
 			fmt.Fprintf(&b, `\x%02x`, r)
@@ -43,7 +47,7 @@ func shown(s string) string {
 	return b.String()
 }
 
-// hidden reports whether r is a character an operator reading a terminal
+// Hidden reports whether r is a character an operator reading a terminal
 // cannot see for what it is: a control character; a format character
 // (Unicode category Cf: the bidirectional overrides, embeddings and
 // isolates U+202A–U+202E and U+2066–U+2069, the zero-width characters
@@ -51,7 +55,7 @@ func shown(s string) string {
 // line or paragraph separator; a character Unicode says to display as
 // nothing (the Hangul fillers, the variation selectors); and a space other
 // than U+0020, or the Braille blank, that passes for one.
-func hidden(r rune) bool {
+func Hidden(r rune) bool {
 	switch {
 	case r == ' ':
 		return false
@@ -64,17 +68,17 @@ func hidden(r rune) bool {
 		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }
 
-// shownJSON escapes, in JSON that encoding/json wrote, every character
-// hidden reports that the encoder leaves as it is (it escapes the ASCII
+// JSON escapes, in JSON that encoding/json wrote, every character
+// Hidden reports that the encoder leaves as it is (it escapes the ASCII
 // controls, U+2028 and U+2029 only), as \uXXXX: the same JSON to a
-// program, and to an operator reading it on a terminal, what shown makes
+// program, and to an operator reading it on a terminal, what Text makes
 // of a value. Outside strings such JSON holds only ASCII, so any such
 // character is inside one.
-func shownJSON(j []byte) []byte {
+func JSON(j []byte) []byte {
 	var b []byte
 	for i := 0; i < len(j); {
 		r, size := utf8.DecodeRune(j[i:])
-		if r < utf8.RuneSelf && r != 0x7f || !hidden(r) {
+		if r < utf8.RuneSelf && r != 0x7f || !Hidden(r) {
 			b = append(b, j[i:i+size]...)
 			i += size
 			continue

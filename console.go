@@ -139,7 +139,7 @@ func (o consoleOperator) DeadLetters(ctx context.Context, pendingOnly bool, limi
 	for i, d := range dls {
 		out[i] = console.DeadLetter{
 			ID: d.ID, Topic: d.Topic, MessageUUID: d.MessageUUID, Reason: d.Reason,
-			CreatedAt: d.CreatedAt, ReplayedAt: d.ReplayedAt,
+			CreatedAt: d.CreatedAt, ReplayedAt: d.ReplayedAt, PayloadBytes: d.PayloadBytes,
 		}
 		if o.showContent {
 			out[i].Payload = string(d.Payload)

@@ -84,7 +84,10 @@ func (h *Herald) RetryAllFailed(ctx context.Context) (int, error) {
 }
 
 // DeadLetters returns at most limit dead letters, the newest first; only
-// those not yet replayed if pendingOnly. limit must be positive.
+// those not yet replayed if pendingOnly. limit must be positive. Each
+// carries the first 64 KiB of its payload (DeadLetter.Payload) and the
+// whole payload's size (PayloadBytes): a dead letter may keep a malformed
+// outbox message of up to 16 MiB. ReplayDeadLetters replays it whole.
 func (h *Herald) DeadLetters(ctx context.Context, pendingOnly bool, limit int) ([]DeadLetter, error) {
 	if limit < 1 {
 		return nil, fmt.Errorf("list dead letters: limit %d must be positive", limit)

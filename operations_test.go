@@ -104,3 +104,29 @@ func TestConfigNowStampsTheInboxsReadTimesAndTheDatabaseItsCreationTimes(t *test
 	assert.WithinDuration(t, dbNow, n.CreatedAt(), time.Minute, "created by the database's clock")
 	assert.True(t, raised[0].CreatedAt().Equal(n.CreatedAt()), "Raise returned %s, stored %s", raised[0].CreatedAt(), n.CreatedAt())
 }
+
+// TestListingDeadLettersNeverLoadsTheirWholePayloads: a dead letter may
+// keep a malformed outbox message of up to 16 MiB whole. The console's page
+// and `herald deadletters list` list up to 100 and 50 of them, to show their
+// reason and size: loading every payload made one page load gigabytes. A
+// listing carries at most the first 64 KiB of each payload and its size;
+// replaying reads the whole payload on its own.
+func TestListingDeadLettersNeverLoadsTheirWholePayloads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, fastConfig())
+	const size = 2 << 20
+	_, err := h.pool.Exec(ctx, `INSERT INTO herald_dead_letters (topic, message_uuid, payload, reason)
+		SELECT 'herald_outbox', 'm' || i, decode(repeat('ab', $1), 'hex'), 'malformed'
+		FROM generate_series(1, 5) i`, size)
+	require.NoError(t, err)
+
+	dls, err := h.herald.DeadLetters(ctx, true, 100)
+	require.NoError(t, err)
+	require.Len(t, dls, 5)
+	for _, dl := range dls {
+		assert.Equal(t, 64<<10, len(dl.Payload), "the first 64 KiB")
+		assert.Equal(t, []byte{0xab, 0xab}, dl.Payload[:2])
+		assert.Equal(t, size, dl.PayloadBytes, "the whole payload's size")
+	}
+}

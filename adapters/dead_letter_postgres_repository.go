@@ -124,17 +124,22 @@ func truncateText(s string, n int) string {
 }
 
 // List returns up to limit dead letters, newest first; with pendingOnly,
-// only those not yet replayed.
+// only those not yet replayed. Each carries the first
+// app.ListedPayloadBytes of its payload and the payload's size: reading
+// whole payloads of up to 16 MiB, a page of a hundred was gigabytes.
 func (r *PostgresDeadLetterRepository) List(ctx context.Context, pendingOnly bool, limit int) ([]DeadLetter, error) {
-	rows, err := r.db.Query(ctx, `SELECT id, topic, message_uuid, payload, metadata, reason, created_at, replayed_at
-		FROM herald_dead_letters WHERE NOT $1 OR replayed_at IS NULL ORDER BY id DESC LIMIT $2`, pendingOnly, limit)
+	rows, err := r.db.Query(ctx, `SELECT id, topic, message_uuid, substring(payload FROM 1 FOR $3), octet_length(payload),
+			metadata, reason, created_at, replayed_at
+		FROM herald_dead_letters WHERE NOT $1 OR replayed_at IS NULL ORDER BY id DESC LIMIT $2`,
+		pendingOnly, limit, app.ListedPayloadBytes)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
 	dls, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeadLetter, error) {
 		var dl DeadLetter
 		var replayed *time.Time
-		if err := row.Scan(&dl.ID, &dl.Topic, &dl.MessageUUID, &dl.Payload, &dl.Metadata, &dl.Reason, &dl.CreatedAt, &replayed); err != nil {
+		if err := row.Scan(&dl.ID, &dl.Topic, &dl.MessageUUID, &dl.Payload, &dl.PayloadBytes, &dl.Metadata, &dl.Reason,
+			&dl.CreatedAt, &replayed); err != nil {
 			return DeadLetter{}, err
 		}
 		if replayed != nil {

@@ -11,12 +11,22 @@ type DeadLetter struct {
 	ID          int64
 	Topic       string
 	MessageUUID string
-	Payload     []byte
-	Metadata    map[string]string
-	Reason      string
-	CreatedAt   time.Time
-	ReplayedAt  time.Time
+	// Payload is the message's payload; in a listing, only its first
+	// ListedPayloadBytes (a dead letter may keep a malformed message of up
+	// to MaxOutboxMessageBytes whole, and a page lists a hundred).
+	Payload []byte
+	// PayloadBytes is the whole payload's size, set by a listing.
+	PayloadBytes int
+	Metadata     map[string]string
+	Reason       string
+	CreatedAt    time.Time
+	ReplayedAt   time.Time
 }
+
+// ListedPayloadBytes is how much of each dead letter's payload a listing
+// reads: enough to see what the message was, however large it is.
+// Replaying reads the whole payload.
+const ListedPayloadBytes = 64 << 10
 
 // DeadLetterReplayStore takes dead letters for replay, in the transaction
 // that republishes them.

@@ -111,7 +111,7 @@ func (f *fakeOperator) RetryAllFailed(context.Context) (int, error) {
 }
 
 func (f *fakeOperator) DeadLetters(context.Context, bool, int) ([]console.DeadLetter, error) {
-	return []console.DeadLetter{{ID: 9, Topic: hostile, MessageUUID: hostile, Reason: hostile, Payload: hostile, CreatedAt: time.Now()}}, nil
+	return []console.DeadLetter{{ID: 9, Topic: hostile, MessageUUID: hostile, Reason: hostile, Payload: hostile, PayloadBytes: 1 << 20, CreatedAt: time.Now()}}, nil
 }
 
 func (f *fakeOperator) ReplayDeadLetters(_ context.Context, ids []int64) (int, error) {
@@ -267,6 +267,15 @@ func TestConsole_EveryPageShowsInvisibleAndReorderingCharactersEscaped(t *testin
 	assert.Contains(t, body, `mallory\u202egnp.exe\u200b\x1b[2J`, "shown escaped, as the CLI shows it")
 	_, body, _ = get(t, c, srv.URL+"/ops/notification?id="+notificationID.String())
 	assert.Contains(t, body, "<bdi><strong>", "content isolated")
+}
+
+// A listing carries only the beginning of a large dead letter's payload:
+// the page says how large it is and that only its beginning is shown.
+func TestConsole_ADeadLettersPayloadSaysWhenOnlyItsBeginningIsShown(t *testing.T) {
+	t.Parallel()
+	_, srv := newConsole(t)
+	_, body, _ := get(t, client(t), srv.URL+"/ops/deadletters")
+	assert.Contains(t, body, fmt.Sprintf("payload, 1048576 bytes (the first %d shown)", len(hostile)))
 }
 
 // Refused deliveries of a broadcast (a host's trigger or constraint on

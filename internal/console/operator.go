@@ -183,9 +183,10 @@ type DeadLetter struct {
 	Reason      string
 	CreatedAt   time.Time
 	ReplayedAt  time.Time
-	// Payload is the message's payload, "" unless the host chose to show
-	// content.
-	Payload string
+	// Payload is the message's payload, or its first part when shorter
+	// than PayloadBytes, "" unless the host chose to show content.
+	Payload      string
+	PayloadBytes int
 }
 
 // User is what the console shows for a user id.

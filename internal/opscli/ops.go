@@ -320,7 +320,7 @@ func DeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				replayed = dl.ReplayedAt.Format(time.RFC3339)
 			}
 			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", dl.ID, visible.Text(dl.MessageUUID), dl.CreatedAt.Format(time.RFC3339),
-				replayed, len(dl.Payload), visible.Text(dl.Reason))
+				replayed, dl.PayloadBytes, visible.Text(dl.Reason))
 		}
 		return w.Flush()
 	case "replay":

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/internal/console"
 	"github.com/herald-push/herald/notification"
 )
@@ -160,9 +161,14 @@ func (o consoleOperator) User(ctx context.Context, userID string, limit int) (co
 		// database, it failed the page.
 		return u, nil
 	}
-	tokens, err := o.h.Tokens().List(ctx, userID)
+	// A user id may hold any number of tokens: the page lists the most
+	// recently seen, as it does the deliveries and notifications.
+	tokens, err := adapters.NewPostgresDeviceTokenRepository(o.h.pool).ListForUser(ctx, userID, limit+1)
 	if err != nil {
 		return u, err
+	}
+	if len(tokens) > limit {
+		tokens, u.MoreDevices = tokens[:limit], true
 	}
 	for _, t := range tokens {
 		u.Devices = append(u.Devices, console.Device{

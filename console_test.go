@@ -165,3 +165,34 @@ func TestTheConsoleShowsTheDeliveriesTheDatabaseRefusedOfABroadcast(t *testing.T
 		assert.NotContains(t, body, "<b>no pushes", path)
 	}
 }
+
+// TestTheConsolesUserPageStaysSmallHoweverManyDevicesTheUserRegistered: a
+// user id may hold any number of device tokens (a client registering in a
+// loop, an import under one id). The user's page read and rendered every
+// one of them; it lists the 100 most recently seen and says so, as it does
+// their deliveries and notifications.
+func TestTheConsolesUserPageStaysSmallHoweverManyDevicesTheUserRegistered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	h, err := herald.New(pool, nil, notification.NewRules(), fastConfig())
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+		SELECT 'hoarder-device-' || i, 'hoarder', 'android', now(), now() - i * interval '1 second'
+		FROM generate_series(1, 5000) i`)
+	require.NoError(t, err)
+
+	srv := httptest.NewServer(h.Console(herald.ConsoleOptions{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/search?q=hoarder")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	page := string(b)
+	assert.Equal(t, 100, strings.Count(page, `<td class="mono">tok_`), "devices listed")
+	assert.Contains(t, page, herald.TokenHash("hoarder-device-1"), "the most recently seen first")
+	assert.NotContains(t, page, herald.TokenHash("hoarder-device-101"))
+	assert.Contains(t, page, "The 100 most recently seen are listed.")
+}

@@ -169,10 +169,16 @@ func (r *PostgresDeviceTokenRepository) Delete(ctx context.Context, token string
 	return existed, nil
 }
 
-// ListForUser returns a user's tokens, most recently seen first.
-func (r *PostgresDeviceTokenRepository) ListForUser(ctx context.Context, userID string) ([]*notification.DeviceToken, error) {
+// ListForUser returns a user's tokens, most recently seen first: at most
+// limit of them, every one when limit is 0. A user id may hold any number
+// of tokens; the operator's console lists a bounded page of them.
+func (r *PostgresDeviceTokenRepository) ListForUser(ctx context.Context, userID string, limit int) ([]*notification.DeviceToken, error) {
+	var max *int // NULL: LIMIT ALL
+	if limit > 0 {
+		max = &limit
+	}
 	rows, err := r.db.Query(ctx, `SELECT token, user_id, platform, registered_at, last_seen_at
-		FROM herald_device_tokens WHERE user_id = $1 ORDER BY last_seen_at DESC, token`, userID)
+		FROM herald_device_tokens WHERE user_id = $1 ORDER BY last_seen_at DESC, token LIMIT $2`, userID, max)
 	if err != nil {
 		return nil, fmt.Errorf("list device tokens: %w", err)
 	}

@@ -22,7 +22,9 @@ type DeviceTokenRepository interface {
 	// deliveries (token_pruned, TOKEN_REMOVED). It reports whether the
 	// token existed.
 	Delete(ctx context.Context, token string) (bool, error)
-	ListForUser(ctx context.Context, userID string) ([]*notification.DeviceToken, error)
+	// ListForUser returns a user's tokens, most recently seen first: at
+	// most limit of them, every one when limit is 0.
+	ListForUser(ctx context.Context, userID string, limit int) ([]*notification.DeviceToken, error)
 }
 
 // Tokens is the device token registry. It is safe for concurrent use.
@@ -123,5 +125,5 @@ func (ts *Tokens) List(ctx context.Context, user string) ([]*notification.Device
 	if err := checkUser("list device tokens", user); err != nil {
 		return nil, err
 	}
-	return ts.repo.ListForUser(ctx, user)
+	return ts.repo.ListForUser(ctx, user, 0)
 }

@@ -90,7 +90,7 @@ func AssertNothingSent(t testing.TB, pool *pgxpool.Pool, fake *FakeFCM, recipien
 	if notifications > 0 {
 		t.Errorf("recipient %q has %d notification(s); want none", recipient, notifications)
 	}
-	tokens, err := adapters.NewPostgresDeviceTokenRepository(pool).ListForUser(ctx, recipient)
+	tokens, err := adapters.NewPostgresDeviceTokenRepository(pool).ListForUser(ctx, recipient, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -191,8 +191,11 @@ type DeadLetter struct {
 
 // User is what the console shows for a user id.
 type User struct {
-	ID            string
-	Devices       []Device
+	ID      string
+	Devices []Device
+	// MoreDevices says the user has more devices than Devices lists (the
+	// most recently seen).
+	MoreDevices   bool
 	Notifications []Notification
 	// Deliveries are the user's most recent deliveries.
 	Deliveries []Delivery

@@ -38,3 +38,14 @@ const ClaimSQL = claimSQL
 
 // MaxPushReasonLength is maxPushReasonLength, for the tests of FCM's errors.
 const MaxPushReasonLength = maxPushReasonLength
+
+// MaxWatchedInstances is maxWatchedInstances, for the test of a flooded
+// registry.
+const MaxWatchedInstances = maxWatchedInstances
+
+// WatchedInstances returns how many instances r's beats remember.
+func WatchedInstances(r *PostgresFleetRepository) int {
+	r.seen.mu.Lock()
+	defer r.seen.mu.Unlock()
+	return len(r.seen.seen)
+}

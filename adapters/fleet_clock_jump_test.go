@@ -143,3 +143,46 @@ func TestAFreshInstanceTakesOverADeadOnesClaimsWithinDeadAfterOfItsFirstBeat(t *
 		})
 	}
 }
+
+// Every beat reads the registry into the reaper's memory, and sends back
+// every instance it saw stand still. Rows no Herald wrote (a restore, a
+// script, someone with the database's credentials) that never die by the
+// database's clock (a heartbeat at infinity, a DeadAfter of centuries) were
+// all read and all sent back at every beat: with 1,000,000 of them a beat
+// took 4.4 s, near DeadAfter, past which every live instance fences
+// itself. A beat watches at most MaxWatchedInstances, those the database's
+// clock takes for dead soonest, so that a real dead instance among the
+// flood is still reaped.
+func TestARegistryFloodedWithRowsNoHeraldWroteNeverSlowsTheHeartbeatNorHidesADeadOne(t *testing.T) {
+	t.Parallel()
+	f := newOwnershipFixture(t)
+	ctx := context.Background()
+	const deadAfter, beat = time.Second, 100 * time.Millisecond
+	reaper, dead := instance("reaper"), instance("dead")
+	fleet := adapters.NewPostgresFleetRepository(f.pool)
+	_, err := adapters.NewPostgresFleetRepository(f.pool).Beat(ctx, dead, deadAfter, deadAfter)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `INSERT INTO herald_instances (id, host, pid, version, started_at, heartbeat_at, dead_after_us)
+		SELECT gen_random_uuid(), 'flood', 1, 'x', now(),
+			CASE WHEN n % 2 = 0 THEN 'infinity' ELSE now() - interval '1 hour' END,
+			CASE WHEN n % 2 = 0 THEN 1000000 ELSE 9223372036854775807 END
+		FROM generate_series(1, 100000) AS n`)
+	require.NoError(t, err)
+
+	start := time.Now()
+	for {
+		res, err := fleet.Beat(ctx, reaper, deadAfter, deadAfter)
+		require.NoError(t, err)
+		require.LessOrEqual(t, adapters.WatchedInstances(fleet), adapters.MaxWatchedInstances,
+			"a beat read the whole flooded registry")
+		if res.Reaped > 0 {
+			assert.Equal(t, 1, res.Reaped, "only the dead instance is reaped")
+			break
+		}
+		require.Less(t, time.Since(start), 3*deadAfter, "the dead instance hidden among the flood is still registered")
+		time.Sleep(beat)
+	}
+	var left int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM herald_instances WHERE id = $1`, dead.ID).Scan(&left))
+	assert.Zero(t, left, "the dead instance was reaped")
+}

@@ -43,6 +43,10 @@ type PostgresFleetRepository struct {
 // when it ran at every beat, 23 % of Postgres's CPU.
 const orphanWalkEvery = 30 * time.Second
 
+// maxWatchedInstances is how many other instances a beat reads into the
+// reaper's memory (see registrySQL).
+const maxWatchedInstances = 1000
+
 // reapSQL deletes the instances whose heartbeat is older than the
 // DeadAfter each registered ($1 microseconds for one registered without)
 // and frees their claims in the same statement: they are due at once, so
@@ -94,9 +98,23 @@ const maxDeadAfterSQL = `9223372036854775::bigint`
 // DeadAfters ($1 microseconds for one registered without), after the reap,
 // for the reaper's memory (see sightings). A DeadAfter is read as the reap
 // reads it, and one below zero as zero.
+//
+// It reads at most $3 (maxWatchedInstances) of them, those the database's
+// clock takes for dead soonest: a registry flooded with rows no Herald
+// wrote that never die (a heartbeat at infinity, a DeadAfter of centuries)
+// was read whole and, once they stood still, sent back whole at every
+// beat, which took 4.4 s with 1,000,000 rows, near DeadAfter, past which
+// every live instance fences itself. A dead instance comes before the live
+// ones, whose heartbeats are newer, and before such rows. The order is
+// taken in numeric epoch microseconds, which no heartbeat or DeadAfter
+// overflows (a timestamp plus an interval can).
 const registrySQL = `
-	SELECT id, heartbeat_at, greatest(0, least(coalesce(dead_after_us, $1::bigint), ` + maxDeadAfterSQL + `))
-	FROM herald_instances WHERE id <> $2`
+	SELECT id, heartbeat_at, dead_after FROM (
+		SELECT id, heartbeat_at, greatest(0, least(coalesce(dead_after_us, $1::bigint), ` + maxDeadAfterSQL + `)) AS dead_after
+		FROM herald_instances WHERE id <> $2
+	) i
+	ORDER BY extract(epoch FROM heartbeat_at)::numeric * 1000000 + dead_after
+	LIMIT $3`
 
 // NewPostgresFleetRepository returns a repository on db.
 func NewPostgresFleetRepository(db DB) *PostgresFleetRepository {
@@ -172,7 +190,7 @@ func (r *PostgresFleetRepository) Beat(ctx context.Context, self app.InstanceInf
 		})
 	}
 	var registry []registration
-	batch.Queue(registrySQL, deadAfter.Microseconds(), [16]byte(self.ID)).Query(func(rows pgx.Rows) error {
+	batch.Queue(registrySQL, deadAfter.Microseconds(), [16]byte(self.ID), maxWatchedInstances).Query(func(rows pgx.Rows) error {
 		var err error
 		registry, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (registration, error) {
 			var reg registration

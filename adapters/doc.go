@@ -32,9 +32,9 @@
 //     (Record's batch, the deliveries UpsertMany closes, ForgetUser's); a
 //     statement closing a token's open deliveries (Delete, Record's dead
 //     tokens) holds the token already; housekeeping, which deletes old
-//     finished deliveries oldest first, skips those locked by anyone (an
-//     operator's retry, an erasure), as the operator's RetryAll and
-//     RetryFailedWhere skip those locked while they pick;
+//     finished deliveries in no particular order, skips those locked by
+//     anyone (an operator's retry, an erasure), as the operator's RetryAll
+//     and RetryFailedWhere skip those locked while they pick;
 //  4. herald_device_counts rows, in device order, last: the claim, which
 //     skips locked deliveries rather than wait for them, takes its
 //     devices' counts while it holds its deliveries; Record, after every
@@ -42,7 +42,8 @@
 //     back the counts of the pushes given back unpushed;
 //     ForgetUser deletes the user's devices' counts in its last
 //     statement, after every delivery it deletes (a claim may hold one
-//     made after ForgetUser locked the user's, and wait for a count).
+//     made after ForgetUser locked the user's, and wait for a count);
+//     housekeeping skips counts locked by anyone.
 //
 // A statement that takes its locks in one scan takes them in scan order,
 // not in the order of the keys it was given. Where the order matters, the

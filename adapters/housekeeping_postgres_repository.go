@@ -52,8 +52,8 @@ func (r *PostgresHousekeepingRepository) DeleteConsumedOutbox(ctx context.Contex
 //
 // A delivery locked by someone else (an operator retrying it, an erasure
 // deleting it) is skipped, not waited for, and looked at again next sweep:
-// the batch is picked oldest first and deleted in whatever order the join
-// returns it, not in id order (the lock order, see the package
+// the batch is picked in no particular order (no ORDER BY) and deleted
+// in whatever order the join returns it, not in id order (the lock order, see the package
 // documentation), and waiting deadlocked with an operator's retry of the
 // same failed deliveries, failing the sweep or the retry.
 func (r *PostgresHousekeepingRepository) DeleteFinishedDeliveries(ctx context.Context, olderThan, failedOlderThan time.Duration, limit int) (int, error) {

@@ -62,7 +62,7 @@ func TestProbePoolerTellsPgBouncerInTransactionModeFromADirectPool(t *testing.T)
 		t.Run(c.name, func(t *testing.T) {
 			pool := probePool(t, c.url, c.mode)
 			busy(t, pool)
-			for range 5 { // the answer does not depend on luck, with others busy on the pool
+			for range 100 { // the answer does not depend on luck, with others busy on the pool
 				probe, err := adapters.ProbePooler(ctx, pool)
 				require.NoError(t, err)
 				assert.True(t, probe.Known)

@@ -266,5 +266,6 @@ func consoleCounts(cs []StatusCount) []console.StatusCount {
 
 func consoleBroadcast(b BroadcastProgress) console.Broadcast {
 	return console.Broadcast{NotificationID: b.NotificationID, Type: b.Type, Expanded: b.Expanded,
-		Refused: b.Refused, Refusal: b.Refusal, Tokens: b.Tokens, StartedAt: b.StartedAt}
+		Refused: b.Refused, Refusal: b.Refusal, HeldUntil: b.HeldUntil, Holds: b.Holds, HeldReason: b.HeldReason,
+		Tokens: b.Tokens, StartedAt: b.StartedAt}
 }

@@ -126,16 +126,19 @@ type codeCountJSON struct {
 }
 
 type broadcastJSON struct {
-	NotificationID uuid.UUID `json:"notification_id"`
-	Type           string    `json:"type"`
-	Recipient      string    `json:"recipient,omitempty"`
-	Platforms      []string  `json:"platforms,omitempty"`
-	Expanded       int64     `json:"expanded"`
-	Refused        int64     `json:"refused,omitempty"`
-	Refusal        string    `json:"refusal,omitempty"`
-	Tokens         int64     `json:"tokens_estimate,omitempty"`
-	StartedAt      time.Time `json:"started_at"`
-	Age            string    `json:"age"`
+	NotificationID uuid.UUID  `json:"notification_id"`
+	Type           string     `json:"type"`
+	Recipient      string     `json:"recipient,omitempty"`
+	Platforms      []string   `json:"platforms,omitempty"`
+	Expanded       int64      `json:"expanded"`
+	Refused        int64      `json:"refused,omitempty"`
+	Refusal        string     `json:"refusal,omitempty"`
+	HeldUntil      *time.Time `json:"held_until,omitempty"`
+	Holds          int        `json:"holds,omitempty"`
+	HeldReason     string     `json:"held_reason,omitempty"`
+	Tokens         int64      `json:"tokens_estimate,omitempty"`
+	StartedAt      time.Time  `json:"started_at"`
+	Age            string     `json:"age"`
 }
 
 // readable is how Status and Stats write a duration in JSON.
@@ -158,9 +161,13 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	j.DeadLetters, j.QuotaPause = s.DeadLetters, readable(s.QuotaPause)
 	j.Relay.Backlog, j.Relay.BacklogAtLeast, j.Relay.Lag = s.Relay.Messages, s.Relay.AtLeast, readable(s.Relay.OldestAge)
 	for _, b := range s.Broadcasts {
-		j.Broadcasts = append(j.Broadcasts, broadcastJSON{NotificationID: b.NotificationID, Type: b.Type,
+		bj := broadcastJSON{NotificationID: b.NotificationID, Type: b.Type,
 			Recipient: b.Recipient, Platforms: b.Platforms, Expanded: b.Expanded, Refused: b.Refused, Refusal: b.Refusal, Tokens: b.Tokens,
-			StartedAt: b.StartedAt, Age: readable(max(0, s.At.Sub(b.StartedAt)))})
+			StartedAt: b.StartedAt, Age: readable(max(0, s.At.Sub(b.StartedAt)))}
+		if !b.HeldUntil.IsZero() {
+			bj.HeldUntil, bj.Holds, bj.HeldReason = &b.HeldUntil, b.Holds, b.HeldReason
+		}
+		j.Broadcasts = append(j.Broadcasts, bj)
 	}
 	for _, in := range s.Instances {
 		j.Instances = append(j.Instances, instanceJSON{ID: in.ID, Host: in.Host, PID: in.PID, Version: in.Version,

@@ -94,7 +94,7 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 			if !accepted {
 				chunk.Held, chunk.Refusal = true, ref.last
 				chunk.HeldFor = min(time.Second<<min(max(holds, 0), 7), maxHold)
-				return hold(ctx, tx, id, chunk.HeldFor)
+				return hold(ctx, tx, id, chunk.HeldFor, ref.last)
 			}
 		}
 		var last, reason *string
@@ -114,7 +114,7 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 				refused = least(refused::numeric + $4, 9223372036854775807)::bigint,
 				refusal = coalesce($5, refusal),
 				finished_at = CASE WHEN $3 < $6 OR $7 THEN now() END,
-				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0
+				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL
 			WHERE notification_id = $1`, id, last, len(tokens), ref.count, reason, limit, cancelled); err != nil {
 			return err
 		}
@@ -132,7 +132,8 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 }
 
 // hold holds broadcast id for d after a refusal of its whole chunk (see
-// expandIsolating). The highest delivery id is read before the clock, so
+// expandIsolating), keeping reason (the refusal, its token shown by its
+// hash) for operators. The highest delivery id is read before the clock, so
 // that any delivery created by a transaction started after held_at has an
 // id above held_mark. It is the highest id handed out, not only the
 // highest committed: a delivery written before the refusal by a
@@ -143,15 +144,16 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 // start before the refusal look later than held_at: such a delivery,
 // committed after the refusal, had a freeze's held tokens counted refused
 // and their pushes lost.
-func hold(ctx context.Context, tx pgx.Tx, id [16]byte, d time.Duration) error {
+func hold(ctx context.Context, tx pgx.Tx, id [16]byte, d time.Duration, reason string) error {
 	var mark int64
 	if err := tx.QueryRow(ctx, `SELECT greatest(coalesce(max(id), 0), coalesce(pg_sequence_last_value(
 			pg_get_serial_sequence('herald_deliveries', 'id')::regclass), 0)) FROM herald_deliveries`).Scan(&mark); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, `UPDATE herald_broadcasts SET held_mark = $2, held_at = clock_timestamp(),
-			held_until = clock_timestamp() + $3::bigint * interval '1 millisecond', holds = least(greatest(holds, 0), 1000) + 1
-		WHERE notification_id = $1`, id, mark, d.Milliseconds())
+			held_until = clock_timestamp() + $3::bigint * interval '1 millisecond', holds = least(greatest(holds, 0), 1000) + 1,
+			held_reason = $4
+		WHERE notification_id = $1`, id, mark, d.Milliseconds(), reason)
 	return err
 }
 

@@ -388,20 +388,25 @@ func (r *PostgresDeliveryRepository) broadcast(ctx context.Context, id uuid.UUID
 
 // broadcastsSQL reads broadcasts with their notification's type and, for
 // a broadcast to every device, the planner's estimate of the registry's
-// size.
+// size. The reasons are cut to 500 characters (Herald stores at most 500 bytes):
+// a row written around Herald must not make a status page of any size.
 const broadcastsSQL = `SELECT b.notification_id, n.type, coalesce(b.recipient, ''), b.platforms, b.expanded,
-		b.refused, coalesce(b.refusal, ''),
+		b.refused, left(coalesce(b.refusal, ''), 500),
 		CASE WHEN b.recipient IS NULL THEN greatest((SELECT reltuples FROM pg_class
 			WHERE oid = 'herald_device_tokens'::regclass), 0)::bigint ELSE 0 END,
-		b.created_at, b.finished_at
+		b.created_at, b.finished_at, b.held_until, left(coalesce(b.held_reason, ''), 500), greatest(b.holds, 0)
 	FROM herald_broadcasts b JOIN herald_notifications n ON n.id = b.notification_id`
 
 func scanBroadcast(row pgx.CollectableRow) (app.BroadcastProgress, error) {
 	var b app.BroadcastProgress
-	var finished *time.Time
-	err := row.Scan(&b.NotificationID, &b.Type, &b.Recipient, &b.Platforms, &b.Expanded, &b.Refused, &b.Refusal, &b.Tokens, &b.StartedAt, &finished)
+	var finished, heldUntil *time.Time
+	err := row.Scan(&b.NotificationID, &b.Type, &b.Recipient, &b.Platforms, &b.Expanded, &b.Refused, &b.Refusal, &b.Tokens,
+		&b.StartedAt, &finished, &heldUntil, &b.HeldReason, &b.Holds)
 	if finished != nil {
 		b.FinishedAt = *finished
+	}
+	if heldUntil != nil {
+		b.HeldUntil = *heldUntil
 	}
 	return b, err
 }

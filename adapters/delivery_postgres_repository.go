@@ -299,7 +299,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 				-- held every broadcast behind it.
 				expanded = least(hb.expanded::numeric + (SELECT count(*) FROM chunk), 9223372036854775807)::bigint,
 				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END,
-				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0
+				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL
 			FROM b WHERE hb.notification_id = b.notification_id
 			RETURNING hb.notification_id
 		), counts AS (

@@ -164,6 +164,16 @@ type BroadcastProgress struct {
 	// last refusal's reason, the token shown by its hash.
 	Refused int64
 	Refusal string
+	// HeldUntil is set while the broadcast is held: the database refused
+	// every delivery of its next chunk (a host's freeze trigger, or a
+	// constraint refusing just those tokens), so nothing of it was skipped
+	// and it waits, the expander working on other broadcasts meanwhile. It
+	// is tried again at HeldUntil (a time already past means at the
+	// expander's next turn). Holds is how many tries in a row were refused;
+	// HeldReason is the last one's reason, its token shown by its hash.
+	HeldUntil  time.Time
+	Holds      int
+	HeldReason string
 	// Tokens estimates how many device tokens a broadcast to every device
 	// will reach (the planner's estimate of the registry's size; 0 when
 	// unknown or for a recipient's continuation).

@@ -67,6 +67,7 @@ const refusal = "tok_0123456789ab: deliveries to tok_0123456789ab are refused " 
 
 func broadcast() console.Broadcast {
 	return console.Broadcast{NotificationID: notificationID, Type: hostile, Expanded: 997, Refused: 3, Refusal: refusal,
+		HeldUntil: heldUntil, Holds: 4, HeldReason: "tok_0123456789ab: deliveries are frozen " + hostile,
 		StartedAt: time.Now().Add(-time.Minute)}
 }
 
@@ -294,6 +295,28 @@ func TestConsole_ABroadcastsRefusedDeliveriesAreShownWithTheLastReason(t *testin
 	_, body, _ = get(t, c, srv.URL+"/ops/notification?id="+notificationID.String())
 	assert.Contains(t, body, "<dt>Refused by the database</dt><dd>3 deliveries")
 	assert.Contains(t, body, escaped)
+}
+
+// heldUntil is when the fake's held broadcast is tried again.
+var heldUntil = time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+
+// A broadcast held because the database refused its next chunk whole (a
+// host's freeze) showed only in a log line; the overview and the
+// notification's page say it is held, until when, after how many refused
+// tries, and why, as text.
+func TestConsole_AHeldBroadcastIsShownWithWhyAndUntilWhen(t *testing.T) {
+	t.Parallel()
+	_, srv := newConsole(t)
+	c := client(t)
+	escaped := "tok_0123456789ab: deliveries are frozen &lt;script&gt;alert(1)&lt;/script&gt;"
+	_, body, _ := get(t, c, srv.URL+"/ops/")
+	assert.Contains(t, body, "<th>Held</th>")
+	assert.Contains(t, body, "4 tries refused whole: "+escaped)
+	assert.Contains(t, body, "2031")
+	_, body, _ = get(t, c, srv.URL+"/ops/notification?id="+notificationID.String())
+	assert.Contains(t, body, "<dt>Held</dt><dd>the database refused every delivery of its next chunk (4 tries in a row), so none of them is skipped")
+	assert.Contains(t, body, escaped)
+	assert.NotContains(t, body, "<script>alert")
 }
 
 func TestConsole_TheOverviewRefreshesItself(t *testing.T) {

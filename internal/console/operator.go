@@ -130,6 +130,13 @@ type Broadcast struct {
 	// by its hash; it is the host database's text, shown as text.
 	Refused int64
 	Refusal string
+	// HeldUntil is set while the broadcast is held: the database refused
+	// every delivery of its next chunk, so none is skipped and it is tried
+	// again then. Holds counts the tries refused in a row, HeldReason is
+	// the last one's reason (the host database's text, shown as text).
+	HeldUntil  time.Time
+	Holds      int
+	HeldReason string
 	// Tokens estimates how many devices it will reach, 0 when unknown.
 	Tokens    int64
 	StartedAt time.Time

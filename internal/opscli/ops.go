@@ -257,6 +257,10 @@ func writeTimeline(w io.Writer, tl herald.Timeline) error {
 		if b.Refused > 0 {
 			fmt.Fprintf(tw, "Refused\t%s deliveries refused by the database, the last: %s\n", group(b.Refused), visible.Text(b.Refusal))
 		}
+		if !b.HeldUntil.IsZero() {
+			fmt.Fprintf(tw, "Held\tthe database refused every delivery of its next chunk (%s in a row), so none is skipped; tried again %s: %s\n",
+				times(b.Holds), b.HeldUntil.UTC().Format(time.RFC3339), visible.Text(b.HeldReason))
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -144,6 +144,10 @@ func writeStatus(w io.Writer, s herald.Status) {
 		if b.Refused > 0 {
 			progress += fmt.Sprintf(", %s refused by the database (last: %s)", group(b.Refused), visible.Text(b.Refusal))
 		}
+		if !b.HeldUntil.IsZero() {
+			progress += fmt.Sprintf(", held: the database refused its next chunk whole %s, tried again %s (%s)",
+				times(b.Holds), b.HeldUntil.UTC().Format(time.RFC3339), visible.Text(b.HeldReason))
+		}
 		fmt.Fprintf(tw, "%s\t%s %s: %s, started %s ago\n", label, b.NotificationID, what, progress,
 			ago(s.At.Sub(b.StartedAt)))
 	}
@@ -221,4 +225,15 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// times says how many times: "once", "twice", "3 times".
+func times(n int) string {
+	switch n {
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return fmt.Sprintf("%d times", n)
 }

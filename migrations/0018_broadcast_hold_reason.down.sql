@@ -1,0 +1,1 @@
+ALTER TABLE herald_broadcasts DROP COLUMN held_reason;

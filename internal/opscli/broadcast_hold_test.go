@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald"
 	"github.com/herald-push/herald/adapters"
 	"github.com/herald-push/herald/internal/opscli"
-	"github.com/herald-push/herald/testutil"
 )
 
 // TestAnOperatorSeesWhyABroadcastIsHeldAndWhenItIsTriedAgain: a broadcast
@@ -27,13 +25,9 @@ import (
 // hold is gone from all of them.
 func TestAnOperatorSeesWhyABroadcastIsHeldAndWhenItIsTriedAgain(t *testing.T) {
 	ctx := context.Background()
-	url := testutil.NewDatabase(t)
-	t.Setenv("DATABASE_URL", url)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := commandsDatabase(t)
 	id := uuid.New()
-	_, err = pool.Exec(ctx, `
+	_, err := pool.Exec(ctx, `
 		INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
 			VALUES ('secret-device-token', 'ann', 'android', now(), now());
 		CREATE FUNCTION host_freeze() RETURNS trigger LANGUAGE plpgsql AS $$

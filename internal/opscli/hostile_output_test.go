@@ -9,13 +9,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-push/herald/internal/cli"
 	"github.com/herald-push/herald/internal/opscli"
-	"github.com/herald-push/herald/testutil"
 )
 
 // Operator actions can't leak or be hijacked through what they display:
@@ -26,15 +24,11 @@ import (
 // control character but the table's newlines reaches the terminal.
 func TestOperatorCommandsNeverPassTerminalControlSequencesThrough(t *testing.T) {
 	ctx := context.Background()
-	url := testutil.NewDatabase(t)
-	t.Setenv("DATABASE_URL", url)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := commandsDatabase(t)
 
 	const hostile = "mallory\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07\r\x1b[2K\u009b31m"
 	id := uuid.New()
-	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+	_, err := pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
 		VALUES ($1, $2, $2, 'x', now())`, id, hostile)
 	require.NoError(t, err)
 	var delivery int64
@@ -71,15 +65,11 @@ func TestOperatorCommandsNeverPassTerminalControlSequencesThrough(t *testing.T) 
 // \u escapes: the same JSON to a program).
 func TestOperatorCommandsShowInvisibleAndReorderingCharactersEscaped(t *testing.T) {
 	ctx := context.Background()
-	url := testutil.NewDatabase(t)
-	t.Setenv("DATABASE_URL", url)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := commandsDatabase(t)
 
 	const hostile = "mallory\u202egnp.exe\u2066x\u2069\u200b\u200d\ufeff\u00ad\U000e0041\u3164\u00a0\u2028\ufe0f"
 	id := uuid.New()
-	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
+	_, err := pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, created_at)
 		VALUES ($1, $2, $2, $2, now())`, id, hostile)
 	require.NoError(t, err)
 	var delivery int64

@@ -30,11 +30,7 @@ import (
 // sent, and replay a dead letter.
 func TestOperatorCommandsListAndMendWhatASendingProcessLeft(t *testing.T) {
 	ctx := context.Background()
-	url := testutil.NewDatabase(t)
-	t.Setenv("DATABASE_URL", url)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := commandsDatabase(t)
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
 	fcm, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)
@@ -114,6 +110,18 @@ func TestOperatorCommandsListAndMendWhatASendingProcessLeft(t *testing.T) {
 }
 
 // runCommand runs one operator command and returns its standard output.
+// commandsDatabase is a new migrated database, the one the commands run
+// against (DATABASE_URL, for this test), and a pool on it.
+func commandsDatabase(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	url := testutil.NewDatabase(t)
+	t.Setenv("DATABASE_URL", url)
+	pool, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 func runCommand(ctx context.Context, cmd cli.Command, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	err := cmd(ctx, args, &stdout, &stderr)

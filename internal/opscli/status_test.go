@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -30,11 +29,7 @@ import (
 // stops a notification's pushes not yet made.
 func TestHeraldStatusAndTheTimelineAnswerTheOnCallQuestions(t *testing.T) {
 	ctx := context.Background()
-	url := testutil.NewDatabase(t)
-	t.Setenv("DATABASE_URL", url)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := commandsDatabase(t)
 	fake := testutil.NewFakeFCM(t, testutil.FakeFCMConfig{})
 	fcm, err := herald.NewFCM(ctx, fake.ProjectID(), fake.ClientOptions()...)
 	require.NoError(t, err)

@@ -231,7 +231,9 @@ func (r *PostgresDeliveryRepository) CancelNotification(ctx context.Context, id 
 		WITH n AS (
 			UPDATE herald_notifications SET cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1 RETURNING id
 		), b AS (
-			UPDATE herald_broadcasts SET finished_at = now() WHERE notification_id = $1 AND finished_at IS NULL
+			UPDATE herald_broadcasts SET finished_at = now(),
+				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL
+			WHERE notification_id = $1 AND finished_at IS NULL
 		)
 		SELECT EXISTS (SELECT 1 FROM n)`, [16]byte(id)).Scan(&found)
 	if err != nil {
@@ -405,8 +407,12 @@ func scanBroadcast(row pgx.CollectableRow) (app.BroadcastProgress, error) {
 	if finished != nil {
 		b.FinishedAt = *finished
 	}
-	if heldUntil != nil {
+	if heldUntil != nil && finished == nil {
+		// A finished broadcast (its notification cancelled while it was
+		// held) waits for nothing.
 		b.HeldUntil = *heldUntil
+	} else {
+		b.Holds, b.HeldReason = 0, ""
 	}
 	return b, err
 }

@@ -97,3 +97,37 @@ func TestAnOperatorSeesWhyABroadcastIsHeldAndWhenItIsTriedAgain(t *testing.T) {
 	assert.NotContains(t, out, "Held")
 	assert.NotContains(t, out, "frozen")
 }
+
+// A held broadcast whose notification is cancelled is finished: it waits
+// for nothing, and no page says it is held.
+func TestACancelledHeldBroadcastIsNoLongerShownHeld(t *testing.T) {
+	ctx := context.Background()
+	pool := commandsDatabase(t)
+	id := uuid.New()
+	_, err := pool.Exec(ctx, `
+		INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+			VALUES ('ann-phone', 'ann', 'android', now(), now());
+		CREATE FUNCTION host_freeze() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'deliveries are frozen'; END $$;
+		CREATE TRIGGER host_freeze BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION host_freeze();`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
+		VALUES ($1, '', 'announcement', 'for all', '{}', now())`, id)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
+	require.NoError(t, err)
+	repo := adapters.NewPostgresDeliveryRepository(pool)
+	chunk, err := repo.ExpandBroadcastChunk(ctx, 5000)
+	require.NoError(t, err)
+	require.True(t, chunk.Held)
+	out, err := runCommand(ctx, opscli.Deliveries, "timeline", id.String())
+	require.NoError(t, err)
+	require.Contains(t, out, "Held", "held before the cancel")
+
+	_, err = runCommand(ctx, opscli.Deliveries, "cancel", id.String())
+	require.NoError(t, err)
+	out, err = runCommand(ctx, opscli.Deliveries, "timeline", id.String())
+	require.NoError(t, err)
+	assert.NotContains(t, out, "Held")
+	assert.NotContains(t, out, "frozen")
+}

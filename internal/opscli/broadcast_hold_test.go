@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -26,23 +27,7 @@ import (
 func TestAnOperatorSeesWhyABroadcastIsHeldAndWhenItIsTriedAgain(t *testing.T) {
 	ctx := context.Background()
 	pool := commandsDatabase(t)
-	id := uuid.New()
-	_, err := pool.Exec(ctx, `
-		INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
-			VALUES ('secret-device-token', 'ann', 'android', now(), now());
-		CREATE FUNCTION host_freeze() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN RAISE EXCEPTION 'deliveries are frozen (%)', NEW.token; END $$;
-		CREATE TRIGGER host_freeze BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION host_freeze();`)
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
-		VALUES ($1, '', 'announcement', 'for all', '{}', now())`, id)
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
-	require.NoError(t, err)
-	repo := adapters.NewPostgresDeliveryRepository(pool)
-	chunk, err := repo.ExpandBroadcastChunk(ctx, 5000)
-	require.NoError(t, err)
-	require.True(t, chunk.Held, "the freeze holds the broadcast")
+	repo, id := heldBroadcast(t, pool, "secret-device-token")
 	hash := herald.TokenHash("secret-device-token")
 
 	out, err := runCommand(ctx, opscli.Status)
@@ -103,23 +88,7 @@ func TestAnOperatorSeesWhyABroadcastIsHeldAndWhenItIsTriedAgain(t *testing.T) {
 func TestACancelledHeldBroadcastIsNoLongerShownHeld(t *testing.T) {
 	ctx := context.Background()
 	pool := commandsDatabase(t)
-	id := uuid.New()
-	_, err := pool.Exec(ctx, `
-		INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
-			VALUES ('ann-phone', 'ann', 'android', now(), now());
-		CREATE FUNCTION host_freeze() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN RAISE EXCEPTION 'deliveries are frozen'; END $$;
-		CREATE TRIGGER host_freeze BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION host_freeze();`)
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
-		VALUES ($1, '', 'announcement', 'for all', '{}', now())`, id)
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
-	require.NoError(t, err)
-	repo := adapters.NewPostgresDeliveryRepository(pool)
-	chunk, err := repo.ExpandBroadcastChunk(ctx, 5000)
-	require.NoError(t, err)
-	require.True(t, chunk.Held)
+	_, id := heldBroadcast(t, pool, "ann-phone")
 	out, err := runCommand(ctx, opscli.Deliveries, "timeline", id.String())
 	require.NoError(t, err)
 	require.Contains(t, out, "Held", "held before the cancel")
@@ -130,4 +99,32 @@ func TestACancelledHeldBroadcastIsNoLongerShownHeld(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, out, "Held")
 	assert.NotContains(t, out, "frozen")
+}
+
+// heldBroadcast registers token, sets a host's freeze trigger on
+// herald_deliveries whose message quotes the token, and holds a broadcast
+// to every device by expanding it once. It returns the repository and the
+// broadcast's notification id.
+func heldBroadcast(t *testing.T, pool *pgxpool.Pool, token string) (*adapters.PostgresDeliveryRepository, uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.New()
+	_, err := pool.Exec(ctx, `INSERT INTO herald_device_tokens (token, user_id, platform, registered_at, last_seen_at)
+		VALUES ($1, 'ann', 'android', now(), now())`, token)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `
+		CREATE FUNCTION host_freeze() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'deliveries are frozen (%)', NEW.token; END $$;
+		CREATE TRIGGER host_freeze BEFORE INSERT ON herald_deliveries FOR EACH ROW EXECUTE FUNCTION host_freeze();`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_notifications (id, recipient, type, title, audience, created_at)
+		VALUES ($1, '', 'announcement', 'for all', '{}', now())`, id)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO herald_broadcasts (notification_id, created_at) VALUES ($1, now())`, id)
+	require.NoError(t, err)
+	repo := adapters.NewPostgresDeliveryRepository(pool)
+	chunk, err := repo.ExpandBroadcastChunk(ctx, 5000)
+	require.NoError(t, err)
+	require.True(t, chunk.Held, "the freeze holds the broadcast")
+	return repo, id
 }

@@ -396,7 +396,11 @@ const broadcastsSQL = `SELECT b.notification_id, n.type, coalesce(b.recipient, '
 		b.refused, left(coalesce(b.refusal, ''), 500),
 		CASE WHEN b.recipient IS NULL THEN greatest((SELECT reltuples FROM pg_class
 			WHERE oid = 'herald_device_tokens'::regclass), 0)::bigint ELSE 0 END,
-		b.created_at, b.finished_at, b.held_until, left(coalesce(b.held_reason, ''), 500), greatest(b.holds, 0)
+		b.created_at, b.finished_at,
+		-- A hold further ahead than Herald ever holds was written around
+		-- Herald, and the expander does not honour it: not shown held.
+		CASE WHEN b.held_until <= now() + interval '2 minutes' THEN b.held_until END,
+		left(coalesce(b.held_reason, ''), 500), greatest(b.holds, 0)
 	FROM herald_broadcasts b JOIN herald_notifications n ON n.id = b.notification_id`
 
 func scanBroadcast(row pgx.CollectableRow) (app.BroadcastProgress, error) {

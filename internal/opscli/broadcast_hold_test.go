@@ -66,6 +66,14 @@ func TestAnOperatorSeesWhyABroadcastIsHeldAndWhenItIsTriedAgain(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, len(out), 4096, "a megabyte reason makes no megabyte status")
 
+	// A hold set by hand a day ahead is not one the expander honours (it
+	// tries the broadcast at its next turn): not shown held.
+	_, err = pool.Exec(ctx, `UPDATE herald_broadcasts SET held_until = now() + interval '1 day'`)
+	require.NoError(t, err)
+	out, err = runCommand(ctx, opscli.Status)
+	require.NoError(t, err)
+	assert.NotContains(t, out, "held:")
+
 	// The host lifts the freeze: the next try (after the hold's second)
 	// expands the broadcast and the hold is gone.
 	_, err = pool.Exec(ctx, `DROP TRIGGER host_freeze ON herald_deliveries`)

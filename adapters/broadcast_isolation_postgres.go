@@ -24,9 +24,18 @@ const maxRefusalLength = 500
 
 // maxHold bounds how long a held broadcast waits before its chunk is tried
 // again. The first hold is a second, each hold in a row doubles it. It must
-// stay under the 2 minutes past which broadcastChunkSQL takes a hold for
-// one written around Herald.
+// stay under holdAheadLimitSQL.
 const maxHold = time.Minute
+
+// holdAheadLimitSQL is how far ahead a hold may end and still be Herald's:
+// one ending later was written around Herald, and neither the expander
+// (broadcastChunkSQL) nor an operator's page (broadcastsSQL) takes it for
+// a hold.
+const holdAheadLimitSQL = "interval '2 minutes'"
+
+// clearHoldSQL is the SET list that ends a broadcast's hold: when it goes
+// on, and when it is finished.
+const clearHoldSQL = "held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL"
 
 // expandIsolating expands the next chunk of at most limit tokens of one
 // unfinished broadcast, picked as ExpandBroadcastChunk picks it, in one
@@ -114,7 +123,7 @@ func (r *PostgresDeliveryRepository) expandIsolating(ctx context.Context, limit 
 				refused = least(refused::numeric + $4, 9223372036854775807)::bigint,
 				refusal = coalesce($5, refusal),
 				finished_at = CASE WHEN $3 < $6 OR $7 THEN now() END,
-				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL
+				`+clearHoldSQL+`
 			WHERE notification_id = $1`, id, last, len(tokens), ref.count, reason, limit, cancelled); err != nil {
 			return err
 		}

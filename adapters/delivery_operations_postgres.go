@@ -231,8 +231,7 @@ func (r *PostgresDeliveryRepository) CancelNotification(ctx context.Context, id 
 		WITH n AS (
 			UPDATE herald_notifications SET cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1 RETURNING id
 		), b AS (
-			UPDATE herald_broadcasts SET finished_at = now(),
-				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL
+			UPDATE herald_broadcasts SET finished_at = now(), `+clearHoldSQL+`
 			WHERE notification_id = $1 AND finished_at IS NULL
 		)
 		SELECT EXISTS (SELECT 1 FROM n)`, [16]byte(id)).Scan(&found)
@@ -397,9 +396,8 @@ const broadcastsSQL = `SELECT b.notification_id, n.type, coalesce(b.recipient, '
 		CASE WHEN b.recipient IS NULL THEN greatest((SELECT reltuples FROM pg_class
 			WHERE oid = 'herald_device_tokens'::regclass), 0)::bigint ELSE 0 END,
 		b.created_at, b.finished_at,
-		-- A hold further ahead than Herald ever holds was written around
-		-- Herald, and the expander does not honour it: not shown held.
-		CASE WHEN b.held_until <= now() + interval '2 minutes' THEN b.held_until END,
+		-- Held: not finished, and not a hold written around Herald.
+		CASE WHEN b.finished_at IS NULL AND b.held_until <= now() + ` + holdAheadLimitSQL + ` THEN b.held_until END,
 		left(coalesce(b.held_reason, ''), 500), greatest(b.holds, 0)
 	FROM herald_broadcasts b JOIN herald_notifications n ON n.id = b.notification_id`
 
@@ -411,9 +409,7 @@ func scanBroadcast(row pgx.CollectableRow) (app.BroadcastProgress, error) {
 	if finished != nil {
 		b.FinishedAt = *finished
 	}
-	if heldUntil != nil && finished == nil {
-		// A finished broadcast (its notification cancelled while it was
-		// held) waits for nothing.
+	if heldUntil != nil {
 		b.HeldUntil = *heldUntil
 	} else {
 		b.Holds, b.HeldReason = 0, ""

@@ -299,7 +299,7 @@ func (r *PostgresDeliveryRepository) ExpandBroadcastChunk(ctx context.Context, l
 				-- held every broadcast behind it.
 				expanded = least(hb.expanded::numeric + (SELECT count(*) FROM chunk), 9223372036854775807)::bigint,
 				finished_at = CASE WHEN (SELECT count(*) FROM chunk) < $1 OR b.cancelled THEN now() END,
-				held_at = NULL, held_mark = NULL, held_until = NULL, holds = 0, held_reason = NULL
+				`+clearHoldSQL+`
 			FROM b WHERE hb.notification_id = b.notification_id
 			RETURNING hb.notification_id
 		), counts AS (
@@ -337,7 +337,7 @@ const broadcastChunkSQL = `
 				-- A held broadcast (see expandIsolating) steps aside until
 				-- its hold ends; one held further ahead than Herald ever
 				-- holds was written around Herald and is not held.
-				AND (hb.held_until IS NULL OR hb.held_until <= now() OR hb.held_until > now() + interval '2 minutes')
+				AND (hb.held_until IS NULL OR hb.held_until <= now() OR hb.held_until > now() + ` + holdAheadLimitSQL + `)
 			ORDER BY hb.recipient IS NULL, hb.created_at LIMIT 1
 			FOR UPDATE SKIP LOCKED
 		), chunk AS (
